@@ -1,0 +1,1 @@
+//! Applying a compiled mapping to one record (STUB: owned by the mapping work).

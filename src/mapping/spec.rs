@@ -1,0 +1,1 @@
+//! Raw serde structs of the mapping YAML (STUB: owned by the mapping work).
