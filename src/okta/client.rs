@@ -1,13 +1,32 @@
-//! Typed HTTP client for the Identity Sources API (STUB: owned by the client work).
+//! Typed HTTP client for the Identity Sources import API (FACTS §2a).
+//!
+//! One method per endpoint the importer needs. Every call goes through [`OktaClient::execute`],
+//! which is the single place that:
+//!
+//! - adds `Authorization: SSWS …` (the only place the token is exposed), `Accept` and
+//!   `User-Agent`, and `Content-Length: 0` on body-less POSTs (Okta answers 411 otherwise,
+//!   FACTS §1);
+//! - bounds each attempt by `request_timeout`;
+//! - waits out 429s the way Okta's own SDKs do (FACTS §7): until `X-Rate-Limit-Reset` minus
+//!   the answer's `Date`, plus one second and a little jitter, then retries with
+//!   `X-Okta-Retry-For` / `X-Okta-Retry-Count`. A 429 means Okta did not apply the request, so
+//!   this is safe even for bulk loads;
+//! - retries reads (GET, and DELETE which is idempotent) a couple of times on transport errors
+//!   and 5xx. Writes are *not* retried on those: a timed-out bulk load may have been applied;
+//! - turns non-2xx answers into a typed [`OktaError`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use chrono::{DateTime, Utc};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::batch::RequestKind;
-use super::error::OktaError;
-use super::model::Session;
+use super::error::{OktaError, Operation};
+use super::model::{ErrorBody, Session};
 
 /// Transport settings of the client.
 #[derive(Debug, Clone)]
@@ -30,35 +49,153 @@ impl Default for ClientOptions {
     }
 }
 
+/// Retries of idempotent calls after a transport error, timeout or 5xx.
+const MAX_TRANSIENT_RETRIES: u32 = 2;
+/// First backoff of those retries (doubled each time).
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(500);
+/// Backoff for a 429 without usable rate-limit headers: 1 s, 2 s, 4 s…
+const RATE_LIMIT_FALLBACK_BACKOFF: Duration = Duration::from_secs(1);
+/// Upper bound of the random delay added to 429 waits, so that several clients sharing a
+/// bucket do not all come back in the same millisecond.
+const RATE_LIMIT_JITTER_MS: u64 = 250;
+/// How much of an unexpected body goes into a [`OktaError::Decode`].
+const SNIPPET_CHARS: usize = 200;
+
+const REQUEST_ID: &str = "x-okta-request-id";
+const RATE_LIMIT_RESET: &str = "x-rate-limit-reset";
+const RETRY_FOR: &str = "x-okta-retry-for";
+const RETRY_COUNT: &str = "x-okta-retry-count";
+
 /// A client for one Okta org.
-#[derive(Debug, Clone)]
-pub struct OktaClient {}
+#[derive(Clone)]
+pub struct OktaClient {
+    http: reqwest::Client,
+    /// The org URL as configured; API paths are appended to it.
+    org_url: Url,
+    /// The org's origin, the only form of the URL that goes into error messages.
+    org: String,
+    token: SecretString,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for OktaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OktaClient")
+            .field("org", &self.org)
+            .field("token", &"[redacted]")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer that passed the status checks.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+/// One call, as [`OktaClient::execute`] sees it.
+struct Call<'a> {
+    op: Operation,
+    method: Method,
+    url: Url,
+    /// `None` for body-less calls; POSTs then still send `Content-Length: 0`.
+    json_body: Option<&'a [u8]>,
+    /// Safe to repeat after a transport error, timeout or 5xx.
+    idempotent: bool,
+}
 
 impl OktaClient {
+    /// A client for the org at `org_url` (e.g. `https://acme.okta.com`), authenticating with
+    /// an SSWS API token.
     pub fn new(
         org_url: Url,
         token: SecretString,
         options: ClientOptions,
     ) -> Result<Self, OktaError> {
-        let _ = (org_url, token, options);
-        Ok(Self {})
+        if !matches!(org_url.scheme(), "https" | "http") || org_url.cannot_be_a_base() {
+            return Err(OktaError::Other(format!(
+                "the okta org url must be an http(s) url like https://acme.okta.com, not {}",
+                org_url.origin().ascii_serialization()
+            )));
+        }
+        // Check once that the token fits in a header, so calls cannot fail on it later. The
+        // error deliberately does not say which character is wrong: that would leak a part of it.
+        if token.expose_secret().trim().is_empty()
+            || HeaderValue::from_str(&format!("SSWS {}", token.expose_secret())).is_err()
+        {
+            return Err(OktaError::Other(
+                "the okta api token is empty or contains characters not allowed in an http header"
+                    .into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("xaas/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.request_timeout)
+            .build()
+            .map_err(|e| OktaError::Other(format!("cannot build the http client: {e}")))?;
+        Ok(Self { http, org: org_url.origin().ascii_serialization(), org_url, token, options })
     }
+
+    /// `GET …/sessions`: the active sessions of the identity source.
     pub async fn list_sessions(&self, source_id: &str) -> Result<Vec<Session>, OktaError> {
-        Err(OktaError::Other(source_id.into()))
+        let call = Call {
+            op: "list sessions",
+            method: Method::GET,
+            url: self.url(source_id, &["sessions"]),
+            json_body: None,
+            idempotent: true,
+        };
+        let answer = self.execute(call).await?;
+        decode("list sessions", &answer)
     }
+
+    /// `POST …/sessions`. Okta documents 200 but answers 201 (FACTS §11); both are fine.
     pub async fn create_session(&self, source_id: &str) -> Result<Session, OktaError> {
-        Err(OktaError::Other(source_id.into()))
+        // Not idempotent: a create that timed out may have created a session, and a second one
+        // would only meet the 5-minute rule.
+        let call = Call {
+            op: "create session",
+            method: Method::POST,
+            url: self.url(source_id, &["sessions"]),
+            json_body: None,
+            idempotent: false,
+        };
+        let answer = self.execute(call).await?;
+        decode("create session", &answer)
     }
+
+    /// `GET …/sessions/{id}`.
     pub async fn get_session(
         &self,
         source_id: &str,
         session_id: &str,
     ) -> Result<Session, OktaError> {
-        Err(OktaError::Other(format!("{source_id}{session_id}")))
+        let call = Call {
+            op: "get session",
+            method: Method::GET,
+            url: self.url(source_id, &["sessions", session_id]),
+            json_body: None,
+            idempotent: true,
+        };
+        let answer = self.execute(call).await?;
+        decode("get session", &answer)
     }
+
+    /// `DELETE …/sessions/{id}`: cancel a `CREATED` or `IN_PROGRESS` session. Okta answers 400
+    /// `E0000001` for any other status (FACTS §9).
     pub async fn cancel_session(&self, source_id: &str, session_id: &str) -> Result<(), OktaError> {
-        Err(OktaError::Other(format!("{source_id}{session_id}")))
+        let call = Call {
+            op: "cancel session",
+            method: Method::DELETE,
+            url: self.url(source_id, &["sessions", session_id]),
+            json_body: None,
+            idempotent: true,
+        };
+        self.execute(call).await.map(drop)
     }
+
+    /// `POST …/sessions/{id}/bulk-upsert` or `…/bulk-delete`, with a body the packer built.
     pub async fn bulk_load(
         &self,
         source_id: &str,
@@ -66,14 +203,284 @@ impl OktaClient {
         kind: RequestKind,
         body: &[u8],
     ) -> Result<(), OktaError> {
-        let _ = (kind, body);
-        Err(OktaError::Other(format!("{source_id}{session_id}")))
+        let (op, endpoint) = match kind {
+            RequestKind::Upsert => ("bulk upsert", "bulk-upsert"),
+            RequestKind::Delete => ("bulk delete", "bulk-delete"),
+        };
+        let call = Call {
+            op,
+            method: Method::POST,
+            url: self.url(source_id, &["sessions", session_id, endpoint]),
+            json_body: Some(body),
+            idempotent: false,
+        };
+        self.execute(call).await.map(drop)
     }
+
+    /// `POST …/sessions/{id}/start-import`: trigger processing; answers the session, normally
+    /// `TRIGGERED`.
     pub async fn start_import(
         &self,
         source_id: &str,
         session_id: &str,
     ) -> Result<Session, OktaError> {
-        Err(OktaError::Other(format!("{source_id}{session_id}")))
+        let call = Call {
+            op: "start import",
+            method: Method::POST,
+            url: self.url(source_id, &["sessions", session_id, "start-import"]),
+            json_body: None,
+            idempotent: false,
+        };
+        let answer = self.execute(call).await?;
+        decode("start import", &answer)
     }
+
+    /// `{org}/api/v1/identity-sources/{source_id}/{rest…}`, each segment percent-encoded.
+    fn url(&self, source_id: &str, rest: &[&str]) -> Url {
+        let mut url = self.org_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        {
+            let mut segments =
+                url.path_segments_mut().expect("new() checked that the org url can be a base");
+            segments
+                .pop_if_empty()
+                .extend(["api", "v1", "identity-sources", source_id])
+                .extend(rest);
+        }
+        url
+    }
+
+    /// Send one call, with the rate-limit and transient-error retries described in the module
+    /// doc, and map the final answer to `Ok` (2xx) or an [`OktaError`].
+    async fn execute(&self, call: Call<'_>) -> Result<Answer, OktaError> {
+        let mut rate_limit_retries = 0u32;
+        let mut transient_retries = 0u32;
+        // Request id of the last 429, echoed in `X-Okta-Retry-For`.
+        let mut retry_for: Option<String> = None;
+        loop {
+            let started = Instant::now();
+            let attempt = self.attempt(&call, retry_for.as_deref(), rate_limit_retries);
+            let result = tokio::time::timeout(self.options.request_timeout, attempt).await;
+            let elapsed_ms = millis(started.elapsed());
+            let path = call.url.path();
+
+            let failure = match result {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(transport_error(call.op, &e)),
+                Err(_elapsed) => {
+                    Err(OktaError::Timeout { op: call.op, timeout: self.options.request_timeout })
+                }
+            };
+            let (status, headers, body) = match failure {
+                Ok(answer) => answer,
+                Err(err) => {
+                    tracing::debug!(method = %call.method, path, elapsed_ms, error = %err, "okta request failed");
+                    if call.idempotent && transient_retries < MAX_TRANSIENT_RETRIES {
+                        let wait = TRANSIENT_BACKOFF * 2u32.pow(transient_retries) + jitter(100);
+                        transient_retries += 1;
+                        tracing::debug!(method = %call.method, path, wait_ms = millis(wait), "retrying after a transport error");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+
+            let request_id =
+                headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            tracing::debug!(
+                method = %call.method,
+                path,
+                status = status.as_u16(),
+                request_id = request_id.as_deref().unwrap_or(""),
+                elapsed_ms,
+                "okta request"
+            );
+
+            if status.is_success() {
+                return Ok(Answer { status, body });
+            }
+
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let reset_at = header_reset_at(&headers);
+                if rate_limit_retries >= self.options.max_rate_limit_retries {
+                    return Err(OktaError::RateLimited {
+                        op: call.op,
+                        retries: rate_limit_retries,
+                        reset_at,
+                        request_id,
+                    });
+                }
+                let wait = self.rate_limit_wait(&headers, rate_limit_retries);
+                rate_limit_retries += 1;
+                tracing::warn!(
+                    method = %call.method,
+                    path,
+                    request_id = request_id.as_deref().unwrap_or(""),
+                    wait_ms = millis(wait),
+                    retry = rate_limit_retries,
+                    "okta rate limit reached, waiting for the reset"
+                );
+                retry_for = request_id;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+
+            if status.is_server_error()
+                && call.idempotent
+                && transient_retries < MAX_TRANSIENT_RETRIES
+            {
+                let wait = TRANSIENT_BACKOFF * 2u32.pow(transient_retries) + jitter(100);
+                transient_retries += 1;
+                tracing::debug!(method = %call.method, path, status = status.as_u16(), wait_ms = millis(wait), "retrying after a server error");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+
+            return Err(self.error_from(call.op, status, &headers, &body, request_id));
+        }
+    }
+
+    /// One HTTP attempt: send and read the whole body.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        retry_for: Option<&str>,
+        retry_count: u32,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), reqwest::Error> {
+        let mut auth = HeaderValue::from_str(&format!("SSWS {}", self.token.expose_secret()))
+            .unwrap_or_else(|_| HeaderValue::from_static("SSWS"));
+        // Keeps the value out of `Debug` output of the request and of http2 header indexing.
+        auth.set_sensitive(true);
+
+        let mut request = self
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .header(header::AUTHORIZATION, auth)
+            .header(header::ACCEPT, "application/json");
+        request = match call.json_body {
+            Some(body) => {
+                request.header(header::CONTENT_TYPE, "application/json").body(body.to_vec())
+            }
+            // Okta answers 411 to a POST without Content-Length (FACTS §1).
+            None if call.method == Method::POST => {
+                request.header(header::CONTENT_LENGTH, "0").body(Vec::new())
+            }
+            None => request,
+        };
+        if retry_count > 0 {
+            if let Some(id) = retry_for.and_then(|id| HeaderValue::from_str(id).ok()) {
+                request = request.header(RETRY_FOR, id);
+            }
+            request = request.header(RETRY_COUNT, retry_count.to_string());
+        }
+
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok((status, headers, body))
+    }
+
+    /// How long to wait after a 429 (FACTS §7): `X-Rate-Limit-Reset − Date + 1 s`, plus jitter,
+    /// capped by `max_rate_limit_wait`. Without usable headers: 1 s, 2 s, 4 s… (capped too).
+    fn rate_limit_wait(&self, headers: &HeaderMap, retries_so_far: u32) -> Duration {
+        let base = match header_reset_at(headers) {
+            Some(reset) => {
+                let now = header_date(headers).unwrap_or_else(Utc::now);
+                let secs = (reset - now).num_seconds().max(0) as u64 + 1;
+                Duration::from_secs(secs)
+            }
+            None => RATE_LIMIT_FALLBACK_BACKOFF * 2u32.saturating_pow(retries_so_far.min(16)),
+        };
+        (base + jitter(RATE_LIMIT_JITTER_MS)).min(self.options.max_rate_limit_wait)
+    }
+
+    fn error_from(
+        &self,
+        op: Operation,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        request_id: Option<String>,
+    ) -> OktaError {
+        let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        let code = parsed.error_code;
+        let mut summary = parsed.error_summary;
+        if summary.is_empty() {
+            // OAuth failures come with an empty body and the reason in `WWW-Authenticate`
+            // (FACTS §1); anything else unparsed is shown as a snippet.
+            summary = headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| snippet(body));
+        }
+        let causes: Vec<String> = parsed
+            .error_causes
+            .into_iter()
+            .map(|c| c.error_summary)
+            .filter(|s| !s.is_empty())
+            .collect();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                OktaError::Unauthorized { op, org: self.org.clone(), code, summary, request_id }
+            }
+            StatusCode::FORBIDDEN => OktaError::Forbidden { op, code, summary, request_id },
+            StatusCode::NOT_FOUND => OktaError::NotFound { op, code, summary, request_id },
+            _ => OktaError::Api { op, status: status.as_u16(), code, summary, causes, request_id },
+        }
+    }
+}
+
+/// Parse a 2xx JSON body.
+fn decode<T: DeserializeOwned>(op: Operation, answer: &Answer) -> Result<T, OktaError> {
+    serde_json::from_slice(&answer.body).map_err(|e| OktaError::Decode {
+        op,
+        status: answer.status.as_u16(),
+        message: e.to_string(),
+        snippet: snippet(&answer.body),
+    })
+}
+
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(SNIPPET_CHARS).collect()
+}
+
+/// A reqwest error as text: the error and its causes ("connection refused" sits deep in the
+/// chain). reqwest only knows the URL, which holds no secret; the token is in a header.
+fn transport_error(op: Operation, err: &reqwest::Error) -> OktaError {
+    if err.is_timeout() {
+        return OktaError::Transport { op, message: "timed out".into() };
+    }
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    OktaError::Transport { op, message }
+}
+
+fn header_reset_at(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let secs: i64 = headers.get(RATE_LIMIT_RESET)?.to_str().ok()?.trim().parse().ok()?;
+    DateTime::from_timestamp(secs, 0)
+}
+
+fn header_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get(header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(text).ok().map(|d| d.with_timezone(&Utc))
+}
+
+fn jitter(max_ms: u64) -> Duration {
+    Duration::from_millis(rand::random_range(0..=max_ms))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,8 +1,257 @@
-//! Typed errors of the Okta client (STUB: owned by the client work).
+//! Typed errors of the Okta client.
+//!
+//! Every failure of a call to the Identity Sources API ends up as one [`OktaError`] variant, so
+//! callers can decide what to do without parsing strings: [`OktaError::is_retryable`] says
+//! whether a later attempt may succeed, [`OktaError::retry_after`] carries the server's hint and
+//! [`OktaError::is_session_spacing`] recognises Okta's 5-minute rule (FACTS §4b).
+//!
+//! None of the variants can hold the API token: the client never puts it anywhere but the
+//! `Authorization` header, and the org is named by its origin only (no userinfo, no path).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// What the client was doing when the error happened, e.g. `"create session"`.
+pub type Operation = &'static str;
 
 /// An error from talking to Okta.
 #[derive(Debug, thiserror::Error)]
 pub enum OktaError {
-    #[error("okta api error: {0}")]
+    /// HTTP 401: the token was not accepted.
+    #[error(
+        "{op}: okta rejected the api token for {org} (http 401{}): the token is wrong, expired or revoked{}",
+        code_suffix(code),
+        request_id_suffix(request_id)
+    )]
+    Unauthorized {
+        op: Operation,
+        /// The org's origin, e.g. `https://acme.okta.com`.
+        org: String,
+        code: String,
+        summary: String,
+        request_id: Option<String>,
+    },
+
+    /// HTTP 403: the token is valid but may not do this.
+    #[error(
+        "{op}: okta denied access (http 403{}){}: the token's admin role or scopes do not cover this identity source{}",
+        code_suffix(code),
+        summary_suffix(summary),
+        request_id_suffix(request_id)
+    )]
+    Forbidden { op: Operation, code: String, summary: String, request_id: Option<String> },
+
+    /// HTTP 404: unknown identity source or session.
+    #[error(
+        "{op}: okta answered not found (http 404{}){}: check the identity source id{}",
+        code_suffix(code),
+        summary_suffix(summary),
+        request_id_suffix(request_id)
+    )]
+    NotFound { op: Operation, code: String, summary: String, request_id: Option<String> },
+
+    /// HTTP 429 after the client used up its retries.
+    #[error(
+        "{op}: okta kept answering 429 (rate limited) after {retries} retries{}{}",
+        reset_suffix(reset_at),
+        request_id_suffix(request_id)
+    )]
+    RateLimited {
+        op: Operation,
+        retries: u32,
+        /// When Okta said the rate-limit window resets (`X-Rate-Limit-Reset`).
+        reset_at: Option<DateTime<Utc>>,
+        request_id: Option<String>,
+    },
+
+    /// Any other non-2xx answer, with Okta's error body (FACTS §9).
+    #[error(
+        "{op}: okta answered http {status}{}{}{}{}",
+        code_suffix(code),
+        summary_suffix(summary),
+        causes_suffix(causes),
+        request_id_suffix(request_id)
+    )]
+    Api {
+        op: Operation,
+        status: u16,
+        code: String,
+        summary: String,
+        causes: Vec<String>,
+        request_id: Option<String>,
+    },
+
+    /// No complete answer within the per-attempt timeout.
+    #[error("{op}: no answer from okta within {}", humantime::format_duration(*timeout))]
+    Timeout { op: Operation, timeout: Duration },
+
+    /// Connection refused, DNS, TLS, reset... The message comes from the HTTP stack, which
+    /// never sees the token outside the header.
+    #[error("{op}: could not talk to okta: {message}")]
+    Transport { op: Operation, message: String },
+
+    /// A 2xx answer whose body is not what the API documents.
+    #[error(
+        "{op}: unexpected answer from okta (http {status}): {message}; body starts with {snippet:?}"
+    )]
+    Decode {
+        op: Operation,
+        status: u16,
+        message: String,
+        /// The first few hundred characters of the body.
+        snippet: String,
+    },
+
+    /// Anything else, e.g. an unusable org URL or token given to [`super::OktaClient::new`].
+    #[error("okta client: {0}")]
     Other(String),
+}
+
+impl OktaError {
+    /// The HTTP status Okta answered, when there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized { .. } => Some(401),
+            Self::Forbidden { .. } => Some(403),
+            Self::NotFound { .. } => Some(404),
+            Self::RateLimited { .. } => Some(429),
+            Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
+            Self::Timeout { .. } | Self::Transport { .. } | Self::Other(_) => None,
+        }
+    }
+
+    /// Okta's `X-Okta-Request-Id` of the failing answer, to quote to Okta support.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Unauthorized { request_id, .. }
+            | Self::Forbidden { request_id, .. }
+            | Self::NotFound { request_id, .. }
+            | Self::RateLimited { request_id, .. }
+            | Self::Api { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later, without anybody changing the configuration.
+    ///
+    /// This does not say the call is *safe* to repeat: a timed-out bulk load may have been
+    /// applied. The client only repeats calls it knows are safe (429s, and reads).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::Api { status, .. } => *status >= 500 || self.is_session_spacing(),
+            _ => false,
+        }
+    }
+
+    /// How long to wait before trying again, when Okta told us (or its rule does).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { reset_at: Some(reset), .. } => {
+                Some((*reset - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            }
+            // Okta's documented spacing between session creations (FACTS §4b).
+            Self::Api { .. } if self.is_session_spacing() => Some(Duration::from_secs(300)),
+            _ => None,
+        }
+    }
+
+    /// The 400 `E0000001` Okta answers to a session creation within 5 minutes of another
+    /// active session ("Only one active import session per identity source is allowed to be
+    /// created every 5 minutes"). The wording is not in any recording (FACTS §4b [INF]), so we
+    /// match a few phrasings rather than the exact sentence.
+    pub fn is_session_spacing(&self) -> bool {
+        let Self::Api { status: 400, code, summary, causes, .. } = self else {
+            return false;
+        };
+        if code != "E0000001" {
+            return false;
+        }
+        std::iter::once(summary).chain(causes).any(|text| {
+            let text = text.to_ascii_lowercase();
+            text.contains("every 5 minutes")
+                || text.contains("within five minutes")
+                || text.contains("within 5 minutes")
+                || text.contains("another active")
+                || text.contains("one active import session")
+        })
+    }
+}
+
+fn code_suffix(code: &str) -> String {
+    if code.is_empty() { String::new() } else { format!(" {code}") }
+}
+
+fn summary_suffix(summary: &str) -> String {
+    if summary.is_empty() { String::new() } else { format!(" {summary:?}") }
+}
+
+fn causes_suffix(causes: &[String]) -> String {
+    if causes.is_empty() { String::new() } else { format!(", causes: {}", causes.join("; ")) }
+}
+
+fn request_id_suffix(request_id: &Option<String>) -> String {
+    match request_id {
+        Some(id) => format!(" [okta request id {id}]"),
+        None => String::new(),
+    }
+}
+
+fn reset_suffix(reset_at: &Option<DateTime<Utc>>) -> String {
+    match reset_at {
+        Some(at) => format!(", the limit resets at {}", at.to_rfc3339()),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str, summary: &str, causes: &[&str]) -> OktaError {
+        OktaError::Api {
+            op: "create session",
+            status,
+            code: code.into(),
+            summary: summary.into(),
+            causes: causes.iter().map(|c| c.to_string()).collect(),
+            request_id: Some("req1".into()),
+        }
+    }
+
+    #[test]
+    fn recognises_the_five_minute_rule() {
+        let err = api(
+            400,
+            "E0000001",
+            "Api validation failed: importSession",
+            &[
+                "Only one active import session per identity source is allowed to be created every 5 minutes",
+            ],
+        );
+        assert!(err.is_session_spacing());
+        assert!(err.is_retryable());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(300)));
+
+        let other = api(
+            400,
+            "E0000001",
+            "Api validation failed: importSessionId",
+            &["Only a session that is in CREATED or IN_PROGRESS status can be canceled."],
+        );
+        assert!(!other.is_session_spacing());
+        assert!(!other.is_retryable());
+    }
+
+    #[test]
+    fn messages_are_lowercase_and_carry_the_details() {
+        let err = api(400, "E0000003", "The request body was not well-formed.", &["a", "b"]);
+        let text = err.to_string();
+        assert!(text.starts_with("create session: okta answered http 400 E0000003"));
+        assert!(text.contains("causes: a; b"));
+        assert!(text.contains("req1"));
+        let timeout = OktaError::Timeout { op: "get session", timeout: Duration::from_secs(60) };
+        assert_eq!(timeout.to_string(), "get session: no answer from okta within 1m");
+    }
 }
