@@ -129,6 +129,11 @@ impl OktaClient {
                     .into(),
             ));
         }
+        // Credentials in the URL are never needed (the token goes in a header) and would show
+        // up in transport error messages, which quote the URL.
+        let mut org_url = org_url;
+        let _ = org_url.set_username("");
+        let _ = org_url.set_password(None);
         let http = reqwest::Client::builder()
             .user_agent(concat!("xaas/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.request_timeout)
@@ -483,4 +488,68 @@ fn jitter(max_ms: u64) -> Duration {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(max_wait: Duration) -> OktaClient {
+        OktaClient::new(
+            Url::parse("https://acme.okta.com").expect("url"),
+            SecretString::from("t"),
+            ClientOptions { max_rate_limit_wait: max_wait, ..ClientOptions::default() },
+        )
+        .expect("client")
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("ascii"));
+        }
+        map
+    }
+
+    #[test]
+    fn rate_limit_wait_follows_reset_minus_date_plus_one_second() {
+        // Date is 2021-01-01T00:00:00Z = 1609459200; the reset comes 30 s later.
+        let h =
+            headers(&[("date", "Fri, 01 Jan 2021 00:00:00 GMT"), (RATE_LIMIT_RESET, "1609459230")]);
+        let wait = client(Duration::from_secs(120)).rate_limit_wait(&h, 0);
+        assert!(wait >= Duration::from_secs(31), "{wait:?}");
+        assert!(wait <= Duration::from_secs(31) + Duration::from_millis(RATE_LIMIT_JITTER_MS));
+        // The cap wins over the server's hint.
+        let capped = client(Duration::from_secs(10)).rate_limit_wait(&h, 0);
+        assert_eq!(capped, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn rate_limit_wait_without_headers_backs_off_exponentially() {
+        let c = client(Duration::from_secs(120));
+        let none = HeaderMap::new();
+        for (retries, secs) in [(0, 1), (1, 2), (2, 4), (3, 8)] {
+            let wait = c.rate_limit_wait(&none, retries);
+            assert!(wait >= Duration::from_secs(secs), "{retries}: {wait:?}");
+            assert!(wait < Duration::from_secs(secs) + Duration::from_millis(300));
+        }
+        assert_eq!(
+            client(Duration::from_secs(5)).rate_limit_wait(&none, 10),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn urls_are_built_under_the_org_and_percent_encoded() {
+        let c = OktaClient::new(
+            Url::parse("https://user:pw@acme.okta.com/").expect("url"),
+            SecretString::from("t"),
+            ClientOptions::default(),
+        )
+        .expect("client");
+        assert_eq!(
+            c.url("0oa1", &["sessions", "aps/1"]).as_str(),
+            "https://acme.okta.com/api/v1/identity-sources/0oa1/sessions/aps%2F1"
+        );
+    }
 }
