@@ -59,6 +59,9 @@ pub struct SessionOutcome {
     pub final_status: Option<SessionStatus>,
     /// Why the session did not complete, if it did not.
     pub error: Option<String>,
+    /// Something worth knowing that is not an error (e.g. a session cancelled because Okta
+    /// kept it in CREATED: nothing to import).
+    pub note: Option<String>,
     /// Time spent waiting for Okta's 5-minute rule before creating it.
     pub spacing_wait_ms: u64,
     /// Time from the first call for this session to its final status.
@@ -91,6 +94,7 @@ impl Importer {
             profiles: 0,
             final_status: None,
             error: Some("stub".into()),
+            note: None,
             spacing_wait_ms: 0,
             duration_ms: 0,
         }
