@@ -1,1 +1,312 @@
-//! The command line (in progress).
+//! The command line: `run`, `plan`, `validate`, `demo` and `sim`.
+//!
+//! Every command is a function returning the process exit code, so tests can call them
+//! without spawning the binary. See the README for the exit-code table.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::warn;
+
+use crate::okta::OktaClient;
+use crate::settings::{self, Auth, Settings};
+use crate::sync::report::{JobReport, RunReport};
+use crate::sync::{self, Mode};
+
+/// Success: every record was sent and every session completed.
+pub const EXIT_OK: i32 = 0;
+/// Failure: a job could not finish (Okta error, unreadable source, bad credentials...).
+pub const EXIT_FAILURE: i32 = 1;
+/// The command line itself was wrong (clap's code).
+pub const EXIT_USAGE: i32 = 2;
+/// Completed, but some records were rejected (see the report).
+pub const EXIT_REJECTED: i32 = 3;
+/// The config or a mapping file is invalid; nothing was run.
+pub const EXIT_CONFIG: i32 = 4;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xaas",
+    version,
+    about = "Import any HR system of record into Okta (Anything-as-a-Source)"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "XAAS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run each job once: pull, map, import into Okta, report.
+    Run {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+        /// Run only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Show what `run` would send, sending nothing.
+    Plan {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        job: Option<String>,
+        /// `json` prints the full plan, every user included.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Check the config and every mapping it names. No network; reports every error.
+    Validate {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start the Okta emulator in-process, import the sample users into it, print the report.
+    Demo {
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Start the Okta emulator alone (for tests, benchmarks and trying things out).
+    Sim {
+        /// Address to listen on. Keep it on loopback.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Simulated seconds per real second (the 5-minute rule and 24 h expiry run this much faster).
+        #[arg(long, default_value_t = 1.0)]
+        clock_scale: f64,
+        /// Latency added to every API call, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// API requests per minute before 429.
+        #[arg(long, default_value_t = 600)]
+        rate_limit: u32,
+        /// How long a triggered session takes to process, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        processing_ms: u64,
+        /// A valid SSWS token (repeatable).
+        #[arg(long = "token", default_values_t = vec!["sim-token".to_string()])]
+        tokens: Vec<String>,
+        /// An identity source id that exists (repeatable).
+        #[arg(long = "identity-source", default_values_t = vec!["0oasim0000000000000".to_string()])]
+        identity_sources: Vec<String>,
+    },
+}
+
+/// Run the parsed command line; returns the exit code.
+pub async fn execute(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run { config, job, report } => {
+            run(&config, job.as_deref(), report.as_deref()).await
+        }
+        Command::Plan { config, job, format } => plan(&config, job.as_deref(), format).await,
+        Command::Validate { config } => validate(&config),
+        Command::Demo { report } => crate::demo::run(report.as_deref()).await,
+        Command::Sim {
+            listen,
+            clock_scale,
+            latency_ms,
+            rate_limit,
+            processing_ms,
+            tokens,
+            identity_sources,
+        } => {
+            let config = crate::sim::SimConfig {
+                identity_sources,
+                api_tokens: tokens,
+                clock_scale,
+                latency: std::time::Duration::from_millis(latency_ms),
+                rate_limit_per_minute: rate_limit,
+                processing_delay: std::time::Duration::from_millis(processing_ms),
+            };
+            sim(&listen, config).await
+        }
+    }
+}
+
+fn load_settings(config: &Path) -> Result<Settings, i32> {
+    settings::load(config).map_err(|diags| {
+        eprintln!("{diags}");
+        eprintln!("{} problem(s) in the configuration; nothing was run", diags.0.len());
+        EXIT_CONFIG
+    })
+}
+
+fn select<'a>(settings: &'a Settings, job: Option<&str>) -> Result<Vec<&'a settings::Job>, i32> {
+    settings.select_jobs(job).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+/// Build the Okta client from settings. The error names where the token was looked for.
+pub fn build_client(settings: &Settings) -> Result<OktaClient, String> {
+    let url = &settings.okta.org_url;
+    if settings::is_loopback_http(url) {
+        warn!(org_url = %url, "okta.org_url uses plain http: allowed only because it is a loopback address");
+    }
+    let Auth::ApiToken(source) = &settings.okta.auth;
+    let token = source.resolve().map_err(|e| e.to_string())?;
+    OktaClient::new(url.clone(), token, settings.okta.client.clone()).map_err(|e| e.to_string())
+}
+
+/// Run jobs and report.
+pub async fn run_jobs(
+    settings: &Settings,
+    jobs: &[&settings::Job],
+    dry_run: bool,
+) -> Result<RunReport, String> {
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
+    let client = if dry_run { None } else { Some(build_client(settings)?) };
+    let mut reports: Vec<JobReport> = Vec::new();
+    for job in jobs {
+        let mode = match &client {
+            Some(c) => Mode::Send(c),
+            None => Mode::DryRun,
+        };
+        reports.push(sync::run_job(settings, job, mode).await);
+    }
+    Ok(RunReport {
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_ms: started.elapsed().as_millis() as u64,
+        dry_run,
+        jobs: reports,
+    })
+}
+
+/// Write the JSON report to `path`.
+pub fn write_report(path: &Path, report: &RunReport) -> Result<(), String> {
+    let json =
+        serde_json::to_vec_pretty(report).map_err(|e| format!("cannot encode the report: {e}"))?;
+    std::fs::write(path, json)
+        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
+}
+
+async fn run(config: &Path, job: Option<&str>, report_path: Option<&Path>) -> i32 {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let jobs = match select(&settings, job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let report = match run_jobs(&settings, &jobs, false).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    print!("{}", report.render_text());
+    if let Some(path) = report_path
+        && let Err(e) = write_report(path, &report)
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILURE;
+    }
+    report.exit_code()
+}
+
+async fn plan(config: &Path, job: Option<&str>, format: OutputFormat) -> i32 {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let jobs = match select(&settings, job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    match format {
+        OutputFormat::Text => {
+            let report = match run_jobs(&settings, &jobs, true).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
+            print!("{}", report.render_text());
+            report.exit_code()
+        }
+        OutputFormat::Json => {
+            let mut plans = Vec::new();
+            let mut code = EXIT_OK;
+            for job in jobs {
+                let p = crate::sync::plan::build(&settings, job).await;
+                code = code.max(p.exit_code());
+                plans.push(p);
+            }
+            match serde_json::to_string_pretty(&plans) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: cannot encode the plan: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+            code
+        }
+    }
+}
+
+fn validate(config: &Path) -> i32 {
+    match settings::load(config) {
+        Ok(s) => {
+            println!(
+                "{}: valid ({} job(s): {})",
+                config.display(),
+                s.jobs.len(),
+                s.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            EXIT_OK
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            eprintln!("{} problem(s) found", diags.0.len());
+            EXIT_CONFIG
+        }
+    }
+}
+
+async fn sim(listen: &str, config: crate::sim::SimConfig) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let handle = match crate::sim::spawn(config, listener).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the emulator: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    println!(
+        "okta emulator listening on {} (state: {}/__sim/state); ctrl-c to stop",
+        handle.base_url(),
+        handle.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    EXIT_OK
+}

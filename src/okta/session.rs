@@ -80,6 +80,9 @@ pub struct SessionOutcome {
     pub final_status: Option<SessionStatus>,
     /// Why the session did not complete, if it did not.
     pub error: Option<String>,
+    /// Something worth knowing that is not an error (e.g. a session cancelled because Okta
+    /// kept it in CREATED: nothing to import).
+    pub note: Option<String>,
     /// Time spent waiting for Okta's 5-minute rule before creating it.
     pub spacing_wait_ms: u64,
     /// Time from the first call for this session to its final status.
@@ -87,8 +90,6 @@ pub struct SessionOutcome {
     /// The session was cancelled instead of triggered because Okta kept it `CREATED` after
     /// the uploads: nothing in it to import. Not an error.
     pub cancelled_untriggerable: bool,
-    /// A remark for the run report, e.g. why nothing was imported.
-    pub note: Option<String>,
 }
 
 /// Drives import sessions for one identity source.

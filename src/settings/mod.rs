@@ -1,1 +1,384 @@
-//! Settings (in progress).
+//! Settings: the YAML config file ops write, layered with `XAAS_*` environment overrides.
+//!
+//! Layers, lowest first: built-in defaults → the YAML file → `XAAS_*` environment variables
+//! (`__` separates nesting levels, e.g. `XAAS_OKTA__ORG_URL`, `XAAS_OKTA__AUTH__TOKEN`).
+//!
+//! Loading is "parse, don't validate": raw serde structs go through one pure step
+//! ([`load`]) that returns domain types or *every* problem at once, each with its file, line
+//! and key. Unknown keys are errors (with a did-you-mean suggestion), because a typo in an
+//! identity pipeline should never silently fall back to a default. The only I/O is reading the
+//! config file and the mapping files it names; nothing here touches the network, which is
+//! what lets `xaas validate` run in CI.
+
+mod raw;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::diag::{Diagnostic, Diagnostics, YamlIndex, suggest};
+use crate::mapping::Mapping;
+use crate::okta::batch::SessionMode;
+use crate::okta::client::ClientOptions;
+use crate::okta::session::SessionOptions;
+use crate::sources::SourceConfig;
+
+pub use raw::{RawAuth, RawJob, RawOkta};
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file these settings came from.
+    pub file: PathBuf,
+    /// Relative paths in the config (mappings, CSV files) are resolved against this directory.
+    pub base_dir: PathBuf,
+    pub okta: OktaSettings,
+    pub jobs: Vec<Job>,
+}
+
+/// Where and how to reach Okta.
+#[derive(Debug, Clone)]
+pub struct OktaSettings {
+    /// `https://{yourOktaDomain}`; plain `http://` only for loopback addresses (emulator).
+    pub org_url: Url,
+    pub auth: Auth,
+    pub client: ClientOptions,
+    pub sessions: SessionOptions,
+}
+
+/// How xaas authenticates to Okta.
+#[derive(Clone)]
+pub enum Auth {
+    /// An SSWS API token, from exactly one of these places.
+    ApiToken(TokenSource),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::ApiToken(src) => f.debug_tuple("ApiToken").field(src).finish(),
+        }
+    }
+}
+
+/// Where a secret comes from. The inline variant is redacted in `Debug`.
+#[derive(Clone)]
+pub enum TokenSource {
+    Inline(SecretString),
+    File(PathBuf),
+    Env(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Inline(_) => f.write_str("Inline([REDACTED])"),
+            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            TokenSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
+        }
+    }
+}
+
+/// A secret that could not be read. Names where it was looked for, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the api token file {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("the api token file {0} is empty")]
+    EmptyFile(PathBuf),
+    #[error("the environment variable {0} named by okta.auth.token_env is not set or is empty")]
+    Env(String),
+}
+
+impl TokenSource {
+    /// Read the token now (at run time, so `validate` works without the secret present).
+    pub fn resolve(&self) -> Result<SecretString, SecretError> {
+        match self {
+            TokenSource::Inline(s) => Ok(s.clone()),
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| SecretError::File { path: path.clone(), source })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(SecretError::EmptyFile(path.clone()));
+                }
+                Ok(SecretString::from(token.to_string()))
+            }
+            TokenSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
+                _ => Err(SecretError::Env(var.clone())),
+            },
+        }
+    }
+}
+
+/// One job: a source, a mapping, and the identity source it feeds.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub identity_source_id: String,
+    pub source: SourceConfig,
+    /// The mapping file, resolved against the config file's directory.
+    pub mapping_path: PathBuf,
+    pub mapping: Arc<Mapping>,
+    /// Cron expression for the daemon (`xaas serve`); `run` ignores it.
+    pub schedule: Option<String>,
+    pub sessions: SessionMode,
+}
+
+impl Settings {
+    /// The jobs selected by `--job NAME` (all when `None`).
+    pub fn select_jobs(&self, name: Option<&str>) -> Result<Vec<&Job>, String> {
+        match name {
+            None => Ok(self.jobs.iter().collect()),
+            Some(n) => match self.jobs.iter().find(|j| j.name == n) {
+                Some(j) => Ok(vec![j]),
+                None => {
+                    let names: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+                    let hint = suggest(n, &names)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!("no job named `{n}`{hint}; jobs: {}", names.join(", ")))
+                }
+            },
+        }
+    }
+}
+
+/// Whether `url` is plain http to a loopback address (allowed, with a warning).
+pub fn is_loopback_http(url: &Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            None => false,
+        }
+}
+
+/// Load and validate `path`, with `XAAS_*` overrides from the process environment.
+pub fn load(path: &Path) -> Result<Settings, Diagnostics> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(path, &env)
+}
+
+/// Load and validate `path` with the given environment (tests pass their own).
+pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Settings, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let index = YamlIndex::new(path, &text);
+    let mut diags = Vec::new();
+    let Some(raw) = raw::parse(path, &text, env, &index, &mut diags) else {
+        return Err(Diagnostics(diags));
+    };
+    let settings = validate(path, &base_dir, raw, &index, &mut diags);
+    match settings {
+        Some(s) if diags.is_empty() => Ok(s),
+        _ => Err(Diagnostics(diags)),
+    }
+}
+
+fn validate(
+    path: &Path,
+    base_dir: &Path,
+    raw: raw::RawSettings,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Settings> {
+    let okta = raw.okta.and_then(|o| validate_okta(o, index, diags));
+    let mut jobs = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    if raw.jobs.is_empty() && diags.is_empty() {
+        diags.push(index.diag("jobs", "no jobs are defined: add at least one under `jobs`"));
+    }
+    for (i, job) in raw.jobs.into_iter().enumerate() {
+        let Some(job) = job else { continue };
+        let key = format!("jobs[{i}]");
+        if !names.insert(job.name.clone()) {
+            diags.push(
+                index.diag(format!("{key}.name"), format!("duplicate job name `{}`", job.name)),
+            );
+        }
+        if let Some(j) = validate_job(&key, job, base_dir, index, diags) {
+            jobs.push(j);
+        }
+    }
+    Some(Settings { file: path.to_path_buf(), base_dir: base_dir.to_path_buf(), okta: okta?, jobs })
+}
+
+fn validate_okta(
+    raw: RawOkta,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<OktaSettings> {
+    let before = diags.len();
+    let spacing = Duration::from_millis(raw.session_spacing_ms());
+    let org_url = match raw.org_url.as_deref().map(Url::parse) {
+        None => {
+            diags.push(index.diag("okta.org_url", "missing: set it to https://{yourOktaDomain}"));
+            None
+        }
+        Some(Err(e)) => {
+            diags.push(index.diag("okta.org_url", format!("not a valid url: {e}")));
+            None
+        }
+        Some(Ok(url)) if url.scheme() == "https" || is_loopback_http(&url) => {
+            if url.path() != "/" || url.query().is_some() {
+                diags.push(index.diag(
+                    "okta.org_url",
+                    "give only the org's base url, e.g. https://example.okta.com (no path)",
+                ));
+            }
+            Some(url)
+        }
+        Some(Ok(url)) => {
+            diags.push(index.diag(
+                "okta.org_url",
+                format!(
+                    "`{url}` must use https://; plain http:// is allowed only for loopback addresses (the emulator)"
+                ),
+            ));
+            None
+        }
+    };
+    let auth = match raw.auth {
+        None => {
+            diags.push(index.diag(
+                "okta.auth",
+                "missing: add `auth: {type: api_token, token_file: /path/to/token}` (or token / token_env)",
+            ));
+            None
+        }
+        Some(RawAuth::ApiToken { token, token_file, token_env }) => {
+            let given = [token.is_some(), token_file.is_some(), token_env.is_some()];
+            match (given.iter().filter(|g| **g).count(), token, token_file, token_env) {
+                (1, Some(t), _, _) => Some(Auth::ApiToken(TokenSource::Inline(t))),
+                (1, _, Some(f), _) => {
+                    Some(Auth::ApiToken(TokenSource::File(index_dir(index).join(f))))
+                }
+                (1, _, _, Some(e)) => Some(Auth::ApiToken(TokenSource::Env(e))),
+                (0, ..) => {
+                    diags.push(index.diag(
+                        "okta.auth",
+                        "give the api token as one of `token`, `token_file` or `token_env`",
+                    ));
+                    None
+                }
+                _ => {
+                    diags.push(index.diag(
+                        "okta.auth",
+                        "give the api token in only one of `token`, `token_file` or `token_env`",
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let positive = |key: &str, v: u64, diags: &mut Vec<Diagnostic>| {
+        if v == 0 {
+            diags.push(index.diag(format!("okta.{key}"), "must be greater than 0"));
+        }
+    };
+    positive("request_timeout_secs", raw.request_timeout_secs, diags);
+    positive("poll_initial_ms", raw.poll_initial_ms, diags);
+    positive("poll_max_secs", raw.poll_max_secs, diags);
+    positive("session_timeout_secs", raw.session_timeout_secs, diags);
+    if diags.len() > before {
+        return None;
+    }
+    Some(OktaSettings {
+        org_url: org_url?,
+        auth: auth?,
+        client: ClientOptions {
+            request_timeout: Duration::from_secs(raw.request_timeout_secs),
+            max_rate_limit_retries: raw.max_rate_limit_retries,
+            ..ClientOptions::default()
+        },
+        sessions: SessionOptions {
+            spacing,
+            poll_initial: Duration::from_millis(raw.poll_initial_ms),
+            poll_max: Duration::from_secs(raw.poll_max_secs),
+            session_timeout: Duration::from_secs(raw.session_timeout_secs),
+        },
+    })
+}
+
+fn index_dir(index: &YamlIndex) -> PathBuf {
+    index.file().parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn validate_job(
+    key: &str,
+    raw: RawJob,
+    base_dir: &Path,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Job> {
+    let before = diags.len();
+    let valid_name = !raw.name.is_empty()
+        && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        diags.push(index.diag(
+            format!("{key}.name"),
+            format!("`{}` is not a valid job name: use letters, digits, `-` and `_`", raw.name),
+        ));
+    }
+    if raw.identity_source_id.trim().is_empty() {
+        diags.push(index.diag(
+            format!("{key}.identity_source_id"),
+            "missing: the id of the Custom Identity Source app (it starts with 0oa)",
+        ));
+    }
+    if let Some(expr) = &raw.schedule
+        && let Err(e) = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expr)
+    {
+        diags.push(
+            index.diag(format!("{key}.schedule"), format!("invalid cron expression `{expr}`: {e}")),
+        );
+    }
+    let mapping_path = base_dir.join(&raw.mapping);
+    let mapping = match std::fs::read_to_string(&mapping_path) {
+        Err(e) => {
+            diags.push(index.diag(
+                format!("{key}.mapping"),
+                format!("cannot read mapping file {}: {e}", mapping_path.display()),
+            ));
+            None
+        }
+        Ok(text) => match Mapping::from_yaml(&mapping_path, &text) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(errs) => {
+                diags.extend(errs.0);
+                None
+            }
+        },
+    };
+    if diags.len() > before {
+        return None;
+    }
+    Some(Job {
+        name: raw.name,
+        identity_source_id: raw.identity_source_id.trim().to_string(),
+        source: raw.source,
+        mapping_path,
+        mapping: mapping?,
+        schedule: raw.schedule,
+        sessions: raw.sessions,
+    })
+}

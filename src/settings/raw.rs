@@ -1,0 +1,262 @@
+//! The raw shape of the config file, and the parse that collects every error.
+//!
+//! We don't put `deny_unknown_fields` on these structs: it stops at the first unknown key.
+//! Instead `serde_ignored` reports every key serde skipped, and we turn each into an error with
+//! a suggestion. The net effect is the same strictness, with all problems reported at once.
+
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Value};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::diag::{Diagnostic, YamlIndex, suggest};
+use crate::okta::batch::SessionMode;
+use crate::sources::SourceConfig;
+
+/// The whole file.
+#[derive(Debug, Default)]
+pub(crate) struct RawSettings {
+    pub okta: Option<RawOkta>,
+    /// One entry per job; `None` where the job could not be parsed (its errors are reported).
+    pub jobs: Vec<Option<RawJob>>,
+}
+
+const TOP_KEYS: &[&str] = &["okta", "jobs"];
+
+/// `okta:`
+#[derive(Debug, Deserialize)]
+pub struct RawOkta {
+    /// The org's base URL, `https://{yourOktaDomain}`.
+    pub org_url: Option<String>,
+    /// How to authenticate; tagged by `type`.
+    pub auth: Option<RawAuth>,
+    /// Timeout of one HTTP attempt, in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// How many times a 429 is retried after waiting for the rate-limit reset.
+    #[serde(default = "default_max_rate_limit_retries")]
+    pub max_rate_limit_retries: u32,
+    /// Okta refuses a new import session within 5 minutes of the previous one. Lower this
+    /// only against the emulator (whose clock can run faster); fractional seconds allowed.
+    #[serde(default = "default_session_spacing_secs")]
+    pub session_spacing_secs: f64,
+    /// First poll interval while following a triggered session, in milliseconds.
+    #[serde(default = "default_poll_initial_ms")]
+    pub poll_initial_ms: u64,
+    /// Longest poll interval, in seconds.
+    #[serde(default = "default_poll_max_secs")]
+    pub poll_max_secs: u64,
+    /// Stop following one session (and fail the job) after this many seconds.
+    #[serde(default = "default_session_timeout_secs")]
+    pub session_timeout_secs: u64,
+}
+
+const OKTA_KEYS: &[&str] = &[
+    "org_url",
+    "auth",
+    "request_timeout_secs",
+    "max_rate_limit_retries",
+    "session_spacing_secs",
+    "poll_initial_ms",
+    "poll_max_secs",
+    "session_timeout_secs",
+];
+
+impl RawOkta {
+    pub(crate) fn session_spacing_ms(&self) -> u64 {
+        (self.session_spacing_secs.max(0.0) * 1000.0).round() as u64
+    }
+}
+
+fn default_request_timeout_secs() -> u64 {
+    60
+}
+fn default_max_rate_limit_retries() -> u32 {
+    4
+}
+fn default_session_spacing_secs() -> f64 {
+    300.0
+}
+fn default_poll_initial_ms() -> u64 {
+    2_000
+}
+fn default_poll_max_secs() -> u64 {
+    30
+}
+fn default_session_timeout_secs() -> u64 {
+    3 * 3600
+}
+
+/// `okta.auth:`, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawAuth {
+    /// An SSWS API token. Give exactly one of the three.
+    ApiToken {
+        /// The token itself (prefer `token_file` or `token_env`).
+        token: Option<SecretString>,
+        /// A file holding the token (e.g. a mounted Kubernetes secret).
+        token_file: Option<PathBuf>,
+        /// The name of an environment variable holding the token.
+        token_env: Option<String>,
+    },
+}
+
+/// One entry of `jobs:`.
+#[derive(Debug, Deserialize)]
+pub struct RawJob {
+    /// Unique name, used by `--job` and in reports.
+    pub name: String,
+    /// The Custom Identity Source app's id (`0oa…`).
+    pub identity_source_id: String,
+    /// Where records come from; tagged by `type`.
+    pub source: SourceConfig,
+    /// The mapping file, relative to the config file.
+    pub mapping: PathBuf,
+    /// Cron expression for `xaas serve`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `separate` (default): upserts and deactivations in their own sessions; `combined`:
+    /// both in the same sessions (fewer sessions, so fewer 5-minute waits).
+    #[serde(default)]
+    pub sessions: SessionMode,
+}
+
+const JOB_KEYS: &[&str] =
+    &["name", "identity_source_id", "source", "mapping", "schedule", "sessions"];
+
+/// Parse the layered config into raw structs, pushing every problem into `diags`.
+/// Returns `None` only when the file cannot be parsed at all.
+pub(crate) fn parse(
+    path: &Path,
+    text: &str,
+    env: &[(String, String)],
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RawSettings> {
+    // Syntax first, with saphyr's line and column (the config crate's YAML errors have none).
+    for event in saphyr_parser::Parser::new_from_str(text) {
+        if let Err(e) = event {
+            let m = e.marker();
+            diags.push(Diagnostic {
+                file: path.to_path_buf(),
+                line: Some(m.line()),
+                column: Some(m.col() + 1),
+                key: String::new(),
+                message: format!("invalid yaml: {}", e.info()),
+            });
+            return None;
+        }
+    }
+    // Only nested overrides (`XAAS_OKTA__ORG_URL`): every key of ours is nested, and this keeps
+    // unrelated XAAS_* variables (such as XAAS_LOG) out of the config.
+    let overrides: config::Map<String, String> =
+        env.iter().filter(|(k, _)| k.starts_with("XAAS_") && k.contains("__")).cloned().collect();
+    let built = Config::builder()
+        .add_source(File::from_str(text, FileFormat::Yaml))
+        .add_source(
+            Environment::with_prefix("XAAS")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(overrides)),
+        )
+        .build();
+    let config = match built {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(index.diag("", format!("cannot load: {e}")));
+            return None;
+        }
+    };
+    let top: config::Map<String, Value> = match config.try_deserialize() {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(index.diag("", format!("the top level must be a mapping of keys: {e}")));
+            return None;
+        }
+    };
+    let mut raw = RawSettings::default();
+    let mut keys: Vec<_> = top.keys().cloned().collect();
+    keys.sort();
+    for key in keys {
+        if !TOP_KEYS.contains(&key.as_str()) {
+            diags.push(unknown_key(index, "", &key, TOP_KEYS));
+        }
+    }
+    match top.get("okta") {
+        None => {
+            diags.push(index.diag("okta", "missing: add an `okta:` section with org_url and auth"))
+        }
+        Some(v) => raw.okta = deserialize_collecting(index, "okta", v.clone(), OKTA_KEYS, diags),
+    }
+    match top.get("jobs").cloned().map(Value::into_array) {
+        None => {}
+        Some(Err(_)) => diags.push(index.diag("jobs", "must be a list of jobs")),
+        Some(Ok(jobs)) => {
+            for (i, job) in jobs.into_iter().enumerate() {
+                let key = format!("jobs[{i}]");
+                raw.jobs.push(deserialize_collecting(index, &key, job, JOB_KEYS, diags));
+            }
+        }
+    }
+    Some(raw)
+}
+
+fn unknown_key(index: &YamlIndex, parent: &str, key: &str, known: &[&str]) -> Diagnostic {
+    let full = if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
+    let hint = match suggest(key, known) {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None => format!("; valid keys: {}", known.join(", ")),
+    };
+    index.diag(full, format!("unknown key `{key}`{hint}"))
+}
+
+/// Deserialize `value` (found at `key`), reporting unknown keys and type errors.
+fn deserialize_collecting<T: serde::de::DeserializeOwned>(
+    index: &YamlIndex,
+    key: &str,
+    value: Value,
+    known: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()));
+    for path in unknown {
+        // Direct children get a suggestion from `known`; deeper ones are reported as they are.
+        if path.contains('.') {
+            diags.push(index.diag(format!("{key}.{path}"), format!("unknown key `{path}`")));
+        } else {
+            diags.push(unknown_key(index, key, &path, known));
+        }
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(type_error(index, key, &e.to_string()));
+            None
+        }
+    }
+}
+
+/// Turn a serde/config error into a diagnostic, pointing at the sub-key when it names one.
+fn type_error(index: &YamlIndex, key: &str, message: &str) -> Diagnostic {
+    // config errors end with "for key `a.b`"; serde's "missing field `x`" names a field.
+    let sub = extract_between(message, "for key `", "`")
+        .or_else(|| extract_between(message, "missing field `", "`"));
+    let full = match sub {
+        Some(s) if !s.is_empty() => format!("{key}.{s}"),
+        _ => key.to_string(),
+    };
+    let mut msg = message.to_string();
+    if let Some(pos) = msg.find(" for key `") {
+        msg.truncate(pos);
+    }
+    index.diag(full, msg)
+}
+
+fn extract_between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}

@@ -1,0 +1,117 @@
+//! The full plan as JSON (`xaas plan --format json`): every session, every request, and the
+//! users in each, so a change can be reviewed before anything is sent.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::report::{Counts, Duplicate};
+use super::{Pulled, pack_users, pull_and_map};
+use crate::mapping::Rejection;
+use crate::okta::batch::{RequestKind, SessionKind};
+use crate::settings::{Job, Settings};
+
+/// A job's plan.
+#[derive(Debug, Serialize)]
+pub struct PlanDocument {
+    pub job: String,
+    pub identity_source_id: String,
+    /// Set when the pull failed: nothing would be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub counts: Counts,
+    pub rejected: Vec<Rejection>,
+    pub deduplicated: Vec<Duplicate>,
+    pub sessions: Vec<PlannedSessionDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedSessionDoc {
+    pub kind: SessionKind,
+    pub requests: Vec<PlannedRequestDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedRequestDoc {
+    pub kind: RequestKind,
+    pub bytes: usize,
+    pub users: Vec<PlannedUserDoc>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedUserDoc {
+    pub external_id: String,
+    /// The profile sent with an upsert; absent for a deactivation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<BTreeMap<String, String>>,
+}
+
+impl PlanDocument {
+    /// `plan`'s exit code: failure, rejected records, or success.
+    pub fn exit_code(&self) -> i32 {
+        if self.error.is_some() {
+            crate::cli::EXIT_FAILURE
+        } else if !self.rejected.is_empty() {
+            crate::cli::EXIT_REJECTED
+        } else {
+            crate::cli::EXIT_OK
+        }
+    }
+}
+
+/// Pull, map and pack `job`, sending nothing.
+pub async fn build(settings: &Settings, job: &Job) -> PlanDocument {
+    let mut doc = PlanDocument {
+        job: job.name.clone(),
+        identity_source_id: job.identity_source_id.clone(),
+        error: None,
+        counts: Counts::default(),
+        rejected: Vec::new(),
+        deduplicated: Vec::new(),
+        sessions: Vec::new(),
+    };
+    let mut pulled: Pulled = match pull_and_map(settings, job).await {
+        Ok(p) => p,
+        Err(e) => {
+            doc.error = Some(format!("the pull did not complete, so nothing would be sent: {e}"));
+            return doc;
+        }
+    };
+    let packed = pack_users(&mut pulled, job);
+    let by_id: HashMap<&str, &crate::mapping::MappedUser> =
+        pulled.users.iter().map(|u| (u.external_id.as_str(), u)).collect();
+    for s in &packed.sessions {
+        let requests = s
+            .requests
+            .iter()
+            .map(|r| PlannedRequestDoc {
+                kind: r.kind,
+                bytes: r.body.len(),
+                users: r
+                    .external_ids
+                    .iter()
+                    .map(|id| PlannedUserDoc {
+                        external_id: id.clone(),
+                        profile: match r.kind {
+                            RequestKind::Upsert => {
+                                by_id.get(id.as_str()).map(|u| u.profile.clone())
+                            }
+                            RequestKind::Delete => None,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (up, del) = s.counts();
+        doc.counts.to_upsert += up as u64;
+        doc.counts.to_deactivate += del as u64;
+        doc.sessions.push(PlannedSessionDoc { kind: s.kind, requests });
+    }
+    doc.counts.read = pulled.read;
+    doc.counts.rejected = pulled.rejected.len() as u64;
+    doc.counts.deduplicated = pulled.deduplicated.iter().map(|d| d.dropped.len() as u64).sum();
+    doc.rejected = pulled.rejected;
+    doc.deduplicated = pulled.deduplicated;
+    doc
+}

@@ -1,0 +1,284 @@
+//! The run report: what a run read, rejected, planned, sent, and what Okta made of it.
+//!
+//! Printed as a human summary on stdout, and written as JSON with `--report FILE`. The same
+//! structure serves `plan` (nothing sent: `dry_run: true`, sessions without outcomes).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::mapping::{Origin, Rejection};
+use crate::okta::batch::{SessionKind, SessionPlan};
+use crate::okta::session::{SessionOutcome, StaleSession};
+
+/// A whole invocation: one or more jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// RFC 3339 start time.
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// `true` for `plan`: nothing was sent to Okta.
+    pub dry_run: bool,
+    pub jobs: Vec<JobReport>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    /// Everything read was mapped and every session completed.
+    Success,
+    /// Every session completed, but some records were rejected.
+    CompletedWithRejections,
+    /// The job could not finish: nothing, or only part, reached Okta.
+    Failed,
+}
+
+/// One job's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    pub identity_source_id: String,
+    pub outcome: JobOutcome,
+    /// Why the job failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub counts: Counts,
+    /// Records that were not sent, with their line (or position) and reason.
+    pub rejected: Vec<Rejection>,
+    /// externalIds that appeared more than once: the last record won.
+    pub deduplicated: Vec<Duplicate>,
+    /// Sessions found open at the start and what was done with them.
+    pub stale_sessions: Vec<StaleSession>,
+    pub sessions: Vec<SessionReport>,
+    pub timings: Timings,
+}
+
+/// The counts ops look at first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Rows/records read from the source, including those rejected.
+    pub read: u64,
+    /// Records rejected (unreadable, failed mapping, or too large to send).
+    pub rejected: u64,
+    /// Records dropped because a later record had the same externalId.
+    pub deduplicated: u64,
+    /// Active users planned for bulk-upsert.
+    pub to_upsert: u64,
+    /// Deactivated users planned for bulk-delete.
+    pub to_deactivate: u64,
+    /// Users upserted in sessions Okta reported COMPLETED.
+    pub upserted: u64,
+    /// Deactivations sent in sessions Okta reported COMPLETED. Okta silently ignores unknown
+    /// externalIds, so this counts what we asked, not what changed.
+    pub deactivated: u64,
+    /// Planned users that were not imported (a session failed or was never sent).
+    pub not_imported: u64,
+}
+
+/// An externalId seen more than once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    pub external_id: String,
+    /// Where the record that was kept came from.
+    pub kept: Origin,
+    /// Where the records that were dropped came from.
+    pub dropped: Vec<Origin>,
+}
+
+/// One planned session and, after `run`, what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionReport {
+    pub kind: SessionKind,
+    /// Bulk requests planned.
+    pub planned_requests: usize,
+    pub planned_upserts: usize,
+    pub planned_deletes: usize,
+    /// The largest request body, in bytes.
+    pub largest_request_bytes: usize,
+    /// `None` in a plan, or when the session was never attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<SessionOutcome>,
+}
+
+impl SessionReport {
+    pub fn planned(plan: &SessionPlan) -> Self {
+        let (up, del) = plan.counts();
+        Self {
+            kind: plan.kind,
+            planned_requests: plan.requests.len(),
+            planned_upserts: up,
+            planned_deletes: del,
+            largest_request_bytes: plan.requests.iter().map(|r| r.body.len()).max().unwrap_or(0),
+            outcome: None,
+        }
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Reading and mapping the source.
+    pub pull_ms: u64,
+    /// Everything that talked to Okta: stale sessions, waits, uploads, polling.
+    pub push_ms: u64,
+    pub total_ms: u64,
+}
+
+impl RunReport {
+    /// The process exit code for this report (see the README's exit-code table).
+    pub fn exit_code(&self) -> i32 {
+        if self.jobs.iter().any(|j| j.outcome == JobOutcome::Failed) {
+            crate::cli::EXIT_FAILURE
+        } else if self.jobs.iter().any(|j| j.outcome == JobOutcome::CompletedWithRejections) {
+            crate::cli::EXIT_REJECTED
+        } else {
+            crate::cli::EXIT_OK
+        }
+    }
+
+    /// The human summary.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for job in &self.jobs {
+            job.render_text(&mut out, self.dry_run);
+        }
+        out
+    }
+}
+
+/// At most this many rejected records and duplicates are listed in the text summary; the
+/// JSON report always has all of them.
+const TEXT_LIST_LIMIT: usize = 20;
+
+impl JobReport {
+    fn render_text(&self, out: &mut String, dry_run: bool) {
+        let c = &self.counts;
+        let outcome = match (dry_run, self.outcome) {
+            (true, JobOutcome::Failed) => "plan failed",
+            (true, _) => "plan (nothing sent)",
+            (false, JobOutcome::Success) => "completed",
+            (false, JobOutcome::CompletedWithRejections) => "completed with rejected records",
+            (false, JobOutcome::Failed) => "FAILED",
+        };
+        let _ = writeln!(
+            out,
+            "job {} → identity source {}: {outcome}",
+            self.job, self.identity_source_id
+        );
+        if let Some(e) = &self.error {
+            let _ = writeln!(out, "  error: {e}");
+        }
+        let _ = writeln!(
+            out,
+            "  read {}, rejected {}, duplicates dropped {}",
+            c.read, c.rejected, c.deduplicated
+        );
+        if dry_run {
+            let _ = writeln!(
+                out,
+                "  would upsert {}, would deactivate {}",
+                c.to_upsert, c.to_deactivate
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  upserted {} of {}, deactivated {} of {}{}",
+                c.upserted,
+                c.to_upsert,
+                c.deactivated,
+                c.to_deactivate,
+                if c.not_imported > 0 {
+                    format!(", NOT imported {}", c.not_imported)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        for s in &self.stale_sessions {
+            let _ = writeln!(
+                out,
+                "  stale session {} found {}: {} (now {})",
+                s.id, s.found, s.action, s.final_status
+            );
+        }
+        for (i, s) in self.sessions.iter().enumerate() {
+            let _ = write!(
+                out,
+                "  session {}: {} — {} request(s), {} upsert(s), {} deactivation(s)",
+                i + 1,
+                s.kind,
+                s.planned_requests,
+                s.planned_upserts,
+                s.planned_deletes
+            );
+            match &s.outcome {
+                None if dry_run => {}
+                None => {
+                    let _ = write!(out, " — not sent");
+                }
+                Some(o) => {
+                    let status = o.final_status.map(|s| s.as_str()).unwrap_or("not created");
+                    let _ = write!(
+                        out,
+                        " — {} {status} ({} request(s), {} profile(s) accepted, {:.1}s",
+                        o.id.as_deref().unwrap_or("-"),
+                        o.requests,
+                        o.profiles,
+                        o.duration_ms as f64 / 1000.0
+                    );
+                    if o.spacing_wait_ms > 0 {
+                        let _ = write!(
+                            out,
+                            ", waited {:.1}s for session spacing",
+                            o.spacing_wait_ms as f64 / 1000.0
+                        );
+                    }
+                    let _ = write!(out, ")");
+                    if let Some(note) = &o.note {
+                        let _ = write!(out, " — {note}");
+                    }
+                    if let Some(e) = &o.error {
+                        let _ = write!(out, " — error: {e}");
+                    }
+                }
+            }
+            let _ = writeln!(out);
+        }
+        for d in self.deduplicated.iter().take(TEXT_LIST_LIMIT) {
+            let dropped: Vec<String> = d.dropped.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  duplicate externalId {}: kept {}, dropped {}",
+                d.external_id,
+                d.kept,
+                dropped.join(", ")
+            );
+        }
+        if self.deduplicated.len() > TEXT_LIST_LIMIT {
+            let _ = writeln!(
+                out,
+                "  … {} more duplicates in the JSON report",
+                self.deduplicated.len() - TEXT_LIST_LIMIT
+            );
+        }
+        for r in self.rejected.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "  rejected {r}");
+        }
+        if self.rejected.len() > TEXT_LIST_LIMIT {
+            let _ = writeln!(
+                out,
+                "  … {} more rejected records in the JSON report",
+                self.rejected.len() - TEXT_LIST_LIMIT
+            );
+        }
+        let t = &self.timings;
+        let _ = writeln!(
+            out,
+            "  took {:.1}s (pull and map {:.1}s, okta {:.1}s)",
+            t.total_ms as f64 / 1000.0,
+            t.pull_ms as f64 / 1000.0,
+            t.push_ms as f64 / 1000.0
+        );
+    }
+}
