@@ -32,7 +32,13 @@ async fn bad_rows_are_rejected_with_line_and_reason_while_the_rest_import() {
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
     let report_path = dir.path().join("report.json");
     let out = xaas_async(
-        vec!["run".into(), "--config".into(), config.display().to_string(), "--report".into(), report_path.display().to_string()],
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--report".into(),
+            report_path.display().to_string(),
+        ],
         TOKEN,
     )
     .await;
@@ -54,7 +60,12 @@ async fn bad_rows_are_rejected_with_line_and_reason_while_the_rest_import() {
             .unwrap_or_else(|| panic!("no rejection for line {line}: {rejected:#?}"))
     };
     assert!(at(22)["reason"].as_str().unwrap().contains("field"), "{}", at(22));
-    assert!(at(23)["reason"].as_str().unwrap().contains("externalId") || at(23)["field"] == "externalId", "{}", at(23));
+    assert!(
+        at(23)["reason"].as_str().unwrap().contains("externalId")
+            || at(23)["field"] == "externalId",
+        "{}",
+        at(23)
+    );
     assert_eq!(at(24)["field"], "email");
     assert_eq!(at(25)["field"], "firstName");
     assert!(at(25)["reason"].as_str().unwrap().contains("50"), "{}", at(25));
@@ -144,7 +155,13 @@ async fn wrong_token_gives_a_clear_auth_error_without_printing_the_token() {
     let secret = "00wrongTOKENvalue-5f3a9c";
     let report_path = dir.path().join("report.json");
     let out = xaas_async(
-        vec!["run".into(), "--config".into(), config.display().to_string(), "--report".into(), report_path.display().to_string()],
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--report".into(),
+            report_path.display().to_string(),
+        ],
         secret,
     )
     .await;

@@ -27,7 +27,13 @@ async fn imports_25k_users_in_three_upsert_sessions_and_a_separate_delete_sessio
     let report_path = dir.path().join("report.json");
 
     let out = xaas_async(
-        vec!["run".into(), "--config".into(), config.display().to_string(), "--report".into(), report_path.display().to_string()],
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--report".into(),
+            report_path.display().to_string(),
+        ],
         TOKEN,
     )
     .await;
@@ -40,9 +46,15 @@ async fn imports_25k_users_in_three_upsert_sessions_and_a_separate_delete_sessio
 
     // Sessions: three upsert sessions of 10,000 + 10,000 + 5,000, then deletes on their own.
     let completed: Vec<_> = snap.sessions.iter().filter(|s| !s.loads.is_empty()).collect();
-    let upserts: Vec<_> = completed.iter().filter(|s| s.loads.iter().all(|l| l.kind == "upsert")).collect();
-    let deletes: Vec<_> = completed.iter().filter(|s| s.loads.iter().all(|l| l.kind == "delete")).collect();
-    assert_eq!(upserts.len() + deletes.len(), completed.len(), "a session mixed upserts and deletes");
+    let upserts: Vec<_> =
+        completed.iter().filter(|s| s.loads.iter().all(|l| l.kind == "upsert")).collect();
+    let deletes: Vec<_> =
+        completed.iter().filter(|s| s.loads.iter().all(|l| l.kind == "delete")).collect();
+    assert_eq!(
+        upserts.len() + deletes.len(),
+        completed.len(),
+        "a session mixed upserts and deletes"
+    );
     let sizes: Vec<usize> = upserts.iter().map(|s| s.distinct_users).collect();
     assert_eq!(sizes, vec![10_000, 10_000, 5_000]);
     assert_eq!(deletes.iter().map(|s| s.distinct_users).sum::<usize>(), 2_500);
@@ -93,7 +105,13 @@ async fn duplicate_external_ids_are_sent_once_and_reported() {
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
     let report_path = dir.path().join("report.json");
     let out = xaas_async(
-        vec!["run".into(), "--config".into(), config.display().to_string(), "--report".into(), report_path.display().to_string()],
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--report".into(),
+            report_path.display().to_string(),
+        ],
         TOKEN,
     )
     .await;
@@ -109,7 +127,9 @@ async fn duplicate_external_ids_are_sent_once_and_reported() {
     assert_eq!(d["external_id"], changed.id);
     assert_eq!(d["kept"]["line"], 302);
     assert_eq!(d["dropped"][0]["line"], 9);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("duplicate externalId emp000007@example.com"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("duplicate externalId emp000007@example.com")
+    );
 }
 
 /// Leavers Okta never knew: the delete session stays CREATED, so it is cancelled, never
@@ -124,7 +144,13 @@ async fn delete_session_of_unknown_users_is_cancelled_not_triggered() {
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
     let report_path = dir.path().join("report.json");
     let out = xaas_async(
-        vec!["run".into(), "--config".into(), config.display().to_string(), "--report".into(), report_path.display().to_string()],
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--report".into(),
+            report_path.display().to_string(),
+        ],
         TOKEN,
     )
     .await;
@@ -152,7 +178,13 @@ async fn plan_sends_nothing() {
     write_csv(&csv, &people);
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
     let out = xaas_async(
-        vec!["plan".into(), "--config".into(), config.display().to_string(), "--format".into(), "json".into()],
+        vec![
+            "plan".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--format".into(),
+            "json".into(),
+        ],
         "wrong-token-plan-needs-none",
     )
     .await;
@@ -176,7 +208,9 @@ async fn plan_sends_nothing() {
 /// The README's demo: 100 sample users; the report's counts match the data.
 #[test]
 fn demo_imports_the_sample_and_counts_match() {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/users.csv")).unwrap();
+    let csv =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/users.csv"))
+            .unwrap();
     let mut rdr = csv::Reader::from_reader(csv.as_bytes());
     let headers = rdr.headers().unwrap().clone();
     let active_col = headers.iter().position(|h| h == "active").unwrap();
@@ -197,6 +231,9 @@ fn demo_imports_the_sample_and_counts_match() {
     assert_eq!(c["rejected"], 0);
     assert_eq!(c["upserted"], active);
     assert_eq!(c["deactivated"], inactive);
-    assert!(stdout.contains(&format!("holds {active} active and {inactive} deactivated")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("holds {active} active and {inactive} deactivated")),
+        "{stdout}"
+    );
     assert!(stdout.contains("rule violations: 0"), "{stdout}");
 }

@@ -24,7 +24,10 @@ fn base(org_url: &str, auth: &str) -> String {
 #[test]
 fn loads_defaults_and_resolves_relative_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), &base("https://example.okta.com", "    type: api_token\n    token_file: secret/token"));
+    let p = write(
+        dir.path(),
+        &base("https://example.okta.com", "    type: api_token\n    token_file: secret/token"),
+    );
     let s = load_with_env(&p, &[]).unwrap();
     assert_eq!(s.okta.org_url.as_str(), "https://example.okta.com/");
     assert_eq!(s.okta.sessions.spacing.as_secs(), 300);
@@ -38,7 +41,10 @@ fn loads_defaults_and_resolves_relative_paths() {
 #[test]
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), &base("https://example.okta.com", "    type: api_token\n    token_env: OKTA_TOKEN"));
+    let p = write(
+        dir.path(),
+        &base("https://example.okta.com", "    type: api_token\n    token_env: OKTA_TOKEN"),
+    );
     let env = vec![
         ("XAAS_OKTA__ORG_URL".to_string(), "https://other.okta.com".to_string()),
         ("XAAS_OKTA__REQUEST_TIMEOUT_SECS".to_string(), "5".to_string()),
@@ -52,7 +58,10 @@ fn environment_overrides_the_file() {
 #[test]
 fn inline_token_never_shows_in_debug_and_token_file_is_trimmed() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), &base("https://example.okta.com", "    type: api_token\n    token: 00SECRETabc123"));
+    let p = write(
+        dir.path(),
+        &base("https://example.okta.com", "    type: api_token\n    token: 00SECRETabc123"),
+    );
     let s = load_with_env(&p, &[]).unwrap();
     let debug = format!("{s:?}");
     assert!(!debug.contains("00SECRETabc123"), "{debug}");
@@ -85,7 +94,10 @@ fn http_is_allowed_only_for_loopback() {
 #[test]
 fn two_token_sources_are_ambiguous() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), &base("https://e.okta.com", "    type: api_token\n    token: a\n    token_env: B"));
+    let p = write(
+        dir.path(),
+        &base("https://e.okta.com", "    type: api_token\n    token: a\n    token_env: B"),
+    );
     let err = load_with_env(&p, &[]).unwrap_err().to_string();
     assert!(err.contains("only one of"), "{err}");
 }
@@ -100,16 +112,23 @@ fn unknown_keys_everywhere_are_all_reported() {
     let p = write(dir.path(), &text);
     let err = load_with_env(&p, &[]).unwrap_err();
     let s = err.to_string();
-    assert!(s.contains(":3:3: okta.org_ulr: unknown key `org_ulr` (did you mean `org_url`?)"), "{s}");
+    assert!(
+        s.contains(":3:3: okta.org_ulr: unknown key `org_ulr` (did you mean `org_url`?)"),
+        "{s}"
+    );
     assert!(s.contains(":7:1: job: unknown key `job` (did you mean `jobs`?)"), "{s}");
-    assert!(s.contains(":12:5: jobs[0].shedule: unknown key `shedule` (did you mean `schedule`?)"), "{s}");
+    assert!(
+        s.contains(":12:5: jobs[0].shedule: unknown key `shedule` (did you mean `schedule`?)"),
+        "{s}"
+    );
     assert_eq!(err.0.len(), 3, "{s}");
 }
 
 #[test]
 fn unknown_source_type_lists_valid_types() {
     let dir = tempfile::tempdir().unwrap();
-    let text = base("https://e.okta.com", "    type: api_token\n    token_env: T").replace("type: csv", "type: excel");
+    let text = base("https://e.okta.com", "    type: api_token\n    token_env: T")
+        .replace("type: csv", "type: excel");
     let p = write(dir.path(), &text);
     let s = load_with_env(&p, &[]).unwrap_err().to_string();
     assert!(s.contains("jobs[0]") && s.contains("excel") && s.contains("csv"), "{s}");

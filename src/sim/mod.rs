@@ -182,33 +182,3 @@ impl SimHandle {
         }
     }
 }
-
-/// STUB placeholders for the lead's code; replaced by the emulator work.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SimSnapshot {
-    pub users: Vec<SimUser>,
-    pub violations: Vec<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SimUser {
-    pub external_id: String,
-    pub status: String,
-    pub profile: std::collections::BTreeMap<String, String>,
-}
-
-impl SimHandle {
-    pub fn snapshot(&self) -> SimSnapshot {
-        SimSnapshot::default()
-    }
-    pub fn seed_user(
-        &self,
-        source_id: &str,
-        external_id: &str,
-        profile: std::collections::BTreeMap<String, String>,
-        active: bool,
-    ) {
-        let _ = (source_id, external_id, profile, active);
-    }
-    pub async fn shutdown(self) {}
-}

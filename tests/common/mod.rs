@@ -10,8 +10,7 @@ use xaas::sim::{SimConfig, SimHandle};
 
 pub const SOURCE: &str = "0oasim0000000000000";
 pub const TOKEN: &str = "sim-token";
-pub const HEADER: &str =
-    "id,active,title,first_name,last_name,street_number,street_name,city,state,country,postcode,email,phone,cell,dob";
+pub const HEADER: &str = "id,active,title,first_name,last_name,street_number,street_name,city,state,country,postcode,email,phone,cell,dob";
 
 /// Emulator with its clock running `scale`× faster (300 → Okta's 5 minutes take 1 s).
 pub async fn start_sim(scale: f64) -> SimHandle {
@@ -31,7 +30,13 @@ pub fn mapping_path() -> PathBuf {
 
 /// Write a config for one CSV job against `base_url`; returns its path.
 /// `spacing_secs` is the client's session spacing in real seconds.
-pub fn write_config(dir: &Path, base_url: &str, csv: &Path, spacing_secs: f64, extra_job: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    base_url: &str,
+    csv: &Path,
+    spacing_secs: f64,
+    extra_job: &str,
+) -> PathBuf {
     let path = dir.join("xaas.yaml");
     let text = format!(
         "okta:\n  org_url: {base_url}\n  auth:\n    type: api_token\n    token_env: XAAS_TEST_TOKEN\n  session_spacing_secs: {spacing_secs}\n  poll_initial_ms: 20\n  poll_max_secs: 1\njobs:\n  - name: hr\n    identity_source_id: {SOURCE}\n    source:\n      type: csv\n      path: {csv}\n    mapping: {mapping}\n{extra_job}",
@@ -108,7 +113,11 @@ impl Person {
 
     pub fn csv_row(&self) -> String {
         let q = |s: &str| {
-            if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
         };
         [
             q(&self.id),
