@@ -135,6 +135,7 @@ pub async fn execute(cli: Cli) -> i32 {
                 latency: std::time::Duration::from_millis(latency_ms),
                 rate_limit_per_minute: rate_limit,
                 processing_delay: std::time::Duration::from_millis(processing_ms),
+                ..crate::sim::SimConfig::default()
             };
             sim(&listen, config).await
         }

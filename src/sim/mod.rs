@@ -1,7 +1,43 @@
-//! The Okta Identity Sources emulator (STUB: owned by the emulator work).
+//! A faithful local emulator of Okta's Identity Sources import API (FACTS.md §2a–§11).
+//!
+//! It exists so the client, the sync engine, the demo and benchmarks can run against
+//! something that says "no" exactly where Okta would: the session lifecycle, the 5-minute
+//! rule, the 200-entity / 200 KB / 50-request / 10,000-user limits, Okta-shaped errors,
+//! rate-limit headers and 429s. Every rejection, and every accepted-but-discouraged practice
+//! (duplicate external ids, empty values), is also recorded as a [`Violation`], so tests can
+//! assert that a client *behaves*, not only that it eventually succeeds.
+//!
+//! Where the official spec and the recorded traffic disagree, the emulator follows the
+//! recordings (FACTS §11): create → 201, start-import → a single object, list → active only.
+//!
+//! # Layout
+//! - [`clock`]: the simulated clock (scaled, advanceable) used for session timestamps.
+//! - [`errors`]: Okta-shaped error bodies and the violations they carry.
+//! - [`validate`]: pure parsing/validation of bulk-load bodies.
+//! - [`state`]: the state, the session rules and background processing.
+//! - [`routes`]: the axum router, the `/api` middleware and the `/__sim` endpoints.
+//!
+//! Introspection (no auth): `GET /__sim/state`, `POST /__sim/clock/advance {"seconds":N}`,
+//! `POST /__sim/users {"identitySourceId"?, "externalId", "profile", "active"}`,
+//! `POST /__sim/sessions {"identitySourceId"?, "status"}`, `POST /__sim/fail-next
+//! {"identitySourceId"?}`, `POST /__sim/reset`.
 
+mod clock;
+mod errors;
+mod routes;
+mod state;
+mod validate;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use crate::okta::model::SessionStatus;
+pub use routes::router;
+pub use state::{LoadView, Sim, SimGroup, SimSessionView, SimSnapshot, SimUser, Violation};
 
 /// Emulator settings.
 #[derive(Debug, Clone)]
@@ -12,12 +48,16 @@ pub struct SimConfig {
     pub api_tokens: Vec<String>,
     /// Simulated seconds per real second for the 5-minute rule and the 24-hour expiry.
     pub clock_scale: f64,
-    /// Added latency per API call.
+    /// Added latency per `/api` call.
     pub latency: Duration,
-    /// Requests per minute before 429 E0000047.
+    /// Requests per fixed 60-second window before 429 E0000047.
     pub rate_limit_per_minute: u32,
+    /// Simultaneous `/api` requests before a concurrency 429 (`X-Rate-Limit-Limit: 0`).
+    pub concurrency_limit: u32,
     /// How long (real time) a triggered session takes to process.
     pub processing_delay: Duration,
+    /// Okta's documented per-request and per-session limits.
+    pub limits: SimLimits,
 }
 
 impl Default for SimConfig {
@@ -28,14 +68,70 @@ impl Default for SimConfig {
             clock_scale: 1.0,
             latency: Duration::ZERO,
             rate_limit_per_minute: 600,
+            concurrency_limit: 75,
             processing_delay: Duration::from_millis(100),
+            limits: SimLimits::default(),
         }
     }
 }
 
+/// Okta's limits (FACTS §6). Lower them in tests to reach them cheaply.
+#[derive(Debug, Clone)]
+pub struct SimLimits {
+    /// Entities per bulk-load request.
+    pub max_profiles_per_request: usize,
+    /// Bytes per bulk-load request body.
+    pub max_request_bytes: usize,
+    /// Bulk-load requests per session.
+    pub max_requests_per_session: usize,
+    /// Distinct users per session.
+    pub max_users_per_session: usize,
+    /// Minimum simulated time between session creations/triggers (the 5-minute rule).
+    pub session_spacing: Duration,
+    /// Simulated inactivity after which a CREATED/IN_PROGRESS session becomes EXPIRED.
+    pub session_expiry: Duration,
+}
+
+impl Default for SimLimits {
+    fn default() -> Self {
+        Self {
+            max_profiles_per_request: 200,
+            max_request_bytes: 204_800,
+            max_requests_per_session: 50,
+            max_users_per_session: 10_000,
+            session_spacing: Duration::from_secs(300),
+            session_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Start the emulator on `listener`, serving in a background task.
+pub async fn spawn(
+    config: SimConfig,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let sim = Sim::new(config);
+    let app = router(sim.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        // Dropping the handle drops `stop`, which also ends the server.
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(SimHandle { addr, sim, stop, task })
+}
+
 /// A running emulator.
+#[derive(Debug)]
 pub struct SimHandle {
     pub addr: SocketAddr,
+    sim: Sim,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 impl SimHandle {
@@ -43,43 +139,46 @@ impl SimHandle {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
-}
 
-/// Start the emulator on `listener` in a background task.
-pub async fn spawn(
-    config: SimConfig,
-    listener: tokio::net::TcpListener,
-) -> std::io::Result<SimHandle> {
-    let _ = config;
-    Ok(SimHandle { addr: listener.local_addr()? })
-}
-
-/// STUB placeholders for the lead's code; replaced by the emulator work.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SimSnapshot {
-    pub users: Vec<SimUser>,
-    pub violations: Vec<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SimUser {
-    pub external_id: String,
-    pub status: String,
-    pub profile: std::collections::BTreeMap<String, String>,
-}
-
-impl SimHandle {
-    pub fn snapshot(&self) -> SimSnapshot {
-        SimSnapshot::default()
+    /// The shared state, e.g. to build another router on it.
+    pub fn sim(&self) -> &Sim {
+        &self.sim
     }
+
+    /// Same data as `GET /__sim/state`.
+    pub fn snapshot(&self) -> SimSnapshot {
+        self.sim.snapshot()
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.sim.advance_clock(by);
+    }
+
     pub fn seed_user(
         &self,
         source_id: &str,
         external_id: &str,
-        profile: std::collections::BTreeMap<String, String>,
+        profile: BTreeMap<String, String>,
         active: bool,
     ) {
-        let _ = (source_id, external_id, profile, active);
+        self.sim.seed_user(source_id, external_id, profile, active);
     }
-    pub async fn shutdown(self) {}
+
+    pub fn inject_session(&self, source_id: &str, status: SessionStatus) -> String {
+        self.sim.inject_session(source_id, status)
+    }
+
+    pub fn fail_next_session(&self, source_id: &str) {
+        self.sim.fail_next_session(source_id);
+    }
+
+    /// Stop serving and processing. Open keep-alive connections get 5 s to finish.
+    pub async fn shutdown(self) {
+        self.sim.shutdown();
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
 }

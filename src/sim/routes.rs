@@ -1,0 +1,436 @@
+//! The HTTP surface: Okta's Identity Sources endpoints (FACTS §2a) and the `/__sim`
+//! introspection endpoints.
+//!
+//! Every `/api` request goes through [`api_middleware`] first, in the order a real Okta
+//! front door plausibly applies its checks: concurrency cap → rate-limit window → added
+//! latency → `Content-Length` (411) → token (401). It stamps every `/api` response with
+//! `X-Okta-Request-Id`, the three `X-Rate-Limit-*` headers and `Date`. Handlers then do the
+//! identity-source/session lookups and the session rules in [`super::state`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::clock::okta_time;
+use super::errors::{ApiError, random_id};
+use super::state::{Ctx, Sim, epoch_now};
+use super::validate::{LoadKind, parse_load};
+use crate::okta::model::SessionStatus;
+
+const P: &str = "/api/v1/identity-sources/{source}";
+
+/// The emulator's router. Needs a tokio runtime (see [`Sim::new`]).
+pub fn router(sim: Sim) -> Router {
+    let load = |kind: LoadKind| {
+        post(
+            move |s: State<Sim>,
+                  p: Path<(String, String)>,
+                  m: Method,
+                  u: Uri,
+                  h: HeaderMap,
+                  b: Body| { bulk_load(kind, s, p, m, u, h, b) },
+        )
+    };
+    let api = Router::new()
+        .route(&format!("{P}/sessions"), get(list_sessions).post(create_session))
+        .route(&format!("{P}/sessions/{{session}}"), get(get_session).delete(cancel_session))
+        .route(&format!("{P}/sessions/{{session}}/bulk-upsert"), load(LoadKind::UpsertUsers))
+        .route(&format!("{P}/sessions/{{session}}/bulk-delete"), load(LoadKind::DeleteUsers))
+        .route(
+            &format!("{P}/sessions/{{session}}/bulk-groups-upsert"),
+            load(LoadKind::UpsertGroups),
+        )
+        .route(
+            &format!("{P}/sessions/{{session}}/bulk-groups-delete"),
+            load(LoadKind::DeleteGroups),
+        )
+        .route(
+            &format!("{P}/sessions/{{session}}/bulk-group-memberships-upsert"),
+            load(LoadKind::UpsertMemberships),
+        )
+        .route(
+            &format!("{P}/sessions/{{session}}/bulk-group-memberships-delete"),
+            load(LoadKind::DeleteMemberships),
+        )
+        .route(&format!("{P}/sessions/{{session}}/start-import"), post(start_import))
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(api_method_not_allowed)
+        .layer(from_fn_with_state(sim.clone(), api_middleware));
+    let introspection = Router::new()
+        .route("/__sim/state", get(sim_state))
+        .route("/__sim/clock/advance", post(sim_advance))
+        .route("/__sim/users", post(sim_seed_user))
+        .route("/__sim/sessions", post(sim_inject_session))
+        .route("/__sim/fail-next", post(sim_fail_next))
+        .route("/__sim/reset", post(sim_reset));
+    api.merge(introspection).with_state(sim)
+}
+
+// ----- the /api middleware -------------------------------------------------------------------
+
+/// Decrements the in-flight count however the request ends (including client disconnects).
+struct InFlight<'a>(&'a Sim);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `(limit, remaining, reset epoch)` for the rate-limit headers.
+type RateHeaders = (u32, u32, u64);
+
+impl Sim {
+    /// Count one request in the current fixed 60-second window.
+    fn take_rate_token(&self) -> Result<RateHeaders, RateHeaders> {
+        let limit = self.shared.config.rate_limit_per_minute;
+        let mut w = self.shared.rate.lock().unwrap_or_else(|e| e.into_inner());
+        if w.started.elapsed() >= Duration::from_secs(60) {
+            w.started = Instant::now();
+            w.reset_epoch = epoch_now() + 60;
+            w.count = 0;
+        }
+        w.count = w.count.saturating_add(1);
+        if w.count > limit {
+            Err((limit, 0, w.reset_epoch))
+        } else {
+            Ok((limit, limit - w.count, w.reset_epoch))
+        }
+    }
+
+    /// Turn a rejection into a response, recording its violations.
+    pub(crate) fn fail(&self, ctx: &Ctx, err: ApiError) -> Response {
+        self.record(ctx, &err.violations);
+        err.into_response()
+    }
+}
+
+fn ctx(method: &Method, uri: &Uri, session_id: Option<&str>) -> Ctx {
+    Ctx {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        session_id: session_id.map(str::to_string),
+    }
+}
+
+async fn api_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Response {
+    sim.count_request();
+    let context = ctx(req.method(), req.uri(), None);
+    let before = sim.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlight(&sim);
+    let (mut response, (limit, remaining, reset)) = if before >= sim.shared.config.concurrency_limit
+    {
+        // Concurrency 429s report Limit 0 and an estimated reset (FACTS §7).
+        sim.count_rate_limited();
+        (ApiError::rate_limited().into_response(), (0, 0, epoch_now() + 1))
+    } else {
+        match sim.take_rate_token() {
+            Err(headers) => {
+                sim.count_rate_limited();
+                (ApiError::rate_limited().into_response(), headers)
+            }
+            Ok(headers) => {
+                let latency = sim.shared.config.latency;
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                let response = match precheck(&sim, &req) {
+                    Ok(()) => next.run(req).await,
+                    Err(err) => sim.fail(&context, err),
+                };
+                (response, headers)
+            }
+        }
+    };
+    let h = response.headers_mut();
+    h.insert("x-okta-request-id", header_value(random_id("", 27)));
+    h.insert("x-rate-limit-limit", header_value(limit.to_string()));
+    h.insert("x-rate-limit-remaining", header_value(remaining.to_string()));
+    h.insert("x-rate-limit-reset", header_value(reset.to_string()));
+    h.insert(
+        header::DATE,
+        header_value(chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+    );
+    response
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Only ever called with ASCII digits/letters/commas, which are always valid header bytes.
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The checks before routing: 411, then the API token.
+fn precheck(sim: &Sim, req: &Request) -> Result<(), ApiError> {
+    // hyper removes nothing here: a chunked request simply has no content-length header.
+    if matches!(*req.method(), Method::POST | Method::PUT)
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ApiError::length_required());
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("SSWS "));
+    match token {
+        Some(t) if sim.shared.config.api_tokens.iter().any(|known| known == t.trim()) => Ok(()),
+        Some(_) => Err(ApiError::invalid_token("unknown SSWS token")),
+        None => Err(ApiError::invalid_token("missing or non-SSWS Authorization header")),
+    }
+}
+
+async fn api_not_found(State(sim): State<Sim>, method: Method, uri: Uri) -> Response {
+    let mut err = ApiError::not_found("unknown_endpoint", uri.path(), "Resource");
+    err.violations[0].1 = format!("no such endpoint: {method} {}", uri.path());
+    sim.fail(&ctx(&method, &uri, None), err)
+}
+
+async fn api_method_not_allowed(State(sim): State<Sim>, method: Method, uri: Uri) -> Response {
+    sim.fail(&ctx(&method, &uri, None), ApiError::method_not_allowed())
+}
+
+// ----- session endpoints ---------------------------------------------------------------------
+
+async fn list_sessions(
+    State(sim): State<Sim>,
+    Path(source): Path<String>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    match sim.list_sessions(&source) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u, None), e),
+    }
+}
+
+async fn create_session(
+    State(sim): State<Sim>,
+    Path(source): Path<String>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    // Okta answers 201, not the spec's 200 (FACTS §11).
+    match sim.create_session(&source) {
+        Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u, None), e),
+    }
+}
+
+async fn get_session(
+    State(sim): State<Sim>,
+    Path((source, id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    match sim.get_session(&source, &id) {
+        Ok(session) => Json(session).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u, Some(&id)), e),
+    }
+}
+
+async fn cancel_session(
+    State(sim): State<Sim>,
+    Path((source, id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    match sim.cancel_session(&source, &id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u, Some(&id)), e),
+    }
+}
+
+async fn start_import(
+    State(sim): State<Sim>,
+    Path((source, id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    // A single session object, not the spec example's array (FACTS §11).
+    match sim.trigger(&source, &id) {
+        Ok(session) => Json(session).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u, Some(&id)), e),
+    }
+}
+
+async fn bulk_load(
+    kind: LoadKind,
+    State(sim): State<Sim>,
+    Path((source, id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let context = ctx(&m, &u, Some(&id));
+    match bulk_load_inner(&sim, &context, kind, &source, &id, &headers, body).await {
+        Ok(()) => {
+            let mut response = StatusCode::ACCEPTED.into_response();
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            response
+        }
+        Err(e) => sim.fail(&context, e),
+    }
+}
+
+async fn bulk_load_inner(
+    sim: &Sim,
+    context: &Ctx,
+    kind: LoadKind,
+    source: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
+    sim.check_loadable(source, id)?;
+    let limits = &sim.shared.config.limits;
+    let max = limits.max_request_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_big = |n: usize| {
+        ApiError::validation(
+            "max_request_bytes",
+            "body",
+            format!("A bulk-load request can contain at most {max} bytes of data (got {n})"),
+        )
+    };
+    let bytes = match read_limited(body, max, declared).await {
+        ReadBody::Complete(bytes) => bytes,
+        ReadBody::TooLarge(n) => return Err(too_big(n)),
+        ReadBody::Failed(e) => {
+            return Err(ApiError::malformed(
+                "malformed_body",
+                format!("could not read the body: {e}"),
+            ));
+        }
+    };
+    let parsed = parse_load(kind, &bytes, limits.max_profiles_per_request)?;
+    sim.accept_load(context, source, id, kind, parsed, bytes.len())
+}
+
+enum ReadBody {
+    Complete(Bytes),
+    /// Bytes seen (declared or read) when the limit was crossed.
+    TooLarge(usize),
+    Failed(String),
+}
+
+/// Read at most `max` bytes. Beyond that, keep *discarding* (not buffering) up to a cap so
+/// the client finishes sending and reads our 400 instead of a reset connection; a body that
+/// declares more than the cap is refused without reading it at all.
+async fn read_limited(body: Body, max: usize, declared: Option<usize>) -> ReadBody {
+    let drain_cap = max.saturating_mul(8).max(1 << 20);
+    if let Some(n) = declared
+        && n > drain_cap
+    {
+        return ReadBody::TooLarge(n);
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return ReadBody::Failed(e.to_string()),
+        };
+        total = total.saturating_add(chunk.len());
+        if total <= max {
+            buf.extend_from_slice(&chunk);
+        } else if total > drain_cap {
+            break;
+        }
+    }
+    if total > max { ReadBody::TooLarge(total) } else { ReadBody::Complete(Bytes::from(buf)) }
+}
+
+// ----- introspection -------------------------------------------------------------------------
+
+async fn sim_state(State(sim): State<Sim>) -> Response {
+    Json(sim.snapshot()).into_response()
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: f64,
+}
+
+async fn sim_advance(State(sim): State<Sim>, Json(body): Json<Advance>) -> Response {
+    if !body.seconds.is_finite() || body.seconds < 0.0 {
+        return (StatusCode::BAD_REQUEST, "seconds must be a finite, non-negative number")
+            .into_response();
+    }
+    sim.advance_clock(Duration::from_secs_f64(body.seconds.min(1e12)));
+    Json(serde_json::json!({ "now": okta_time(sim.shared.clock.now()) })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeedUser {
+    #[serde(default, alias = "identity_source_id")]
+    identity_source_id: Option<String>,
+    #[serde(alias = "external_id")]
+    external_id: String,
+    #[serde(default)]
+    profile: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The identity source a `/__sim` call means: the given one, else the first configured.
+fn source_or_default(sim: &Sim, source: Option<String>) -> String {
+    source.or_else(|| sim.config().identity_sources.first().cloned()).unwrap_or_default()
+}
+
+async fn sim_seed_user(State(sim): State<Sim>, Json(body): Json<SeedUser>) -> Response {
+    let source = source_or_default(&sim, body.identity_source_id);
+    sim.seed_user(&source, &body.external_id, body.profile, body.active);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InjectSession {
+    #[serde(default, alias = "identity_source_id")]
+    identity_source_id: Option<String>,
+    status: SessionStatus,
+}
+
+async fn sim_inject_session(State(sim): State<Sim>, Json(body): Json<InjectSession>) -> Response {
+    let source = source_or_default(&sim, body.identity_source_id);
+    let id = sim.inject_session(&source, body.status);
+    Json(serde_json::json!({ "id": id })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailNext {
+    #[serde(default, alias = "identity_source_id")]
+    identity_source_id: Option<String>,
+}
+
+async fn sim_fail_next(State(sim): State<Sim>, Json(body): Json<FailNext>) -> Response {
+    let source = source_or_default(&sim, body.identity_source_id);
+    sim.fail_next_session(&source);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_reset(State(sim): State<Sim>) -> Response {
+    sim.reset();
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,179 @@
+//! Shared helpers for the end-to-end tests: a real emulator on 127.0.0.1:0, config files in a
+//! temporary directory, and the real `xaas` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use xaas::sim::{SimConfig, SimHandle};
+
+pub const SOURCE: &str = "0oasim0000000000000";
+pub const TOKEN: &str = "sim-token";
+pub const HEADER: &str = "id,active,title,first_name,last_name,street_number,street_name,city,state,country,postcode,email,phone,cell,dob";
+
+/// Emulator with its clock running `scale`× faster (300 → Okta's 5 minutes take 1 s).
+pub async fn start_sim(scale: f64) -> SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        clock_scale: scale,
+        processing_delay: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
+    xaas::sim::spawn(config, listener).await.unwrap()
+}
+
+/// The repo's example mapping.
+pub fn mapping_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/seed-dynamodb.yaml")
+}
+
+/// Write a config for one CSV job against `base_url`; returns its path.
+/// `spacing_secs` is the client's session spacing in real seconds.
+pub fn write_config(
+    dir: &Path,
+    base_url: &str,
+    csv: &Path,
+    spacing_secs: f64,
+    extra_job: &str,
+) -> PathBuf {
+    let path = dir.join("xaas.yaml");
+    let text = format!(
+        "okta:\n  org_url: {base_url}\n  auth:\n    type: api_token\n    token_env: XAAS_TEST_TOKEN\n  session_spacing_secs: {spacing_secs}\n  poll_initial_ms: 20\n  poll_max_secs: 1\njobs:\n  - name: hr\n    identity_source_id: {SOURCE}\n    source:\n      type: csv\n      path: {csv}\n    mapping: {mapping}\n{extra_job}",
+        csv = csv.display(),
+        mapping = mapping_path().display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run the real binary with `args`, the token in XAAS_TEST_TOKEN.
+pub fn xaas(args: &[&str], token: &str) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+        .args(args)
+        .env("XAAS_TEST_TOKEN", token)
+        .env("XAAS_LOG", "xaas=info")
+        .output()
+        .unwrap()
+}
+
+/// Run the binary on a blocking thread so the in-process emulator keeps serving.
+pub async fn xaas_async(args: Vec<String>, token: &str) -> Output {
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        xaas(&args, &token)
+    })
+    .await
+    .unwrap()
+}
+
+/// One synthetic person in the seed's schema.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub id: String,
+    pub active: bool,
+    pub title: String,
+    pub first: String,
+    pub last: String,
+    pub street_number: String,
+    pub street_name: String,
+    pub city: String,
+    pub state: String,
+    pub country: String,
+    pub postcode: String,
+    pub email: String,
+    pub phone: String,
+    pub cell: String,
+}
+
+impl Person {
+    pub fn generate(i: usize, active: bool) -> Self {
+        let firsts = ["Ana", "Jörg", "Zoë", "Łukasz", "Chloé", "Søren", "Nuño", "Amélie"];
+        let lasts = ["García", "Müller", "Østergaard", "Nowak", "Dubois", "O'Brien", "Smith"];
+        let first = format!("{}{}", firsts[i % firsts.len()], i % 97);
+        let last = lasts[(i / 7) % lasts.len()].to_string();
+        Person {
+            id: format!("emp{i:06}@example.com"),
+            active,
+            title: ["Mr", "Ms", "Dr"][i % 3].into(),
+            first,
+            last,
+            street_number: format!("{}", 1 + i % 9000),
+            street_name: "Calle del Arenal, Bajo".into(),
+            city: "Las Palmas de Gran Canaria".into(),
+            state: "Andalucía".into(),
+            country: "ES".into(),
+            postcode: format!("{:05}", i % 100_000),
+            email: format!("emp{i:06}@example.com"),
+            phone: format!("973-{:03}-{:03}", i % 1000, (i / 1000) % 1000),
+            cell: format!("630-{:03}-{:03}", (i * 7) % 1000, (i / 7) % 1000),
+        }
+    }
+
+    pub fn csv_row(&self) -> String {
+        let q = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        [
+            q(&self.id),
+            self.active.to_string(),
+            q(&self.title),
+            q(&self.first),
+            q(&self.last),
+            q(&self.street_number),
+            q(&self.street_name),
+            q(&self.city),
+            q(&self.state),
+            q(&self.country),
+            q(&self.postcode),
+            q(&self.email),
+            q(&self.phone),
+            q(&self.cell),
+            "1990-01-01T00:00:00.000Z".to_string(),
+        ]
+        .join(",")
+    }
+
+    /// The profile the seed mapping must produce, computed independently of the mapping code.
+    pub fn expected_profile(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("userName", self.email.clone()),
+            ("firstName", self.first.clone()),
+            ("lastName", self.last.clone()),
+            ("email", self.email.clone()),
+            ("mobilePhone", self.cell.clone()),
+            ("title", self.title.clone()),
+            ("displayName", format!("{} {}", self.first, self.last)),
+            ("primaryPhone", self.phone.clone()),
+            ("zipCode", self.postcode.clone()),
+            ("streetAddress", format!("{} {}", self.street_number, self.street_name)),
+            ("city", self.city.clone()),
+            ("state", self.state.clone()),
+            ("countryCode", self.country.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Write people as a CSV (CRLF line ends, like most HR exports).
+pub fn write_csv(path: &Path, people: &[Person]) {
+    let mut text = String::with_capacity(people.len() * 200);
+    text.push_str(HEADER);
+    text.push_str("\r\n");
+    for p in people {
+        text.push_str(&p.csv_row());
+        text.push_str("\r\n");
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+pub fn read_report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
