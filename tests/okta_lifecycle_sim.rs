@@ -1,0 +1,271 @@
+//! Session lifecycle scenarios against the Okta emulator (`xaas::sim`).
+//!
+//! The wiremock scenarios in `okta_lifecycle.rs` pin exact call sequences; these check the
+//! same behaviour against something that enforces Okta's rules (FACTS §4, §6) and records
+//! every rule a client breaks as a violation: each scenario ends with zero violations.
+//!
+//! The emulator's clock runs `CLOCK_SCALE` times faster than real time, so its 5-minute rule
+//! lasts 300 ms here; the importer's spacing is set a little above that.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use url::Url;
+use xaas::okta::batch::{PlannedRequest, RequestKind, SessionKind, SessionPlan};
+use xaas::okta::client::{ClientOptions, OktaClient};
+use xaas::okta::model::SessionStatus;
+use xaas::okta::session::{Importer, SessionOptions};
+use xaas::sim::{SimConfig, SimHandle, SimLimits};
+
+const SOURCE: &str = "0oasim0000000000000";
+const TOKEN: &str = "sim-token";
+/// Simulated seconds per real second: Okta's 300 s spacing becomes 300 ms.
+const CLOCK_SCALE: f64 = 1000.0;
+
+async fn sim(limits: SimLimits) -> SimHandle {
+    let config = SimConfig {
+        clock_scale: CLOCK_SCALE,
+        processing_delay: Duration::from_millis(50),
+        limits,
+        ..SimConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    xaas::sim::spawn(config, listener).await.expect("spawn emulator")
+}
+
+fn importer(sim: &SimHandle) -> Importer {
+    let client = OktaClient::new(
+        Url::parse(&sim.base_url()).expect("url"),
+        SecretString::from(TOKEN),
+        ClientOptions { request_timeout: Duration::from_secs(5), ..ClientOptions::default() },
+    )
+    .expect("client");
+    Importer::new(
+        client,
+        SOURCE,
+        SessionOptions {
+            // Okta's 300 s at CLOCK_SCALE, plus a margin for the emulator's own clock.
+            spacing: Duration::from_millis(350),
+            poll_initial: Duration::from_millis(20),
+            poll_max: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(10),
+        },
+    )
+}
+
+fn request(kind: RequestKind, ids: &[&str]) -> PlannedRequest {
+    let profiles: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| match kind {
+            RequestKind::Upsert => serde_json::json!({
+                "externalId": id,
+                "profile": {"email": format!("{id}@example.com"), "userName": format!("{id}@example.com"),
+                            "firstName": "Test", "lastName": id}
+            }),
+            RequestKind::Delete => serde_json::json!({"externalId": id}),
+        })
+        .collect();
+    PlannedRequest {
+        kind,
+        external_ids: ids.iter().map(|s| s.to_string()).collect(),
+        body: serde_json::to_vec(&serde_json::json!({"entityType": "USERS", "profiles": profiles}))
+            .expect("json"),
+    }
+}
+
+fn upsert_plan(ids: &[&str]) -> SessionPlan {
+    SessionPlan { kind: SessionKind::Upsert, requests: vec![request(RequestKind::Upsert, ids)] }
+}
+
+fn assert_no_violations(sim: &SimHandle) {
+    let violations = sim.snapshot().violations;
+    assert!(violations.is_empty(), "the emulator recorded violations: {violations:#?}");
+}
+
+fn session_status(sim: &SimHandle, id: &str) -> SessionStatus {
+    sim.snapshot().sessions.into_iter().find(|s| s.id == id).expect("session in snapshot").status
+}
+
+#[tokio::test]
+async fn a_session_imports_users_and_completes() {
+    let sim = sim(SimLimits::default()).await;
+    let outcome = importer(&sim).run(&upsert_plan(&["E1", "E2"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert_eq!((outcome.requests, outcome.profiles), (1, 2));
+    let users = sim.snapshot().users;
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().all(|u| u.status == "ACTIVE"));
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn prepare_cancels_a_stale_created_session_and_the_run_then_succeeds() {
+    let sim = sim(SimLimits::default()).await;
+    let stale_id = sim.inject_session(SOURCE, SessionStatus::Created);
+    let mut importer = importer(&sim);
+    let stale = importer.prepare().await.expect("prepare");
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].id, stale_id);
+    assert_eq!(stale[0].action, "cancelled");
+    assert_eq!(session_status(&sim, &stale_id), SessionStatus::Closed);
+
+    let outcome = importer.run(&upsert_plan(&["E1"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn prepare_cancels_a_stale_in_progress_session() {
+    let sim = sim(SimLimits::default()).await;
+    let stale_id = sim.inject_session(SOURCE, SessionStatus::InProgress);
+    let stale = importer(&sim).prepare().await.expect("prepare");
+    assert_eq!(stale[0].found, SessionStatus::InProgress);
+    assert_eq!(stale[0].action, "cancelled");
+    assert_eq!(session_status(&sim, &stale_id), SessionStatus::Closed);
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn prepare_waits_for_a_triggered_session() {
+    let sim = sim(SimLimits::default()).await;
+    let stale_id = sim.inject_session(SOURCE, SessionStatus::Triggered);
+    let stale = importer(&sim).prepare().await.expect("prepare");
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].action, "waited");
+    assert_eq!(stale[0].final_status, SessionStatus::Completed);
+    assert_eq!(session_status(&sim, &stale_id), SessionStatus::Completed);
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_runs_keep_the_five_minute_spacing() {
+    let sim = sim(SimLimits::default()).await;
+    let mut importer = importer(&sim);
+    let first = importer.run(&upsert_plan(&["E1"])).await;
+    let second = importer.run(&upsert_plan(&["E2"])).await;
+    assert_eq!(first.error, None, "{first:?}");
+    assert_eq!(second.error, None, "{second:?}");
+    assert!(second.spacing_wait_ms > 0);
+
+    // In the emulator's (simulated) time the second session came ≥ 5 minutes after the first.
+    let sessions = sim.snapshot().sessions;
+    assert_eq!(sessions.len(), 2);
+    let created = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(&sessions[i].created).expect("okta timestamp")
+    };
+    let mut times = [created(0), created(1)];
+    times.sort();
+    assert!(times[1] - times[0] >= chrono::TimeDelta::seconds(300), "{times:?}");
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_from_an_earlier_process_is_waited_out_on_okta_refusal() {
+    let sim = sim(SimLimits::default()).await;
+    // A session this importer never saw, triggered just now: creating one is refused.
+    sim.inject_session(SOURCE, SessionStatus::Triggered);
+    tokio::time::sleep(Duration::from_millis(100)).await; // let it complete
+    let outcome = importer(&sim).run(&upsert_plan(&["E1"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert!(outcome.spacing_wait_ms >= 350, "{outcome:?}");
+    // The refused create is recorded by the emulator; that refusal is exactly what the
+    // importer reacts to, so it is the only violation allowed.
+    let violations = sim.snapshot().violations;
+    assert!(violations.iter().all(|v| v.rule == "session_spacing"), "{violations:#?}");
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
+    let sim = sim(SimLimits::default()).await;
+    let plan = SessionPlan {
+        kind: SessionKind::Delete,
+        requests: vec![request(RequestKind::Delete, &["NOBODY1", "NOBODY2"])],
+    };
+    let outcome = importer(&sim).run(&plan).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert!(outcome.cancelled_untriggerable);
+    assert_eq!(outcome.final_status, Some(SessionStatus::Closed));
+    let id = outcome.id.expect("created");
+    assert_eq!(session_status(&sim, &id), SessionStatus::Closed);
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn deactivating_known_users_is_triggered_and_completes() {
+    let sim = sim(SimLimits::default()).await;
+    let profile = [("email".to_string(), "k@example.com".to_string())].into_iter().collect();
+    sim.seed_user(SOURCE, "KNOWN1", profile, true);
+    let plan = SessionPlan {
+        kind: SessionKind::Delete,
+        requests: vec![request(RequestKind::Delete, &["KNOWN1"])],
+    };
+    let outcome = importer(&sim).run(&plan).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    let users = sim.snapshot().users;
+    assert_eq!(users[0].status, "DEACTIVATED");
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upload_failure_cancels_the_session() {
+    // The emulator enforces a lowered per-request limit, so the second request is refused.
+    let sim = sim(SimLimits { max_profiles_per_request: 2, ..SimLimits::default() }).await;
+    let plan = SessionPlan {
+        kind: SessionKind::Upsert,
+        requests: vec![
+            request(RequestKind::Upsert, &["E1", "E2"]),
+            request(RequestKind::Upsert, &["E3", "E4", "E5"]),
+        ],
+    };
+    let outcome = importer(&sim).run(&plan).await;
+    let error = outcome.error.clone().expect("error");
+    assert!(error.contains("bulk load 2 of 2"), "{error}");
+    assert_eq!(outcome.requests, 1);
+    assert_eq!(outcome.final_status, Some(SessionStatus::Closed));
+    let id = outcome.id.expect("created");
+    assert_eq!(session_status(&sim, &id), SessionStatus::Closed);
+    assert!(sim.snapshot().users.is_empty(), "nothing imported from a cancelled session");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn okta_reporting_error_is_an_error() {
+    let sim = sim(SimLimits::default()).await;
+    sim.fail_next_session(SOURCE);
+    let outcome = importer(&sim).run(&upsert_plan(&["E1"])).await;
+    assert_eq!(outcome.final_status, Some(SessionStatus::Error));
+    let error = outcome.error.expect("error");
+    assert!(error.starts_with("okta reported ERROR for session"), "{error}");
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_unauthorized_at_prepare() {
+    let sim = sim(SimLimits::default()).await;
+    let client = OktaClient::new(
+        Url::parse(&sim.base_url()).expect("url"),
+        SecretString::from("not-the-token"),
+        ClientOptions::default(),
+    )
+    .expect("client");
+    let err =
+        Importer::new(client, SOURCE, SessionOptions::default()).prepare().await.expect_err("401");
+    assert!(matches!(err, xaas::okta::OktaError::Unauthorized { .. }), "{err:?}");
+    assert!(!err.to_string().contains("not-the-token"));
+    sim.shutdown().await;
+}
