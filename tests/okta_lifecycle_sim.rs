@@ -269,3 +269,19 @@ async fn a_wrong_token_is_unauthorized_at_prepare() {
     assert!(!err.to_string().contains("not-the-token"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_importer_can_carry_over_the_spacing_clock() {
+    let sim = sim(SimLimits::default()).await;
+    let mut first = importer(&sim);
+    let outcome = first.run(&upsert_plan(&["E1"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    // The next run builds a fresh importer but hands over when the last session happened,
+    // so it waits by itself instead of being refused by Okta first.
+    let mut second = importer(&sim).with_last_session_activity(first.last_session_activity());
+    let outcome = second.run(&upsert_plan(&["E2"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert!(outcome.spacing_wait_ms > 0);
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}

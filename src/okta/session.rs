@@ -112,6 +112,14 @@ impl Importer {
         self.last_activity
     }
 
+    /// Carry the spacing clock over from an earlier importer of the same identity source (a
+    /// daemon building one importer per run). Without it, the first creation of a run that
+    /// follows closely on the previous one is refused by Okta once, then waited out.
+    pub fn with_last_session_activity(mut self, at: Option<Instant>) -> Self {
+        self.last_activity = at;
+        self
+    }
+
     /// Start of a run: list sessions, cancel open ones we left behind, wait for triggered ones.
     ///
     /// Fails only when Okta cannot be asked (list or cancel failing for another reason than
