@@ -317,7 +317,10 @@ fn upsert_users(items: &[Value], v: &mut Validator) -> Result<Vec<UserUpsert>, A
                 ));
             }
         }
-        if profile.is_empty() {
+        // Judge emptiness on what was sent: a profile of only invalid values is an error, not
+        // an empty profile.
+        let sent_values = matches!(obj.get("profile"), Some(Value::Object(p)) if p.values().any(|x| !x.is_null()));
+        if !sent_values {
             v.warnings.push((
                 "empty_profile",
                 format!("{path} ({external_id}): an empty profile creates an empty user, which Okta does not recommend"),
