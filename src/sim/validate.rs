@@ -317,7 +317,10 @@ fn upsert_users(items: &[Value], v: &mut Validator) -> Result<Vec<UserUpsert>, A
                 ));
             }
         }
-        if profile.is_empty() {
+        // Judge emptiness on what was sent: a profile of only invalid values is an error, not
+        // an empty profile.
+        let sent_values = matches!(obj.get("profile"), Some(Value::Object(p)) if p.values().any(|x| !x.is_null()));
+        if !sent_values {
             v.warnings.push((
                 "empty_profile",
                 format!("{path} ({external_id}): an empty profile creates an empty user, which Okta does not recommend"),
@@ -547,6 +550,66 @@ mod tests {
         assert!(looks_like_email("a@b.co"));
         for bad in ["ab.co", "@b.co", "a@b", "a@.co", "a b@c.co", "a@b@c.co"] {
             assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
+
+    const KINDS: [LoadKind; 6] = [
+        LoadKind::UpsertUsers,
+        LoadKind::DeleteUsers,
+        LoadKind::UpsertGroups,
+        LoadKind::DeleteGroups,
+        LoadKind::UpsertMemberships,
+        LoadKind::DeleteMemberships,
+    ];
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z@. ]{0,8}".prop_map(Value::String),
+            prop_oneof![Just("USERS"), Just("externalId"), Just("profile")]
+                .prop_map(|s| Value::String(s.into())),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("entityType".to_string()),
+                        Just("profiles".to_string()),
+                        Just("externalId".to_string()),
+                        Just("externalIds".to_string()),
+                        Just("profile".to_string()),
+                        Just("memberships".to_string()),
+                        Just("groupExternalId".to_string()),
+                        Just("memberExternalIds".to_string()),
+                        Just("email".to_string()),
+                        "[a-z]{1,5}",
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_bytes(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), kind in 0usize..6) {
+            let _ = parse_load(KINDS[kind], &body, 3);
+        }
+
+        #[test]
+        fn never_panics_on_json(value in json_value(), kind in 0usize..6) {
+            let body = serde_json::to_vec(&value).expect("serializable");
+            if let Err(err) = parse_load(KINDS[kind], &body, 3) {
+                // Every rejection is one of the two 400 families and says why.
+                proptest::prop_assert!(err.code == "E0000001" || err.code == "E0000003");
+                proptest::prop_assert!(!err.violations.is_empty());
+            }
         }
     }
 }
