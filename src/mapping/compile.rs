@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
@@ -136,6 +137,17 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     // Profiles are plain strings, not HTML.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Print like the rest of the mapping does: booleans as `true`/`false` (minijinja would
+    // write Python's `True`), and null as nothing (not `none`), so it is omitted when alone.
+    env.set_formatter(|out, state, value| match value.kind() {
+        ValueKind::Bool => {
+            out.write_str(if value.is_true() { "true" } else { "false" }).map_err(|e| {
+                minijinja::Error::new(ErrorKind::WriteFailure, "cannot write output").with_source(e)
+            })
+        }
+        ValueKind::None => Ok(()),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     let mut source_fields = BTreeSet::new();
 
     if let Some(v) = &spec.version
