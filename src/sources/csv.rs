@@ -16,9 +16,12 @@
 //! after a quoted multi-line field still point at the right line. Values are kept as written
 //! (strings, empty cells as empty strings); the mapping trims them and omits empty ones.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -155,13 +158,14 @@ fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
             return;
         }
     };
+    let lines = Rc::new(RefCell::new(LineIndex::default()));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         // We read the header ourselves (to check it) and count fields ourselves (so that a
         // short row is a rejection of that row, not an error of the whole file).
         .has_headers(false)
         .flexible(true)
-        .from_reader(input);
+        .from_reader(Tracked { inner: input, offset: 0, lines: Rc::clone(&lines) });
 
     let mut row = csv::ByteRecord::new();
     let headers = match reader.read_byte_record(&mut row) {
@@ -185,7 +189,11 @@ fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
 
     loop {
         let item = match reader.read_byte_record(&mut row) {
-            Ok(true) => Ok(to_record(&headers, &row)),
+            Ok(true) => {
+                let start = row.position().map_or(0, csv::Position::byte);
+                let line = lines.borrow_mut().line_at(start);
+                Ok(to_record(&headers, &row, line))
+            }
             Ok(false) => return,
             // With `flexible` and byte records, the csv crate only fails on I/O: the rest of
             // the file is unknown, so the pull is incomplete.
@@ -195,6 +203,65 @@ fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
         if tx.blocking_send(item).is_err() || stop {
             return;
         }
+    }
+}
+
+/// The input as the csv reader sees it, noting where every line break byte is.
+///
+/// The csv crate's own line numbers lag by one after a CRLF: a record ends at the `\r`, and
+/// its `\n` is only counted when the next record is read, after that record's position was
+/// taken. So we count lines ourselves from the record's byte offset, which is exact.
+struct Tracked<R> {
+    inner: R,
+    offset: u64,
+    lines: Rc<RefCell<LineIndex>>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut lines = self.lines.borrow_mut();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                lines.breaks.push_back((self.offset + i as u64, b));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Line break bytes not yet behind the current record. Records arrive in byte order, so
+/// everything before a record's start can be folded into a count: memory stays bounded by the
+/// reader's read-ahead plus one record.
+#[derive(Default)]
+struct LineIndex {
+    /// Offset and byte (`\r` or `\n`) of each line break byte not yet counted.
+    breaks: VecDeque<(u64, u8)>,
+    /// `\n` bytes before the last record start asked about.
+    newlines_before: u64,
+}
+
+impl LineIndex {
+    /// The 1-based line of the first content byte of a record whose position is `start`.
+    /// The csv reader puts a record's start before the line breaks it skips (a pending `\n`
+    /// of CRLF, blank lines), so those are counted too.
+    fn line_at(&mut self, start: u64) -> u64 {
+        while let Some(&(offset, byte)) = self.breaks.front() {
+            if offset >= start {
+                break;
+            }
+            self.newlines_before += u64::from(byte == b'\n');
+            self.breaks.pop_front();
+        }
+        let skipped = self
+            .breaks
+            .iter()
+            .zip(start..)
+            .take_while(|((offset, _), expected)| offset == expected)
+            .filter(|((_, byte), _)| *byte == b'\n')
+            .count() as u64;
+        1 + self.newlines_before + skipped
     }
 }
 
@@ -239,8 +306,7 @@ fn header_names(row: &csv::ByteRecord) -> Result<Vec<String>, String> {
 }
 
 /// One data row as a record, or the reason it is unreadable.
-fn to_record(headers: &[String], row: &csv::ByteRecord) -> SourceItem {
-    let line = row.position().map_or(0, csv::Position::line);
+fn to_record(headers: &[String], row: &csv::ByteRecord, line: u64) -> SourceItem {
     let origin = Origin::Line(line);
     let reject = |reason: String| Rejection {
         origin: origin.clone(),
