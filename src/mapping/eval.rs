@@ -303,3 +303,32 @@ fn kind(v: &Value) -> &'static str {
         _ => "a scalar",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.c", "first.last+tag@sub.example.com", "ñ@exämple.es"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in
+            ["", "a", "a@b", "@b.c", "a@@b.c", "a@b.c@d.e", "a@.b", "a@b.", "a b@c.d", "a@b\t.c"]
+        {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_standard_attributes_are_constrained() {
+        assert_eq!(
+            constraint_for("email").map(|c| (c.min_chars, c.max_chars, c.email)),
+            Some((5, 100, true))
+        );
+        assert_eq!(constraint_for("lastName").map(|c| c.max_chars), Some(50));
+        assert_eq!(constraint_for("homeAddress").map(|c| c.max_chars), Some(4096));
+        assert_eq!(constraint_for("displayName"), None);
+        assert_eq!(constraint_for("Email"), None, "okta names are case-sensitive");
+    }
+}

@@ -337,3 +337,30 @@ fn to_record(headers: &[String], row: &csv::ByteRecord, line: u64) -> SourceItem
     }
     Ok(Record { origin, fields })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(data: &[u8], starts: &[u64]) -> Vec<u64> {
+        let index = Rc::new(RefCell::new(LineIndex::default()));
+        let mut r = Tracked { inner: data, offset: 0, lines: Rc::clone(&index) };
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        starts.iter().map(|&s| index.borrow_mut().line_at(s)).collect()
+    }
+
+    #[test]
+    fn line_index_counts_pending_crlf_and_blank_lines() {
+        // "h\r\n1\r\n\r\n2": the csv reader reports starts at the pending `\n` bytes.
+        assert_eq!(lines_of(b"h\r\n1\r\n\r\n2", &[0, 2, 5]), [1, 2, 4]);
+        assert_eq!(lines_of(b"h\n1\n2\n", &[0, 2, 4]), [1, 2, 3]);
+    }
+
+    #[test]
+    fn delimiter_rules() {
+        assert_eq!(Delimiter::new('\t').map(Delimiter::byte), Ok(b'\t'));
+        assert!(Delimiter::new('"').is_err());
+        assert!(Delimiter::new('\n').is_err());
+        assert!(Delimiter::new('§').is_err());
+    }
+}
