@@ -1,1 +1,334 @@
-//! Applying a compiled mapping to one record (STUB: owned by the mapping work).
+//! Applying a compiled mapping to one record: record → externalId, status, profile.
+//!
+//! The rules, in order:
+//!
+//! 1. **externalId**: produced, trimmed, 1 to 512 characters; otherwise the record is rejected.
+//! 2. **status**: the status value (trimmed, compared case-insensitively) must be in one of
+//!    the two lists. Anything else rejects the record: we never guess when deactivation is at
+//!    stake.
+//! 3. **profile**: each attribute is produced and trimmed; empty values are omitted, never
+//!    sent as empty strings. Standard attributes must meet Okta's limits (FACTS §3).
+//! 4. An active record must produce its `required` attributes and a non-empty profile (Okta
+//!    creates an empty user from an empty profile).
+//!
+//! A deactivated record only needs its externalId: bulk-delete sends nothing else. A bad
+//! profile value must not keep a leaver active in Okta, so for deactivated records invalid
+//! attributes are left out of the profile instead of rejecting the record. Either way a
+//! [`MappedUser`]'s profile only ever holds values Okta accepts.
+
+use std::collections::BTreeMap;
+
+use minijinja::Value as JinjaValue;
+use serde_json::Value;
+
+use super::compile::{Mapping, Producer};
+use super::spec::WhenMissing;
+use super::{MappedUser, Record, Rejection};
+
+/// The externalId's length limit in characters (FACTS §3: `maxLength 512`).
+pub const EXTERNAL_ID_MAX_CHARS: usize = 512;
+
+/// Okta's limits for one standard profile attribute (FACTS §3). Lengths are in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Constraint {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// Must look like an email address.
+    pub email: bool,
+}
+
+/// The constraint of a standard attribute; custom attributes have none.
+pub fn constraint_for(attribute: &str) -> Option<Constraint> {
+    let c = |min_chars, max_chars, email| Some(Constraint { min_chars, max_chars, email });
+    match attribute {
+        "email" | "secondEmail" => c(5, 100, true),
+        "firstName" | "lastName" => c(1, 50, false),
+        "userName" | "mobilePhone" => c(1, 100, false),
+        "homeAddress" => c(1, 4096, false),
+        _ => None,
+    }
+}
+
+/// Whether `s` has the shape of an email address: one `@`, a non-empty local part, a dotted
+/// domain without empty labels, and no whitespace. Okta checks more; this catches the data
+/// errors that would otherwise fail a whole import.
+pub fn is_email(s: &str) -> bool {
+    if s.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = s.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
+/// Why a value could not be produced (the reason of a rejection).
+type Reason = String;
+
+pub(super) fn apply(m: &Mapping, record: &Record) -> Result<MappedUser, Rejection> {
+    let reject = |external_id: Option<&str>, field: &str, reason: String| Rejection {
+        origin: record.origin.clone(),
+        external_id: external_id.map(str::to_string),
+        field: Some(field.to_string()),
+        reason,
+    };
+    // Built on first use: most mappings copy fields and never need it.
+    let mut ctx = Context { mapping: m, record, value: None };
+
+    let external_id = match ctx.produce(&m.external_id) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            let reason = match &m.external_id {
+                Producer::Field(f) => {
+                    format!("field `{f}` is absent or empty, so there is no externalId")
+                }
+                Producer::Template(_) => {
+                    "the external_id template rendered empty, so there is no externalId".to_string()
+                }
+            };
+            return Err(reject(None, "externalId", reason));
+        }
+        Err(reason) => return Err(reject(None, "externalId", reason)),
+    };
+    let n = external_id.chars().count();
+    if n > EXTERNAL_ID_MAX_CHARS {
+        return Err(reject(
+            None,
+            "externalId",
+            format!("{n} characters, the limit is {EXTERNAL_ID_MAX_CHARS}"),
+        ));
+    }
+    let id = Some(external_id.as_str());
+
+    let active = match &m.status {
+        None => true,
+        Some(rule) => {
+            let raw = match record.fields.get(&rule.field) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                    return Err(reject(
+                        id,
+                        &rule.field,
+                        format!(
+                            "status field `{}` holds {}, expected a value",
+                            rule.field,
+                            kind(v)
+                        ),
+                    ));
+                }
+            };
+            match raw {
+                None => match rule.when_missing {
+                    WhenMissing::Active => true,
+                    WhenMissing::Inactive => false,
+                    WhenMissing::Reject => {
+                        return Err(reject(
+                            id,
+                            &rule.field,
+                            format!("status field `{}` is absent or empty", rule.field),
+                        ));
+                    }
+                },
+                Some(v) => {
+                    let lower = v.to_lowercase();
+                    if rule.active.contains(&lower) {
+                        true
+                    } else if rule.inactive.contains(&lower) {
+                        false
+                    } else {
+                        return Err(reject(
+                            id,
+                            &rule.field,
+                            format!(
+                                "status field `{}` has value `{v}`, expected one of {} (active) \
+                                 or {} (inactive)",
+                                rule.field,
+                                quoted(&rule.active),
+                                quoted(&rule.inactive)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    };
+
+    let mut profile = BTreeMap::new();
+    for a in &m.attributes {
+        let checked = ctx.produce(&a.producer).and_then(|v| match (v, a.constraint) {
+            (Some(v), Some(c)) => check(&v, c).map(|()| Some(v)),
+            (v, _) => Ok(v),
+        });
+        match checked {
+            Ok(Some(v)) => {
+                profile.insert(a.name.clone(), v);
+            }
+            Ok(None) if a.required && active => {
+                let reason = match &a.producer {
+                    Producer::Field(f) => {
+                        format!("required attribute is missing: field `{f}` is absent or empty")
+                    }
+                    Producer::Template(_) => {
+                        "required attribute is missing: its template rendered empty".to_string()
+                    }
+                };
+                return Err(reject(id, &a.name, reason));
+            }
+            Ok(None) => {}
+            // See the module doc: a leaver's bad attribute must not block the deactivation.
+            Err(_) if !active => {}
+            Err(reason) => return Err(reject(id, &a.name, reason)),
+        }
+    }
+    if active && profile.is_empty() {
+        return Err(Rejection {
+            origin: record.origin.clone(),
+            external_id: Some(external_id),
+            field: None,
+            reason: "every attribute is empty, and okta creates an empty user from an empty \
+                     profile"
+                .to_string(),
+        });
+    }
+    Ok(MappedUser { origin: record.origin.clone(), external_id, active, profile })
+}
+
+/// Check a non-empty, trimmed value against a constraint.
+fn check(v: &str, c: Constraint) -> Result<(), Reason> {
+    let n = v.chars().count();
+    if n > c.max_chars {
+        return Err(format!("{n} characters, the limit is {}", c.max_chars));
+    }
+    if n < c.min_chars {
+        return Err(format!("{n} characters, the minimum is {}", c.min_chars));
+    }
+    if c.email && !is_email(v) {
+        return Err(format!("{v:?} is not a valid email address"));
+    }
+    Ok(())
+}
+
+/// One record being mapped, with its template context built lazily.
+struct Context<'a> {
+    mapping: &'a Mapping,
+    record: &'a Record,
+    value: Option<JinjaValue>,
+}
+
+impl Context<'_> {
+    /// The trimmed value, `None` when absent or empty, or why it cannot be produced.
+    fn produce(&mut self, p: &Producer) -> Result<Option<String>, Reason> {
+        match p {
+            Producer::Field(f) => match self.record.fields.get(f) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(non_empty(s)),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+                Some(Value::Array(_)) => Err(format!(
+                    "field `{f}` holds a list; arrays aren't supported by okta profiles"
+                )),
+                Some(Value::Object(_)) => {
+                    Err(format!("field `{f}` holds an object; okta profile values are strings"))
+                }
+            },
+            Producer::Template(name) => {
+                let template = self
+                    .mapping
+                    .env
+                    .get_template(name)
+                    .map_err(|e| format!("template `{name}` is not compiled: {e}"))?;
+                let record = self.record;
+                let ctx = self.value.get_or_insert_with(|| context(record));
+                let out =
+                    template.render(ctx.clone()).map_err(|e| format!("template failed: {e}"))?;
+                Ok(non_empty(&out))
+            }
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// The template context of a record: its fields, with nulls left undefined so they render
+/// empty like absent fields.
+fn context(record: &Record) -> JinjaValue {
+    let map: BTreeMap<String, JinjaValue> = record
+        .fields
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), to_jinja(v)))
+        .collect();
+    JinjaValue::from(map)
+}
+
+fn to_jinja(v: &Value) -> JinjaValue {
+    match v {
+        Value::Null => JinjaValue::from(()),
+        Value::Bool(b) => JinjaValue::from(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                JinjaValue::from(i)
+            } else if let Some(u) = n.as_u64() {
+                JinjaValue::from(u)
+            } else {
+                // Finite by construction: JSON has no NaN or infinity.
+                JinjaValue::from(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => JinjaValue::from(s.as_str()),
+        Value::Array(items) => items.iter().map(to_jinja).collect(),
+        Value::Object(map) => {
+            let m: BTreeMap<String, JinjaValue> =
+                map.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
+            JinjaValue::from(m)
+        }
+    }
+}
+
+fn quoted(values: &[String]) -> String {
+    values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+        _ => "a scalar",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.c", "first.last+tag@sub.example.com", "ñ@exämple.es"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in
+            ["", "a", "a@b", "@b.c", "a@@b.c", "a@b.c@d.e", "a@.b", "a@b.", "a b@c.d", "a@b\t.c"]
+        {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_standard_attributes_are_constrained() {
+        assert_eq!(
+            constraint_for("email").map(|c| (c.min_chars, c.max_chars, c.email)),
+            Some((5, 100, true))
+        );
+        assert_eq!(constraint_for("lastName").map(|c| c.max_chars), Some(50));
+        assert_eq!(constraint_for("homeAddress").map(|c| c.max_chars), Some(4096));
+        assert_eq!(constraint_for("displayName"), None);
+        assert_eq!(constraint_for("Email"), None, "okta names are case-sensitive");
+    }
+}

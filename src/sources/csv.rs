@@ -1,10 +1,42 @@
-//! CSV source (STUB: owned by the sources work).
-use std::path::{Path, PathBuf};
+//! CSV source (`type: csv`): streams the rows of a CSV file with a header row.
+//!
+//! The file is never loaded whole. A blocking task reads it with the `csv` crate and sends
+//! each row through a bounded channel, so a slow consumer holds the reader back
+//! (backpressure) and memory stays flat for files of any size. The reader stops as soon as the
+//! stream is dropped.
+//!
+//! What goes wrong where:
+//! - The file cannot be opened → [`SourceError::Open`]; a bad header (empty, duplicate or
+//!   not UTF-8 column names, no header at all) or an I/O error mid-file → [`SourceError::Read`].
+//!   Both end the stream: the pull is incomplete.
+//! - One bad row (wrong number of fields, invalid UTF-8) → a [`Rejection`] with its line;
+//!   the pull goes on.
+//!
+//! Each record's origin is the line it *starts* on (1-based, the header is line 1), so rows
+//! after a quoted multi-line field still point at the right line. Values are kept as written
+//! (strings, empty cells as empty strings); the mapping trims them and omits empty ones.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Source, SourceError, SourceItem};
+use crate::mapping::{Origin, Record, Rejection};
+
+/// Rows buffered between the reader and the consumer. Enough to keep both busy; small enough
+/// that memory does not grow with the file.
+const CHANNEL_CAPACITY: usize = 1024;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// `type: csv`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -12,21 +44,323 @@ use super::{Source, SourceError, SourceItem};
 pub struct CsvSourceConfig {
     /// Path to the CSV file; relative paths are resolved against the config file's directory.
     pub path: PathBuf,
+    /// The field separator: one ASCII character, `,` by default (`;` and `"\t"` are common in
+    /// spreadsheet exports).
+    #[serde(default)]
+    pub delimiter: Delimiter,
 }
 
+/// A CSV field separator: a single ASCII character other than a quote or a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delimiter(u8);
+
+impl Delimiter {
+    /// The delimiter for `c`, or why `c` cannot be one.
+    pub fn new(c: char) -> Result<Self, String> {
+        match c {
+            '"' | '\r' | '\n' => Err(format!("{c:?} cannot be a csv delimiter")),
+            c if c.is_ascii() => Ok(Self(c as u8)),
+            c => Err(format!("the csv delimiter must be one ascii character, found {c:?}")),
+        }
+    }
+
+    /// The delimiter byte.
+    pub fn byte(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Delimiter {
+    fn default() -> Self {
+        Self(b',')
+    }
+}
+
+impl<'de> Deserialize<'de> for Delimiter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Delimiter::new(c).map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(format!(
+                "the csv delimiter must be one ascii character, found {s:?}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Delimiter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&char::from(self.0).to_string())
+    }
+}
+
+/// Streams the rows of one CSV file.
 pub struct CsvSource {
     path: PathBuf,
+    delimiter: u8,
 }
 
 impl CsvSource {
     pub fn new(config: &CsvSourceConfig, base_dir: &Path) -> Self {
-        Self { path: base_dir.join(&config.path) }
+        Self { path: base_dir.join(&config.path), delimiter: config.delimiter.byte() }
     }
 }
 
 impl Source for CsvSource {
     fn pull(&self) -> BoxStream<'static, Result<SourceItem, SourceError>> {
-        let _ = &self.path;
-        Box::pin(futures::stream::empty())
+        let path = self.path.clone();
+        let delimiter = self.delimiter;
+        // Nothing starts until the stream is first polled, so building a source or a stream
+        // never touches the file (and needs no runtime).
+        let shown = path.display().to_string();
+        let stream = futures::stream::once(async move {
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let task = tokio::task::spawn_blocking(move || read_file(&path, delimiter, &tx));
+            // If the reader panics, the channel just closes, which would look like a complete
+            // pull. Awaiting the task after the last row turns that into an error instead.
+            let end = futures::stream::once(task).filter_map(move |done| {
+                let shown = shown.clone();
+                async move {
+                    done.err().map(|e| {
+                        Err(SourceError::Read {
+                            path: shown,
+                            message: format!("the csv reader task failed: {e}"),
+                        })
+                    })
+                }
+            });
+            ReceiverStream::new(rx).chain(end)
+        })
+        .flatten();
+        Box::pin(stream)
+    }
+}
+
+type Tx = mpsc::Sender<Result<SourceItem, SourceError>>;
+
+/// Read `path` and send every row; runs on a blocking thread. Returns early when the
+/// receiver is gone.
+fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
+    let shown = path.display().to_string();
+    let read_error = |message: String| SourceError::Read { path: shown.clone(), message };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(source) => {
+            let _ = tx.blocking_send(Err(SourceError::Open { path: shown.clone(), source }));
+            return;
+        }
+    };
+    let input = match skip_bom(file) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(read_error(e.to_string())));
+            return;
+        }
+    };
+    let lines = Rc::new(RefCell::new(LineIndex::default()));
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        // We read the header ourselves (to check it) and count fields ourselves (so that a
+        // short row is a rejection of that row, not an error of the whole file).
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(Tracked { inner: input, offset: 0, lines: Rc::clone(&lines) });
+
+    let mut row = csv::ByteRecord::new();
+    let headers = match reader.read_byte_record(&mut row) {
+        Ok(true) => match header_names(&row) {
+            Ok(h) => h,
+            Err(message) => {
+                let _ = tx.blocking_send(Err(read_error(message)));
+                return;
+            }
+        },
+        Ok(false) => {
+            let _ = tx
+                .blocking_send(Err(read_error("the file is empty, expected a header row".into())));
+            return;
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(read_error(e.to_string())));
+            return;
+        }
+    };
+
+    loop {
+        let item = match reader.read_byte_record(&mut row) {
+            Ok(true) => {
+                let start = row.position().map_or(0, csv::Position::byte);
+                let line = lines.borrow_mut().line_at(start);
+                Ok(to_record(&headers, &row, line))
+            }
+            Ok(false) => return,
+            // With `flexible` and byte records, the csv crate only fails on I/O: the rest of
+            // the file is unknown, so the pull is incomplete.
+            Err(e) => Err(read_error(e.to_string())),
+        };
+        let stop = item.is_err();
+        if tx.blocking_send(item).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// The input as the csv reader sees it, noting where every line break byte is.
+///
+/// The csv crate's own line numbers lag by one after a CRLF: a record ends at the `\r`, and
+/// its `\n` is only counted when the next record is read, after that record's position was
+/// taken. So we count lines ourselves from the record's byte offset, which is exact.
+struct Tracked<R> {
+    inner: R,
+    offset: u64,
+    lines: Rc<RefCell<LineIndex>>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut lines = self.lines.borrow_mut();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                lines.breaks.push_back((self.offset + i as u64, b));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Line break bytes not yet behind the current record. Records arrive in byte order, so
+/// everything before a record's start can be folded into a count: memory stays bounded by the
+/// reader's read-ahead plus one record.
+#[derive(Default)]
+struct LineIndex {
+    /// Offset and byte (`\r` or `\n`) of each line break byte not yet counted.
+    breaks: VecDeque<(u64, u8)>,
+    /// `\n` bytes before the last record start asked about.
+    newlines_before: u64,
+}
+
+impl LineIndex {
+    /// The 1-based line of the first content byte of a record whose position is `start`.
+    /// The csv reader puts a record's start before the line breaks it skips (a pending `\n`
+    /// of CRLF, blank lines), so those are counted too.
+    fn line_at(&mut self, start: u64) -> u64 {
+        while let Some(&(offset, byte)) = self.breaks.front() {
+            if offset >= start {
+                break;
+            }
+            self.newlines_before += u64::from(byte == b'\n');
+            self.breaks.pop_front();
+        }
+        let skipped = self
+            .breaks
+            .iter()
+            .zip(start..)
+            .take_while(|((offset, _), expected)| offset == expected)
+            .filter(|((_, byte), _)| *byte == b'\n')
+            .count() as u64;
+        1 + self.newlines_before + skipped
+    }
+}
+
+/// Skip a UTF-8 byte order mark, which spreadsheet tools like to write. Without this the
+/// first column would be named `\u{feff}id`, and a quoted first header would not parse.
+fn skip_bom(mut file: File) -> std::io::Result<impl Read> {
+    let mut head = [0u8; 3];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let start = if head[..filled] == *UTF8_BOM { filled } else { 0 };
+    Ok(Cursor::new(head[start..filled].to_vec()).chain(file))
+}
+
+/// The column names: trimmed, non-empty, unique, UTF-8.
+fn header_names(row: &csv::ByteRecord) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::with_capacity(row.len());
+    for (i, raw) in row.iter().enumerate() {
+        let column = i + 1;
+        let name = std::str::from_utf8(raw)
+            .map_err(|_| format!("header column {column} is not valid utf-8"))?
+            .trim()
+            .to_string();
+        if name.is_empty() {
+            return Err(format!("header column {column} has an empty name"));
+        }
+        if let Some(first) = names.iter().position(|n| *n == name) {
+            return Err(format!(
+                "header column {column} repeats the name `{name}` of column {}",
+                first + 1
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// One data row as a record, or the reason it is unreadable.
+fn to_record(headers: &[String], row: &csv::ByteRecord, line: u64) -> SourceItem {
+    let origin = Origin::Line(line);
+    let reject = |reason: String| Rejection {
+        origin: origin.clone(),
+        external_id: None,
+        field: None,
+        reason,
+    };
+    if row.len() != headers.len() {
+        return Err(reject(format!(
+            "expected {} fields (one per header column), found {}",
+            headers.len(),
+            row.len()
+        )));
+    }
+    let mut fields = serde_json::Map::with_capacity(headers.len());
+    for (name, raw) in headers.iter().zip(row.iter()) {
+        match std::str::from_utf8(raw) {
+            Ok(s) => {
+                fields.insert(name.clone(), serde_json::Value::String(s.to_string()));
+            }
+            Err(_) => {
+                return Err(Rejection {
+                    field: Some(name.clone()),
+                    ..reject(format!("field `{name}` is not valid utf-8"))
+                });
+            }
+        }
+    }
+    Ok(Record { origin, fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(data: &[u8], starts: &[u64]) -> Vec<u64> {
+        let index = Rc::new(RefCell::new(LineIndex::default()));
+        let mut r = Tracked { inner: data, offset: 0, lines: Rc::clone(&index) };
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        starts.iter().map(|&s| index.borrow_mut().line_at(s)).collect()
+    }
+
+    #[test]
+    fn line_index_counts_pending_crlf_and_blank_lines() {
+        // "h\r\n1\r\n\r\n2": the csv reader reports starts at the pending `\n` bytes.
+        assert_eq!(lines_of(b"h\r\n1\r\n\r\n2", &[0, 2, 5]), [1, 2, 4]);
+        assert_eq!(lines_of(b"h\n1\n2\n", &[0, 2, 4]), [1, 2, 3]);
+    }
+
+    #[test]
+    fn delimiter_rules() {
+        assert_eq!(Delimiter::new('\t').map(Delimiter::byte), Ok(b'\t'));
+        assert!(Delimiter::new('"').is_err());
+        assert!(Delimiter::new('\n').is_err());
+        assert!(Delimiter::new('§').is_err());
     }
 }
