@@ -398,8 +398,8 @@ impl Importer {
         tracing::info!(
             wait_ms = millis(wait),
             reason,
-            "waiting {} s for okta's 5-minute session spacing",
-            wait.as_secs_f64().ceil()
+            "waiting {:.1} s for okta's 5-minute session spacing",
+            wait.as_secs_f64()
         );
         tokio::time::sleep(wait).await;
         outcome.spacing_wait_ms += millis(wait);
