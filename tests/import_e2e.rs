@@ -237,3 +237,28 @@ fn demo_imports_the_sample_and_counts_match() {
     );
     assert!(stdout.contains("rule violations: 0"), "{stdout}");
 }
+
+/// `sessions: combined`: upserts and deactivations share one session (one 5-minute wait
+/// fewer), requests still never mix kinds, and Okta applies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_sessions_carry_upserts_and_deactivations_together() {
+    let sim = start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let people: Vec<Person> = (0..500).map(|i| Person::generate(i, i % 5 != 0)).collect();
+    for p in people.iter().filter(|p| !p.active) {
+        sim.seed_user(SOURCE, &p.id, p.expected_profile(), true);
+    }
+    let csv = dir.path().join("users.csv");
+    write_csv(&csv, &people);
+    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "    sessions: combined\n");
+    let out = xaas_async(vec!["run".into(), "--config".into(), config.display().to_string()], TOKEN).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let snap = sim.snapshot();
+    assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
+    assert_eq!(snap.sessions.len(), 1, "one combined session");
+    let kinds: std::collections::BTreeSet<&str> = snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), vec!["delete", "upsert"]);
+    assert_eq!(snap.users.iter().filter(|u| u.status == "DEACTIVATED").count(), 100);
+    assert_eq!(snap.users.iter().filter(|u| u.status == "ACTIVE").count(), 400);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("session 1: combined"));
+}

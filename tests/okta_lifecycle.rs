@@ -121,7 +121,7 @@ fn request(kind: RequestKind, ids: &[&str]) -> PlannedRequest {
         .iter()
         .map(|id| match kind {
             RequestKind::Upsert => serde_json::json!({"externalId": id, "profile": {"email": format!("{id}@example.com")}}),
-            RequestKind::Delete => serde_json::json!({"externalId": id}),
+            _ => serde_json::json!({"externalId": id}),
         })
         .collect();
     PlannedRequest {

@@ -59,6 +59,40 @@ pub enum RequestKind {
     Upsert,
     /// `POST …/bulk-delete` (deactivates)
     Delete,
+    /// `POST …/bulk-groups-upsert`
+    GroupsUpsert,
+    /// `POST …/bulk-groups-delete`
+    GroupsDelete,
+    /// `POST …/bulk-group-memberships-upsert`
+    MembershipsUpsert,
+    /// `POST …/bulk-group-memberships-delete`
+    MembershipsDelete,
+}
+
+impl RequestKind {
+    /// The endpoint under `…/sessions/{sessionId}/`.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            RequestKind::Upsert => "bulk-upsert",
+            RequestKind::Delete => "bulk-delete",
+            RequestKind::GroupsUpsert => "bulk-groups-upsert",
+            RequestKind::GroupsDelete => "bulk-groups-delete",
+            RequestKind::MembershipsUpsert => "bulk-group-memberships-upsert",
+            RequestKind::MembershipsDelete => "bulk-group-memberships-delete",
+        }
+    }
+
+    /// A short name for logs and errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RequestKind::Upsert => "bulk upsert",
+            RequestKind::Delete => "bulk delete",
+            RequestKind::GroupsUpsert => "bulk groups upsert",
+            RequestKind::GroupsDelete => "bulk groups delete",
+            RequestKind::MembershipsUpsert => "bulk group memberships upsert",
+            RequestKind::MembershipsDelete => "bulk group memberships delete",
+        }
+    }
 }
 
 /// What a session carries.
@@ -111,6 +145,8 @@ impl SessionPlan {
             match r.kind {
                 RequestKind::Upsert => up += r.external_ids.len(),
                 RequestKind::Delete => del += r.external_ids.len(),
+                // Groups and memberships are not users.
+                _ => {}
             }
         }
         (up, del)
@@ -142,13 +178,13 @@ pub fn pack(users: &[MappedUser], mode: SessionMode, limits: Limits) -> Packed {
     let active = users.iter().filter(|u| u.active);
     let inactive = users.iter().filter(|u| !u.active);
     for u in active {
-        packer.push(RequestKind::Upsert, u);
+        packer.push(true, u);
     }
     if mode == SessionMode::Separate {
         packer.close_session();
     }
     for u in inactive {
-        packer.push(RequestKind::Delete, u);
+        packer.push(false, u);
     }
     packer.finish()
 }
@@ -172,17 +208,21 @@ impl Packer {
         }
     }
 
-    fn push(&mut self, kind: RequestKind, user: &MappedUser) {
-        let entry = match kind {
-            RequestKind::Upsert => serde_json::to_vec(&UpsertProfile {
+    /// Add one user: an upsert when `active`, a deactivation (bulk-delete) otherwise.
+    fn push(&mut self, active: bool, user: &MappedUser) {
+        let (kind, entry) = if active {
+            let entry = serde_json::to_vec(&UpsertProfile {
                 external_id: &user.external_id,
                 profile: &user.profile,
-            }),
-            RequestKind::Delete => {
-                serde_json::to_vec(&DeleteProfile { external_id: &user.external_id })
-            }
-        }
-        .expect("serializing strings into JSON cannot fail");
+            });
+            (RequestKind::Upsert, entry)
+        } else {
+            (
+                RequestKind::Delete,
+                serde_json::to_vec(&DeleteProfile { external_id: &user.external_id }),
+            )
+        };
+        let entry = entry.expect("serializing strings into JSON cannot fail");
         let frame = ENTITY_USERS_PREFIX.len() + BODY_SUFFIX.len();
         if frame + entry.len() > self.limits.max_request_bytes {
             self.out.oversized.push(Oversized {

@@ -200,7 +200,8 @@ impl OktaClient {
         self.execute(call).await.map(drop)
     }
 
-    /// `POST …/sessions/{id}/bulk-upsert` or `…/bulk-delete`, with a body the packer built.
+    /// `POST …/sessions/{id}/<bulk endpoint>` (users, groups or memberships; see
+    /// [`RequestKind::endpoint`]), with a body the packer built.
     pub async fn bulk_load(
         &self,
         source_id: &str,
@@ -208,10 +209,7 @@ impl OktaClient {
         kind: RequestKind,
         body: &[u8],
     ) -> Result<(), OktaError> {
-        let (op, endpoint) = match kind {
-            RequestKind::Upsert => ("bulk upsert", "bulk-upsert"),
-            RequestKind::Delete => ("bulk delete", "bulk-delete"),
-        };
+        let (op, endpoint) = (kind.describe(), kind.endpoint());
         let call = Call {
             op,
             method: Method::POST,

@@ -97,7 +97,7 @@ pub async fn build(settings: &Settings, job: &Job) -> PlanDocument {
                             RequestKind::Upsert => {
                                 by_id.get(id.as_str()).map(|u| u.profile.clone())
                             }
-                            RequestKind::Delete => None,
+                            _ => None,
                         },
                     })
                     .collect(),
