@@ -29,23 +29,12 @@ async fn bad_rows_are_rejected_with_line_and_reason_while_the_rest_import() {
     lines.push(dup.csv_row()); // line 26: duplicate of line 5
     let csv = dir.path().join("users.csv");
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
-    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
-    let report_path = dir.path().join("report.json");
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        TOKEN,
-    )
-    .await;
+    let run = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let out = &run.out;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 
-    let report = read_report(&report_path);
+    let report = run.report();
     let job = &report["jobs"][0];
     assert_eq!(job["outcome"], "completed_with_rejections");
     assert_eq!(job["counts"]["read"], 25);
@@ -151,24 +140,13 @@ async fn wrong_token_gives_a_clear_auth_error_without_printing_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("users.csv");
     write_csv(&csv, &[Person::generate(1, true)]);
-    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.0, "");
     let secret = "00wrongTOKENvalue-5f3a9c";
-    let report_path = dir.path().join("report.json");
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        secret,
-    )
-    .await;
+    let run = run_csv(dir.path(), &sim.base_url(), &csv, "", secret).await;
+    let out = &run.out;
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let report = std::fs::read_to_string(&report_path).unwrap();
+    let report = std::fs::read_to_string(&run.report_path).unwrap();
     assert!(stdout.to_lowercase().contains("token"), "{stdout}");
     assert!(stdout.contains("401"), "{stdout}");
     for text in [&*stdout, &*stderr, &report] {

@@ -102,26 +102,15 @@ async fn duplicate_external_ids_are_sent_once_and_reported() {
     people.push(changed.clone()); // line 302: a later record for emp000007
     let csv = dir.path().join("users.csv");
     write_csv(&csv, &people);
-    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
-    let report_path = dir.path().join("report.json");
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        TOKEN,
-    )
-    .await;
+    let run = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let out = &run.out;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = sim.snapshot();
     assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
     let u = snap.users.iter().find(|u| u.external_id == changed.id).unwrap();
     assert_eq!(u.profile, changed.expected_profile(), "the last record must win");
     assert_eq!(snap.users.len(), 300);
-    let report = read_report(&report_path);
+    let report = run.report();
     assert_eq!(report["jobs"][0]["counts"]["deduplicated"], 1);
     let d = &report["jobs"][0]["deduplicated"][0];
     assert_eq!(d["external_id"], changed.id);
@@ -141,19 +130,8 @@ async fn delete_session_of_unknown_users_is_cancelled_not_triggered() {
     let people: Vec<Person> = (0..50).map(|i| Person::generate(i, i % 10 != 0)).collect();
     let csv = dir.path().join("users.csv");
     write_csv(&csv, &people);
-    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
-    let report_path = dir.path().join("report.json");
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        TOKEN,
-    )
-    .await;
+    let run = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let out = &run.out;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = sim.snapshot();
     assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
@@ -163,7 +141,7 @@ async fn delete_session_of_unknown_users_is_cancelled_not_triggered() {
     assert_eq!(delete_sessions[0].status, xaas::okta::model::SessionStatus::Closed);
     assert!(delete_sessions[0].triggered.is_none());
     assert_eq!(snap.users.len(), 45);
-    let report = read_report(&report_path);
+    let report = run.report();
     assert_eq!(report["jobs"][0]["counts"]["deactivated"], 0);
     assert_eq!(report["jobs"][0]["sessions"][1]["outcome"]["final_status"], "CLOSED");
 }
@@ -251,12 +229,15 @@ async fn combined_sessions_carry_upserts_and_deactivations_together() {
     let csv = dir.path().join("users.csv");
     write_csv(&csv, &people);
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "    sessions: combined\n");
-    let out = xaas_async(vec!["run".into(), "--config".into(), config.display().to_string()], TOKEN).await;
+    let out =
+        xaas_async(vec!["run".into(), "--config".into(), config.display().to_string()], TOKEN)
+            .await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = sim.snapshot();
     assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
     assert_eq!(snap.sessions.len(), 1, "one combined session");
-    let kinds: std::collections::BTreeSet<&str> = snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), vec!["delete", "upsert"]);
     assert_eq!(snap.users.iter().filter(|u| u.status == "DEACTIVATED").count(), 100);
     assert_eq!(snap.users.iter().filter(|u| u.status == "ACTIVE").count(), 400);

@@ -177,3 +177,35 @@ pub fn write_csv(path: &Path, people: &[Person]) {
 pub fn read_report(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// What `xaas run --report` produced.
+pub struct Run {
+    pub out: Output,
+    pub report_path: PathBuf,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn report(&self) -> serde_json::Value {
+        read_report(&self.report_path)
+    }
+}
+
+/// Write a one-job config for `csv` against `base_url` and run `xaas run --report` on it.
+pub async fn run_csv(dir: &Path, base_url: &str, csv: &Path, extra_job: &str, token: &str) -> Run {
+    let config = write_config(dir, base_url, csv, 1.05, extra_job);
+    let report_path = dir.join("report.json");
+    let args = vec![
+        "run".to_string(),
+        "--config".to_string(),
+        config.display().to_string(),
+        "--report".to_string(),
+        report_path.display().to_string(),
+    ];
+    Run { out: xaas_async(args, token).await, report_path }
+}
