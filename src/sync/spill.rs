@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::{MappedUser, Origin};
 use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
 
-/// Users packed per call of `batch::pack`. Several sessions' worth (10,000 users each), so
-/// that re-packing the carried-over last session costs little.
-const CHUNK_USERS: usize = 40_000;
+/// Users packed per call of `batch::pack`, on top of the carried-over last session. Two
+/// sessions' worth (10,000 users each): a mapped user costs about 1.5 KB in memory, so a chunk
+/// stays near 30 MB, and at most half the work is re-packing the carried session.
+const CHUNK_USERS: usize = 20_000;
 
 /// Bytes read from the file per `pread` when reading back.
 const READ_WINDOW: usize = 1 << 20;
@@ -37,8 +38,18 @@ struct Slot {
     origin: Origin,
 }
 
-/// The on-disk form of a [`MappedUser`].
-#[derive(Serialize, Deserialize)]
+/// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    line: bool,
+    at: u64,
+    id: &'a str,
+    active: bool,
+    profile: &'a BTreeMap<String, String>,
+}
+
+/// The on-disk form of a [`MappedUser`], as read back.
+#[derive(Deserialize)]
 struct Stored<'a> {
     /// `true`: a file line; `false`: a stream position.
     line: bool,
@@ -97,12 +108,12 @@ impl Spill {
             Origin::Line(l) => (true, l),
             Origin::Index(i) => (false, i),
         };
-        let stored = Stored {
+        let stored = StoredRef {
             line,
             at,
-            id: std::borrow::Cow::Borrowed(&user.external_id),
+            id: &user.external_id,
             active: user.active,
-            profile: user.profile.clone(),
+            profile: &user.profile,
         };
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         let writer = self
