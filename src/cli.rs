@@ -1,4 +1,4 @@
-//! The command line: `run`, `plan`, `validate`, `demo` and `sim`.
+//! The command line: `run`, `plan`, `validate`, `check`, `demo` and `sim`.
 //!
 //! Every command is a function returning the process exit code, so tests can call them
 //! without spawning the binary. See the README for the exit-code table.
@@ -78,6 +78,14 @@ pub enum Command {
         #[arg(long, short, env = "XAAS_CONFIG")]
         config: PathBuf,
     },
+    /// Check that every job's source can be reached and read (credentials, table, file, URL).
+    /// Reads at most a record or a page per source; sends nothing to Okta.
+    Check {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Start the Okta emulator in-process, import the sample users into it, print the report.
     Demo {
         /// Also write the report as JSON to this file.
@@ -118,6 +126,7 @@ pub async fn execute(cli: Cli) -> i32 {
         }
         Command::Plan { config, job, format } => plan(&config, job.as_deref(), format).await,
         Command::Validate { config } => validate(&config),
+        Command::Check { config, job } => check(&config, job.as_deref()).await,
         Command::Demo { report } => crate::demo::run(report.as_deref()).await,
         Command::Sim {
             listen,
@@ -266,6 +275,29 @@ async fn plan(config: &Path, job: Option<&str>, format: OutputFormat) -> i32 {
             code
         }
     }
+}
+
+async fn check(config: &Path, job: Option<&str>) -> i32 {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let jobs = match select(&settings, job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let mut code = EXIT_OK;
+    for job in jobs {
+        let source = job.source.build(&settings.base_dir);
+        match source.check().await {
+            Ok(what) => println!("job {}: ok: {what}", job.name),
+            Err(e) => {
+                eprintln!("job {}: source check failed: {e}", job.name);
+                code = EXIT_FAILURE;
+            }
+        }
+    }
+    code
 }
 
 fn validate(config: &Path) -> i32 {

@@ -68,9 +68,13 @@ async fn run_inner(report_path: Option<&Path>) -> Result<i32, String> {
     let job = &settings.jobs[0];
 
     // The people who have left: present in Okta from an earlier import, inactive in HR now.
-    let pulled = crate::sync::pull_and_map(&settings, job).await?;
+    let pulled = crate::sync::pull_and_map(&settings, job).await.map_err(|f| f.message)?;
     let mut leavers = 0;
-    for u in pulled.users.iter().filter(|u| !u.active) {
+    for u in pulled.users.iter() {
+        let u = u.map_err(|e| format!("cannot read back the sample users: {e}"))?;
+        if u.active {
+            continue;
+        }
         handle.seed_user(IDENTITY_SOURCE, &u.external_id, u.profile.clone(), true);
         leavers += 1;
     }

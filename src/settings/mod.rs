@@ -128,6 +128,73 @@ pub struct Job {
     /// Cron expression for the daemon (`xaas serve`); `run` ignores it.
     pub schedule: Option<String>,
     pub sessions: SessionMode,
+    /// Abort the run, sending nothing, when more records than this are rejected.
+    pub max_rejected: Option<ErrorBudget>,
+}
+
+/// An error budget (`max_rejected`): a count of rejected records, or a percentage of the
+/// records read. Applies to every source type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorBudget {
+    Count(u64),
+    Percent(f64),
+}
+
+impl ErrorBudget {
+    /// Whether `rejected` already exceeds a count budget (a percentage needs the total).
+    pub fn exceeded_early(self, rejected: u64) -> Option<String> {
+        match self {
+            ErrorBudget::Count(max) if rejected > max => Some(format!(
+                "more than {max} record(s) rejected (max_rejected: {max}); the pull was stopped"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether `rejected` of `read` records exceeds the budget.
+    pub fn exceeded(self, rejected: u64, read: u64) -> Option<String> {
+        match self {
+            ErrorBudget::Count(_) => self.exceeded_early(rejected),
+            ErrorBudget::Percent(p) => {
+                let share = if read == 0 { 0.0 } else { rejected as f64 * 100.0 / read as f64 };
+                (share > p).then(|| {
+                    format!(
+                        "{rejected} of {read} record(s) rejected ({share:.2}%), over max_rejected: {p}%"
+                    )
+                })
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorBudget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u64),
+            Text(String),
+        }
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!(
+                "max_rejected must be a count (`50`) or a percentage (`5%`), found `{s}`"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(ErrorBudget::Count(n)),
+            Raw::Text(t) => {
+                let t = t.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    match p.trim().parse::<f64>() {
+                        Ok(v) if (0.0..=100.0).contains(&v) => Ok(ErrorBudget::Percent(v)),
+                        _ => Err(bad(t)),
+                    }
+                } else {
+                    t.parse::<u64>().map(ErrorBudget::Count).map_err(|_| bad(t))
+                }
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -352,6 +419,9 @@ fn validate_job(
             index.diag(format!("{key}.schedule"), format!("invalid cron expression `{expr}`: {e}")),
         );
     }
+    for (sub, message) in raw.source.validate() {
+        diags.push(index.diag(format!("{key}.source.{sub}"), message));
+    }
     let mapping_path = base_dir.join(&raw.mapping);
     let mapping = match std::fs::read_to_string(&mapping_path) {
         Err(e) => {
@@ -380,5 +450,6 @@ fn validate_job(
         mapping: mapping?,
         schedule: raw.schedule,
         sessions: raw.sessions,
+        max_rejected: raw.max_rejected,
     })
 }

@@ -121,10 +121,14 @@ pub struct RawJob {
     /// both in the same sessions (fewer sessions, so fewer 5-minute waits).
     #[serde(default)]
     pub sessions: SessionMode,
+    /// The error budget: the run aborts before sending anything when more records than this
+    /// are rejected, as a count (`50`) or a share of the records read (`5%`).
+    #[serde(default)]
+    pub max_rejected: Option<crate::settings::ErrorBudget>,
 }
 
 const JOB_KEYS: &[&str] =
-    &["name", "identity_source_id", "source", "mapping", "schedule", "sessions"];
+    &["name", "identity_source_id", "source", "mapping", "schedule", "sessions", "max_rejected"];
 
 /// Parse the layered config into raw structs, pushing every problem into `diags`.
 /// Returns `None` only when the file cannot be parsed at all.

@@ -1,4 +1,8 @@
-//! CSV source (`type: csv`): streams the rows of a CSV file with a header row.
+//! CSV source (`type: csv`): streams the rows of a CSV file (or stdin, `path: "-"`).
+//!
+//! Dialect: a configurable delimiter and quote character; a header row (trimmed) or column
+//! names declared in the config (`columns`, with `header: false` when the file has no header
+//! row); gzip, detected from a `.gz` extension or forced with `compression`.
 //!
 //! The file is never loaded whole. A blocking task reads it with the `csv` crate and sends
 //! each row through a bounded channel, so a slow consumer holds the reader back
@@ -24,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::mpsc;
@@ -48,6 +53,90 @@ pub struct CsvSourceConfig {
     /// spreadsheet exports).
     #[serde(default)]
     pub delimiter: Delimiter,
+    /// The quote character, `"` by default (`'` in some exports).
+    #[serde(default)]
+    pub quote: Quote,
+    /// Whether the first row is a header row (default `true`). With `false`, `columns` must
+    /// name the columns.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Column names, in file order. When given with `header: true`, the file's header row is
+    /// skipped and these names are used instead.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// `auto` (default: gzip when the path ends in `.gz`), `gzip` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl CsvSourceConfig {
+    /// Pure checks serde cannot express.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.quote.0 == self.delimiter.0 {
+            out.push(("quote".into(), "the quote and the delimiter must differ".into()));
+        }
+        match &self.columns {
+            None if !self.header => out.push((
+                "columns".into(),
+                "`header: false` needs `columns`: the list of column names in file order".into(),
+            )),
+            Some(cols) => {
+                if let Err(e) = check_names(cols.iter().map(|c| Ok(c.trim().to_string()))) {
+                    out.push(("columns".into(), e));
+                }
+            }
+            None => {}
+        }
+        if self.path.as_os_str().is_empty() {
+            out.push(("path".into(), "missing: a file path, or `-` for stdin".into()));
+        }
+        out
+    }
+}
+
+/// Whether the input is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip when the path ends in `.gz`.
+    #[default]
+    Auto,
+    Gzip,
+    None,
+}
+
+/// A CSV quote character: a single ASCII character other than a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote(u8);
+
+impl Default for Quote {
+    fn default() -> Self {
+        Self(b'"')
+    }
+}
+
+impl<'de> Deserialize<'de> for Quote {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii() && c != '\r' && c != '\n' => Ok(Self(c as u8)),
+            _ => Err(serde::de::Error::custom(format!(
+                "the csv quote must be one ascii character other than a line break, found {s:?}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Quote {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&char::from(self.0).to_string())
+    }
 }
 
 /// A CSV field separator: a single ASCII character other than a quote or a line break.
@@ -97,26 +186,92 @@ impl Serialize for Delimiter {
 
 /// Streams the rows of one CSV file.
 pub struct CsvSource {
-    path: PathBuf,
+    dialect: Dialect,
+}
+
+/// Everything the blocking reader needs, owned.
+#[derive(Debug, Clone)]
+struct Dialect {
+    /// `None` reads stdin.
+    path: Option<PathBuf>,
     delimiter: u8,
+    quote: u8,
+    header: bool,
+    columns: Option<Vec<String>>,
+    gzip: bool,
+}
+
+impl Dialect {
+    fn shown(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "stdin".to_string(),
+        }
+    }
 }
 
 impl CsvSource {
     pub fn new(config: &CsvSourceConfig, base_dir: &Path) -> Self {
-        Self { path: base_dir.join(&config.path), delimiter: config.delimiter.byte() }
+        let path = (config.path.as_os_str() != "-").then(|| base_dir.join(&config.path));
+        let gzip = match config.compression {
+            Compression::Gzip => true,
+            Compression::None => false,
+            Compression::Auto => {
+                path.as_ref().and_then(|p| p.extension()).is_some_and(|e| e == "gz")
+            }
+        };
+        Self {
+            dialect: Dialect {
+                path,
+                delimiter: config.delimiter.byte(),
+                quote: config.quote.0,
+                header: config.header,
+                columns: config
+                    .columns
+                    .as_ref()
+                    .map(|c| c.iter().map(|n| n.trim().to_string()).collect()),
+                gzip,
+            },
+        }
     }
 }
 
 impl Source for CsvSource {
+    fn check(&self) -> BoxFuture<'_, Result<String, SourceError>> {
+        let dialect = self.dialect.clone();
+        Box::pin(async move {
+            let Some(path) = dialect.path.clone() else {
+                // Reading stdin here would consume the data the run needs.
+                return Ok("csv from stdin (not read by check)".to_string());
+            };
+            let shown = dialect.shown();
+            let meta = tokio::fs::metadata(&path)
+                .await
+                .map_err(|source| SourceError::Open { path: shown.clone(), source })?;
+            if !meta.is_file() {
+                return Err(SourceError::Read {
+                    path: shown,
+                    message: "not a regular file".into(),
+                });
+            }
+            // Read the header (and the first row) through the real reader: this catches a
+            // wrong delimiter, a bad gzip stream or a bad header before a run does.
+            let mut first = self.pull().take(1);
+            match first.next().await {
+                Some(Err(e)) => Err(e),
+                _ => Ok(format!("csv file {shown}: readable ({} bytes)", meta.len())),
+            }
+        })
+    }
+
     fn pull(&self) -> BoxStream<'static, Result<SourceItem, SourceError>> {
-        let path = self.path.clone();
-        let delimiter = self.delimiter;
+        let dialect = self.dialect.clone();
         // Nothing starts until the stream is first polled, so building a source or a stream
         // never touches the file (and needs no runtime).
-        let shown = path.display().to_string();
+        let shown = dialect.shown();
         let stream = futures::stream::once(async move {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-            let task = tokio::task::spawn_blocking(move || read_file(&path, delimiter, &tx));
+            let task = tokio::task::spawn_blocking(move || read_file(&dialect, &tx));
             // If the reader panics, the channel just closes, which would look like a complete
             // pull. Awaiting the task after the last row turns that into an error instead.
             let end = futures::stream::once(task).filter_map(move |done| {
@@ -141,17 +296,26 @@ type Tx = mpsc::Sender<Result<SourceItem, SourceError>>;
 
 /// Read `path` and send every row; runs on a blocking thread. Returns early when the
 /// receiver is gone.
-fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
-    let shown = path.display().to_string();
+fn read_file(dialect: &Dialect, tx: &Tx) {
+    let shown = dialect.shown();
     let read_error = |message: String| SourceError::Read { path: shown.clone(), message };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(source) => {
-            let _ = tx.blocking_send(Err(SourceError::Open { path: shown.clone(), source }));
-            return;
-        }
+    let raw: Box<dyn Read> = match &dialect.path {
+        None => Box::new(std::io::stdin().lock()),
+        Some(path) => match File::open(path) {
+            Ok(f) => Box::new(f),
+            Err(source) => {
+                let _ = tx.blocking_send(Err(SourceError::Open { path: shown.clone(), source }));
+                return;
+            }
+        },
     };
-    let input = match skip_bom(file) {
+    let raw: Box<dyn Read> = if dialect.gzip {
+        // MultiGz: `cat a.gz b.gz` is a valid gzip file with two members.
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(raw)))
+    } else {
+        raw
+    };
+    let input = match skip_bom(raw) {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.blocking_send(Err(read_error(e.to_string())));
@@ -160,7 +324,8 @@ fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
     };
     let lines = Rc::new(RefCell::new(LineIndex::default()));
     let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
+        .delimiter(dialect.delimiter)
+        .quote(dialect.quote)
         // We read the header ourselves (to check it) and count fields ourselves (so that a
         // short row is a rejection of that row, not an error of the whole file).
         .has_headers(false)
@@ -168,23 +333,31 @@ fn read_file(path: &Path, delimiter: u8, tx: &Tx) {
         .from_reader(Tracked { inner: input, offset: 0, lines: Rc::clone(&lines) });
 
     let mut row = csv::ByteRecord::new();
-    let headers = match reader.read_byte_record(&mut row) {
-        Ok(true) => match header_names(&row) {
-            Ok(h) => h,
-            Err(message) => {
-                let _ = tx.blocking_send(Err(read_error(message)));
+    let headers = match (&dialect.columns, dialect.header) {
+        (Some(columns), false) => columns.clone(),
+        (columns, _) => match reader.read_byte_record(&mut row) {
+            Ok(true) => match columns {
+                // Declared names win over the file's header row, which is skipped.
+                Some(c) => c.clone(),
+                None => match header_names(&row) {
+                    Ok(h) => h,
+                    Err(message) => {
+                        let _ = tx.blocking_send(Err(read_error(message)));
+                        return;
+                    }
+                },
+            },
+            Ok(false) => {
+                let _ = tx.blocking_send(Err(read_error(
+                    "the file is empty, expected a header row".into(),
+                )));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(read_error(e.to_string())));
                 return;
             }
         },
-        Ok(false) => {
-            let _ = tx
-                .blocking_send(Err(read_error("the file is empty, expected a header row".into())));
-            return;
-        }
-        Err(e) => {
-            let _ = tx.blocking_send(Err(read_error(e.to_string())));
-            return;
-        }
     };
 
     loop {
@@ -267,7 +440,7 @@ impl LineIndex {
 
 /// Skip a UTF-8 byte order mark, which spreadsheet tools like to write. Without this the
 /// first column would be named `\u{feff}id`, and a quoted first header would not parse.
-fn skip_bom(mut file: File) -> std::io::Result<impl Read> {
+fn skip_bom(mut file: Box<dyn Read>) -> std::io::Result<impl Read> {
     let mut head = [0u8; 3];
     let mut filled = 0;
     while filled < head.len() {
@@ -284,13 +457,21 @@ fn skip_bom(mut file: File) -> std::io::Result<impl Read> {
 
 /// The column names: trimmed, non-empty, unique, UTF-8.
 fn header_names(row: &csv::ByteRecord) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = Vec::with_capacity(row.len());
-    for (i, raw) in row.iter().enumerate() {
+    check_names(row.iter().enumerate().map(|(i, raw)| {
+        std::str::from_utf8(raw)
+            .map(|s| s.trim().to_string())
+            .map_err(|_| format!("header column {} is not valid utf-8", i + 1))
+    }))
+}
+
+/// Column names must be non-empty and unique.
+fn check_names(
+    names_in: impl Iterator<Item = Result<String, String>>,
+) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for (i, name) in names_in.enumerate() {
         let column = i + 1;
-        let name = std::str::from_utf8(raw)
-            .map_err(|_| format!("header column {column} is not valid utf-8"))?
-            .trim()
-            .to_string();
+        let name = name?;
         if name.is_empty() {
             return Err(format!("header column {column} has an empty name"));
         }

@@ -7,6 +7,7 @@
 
 pub mod plan;
 pub mod report;
+pub mod spill;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -14,81 +15,131 @@ use std::time::Instant;
 use futures::StreamExt;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::mapping::{MappedUser, Rejection};
+use crate::mapping::{Origin, Rejection};
 use crate::okta::OktaClient;
-use crate::okta::batch::{self, Limits, Packed};
+use crate::okta::batch::{Limits, Oversized};
 use crate::okta::session::Importer;
 use crate::settings::{Job, Settings};
 use report::{Counts, Duplicate, JobOutcome, JobReport, SessionReport, Timings};
+use spill::Spill;
 
 /// The outcome of pulling and mapping a job's source.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pulled {
-    /// Users to send, de-duplicated (last record wins), in first-seen order.
-    pub users: Vec<MappedUser>,
+    /// Users to send, de-duplicated (last record wins), in first-seen order; on disk, so
+    /// memory holds only the externalId index (see [`spill`]).
+    pub users: Spill,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,
     /// Items read from the source, including rejected ones.
     pub read: u64,
 }
 
-/// Pull every record of `job`'s source and map it. An `Err` means the pull was incomplete.
-pub async fn pull_and_map(settings: &Settings, job: &Job) -> Result<Pulled, String> {
+/// Why a pull produced nothing to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailureKind {
+    /// The source failed part way: what was read is not the whole picture.
+    Incomplete,
+    /// The source was read, but more records were rejected than `max_rejected` allows.
+    TooManyRejected,
+}
+
+/// A pull that must not be sent. Carries what was learnt on the way, for the report.
+#[derive(Debug)]
+pub struct PullFailure {
+    pub kind: PullFailureKind,
+    pub message: String,
+    pub read: u64,
+    pub rejected: Vec<Rejection>,
+}
+
+impl std::fmt::Display for PullFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Pull every record of `job`'s source and map it.
+///
+/// An `Err` means nothing may be sent: the pull was incomplete, or the error budget
+/// (`max_rejected`) was exceeded. A count budget stops the pull as soon as it is exceeded; a
+/// percentage can only be judged at the end.
+pub async fn pull_and_map(settings: &Settings, job: &Job) -> Result<Pulled, PullFailure> {
     let source = job.source.build(&settings.base_dir);
     let mut stream = source.pull();
-    let mut out = Pulled::default();
-    let mut position: HashMap<String, usize> = HashMap::new();
+    let mut rejected: Vec<Rejection> = Vec::new();
+    let mut read = 0u64;
+    let fail =
+        |kind, message: String, read, rejected| PullFailure { kind, message, read, rejected };
+    let mut users = match Spill::new() {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot create a temporary file for the pulled users: {e}");
+            return Err(fail(PullFailureKind::Incomplete, msg, 0, rejected));
+        }
+    };
+    let mut deduplicated: Vec<Duplicate> = Vec::new();
     let mut dup_index: HashMap<String, usize> = HashMap::new();
     while let Some(item) = stream.next().await {
-        let item = item.map_err(|e| e.to_string())?;
-        out.read += 1;
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => return Err(fail(PullFailureKind::Incomplete, e.to_string(), read, rejected)),
+        };
+        read += 1;
         let user = match item.and_then(|record| job.mapping.apply(&record)) {
             Ok(u) => u,
             Err(rejection) => {
-                out.rejected.push(rejection);
+                rejected.push(rejection);
+                if let Some(budget) = job.max_rejected
+                    && let Some(message) = budget.exceeded_early(rejected.len() as u64)
+                {
+                    return Err(fail(PullFailureKind::TooManyRejected, message, read, rejected));
+                }
                 continue;
             }
         };
-        match position.get(&user.external_id) {
-            None => {
-                position.insert(user.external_id.clone(), out.users.len());
-                out.users.push(user);
+        let previous = match users.push(&user) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("cannot write the pulled users to a temporary file: {e}");
+                return Err(fail(PullFailureKind::Incomplete, msg, read, rejected));
             }
-            Some(&at) => {
-                // Last record wins: it replaces the earlier one in place.
-                let previous = std::mem::replace(&mut out.users[at], user);
-                let kept = out.users[at].origin.clone();
-                match dup_index.get(&previous.external_id) {
-                    Some(&d) => {
-                        let dup = &mut out.deduplicated[d];
-                        dup.dropped.push(previous.origin);
-                        dup.kept = kept;
-                    }
-                    None => {
-                        dup_index.insert(previous.external_id.clone(), out.deduplicated.len());
-                        out.deduplicated.push(Duplicate {
-                            external_id: previous.external_id,
-                            kept,
-                            dropped: vec![previous.origin],
-                        });
-                    }
+        };
+        if let Some(previous) = previous {
+            // Last record wins; the report says which records were dropped.
+            let kept = user.origin.clone();
+            match dup_index.get(&user.external_id) {
+                Some(&d) => {
+                    let dup = &mut deduplicated[d];
+                    dup.dropped.push(previous);
+                    dup.kept = kept;
+                }
+                None => {
+                    dup_index.insert(user.external_id.clone(), deduplicated.len());
+                    deduplicated.push(Duplicate {
+                        external_id: user.external_id,
+                        kept,
+                        dropped: vec![previous],
+                    });
                 }
             }
         }
     }
-    Ok(out)
+    if let Some(budget) = job.max_rejected
+        && let Some(message) = budget.exceeded(rejected.len() as u64, read)
+    {
+        return Err(fail(PullFailureKind::TooManyRejected, message, read, rejected));
+    }
+    if let Err(e) = users.finish() {
+        let msg = format!("cannot write the pulled users to a temporary file: {e}");
+        return Err(fail(PullFailureKind::Incomplete, msg, read, rejected));
+    }
+    Ok(Pulled { users, rejected, deduplicated, read })
 }
 
-/// Plan a job: what would be sent, in which sessions. Sends nothing.
-pub fn pack_users(pulled: &mut Pulled, job: &Job) -> Packed {
-    let packed = batch::pack(&pulled.users, job.sessions, Limits::default());
-    for o in &packed.oversized {
-        let origin = pulled
-            .users
-            .iter()
-            .find(|u| u.external_id == o.external_id)
-            .map(|u| u.origin.clone())
-            .unwrap_or(crate::mapping::Origin::Index(0));
+/// Turn users too large to send into rejections.
+pub fn reject_oversized(pulled: &mut Pulled, oversized: Vec<(Oversized, Origin)>) {
+    for (o, origin) in oversized {
         pulled.rejected.push(Rejection {
             origin,
             external_id: Some(o.external_id.clone()),
@@ -99,7 +150,6 @@ pub fn pack_users(pulled: &mut Pulled, job: &Job) -> Packed {
             ),
         });
     }
-    packed
 }
 
 /// What `run_job` should do after planning.
@@ -123,6 +173,7 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
         identity_source_id: job.identity_source_id.clone(),
         outcome: JobOutcome::Success,
         error: None,
+        pull_complete: true,
         counts: Counts::default(),
         rejected: Vec::new(),
         deduplicated: Vec::new(),
@@ -132,46 +183,67 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
     };
     let mut pulled = match pull_and_map(settings, job).await {
         Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "pull failed: nothing is sent to okta");
+        Err(failure) => {
+            warn!(error = %failure, "pull failed: nothing is sent to okta");
             report.outcome = JobOutcome::Failed;
-            report.error = Some(format!("the pull did not complete, so nothing was sent: {e}"));
+            report.pull_complete = failure.kind != PullFailureKind::Incomplete;
+            report.error = Some(match failure.kind {
+                PullFailureKind::Incomplete => {
+                    format!("the pull did not complete, so nothing was sent: {}", failure.message)
+                }
+                PullFailureKind::TooManyRejected => {
+                    format!("{}, so nothing was sent", failure.message)
+                }
+            });
+            report.counts.read = failure.read;
+            report.counts.rejected = failure.rejected.len() as u64;
+            report.rejected = failure.rejected;
             report.timings.total_ms = elapsed_ms(started);
             return report;
         }
     };
-    let packed = pack_users(&mut pulled, job);
+    // First pass over the spilled users: plan the sessions, keeping only their summaries. The
+    // push packs them again, one session at a time (packing is deterministic).
+    let mut planned = Vec::new();
+    let mut sessions = pulled.users.sessions(job.sessions, Limits::default());
+    loop {
+        match sessions.next_session() {
+            Ok(Some(plan)) => planned.push(SessionReport::planned(&plan)),
+            Ok(None) => break,
+            Err(e) => {
+                report.outcome = JobOutcome::Failed;
+                report.error = Some(format!("cannot read back the pulled users: {e}"));
+                report.timings.total_ms = elapsed_ms(started);
+                return report;
+            }
+        }
+    }
+    let oversized = sessions.take_oversized();
+    drop(sessions);
+    reject_oversized(&mut pulled, oversized);
     report.timings.pull_ms = elapsed_ms(started);
-    let oversized: std::collections::HashSet<&str> =
-        packed.oversized.iter().map(|o| o.external_id.as_str()).collect();
     let c = &mut report.counts;
     c.read = pulled.read;
     c.rejected = pulled.rejected.len() as u64;
     c.deduplicated = pulled.deduplicated.iter().map(|d| d.dropped.len() as u64).sum();
-    for u in pulled.users.iter().filter(|u| !oversized.contains(u.external_id.as_str())) {
-        if u.active {
-            c.to_upsert += 1;
-        } else {
-            c.to_deactivate += 1;
-        }
-    }
+    c.to_upsert = planned.iter().map(|s| s.planned_upserts as u64).sum();
+    c.to_deactivate = planned.iter().map(|s| s.planned_deletes as u64).sum();
     info!(
         read = c.read,
         rejected = c.rejected,
         deduplicated = c.deduplicated,
         to_upsert = c.to_upsert,
         to_deactivate = c.to_deactivate,
-        sessions = packed.sessions.len(),
+        sessions = planned.len(),
         "planned"
     );
     report.rejected = std::mem::take(&mut pulled.rejected);
     report.deduplicated = std::mem::take(&mut pulled.deduplicated);
-    report.sessions = packed.sessions.iter().map(SessionReport::planned).collect();
-    drop(pulled);
+    report.sessions = planned;
 
     if let Mode::Send(client) = mode {
         let push_started = Instant::now();
-        push(settings, job, client, &packed, &mut report).await;
+        push(settings, job, client, &pulled.users, &mut report).await;
         report.timings.push_ms = elapsed_ms(push_started);
     }
     if report.outcome != JobOutcome::Failed && !report.rejected.is_empty() {
@@ -185,7 +257,7 @@ async fn push(
     settings: &Settings,
     job: &Job,
     client: &OktaClient,
-    packed: &Packed,
+    users: &Spill,
     report: &mut JobReport,
 ) {
     let mut importer = Importer::new(
@@ -203,7 +275,25 @@ async fn push(
         }
     }
     let mut failed = false;
-    for (plan, session_report) in packed.sessions.iter().zip(report.sessions.iter_mut()) {
+    let mut sessions = users.sessions(job.sessions, Limits::default());
+    for session_report in report.sessions.iter_mut() {
+        let plan = match sessions.next_session() {
+            Ok(Some(p)) => p,
+            Ok(None) | Err(_) if failed => continue,
+            other => {
+                // The first pass read the same file: this is a local disk failure.
+                failed = true;
+                report.counts.not_imported +=
+                    (session_report.planned_upserts + session_report.planned_deletes) as u64;
+                report.outcome = JobOutcome::Failed;
+                report.error = Some(match other {
+                    Err(e) => format!("cannot read back the pulled users: {e}"),
+                    _ => "the sessions changed between planning and sending".to_string(),
+                });
+                continue;
+            }
+        };
+        let plan = &plan;
         let (up, del) = plan.counts();
         if failed {
             // After a failure we stop: sending deactivations while the run is unhealthy is the

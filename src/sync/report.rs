@@ -43,6 +43,9 @@ pub struct JobReport {
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `false` when the source failed part way. An incomplete pull sends nothing, and its
+    /// missing records must never be read as users who left.
+    pub pull_complete: bool,
     pub counts: Counts,
     /// Records that were not sent, with their line (or position) and reason.
     pub rejected: Vec<Rejection>,
@@ -168,6 +171,9 @@ impl JobReport {
         );
         if let Some(e) = &self.error {
             let _ = writeln!(out, "  error: {e}");
+        }
+        if !self.pull_complete {
+            let _ = writeln!(out, "  pull INCOMPLETE: nothing was sent, no user was deactivated");
         }
         let _ = writeln!(
             out,

@@ -1,0 +1,360 @@
+//! The de-duplicated users of one pull, kept on disk so memory does not grow with the data.
+//!
+//! Okta must see each externalId once per run, the last record winning, in first-seen order.
+//! Keeping every mapped user in memory until packing made a 1,000,000-row file cost gigabytes.
+//! Instead each mapped user is appended to an anonymous temporary file as it arrives, and only
+//! the index stays in memory: externalId → slot, and per slot (in first-seen order) where the
+//! latest version lies in the file. A later duplicate appends its own copy and moves the slot;
+//! the older copy becomes dead bytes in the file.
+//!
+//! Packing reads the users back slot by slot and feeds `okta::batch::pack` in chunks (see
+//! [`Sessions`]), so at most one chunk of users and one chunk's request bodies are in memory.
+//! The file is deleted by the OS when the `Spill` is dropped (it never has a name).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::{MappedUser, Origin};
+use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
+
+/// Users packed per call of `batch::pack`, on top of the carried-over last session. Two
+/// sessions' worth (10,000 users each): a mapped user costs about 1.5 KB in memory, so a chunk
+/// stays near 30 MB, and at most half the work is re-packing the carried session.
+const CHUNK_USERS: usize = 20_000;
+
+/// Bytes read from the file per `pread` when reading back.
+const READ_WINDOW: usize = 1 << 20;
+
+/// Where the latest version of one user lies in the file.
+#[derive(Debug, Clone)]
+struct Slot {
+    offset: u64,
+    len: u32,
+    active: bool,
+    origin: Origin,
+}
+
+/// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    line: bool,
+    at: u64,
+    id: &'a str,
+    active: bool,
+    profile: &'a BTreeMap<String, String>,
+}
+
+/// The on-disk form of a [`MappedUser`], as read back.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    /// `true`: a file line; `false`: a stream position.
+    line: bool,
+    at: u64,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    active: bool,
+    profile: BTreeMap<String, String>,
+}
+
+/// De-duplicated users, spilled to a temporary file.
+pub struct Spill {
+    file: File,
+    writer: Option<BufWriter<File>>,
+    written: u64,
+    index: HashMap<Box<str>, u32>,
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill")
+            .field("users", &self.slots.len())
+            .field("bytes", &self.written)
+            .finish()
+    }
+}
+
+impl Spill {
+    /// An empty spill backed by an anonymous temporary file.
+    pub fn new() -> std::io::Result<Self> {
+        let file = tempfile::tempfile()?;
+        let writer = BufWriter::with_capacity(1 << 16, file.try_clone()?);
+        Ok(Self {
+            file,
+            writer: Some(writer),
+            written: 0,
+            index: HashMap::new(),
+            slots: Vec::new(),
+        })
+    }
+
+    /// Distinct users.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Add a user. When its externalId was seen before, the new version replaces the old one
+    /// in place (first-seen order is kept) and the old version's origin is returned.
+    pub fn push(&mut self, user: &MappedUser) -> std::io::Result<Option<Origin>> {
+        let (line, at) = match user.origin {
+            Origin::Line(l) => (true, l),
+            Origin::Index(i) => (false, i),
+        };
+        let stored = StoredRef {
+            line,
+            at,
+            id: &user.external_id,
+            active: user.active,
+            profile: &user.profile,
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the spill is closed for writing"))?;
+        writer.write_all(&bytes)?;
+        let slot = Slot {
+            offset: self.written,
+            len: u32::try_from(bytes.len()).map_err(std::io::Error::other)?,
+            active: user.active,
+            origin: user.origin.clone(),
+        };
+        self.written += bytes.len() as u64;
+        match self.index.get(user.external_id.as_str()) {
+            Some(&i) => Ok(Some(std::mem::replace(&mut self.slots[i as usize], slot).origin)),
+            None => {
+                let i = u32::try_from(self.slots.len()).map_err(std::io::Error::other)?;
+                self.index.insert(user.external_id.clone().into_boxed_str(), i);
+                self.slots.push(slot);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Flush writes; call once the pull is over, before reading back.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every user, in first-seen order, each in its latest version.
+    pub fn iter(&self) -> impl Iterator<Item = std::io::Result<MappedUser>> + '_ {
+        let mut reader = Window::new(&self.file);
+        self.slots.iter().map(move |s| reader.user(s))
+    }
+
+    /// Users to upsert and to deactivate.
+    pub fn counts(&self) -> (u64, u64) {
+        let active = self.slots.iter().filter(|s| s.active).count() as u64;
+        (active, self.slots.len() as u64 - active)
+    }
+
+    /// The sessions `batch::pack` would build from all users, one at a time.
+    pub fn sessions(&self, mode: SessionMode, limits: Limits) -> Sessions<'_> {
+        Sessions {
+            spill: self,
+            reader: Window::new(&self.file),
+            mode,
+            limits,
+            phase: 0,
+            cursor: 0,
+            carry: Vec::new(),
+            ready: VecDeque::new(),
+            oversized: Vec::new(),
+        }
+    }
+}
+
+/// Reads back stored users with large positioned reads (no shared file offset, so several
+/// readers may coexist).
+struct Window<'a> {
+    file: &'a File,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File) -> Self {
+        Self { file, start: 0, buf: Vec::new() }
+    }
+
+    fn user(&mut self, slot: &Slot) -> std::io::Result<MappedUser> {
+        let end = slot.offset + u64::from(slot.len);
+        if slot.offset < self.start || end > self.start + self.buf.len() as u64 {
+            let want = READ_WINDOW.max(slot.len as usize);
+            self.buf.resize(want, 0);
+            let mut filled = 0;
+            while filled < want {
+                match self.file.read_at(&mut self.buf[filled..], slot.offset + filled as u64)? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            self.buf.truncate(filled);
+            self.start = slot.offset;
+            if filled < slot.len as usize {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the spill file is shorter than its index",
+                ));
+            }
+        }
+        let from = (slot.offset - self.start) as usize;
+        let stored: Stored<'_> = serde_json::from_slice(&self.buf[from..from + slot.len as usize])
+            .map_err(std::io::Error::other)?;
+        Ok(MappedUser {
+            origin: if stored.line { Origin::Line(stored.at) } else { Origin::Index(stored.at) },
+            external_id: stored.id.into_owned(),
+            active: stored.active,
+            profile: stored.profile,
+        })
+    }
+}
+
+/// The sessions of a spill, packed chunk by chunk.
+///
+/// `batch::pack` is greedy and keeps input order, so a session is decided by the users before
+/// it. Packing a chunk therefore yields the same sessions as packing everything, except the
+/// last one, which later users might still join: its users are carried into the next chunk.
+/// The phases mirror `pack`: actives, then inactives, with a session break between them in
+/// `separate` mode.
+pub struct Sessions<'a> {
+    spill: &'a Spill,
+    reader: Window<'a>,
+    mode: SessionMode,
+    limits: Limits,
+    /// 0: active users; 1: inactive users; 2: done.
+    phase: u8,
+    cursor: usize,
+    carry: Vec<MappedUser>,
+    ready: VecDeque<SessionPlan>,
+    oversized: Vec<(Oversized, Origin)>,
+}
+
+impl Sessions<'_> {
+    /// The next session, or `None` when every user is packed.
+    pub fn next_session(&mut self) -> std::io::Result<Option<SessionPlan>> {
+        loop {
+            if let Some(s) = self.ready.pop_front() {
+                return Ok(Some(s));
+            }
+            if self.phase >= 2 {
+                return Ok(None);
+            }
+            let want_active = self.phase == 0;
+            let mut chunk = std::mem::take(&mut self.carry);
+            let slots = &self.spill.slots;
+            while chunk.len() < CHUNK_USERS && self.cursor < slots.len() {
+                let slot = &slots[self.cursor];
+                self.cursor += 1;
+                if slot.active == want_active {
+                    chunk.push(self.reader.user(slot)?);
+                }
+            }
+            let phase_done = self.cursor >= slots.len();
+            // In `separate` mode each phase ends its last session; in `combined` mode the
+            // inactive users may join the actives' last session.
+            let flush = phase_done && (self.phase == 1 || self.mode == SessionMode::Separate);
+            if phase_done {
+                self.phase += 1;
+                self.cursor = 0;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            let packed = batch::pack(&chunk, self.mode, self.limits);
+            for o in packed.oversized {
+                let origin = chunk
+                    .iter()
+                    .find(|u| u.external_id == o.external_id)
+                    .map_or(Origin::Index(0), |u| u.origin.clone());
+                self.oversized.push((o, origin));
+            }
+            let mut sessions = packed.sessions;
+            if !flush && let Some(last) = sessions.pop() {
+                let ids: HashSet<&str> = last
+                    .requests
+                    .iter()
+                    .flat_map(|r| r.external_ids.iter().map(String::as_str))
+                    .collect();
+                self.carry = chunk
+                    .iter()
+                    .filter(|u| ids.contains(u.external_id.as_str()))
+                    .cloned()
+                    .collect();
+            }
+            self.ready.extend(sessions);
+        }
+    }
+
+    /// Users too large to send, found so far, with where they came from.
+    pub fn take_oversized(&mut self) -> Vec<(Oversized, Origin)> {
+        std::mem::take(&mut self.oversized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(i: usize, active: bool, pad: usize) -> MappedUser {
+        let mut profile = BTreeMap::new();
+        profile.insert("userName".to_string(), format!("user{i}@example.com"));
+        profile.insert("title".to_string(), "x".repeat(pad));
+        MappedUser {
+            origin: Origin::Line(i as u64 + 2),
+            external_id: format!("id{i}"),
+            active,
+            profile,
+        }
+    }
+
+    /// Chunked packing must give exactly what packing everything at once gives.
+    #[test]
+    fn chunked_packing_equals_whole_packing() {
+        for mode in [SessionMode::Separate, SessionMode::Combined] {
+            // Varied sizes so that sessions end on the byte limit, not only on the user count.
+            let users: Vec<MappedUser> =
+                (0..95_000).map(|i| user(i, i % 7 != 0, (i * 37) % 900)).collect();
+            let mut spill = Spill::new().unwrap();
+            for u in &users {
+                assert!(spill.push(u).unwrap().is_none());
+            }
+            spill.finish().unwrap();
+            let whole = batch::pack(&users, mode, Limits::default());
+            let mut chunked = Vec::new();
+            let mut s = spill.sessions(mode, Limits::default());
+            while let Some(plan) = s.next_session().unwrap() {
+                chunked.push(plan);
+            }
+            assert_eq!(chunked.len(), whole.sessions.len(), "{mode:?}");
+            assert!(chunked == whole.sessions, "{mode:?}: sessions differ");
+        }
+    }
+
+    #[test]
+    fn duplicates_keep_first_position_and_last_version() {
+        let mut spill = Spill::new().unwrap();
+        spill.push(&user(1, true, 1)).unwrap();
+        spill.push(&user(2, true, 1)).unwrap();
+        let mut newer = user(1, false, 3);
+        newer.origin = Origin::Line(99);
+        assert_eq!(spill.push(&newer).unwrap(), Some(Origin::Line(3)));
+        spill.finish().unwrap();
+        let back: Vec<MappedUser> = spill.iter().map(Result::unwrap).collect();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], newer);
+        assert_eq!(back[1], user(2, true, 1));
+        assert_eq!(spill.counts(), (1, 1));
+    }
+}

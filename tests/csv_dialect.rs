@@ -1,0 +1,207 @@
+//! CSV dialect and bad input: quote character, declared columns, gzip, stdin, invalid UTF-8,
+//! wrong column counts, and the `max_rejected` error budget through `xaas plan`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use futures::StreamExt;
+use serde_json::json;
+use xaas::mapping::{Origin, Record, Rejection};
+use xaas::sources::Source;
+use xaas::sources::csv::{CsvSource, CsvSourceConfig};
+
+async fn pull(config: serde_json::Value, dir: &Path) -> (Vec<Record>, Vec<Rejection>) {
+    let c: CsvSourceConfig = serde_json::from_value(config).unwrap();
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    let mut records = Vec::new();
+    let mut rejections = Vec::new();
+    let mut s = CsvSource::new(&c, dir).pull();
+    while let Some(item) = s.next().await {
+        match item.expect("no source error") {
+            Ok(r) => records.push(r),
+            Err(r) => rejections.push(r),
+        }
+    }
+    (records, rejections)
+}
+
+#[tokio::test]
+async fn semicolon_delimiter_and_single_quote() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), "id;name\n1;'Doe; Jane'\n2;'it''s'\n").unwrap();
+    let (r, rej) = pull(json!({"path": "u.csv", "delimiter": ";", "quote": "'"}), dir.path()).await;
+    assert!(rej.is_empty());
+    assert_eq!(r[0].fields["name"], "Doe; Jane");
+    assert_eq!(r[1].fields["name"], "it's");
+}
+
+#[tokio::test]
+async fn declared_columns_without_a_header_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), "1,Ann\n2,Bob\n").unwrap();
+    let (r, _) =
+        pull(json!({"path": "u.csv", "header": false, "columns": ["id", " name "]}), dir.path())
+            .await;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].fields["name"], "Ann");
+    assert_eq!(r[0].origin, Origin::Line(1), "no header: data starts on line 1");
+}
+
+#[tokio::test]
+async fn declared_columns_replace_the_header_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), "ID , Full Name\n1,Ann\n").unwrap();
+    let (r, _) = pull(json!({"path": "u.csv", "columns": ["id", "name"]}), dir.path()).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].fields["name"], "Ann");
+    assert_eq!(r[0].origin, Origin::Line(2));
+}
+
+#[tokio::test]
+async fn header_names_are_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), " id ,\tname \n1,Ann\n").unwrap();
+    let (r, _) = pull(json!({"path": "u.csv"}), dir.path()).await;
+    assert_eq!(r[0].fields["name"], "Ann");
+}
+
+#[tokio::test]
+async fn gzip_files_are_read_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.path().join("u.csv.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(b"id,name\r\n1,Ann\r\n2,Bob\r\n").unwrap();
+    gz.finish().unwrap();
+    let (r, _) = pull(json!({"path": "u.csv.gz"}), dir.path()).await;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1].origin, Origin::Line(3));
+}
+
+#[tokio::test]
+async fn a_corrupt_gzip_file_makes_the_pull_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv.gz"), b"\x1f\x8b\x08\x00garbage").unwrap();
+    let c: CsvSourceConfig = serde_json::from_value(json!({"path": "u.csv.gz"})).unwrap();
+    let items: Vec<_> = CsvSource::new(&c, dir.path()).pull().collect().await;
+    assert!(items.iter().any(|i| i.is_err()), "a corrupt gzip stream must end the pull");
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_rejected_with_its_line_and_wrong_counts_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), b"id,name\n1,Ann\n2,B\xffb\n3\n4,Dan\n").unwrap();
+    let (r, rej) = pull(json!({"path": "u.csv"}), dir.path()).await;
+    assert_eq!(r.len(), 2);
+    assert_eq!(rej.len(), 2);
+    assert_eq!(rej[0].origin, Origin::Line(3));
+    assert!(rej[0].to_string().contains("line 3"), "{}", rej[0]);
+    assert!(rej[0].reason.contains("not valid utf-8"), "{}", rej[0]);
+    assert_eq!(rej[1].origin, Origin::Line(4));
+    assert!(rej[1].reason.contains("expected 2 fields"), "{}", rej[1]);
+}
+
+#[test]
+fn header_false_without_columns_is_a_config_error() {
+    let c: CsvSourceConfig =
+        serde_json::from_value(json!({"path": "u.csv", "header": false})).unwrap();
+    assert_eq!(c.validate()[0].0, "columns");
+    let c: CsvSourceConfig =
+        serde_json::from_value(json!({"path": "u.csv", "quote": ","})).unwrap();
+    assert_eq!(c.validate()[0].0, "quote");
+}
+
+fn config(dir: &Path, path: &str, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("xaas.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "okta:\n  org_url: http://127.0.0.1:9\n  auth:\n    type: api_token\n    token: x\njobs:\n  - name: hr\n    identity_source_id: {}\n    source:\n      type: csv\n      path: \"{path}\"\n    mapping: {}\n{extra}",
+            common::SOURCE,
+            common::mapping_path().display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn people_csv(n: usize, bad_every: usize) -> String {
+    let mut s = format!("{}\n", common::HEADER);
+    for i in 0..n {
+        if bad_every > 0 && i % bad_every == 0 {
+            s.push_str("broken,row\n");
+        } else {
+            s.push_str(&common::Person::generate(i, true).csv_row());
+            s.push('\n');
+        }
+    }
+    s
+}
+
+#[test]
+fn stdin_is_read_with_a_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "-", "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+        .args(["plan", "--config", cfg.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(people_csv(30, 0).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("read 30, rejected 0"), "{stdout}");
+}
+
+#[test]
+fn error_budget_as_a_percentage_aborts_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), people_csv(100, 10)).unwrap();
+    // 10 % rejected: over 5 %, within 15 %.
+    let over = config(dir.path(), "u.csv", "    max_rejected: 5%\n");
+    let out = common::xaas(&["plan", "--config", over.to_str().unwrap()], "x");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("10 of 100 record(s) rejected (10.00%), over max_rejected: 5%"),
+        "{stdout}"
+    );
+    let within = config(dir.path(), "u.csv", "    max_rejected: 15%\n");
+    let out = common::xaas(&["plan", "--config", within.to_str().unwrap()], "x");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn error_budget_as_a_count_stops_the_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.csv"), people_csv(100, 10)).unwrap();
+    let cfg = config(dir.path(), "u.csv", "    max_rejected: 3\n");
+    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap()], "x");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("more than 3 record(s) rejected"), "{stdout}");
+    assert!(stdout.contains("rejected 4"), "stops at the 4th rejection: {stdout}");
+}
+
+#[test]
+fn a_bad_budget_and_an_unknown_source_type_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "u.csv", "    max_rejected: lots\n");
+    let out = common::xaas(&["validate", "--config", cfg.to_str().unwrap()], "x");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("max_rejected must be a count"), "{stderr}");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("type: csv", "type: ftp")
+        .replace("lots", "5");
+    std::fs::write(&cfg, text).unwrap();
+    let out = common::xaas(&["validate", "--config", cfg.to_str().unwrap()], "x");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`csv`, `dynamodb`, `http`"), "{stderr}");
+}
