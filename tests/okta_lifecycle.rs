@@ -110,6 +110,7 @@ fn importer(server: &MockServer, options: SessionOptions) -> Importer {
             request_timeout: Duration::from_secs(5),
             max_rate_limit_retries: 2,
             max_rate_limit_wait: Duration::from_millis(50),
+            ..ClientOptions::default()
         },
     )
     .expect("client");
