@@ -11,6 +11,10 @@
 //!   upload, trigger (or cancel a session that stayed `CREATED`), follow to `COMPLETED`/`ERROR`.
 //! - [`error`]: typed errors with `is_retryable()` and `retry_after()`.
 
+// `OktaError` carries Okta's whole error (code, summary, causes, errorId, request id) so the
+// report can show it; it is only built on the failure path, where its size costs nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod batch;
 pub mod client;
