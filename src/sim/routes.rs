@@ -151,8 +151,8 @@ async fn api_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
                     tokio::time::sleep(latency).await;
                 }
                 let response = match precheck(&sim, &context, &req) {
-                    Ok(()) => next.run(req).await,
-                    Err(rejected) => rejected,
+                    None => next.run(req).await,
+                    Some(rejected) => rejected,
                 };
                 (response, headers)
             }
@@ -176,25 +176,22 @@ fn header_value(s: String) -> HeaderValue {
 }
 
 /// The checks before routing: 411, then the credentials (SSWS token or OAuth bearer token).
-fn precheck(sim: &Sim, ctx: &Ctx, req: &Request) -> Result<(), Response> {
+fn precheck(sim: &Sim, ctx: &Ctx, req: &Request) -> Option<Response> {
     // hyper removes nothing here: a chunked request simply has no content-length header.
     if matches!(*req.method(), Method::POST | Method::PUT)
         && !req.headers().contains_key(header::CONTENT_LENGTH)
     {
-        return Err(sim.fail(ctx, ApiError::length_required()));
+        return Some(sim.fail(ctx, ApiError::length_required()));
     }
     let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Some(bearer) = auth.and_then(|v| v.strip_prefix("Bearer ")) {
         let read_only = *req.method() == Method::GET;
-        return match super::oauth::check_bearer(sim, ctx, bearer.trim(), read_only) {
-            None => Ok(()),
-            Some(rejected) => Err(rejected),
-        };
+        return super::oauth::check_bearer(sim, ctx, bearer.trim(), read_only);
     }
     match auth.and_then(|v| v.strip_prefix("SSWS ")) {
-        Some(t) if sim.shared.config.api_tokens.iter().any(|known| known == t.trim()) => Ok(()),
-        Some(_) => Err(sim.fail(ctx, ApiError::invalid_token("unknown SSWS token"))),
-        None => Err(sim.fail(
+        Some(t) if sim.shared.config.api_tokens.iter().any(|known| known == t.trim()) => None,
+        Some(_) => Some(sim.fail(ctx, ApiError::invalid_token("unknown SSWS token"))),
+        None => Some(sim.fail(
             ctx,
             ApiError::invalid_token("missing Authorization header, or neither SSWS nor Bearer"),
         )),
