@@ -217,11 +217,17 @@ pub(crate) fn check_bearer(sim: &Sim, ctx: &Ctx, token: &str, read_only: bool) -
         st.tokens.get(token).filter(|t| t.expires > Instant::now()).map(|t| t.scopes.clone())
     };
     let Some(scopes) = scopes else {
-        sim.record(ctx, &[("invalid_token", "unknown or expired access token".into())]);
-        return Some(www_authenticate(
-            StatusCode::UNAUTHORIZED,
-            "Bearer realm=\"IDX\", error=\"invalid_token\", error_description=\"The access token is invalid.\"".into(),
-        ));
+        // Okta's API answers an unknown or expired access token with its usual 401 E0000011
+        // body; the OAuth reason is in `WWW-Authenticate` as well.
+        let mut response = sim
+            .fail(ctx, super::errors::ApiError::invalid_token("unknown or expired access token"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "Bearer realm=\"IDX\", error=\"invalid_token\", error_description=\"The access token is invalid.\"",
+            ),
+        );
+        return Some(response);
     };
     if scopes.iter().any(|s| s == needed) {
         return None;
