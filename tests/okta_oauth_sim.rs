@@ -4,6 +4,9 @@
 //!
 //! The keys in `tests/fixtures/oauth/` are test-only keys generated for these tests.
 
+// `OktaError` carries Okta's whole error body; see `src/okta/mod.rs`.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use secrecy::SecretString;
