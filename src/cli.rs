@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::warn;
 
-use crate::okta::OktaClient;
+use crate::okta::{Credentials, OAuthConfig, OktaClient};
 use crate::settings::{self, Auth, Settings};
 use crate::sync::report::{JobReport, RunReport};
 use crate::sync::{self, Mode};
@@ -166,15 +166,28 @@ fn select<'a>(settings: &'a Settings, job: Option<&str>) -> Result<Vec<&'a setti
     })
 }
 
+/// How long a shutdown may take to cancel the open session before the process exits anyway.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Build the Okta client from settings. The error names where the token was looked for.
 pub fn build_client(settings: &Settings) -> Result<OktaClient, String> {
     let url = &settings.okta.org_url;
     if settings::is_loopback_http(url) {
         warn!(org_url = %url, "okta.org_url uses plain http: allowed only because it is a loopback address");
     }
-    let Auth::ApiToken(source) = &settings.okta.auth;
-    let token = source.resolve().map_err(|e| e.to_string())?;
-    OktaClient::new(url.clone(), token, settings.okta.client.clone()).map_err(|e| e.to_string())
+    let credentials = match &settings.okta.auth {
+        Auth::ApiToken(source) => {
+            Credentials::ApiToken(source.resolve().map_err(|e| e.to_string())?)
+        }
+        Auth::OAuth { client_id, private_key, kid, scopes } => Credentials::OAuth(OAuthConfig {
+            client_id: client_id.clone(),
+            private_key_pem: private_key.resolve().map_err(|e| e.to_string())?,
+            kid: kid.clone(),
+            scopes: scopes.clone(),
+        }),
+    };
+    OktaClient::with_credentials(url.clone(), credentials, settings.okta.client.clone())
+        .map_err(|e| e.to_string())
 }
 
 /// Run jobs and report.
@@ -186,6 +199,28 @@ pub async fn run_jobs(
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
     let client = if dry_run { None } else { Some(build_client(settings)?) };
+    // Ctrl-C (or SIGINT from the orchestrator) cancels the client's token: the session being
+    // uploaded is cancelled in Okta and no further session starts. A second Ctrl-C, or the
+    // deadline, ends the process without waiting.
+    let shutdown = client.as_ref().map(|c| {
+        let token = c.cancellation().clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            warn!(
+                deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
+                "shutdown requested: cancelling the open okta session"
+            );
+            token.cancel();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = tokio::time::sleep(SHUTDOWN_DEADLINE) => {}
+            }
+            eprintln!("error: shutdown did not finish in time; exiting");
+            std::process::exit(EXIT_FAILURE);
+        })
+    });
     let mut reports: Vec<JobReport> = Vec::new();
     for job in jobs {
         let mode = match &client {
@@ -193,6 +228,9 @@ pub async fn run_jobs(
             None => Mode::DryRun,
         };
         reports.push(sync::run_job(settings, job, mode).await);
+    }
+    if let Some(task) = shutdown {
+        task.abort();
     }
     Ok(RunReport {
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -25,6 +25,7 @@ fn options() -> ClientOptions {
         request_timeout: Duration::from_secs(5),
         max_rate_limit_retries: 4,
         max_rate_limit_wait: Duration::from_secs(5),
+        ..ClientOptions::default()
     }
 }
 
@@ -396,7 +397,7 @@ async fn a_slow_answer_is_a_timeout() {
 }
 
 #[tokio::test]
-async fn connection_refused_is_a_transport_error() {
+async fn connection_refused_is_a_connect_error() {
     // Bind, learn the port, close: nothing listens there any more.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -404,7 +405,9 @@ async fn connection_refused_is_a_transport_error() {
     let url = Url::parse(&format!("http://{addr}")).expect("url");
     let c = OktaClient::new(url, SecretString::from(TOKEN), options()).expect("client");
     let err = c.create_session(SOURCE).await.expect_err("refused");
-    assert!(matches!(err, OktaError::Transport { .. }), "{err:?}");
+    // Refused: certainly not applied, so not ambiguous (a write may be retried in place).
+    assert!(matches!(err, OktaError::Connect { .. }), "{err:?}");
+    assert!(!err.is_ambiguous());
     assert!(!err.to_string().contains(TOKEN));
 }
 
@@ -420,18 +423,23 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
             org: "https://acme.okta.com".into(),
             code: "E0000011".into(),
             summary: "Invalid token provided".into(),
+            error_id: Some("oae1".into()),
             request_id: Some("r".into()),
         },
         OktaError::Forbidden {
             op: "create session",
             code: "E0000006".into(),
             summary: "You do not have permission".into(),
+            causes: Vec::new(),
+            error_id: None,
             request_id: None,
         },
         OktaError::NotFound {
             op: "get session",
             code: "E0000007".into(),
             summary: "Not found".into(),
+            causes: Vec::new(),
+            error_id: None,
             request_id: None,
         },
         OktaError::RateLimited {
@@ -446,10 +454,17 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
             code: "E0000001".into(),
             summary: "Api validation failed".into(),
             causes: vec!["cause".into()],
+            error_id: Some("oae2".into()),
             request_id: None,
         },
         OktaError::Timeout { op: "start import", timeout: Duration::from_secs(60) },
-        OktaError::Transport { op: "list sessions", message: "connection refused".into() },
+        OktaError::Transport { op: "list sessions", message: "connection reset".into() },
+        OktaError::Connect { op: "list sessions", message: "connection refused".into() },
+        OktaError::OAuth {
+            status: 401,
+            error: "invalid_client".into(),
+            description: "The client_assertion signature is invalid.".into(),
+        },
         OktaError::Decode {
             op: "get session",
             status: 200,

@@ -98,6 +98,7 @@ fn options() -> SessionOptions {
         poll_initial: Duration::from_millis(10),
         poll_max: Duration::from_millis(40),
         session_timeout: Duration::from_secs(5),
+        ..SessionOptions::default()
     }
 }
 
@@ -110,6 +111,9 @@ fn importer(server: &MockServer, options: SessionOptions) -> Importer {
             request_timeout: Duration::from_secs(5),
             max_rate_limit_retries: 2,
             max_rate_limit_wait: Duration::from_millis(50),
+            // These scenarios pin exact call sequences: one request at a time.
+            max_concurrent_requests: 1,
+            ..ClientOptions::default()
         },
     )
     .expect("client");

@@ -50,6 +50,7 @@ fn importer(sim: &SimHandle) -> Importer {
             poll_initial: Duration::from_millis(20),
             poll_max: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
+            ..SessionOptions::default()
         },
     )
 }

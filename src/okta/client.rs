@@ -1,32 +1,40 @@
 //! Typed HTTP client for the Identity Sources import API (FACTS §2a).
 //!
 //! One method per endpoint the importer needs. Every call goes through [`OktaClient::execute`],
-//! which is the single place that:
+//! the one policy stack of every outbound call (STYLE habit 4), applied per attempt:
 //!
-//! - adds `Authorization: SSWS …` (the only place the token is exposed), `Accept` and
-//!   `User-Agent`, and `Content-Length: 0` on body-less POSTs (Okta answers 411 otherwise,
-//!   FACTS §1);
-//! - bounds each attempt by `request_timeout`;
-//! - waits out 429s the way Okta's own SDKs do (FACTS §7): until `X-Rate-Limit-Reset` minus
-//!   the answer's `Date`, plus one second and a little jitter, then retries with
-//!   `X-Okta-Retry-For` / `X-Okta-Retry-Count`. A 429 means Okta did not apply the request, so
-//!   this is safe even for bulk loads;
-//! - retries reads (GET, and DELETE which is idempotent) a couple of times on transport errors
-//!   and 5xx. Writes are *not* retried on those: a timed-out bulk load may have been applied;
-//! - turns non-2xx answers into a typed [`OktaError`].
+//! 1. **Credentials**: `Authorization: SSWS …` or `Bearer …` from [`super::auth`] (the only
+//!    place a secret is exposed), plus `Accept`, `User-Agent`, and `Content-Length: 0` on
+//!    body-less POSTs (Okta answers 411 otherwise, FACTS §1).
+//! 2. **Concurrency cap**: at most `max_concurrent_requests` attempts in flight, shared by all
+//!    clones of the client (Okta also limits concurrent requests per org, FACTS §7).
+//! 3. **Rate ceiling and pacing** ([`super::rate_limit`]): governor, plus slowing down on
+//!    `X-Rate-Limit-Remaining` before Okta answers 429.
+//! 4. **Per-attempt timeout** (`request_timeout`).
+//! 5. **Retry**, decided by what the failure says about whether Okta applied the request; see
+//!    [`Retry`] and [`OktaClient::classify`]. A server hint (`X-Rate-Limit-Reset`) beats the
+//!    computed backoff.
+//!
+//! Non-2xx answers become a typed [`OktaError`] carrying Okta's errorCode, errorSummary,
+//! errorCauses and errorId, and are logged with those fields.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::auth::{Authenticator, Credentials};
 use super::batch::RequestKind;
 use super::error::{OktaError, Operation};
 use super::model::{ErrorBody, Session};
+use super::rate_limit::{RateBudget, RateOptions};
 
 /// Transport settings of the client.
 #[derive(Debug, Clone)]
@@ -37,6 +45,15 @@ pub struct ClientOptions {
     pub max_rate_limit_retries: u32,
     /// The longest single wait for a rate-limit reset.
     pub max_rate_limit_wait: Duration,
+    /// Retries after a failure that is safe to repeat: any failure of a read (GET, DELETE),
+    /// and a failure that certainly did not reach Okta (connection refused) for writes.
+    pub max_retries: u32,
+    /// First backoff of those retries; doubled each time, with jitter.
+    pub retry_backoff: Duration,
+    /// Requests in flight at once, across every clone of the client.
+    pub max_concurrent_requests: usize,
+    /// The rate ceiling and pacing.
+    pub rate: RateOptions,
 }
 
 impl Default for ClientOptions {
@@ -45,14 +62,14 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(60),
             max_rate_limit_retries: 4,
             max_rate_limit_wait: Duration::from_secs(120),
+            max_retries: 3,
+            retry_backoff: Duration::from_millis(500),
+            max_concurrent_requests: 4,
+            rate: RateOptions::default(),
         }
     }
 }
 
-/// Retries of idempotent calls after a transport error, timeout or 5xx.
-const MAX_TRANSIENT_RETRIES: u32 = 2;
-/// First backoff of those retries (doubled each time).
-const TRANSIENT_BACKOFF: Duration = Duration::from_millis(500);
 /// Backoff for a 429 without usable rate-limit headers: 1 s, 2 s, 4 s…
 const RATE_LIMIT_FALLBACK_BACKOFF: Duration = Duration::from_secs(1);
 /// Upper bound of the random delay added to 429 waits, so that several clients sharing a
@@ -62,28 +79,40 @@ const RATE_LIMIT_JITTER_MS: u64 = 250;
 const SNIPPET_CHARS: usize = 200;
 
 const REQUEST_ID: &str = "x-okta-request-id";
+const RATE_LIMIT_LIMIT: &str = "x-rate-limit-limit";
+const RATE_LIMIT_REMAINING: &str = "x-rate-limit-remaining";
 const RATE_LIMIT_RESET: &str = "x-rate-limit-reset";
 const RETRY_FOR: &str = "x-okta-retry-for";
 const RETRY_COUNT: &str = "x-okta-retry-count";
 
-/// A client for one Okta org.
+/// A client for one Okta org. Clones share the token cache, the concurrency cap, the rate
+/// budget and the cancellation token.
 #[derive(Clone)]
 pub struct OktaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     http: reqwest::Client,
     /// The org URL as configured; API paths are appended to it.
     org_url: Url,
     /// The org's origin, the only form of the URL that goes into error messages.
     org: String,
-    token: SecretString,
+    auth: Authenticator,
     options: ClientOptions,
+    permits: Semaphore,
+    budget: RateBudget,
+    /// Cancelled on shutdown. The client's own calls ignore it (a cancel-session call during
+    /// shutdown must still go out); the session lifecycle selects on it.
+    cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for OktaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OktaClient")
-            .field("org", &self.org)
-            .field("token", &"[redacted]")
-            .field("options", &self.options)
+            .field("org", &self.inner.org)
+            .field("auth", &self.inner.auth.kind())
+            .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
 }
@@ -101,8 +130,25 @@ struct Call<'a> {
     url: Url,
     /// `None` for body-less calls; POSTs then still send `Content-Length: 0`.
     json_body: Option<&'a [u8]>,
-    /// Safe to repeat after a transport error, timeout or 5xx.
+    /// Safe to repeat after a failure that may have been applied (timeout, reset, 5xx).
     idempotent: bool,
+}
+
+/// What to do after a failed attempt.
+enum Retry {
+    /// Send the same request again after this wait.
+    After(Duration),
+    /// Give up with this error.
+    Fail(OktaError),
+}
+
+/// The outcome of one attempt, before classification.
+enum Attempt {
+    Answer(StatusCode, HeaderMap, Vec<u8>),
+    /// Failed before the request could reach Okta.
+    NotSent(OktaError),
+    /// Failed after the request may have reached Okta.
+    Lost(OktaError),
 }
 
 impl OktaClient {
@@ -113,24 +159,23 @@ impl OktaClient {
         token: SecretString,
         options: ClientOptions,
     ) -> Result<Self, OktaError> {
+        Self::with_credentials(org_url, Credentials::ApiToken(token), options)
+    }
+
+    /// A client for the org at `org_url` with any [`Credentials`] (API token or OAuth).
+    pub fn with_credentials(
+        org_url: Url,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Self, OktaError> {
         if !matches!(org_url.scheme(), "https" | "http") || org_url.cannot_be_a_base() {
             return Err(OktaError::Other(format!(
                 "the okta org url must be an http(s) url like https://acme.okta.com, not {}",
                 org_url.origin().ascii_serialization()
             )));
         }
-        // Check once that the token fits in a header, so calls cannot fail on it later. The
-        // error deliberately does not say which character is wrong: that would leak a part of it.
-        if token.expose_secret().trim().is_empty()
-            || HeaderValue::from_str(&format!("SSWS {}", token.expose_secret())).is_err()
-        {
-            return Err(OktaError::Other(
-                "the okta api token is empty or contains characters not allowed in an http header"
-                    .into(),
-            ));
-        }
-        // Credentials in the URL are never needed (the token goes in a header) and would show
-        // up in transport error messages, which quote the URL.
+        // Credentials in the URL are never needed (they go in a header) and would show up in
+        // transport error messages, which quote the URL.
         let mut org_url = org_url;
         let _ = org_url.set_username("");
         let _ = org_url.set_password(None);
@@ -139,7 +184,45 @@ impl OktaClient {
             .connect_timeout(options.request_timeout)
             .build()
             .map_err(|e| OktaError::Other(format!("cannot build the http client: {e}")))?;
-        Ok(Self { http, org: org_url.origin().ascii_serialization(), org_url, token, options })
+        let auth =
+            Authenticator::new(credentials, &org_url, http.clone(), options.request_timeout)?;
+        let concurrency = options.max_concurrent_requests.max(1);
+        let inner = Inner {
+            http,
+            org: org_url.origin().ascii_serialization(),
+            org_url,
+            auth,
+            permits: Semaphore::new(concurrency),
+            budget: RateBudget::new(options.rate, u32::try_from(concurrency).unwrap_or(u32::MAX)),
+            options,
+            cancel: CancellationToken::new(),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Use `token` as the shutdown signal (e.g. cancelled on Ctrl-C). Call before cloning.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cancel = token;
+        } else {
+            // Already shared: link the new token to the existing one instead.
+            let existing = self.inner.cancel.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                existing.cancel();
+            });
+        }
+        self
+    }
+
+    /// The shutdown signal: cancelled when the process is asked to stop.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// The options the client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
     }
 
     /// `GET …/sessions`: the active sessions of the identity source.
@@ -158,7 +241,8 @@ impl OktaClient {
     /// `POST …/sessions`. Okta documents 200 but answers 201 (FACTS §11); both are fine.
     pub async fn create_session(&self, source_id: &str) -> Result<Session, OktaError> {
         // Not idempotent: a create that timed out may have created a session, and a second one
-        // would only meet the 5-minute rule.
+        // would only meet the 5-minute rule. The importer cleans up instead (lists and cancels
+        // open sessions before trying again).
         let call = Call {
             op: "create session",
             method: Method::POST,
@@ -190,6 +274,8 @@ impl OktaClient {
     /// `DELETE …/sessions/{id}`: cancel a `CREATED` or `IN_PROGRESS` session. Okta answers 400
     /// `E0000001` for any other status (FACTS §9).
     pub async fn cancel_session(&self, source_id: &str, session_id: &str) -> Result<(), OktaError> {
+        // Idempotent in effect: a repeated cancel of a cancelled session gets a 400 the
+        // importer understands (it then reads the status).
         let call = Call {
             op: "cancel session",
             method: Method::DELETE,
@@ -202,6 +288,9 @@ impl OktaClient {
 
     /// `POST …/sessions/{id}/<bulk endpoint>` (users, groups or memberships; see
     /// [`RequestKind::endpoint`]), with a body the packer built.
+    ///
+    /// Never retried after an ambiguous failure: see [`OktaError::is_ambiguous`] and the
+    /// importer, which replays the whole session instead.
     pub async fn bulk_load(
         &self,
         source_id: &str,
@@ -240,7 +329,7 @@ impl OktaClient {
 
     /// `{org}/api/v1/identity-sources/{source_id}/{rest…}`, each segment percent-encoded.
     fn url(&self, source_id: &str, rest: &[&str]) -> Url {
-        let mut url = self.org_url.clone();
+        let mut url = self.inner.org_url.clone();
         url.set_query(None);
         url.set_fragment(None);
         {
@@ -254,110 +343,178 @@ impl OktaClient {
         url
     }
 
-    /// Send one call, with the rate-limit and transient-error retries described in the module
-    /// doc, and map the final answer to `Ok` (2xx) or an [`OktaError`].
+    /// Send one call through the policy stack described in the module doc, and map the final
+    /// answer to `Ok` (2xx) or an [`OktaError`].
     async fn execute(&self, call: Call<'_>) -> Result<Answer, OktaError> {
+        let inner = &*self.inner;
         let mut rate_limit_retries = 0u32;
-        let mut transient_retries = 0u32;
+        let mut retries = 0u32;
+        let mut token_renewed = false;
         // Request id of the last 429, echoed in `X-Okta-Retry-For`.
         let mut retry_for: Option<String> = None;
         loop {
+            // A token request that fails is final here: the token endpoint has its own retries.
+            let (auth, bearer) = inner.auth.header().await?;
+            let permit =
+                inner.permits.acquire().await.map_err(|_| {
+                    OktaError::Other("the client's request limiter was closed".into())
+                })?;
+            let waited = inner.budget.acquire().await;
+            if waited >= Duration::from_millis(100) {
+                tracing::debug!(method = %call.method, path = call.url.path(), wait_ms = millis(waited), "paced by the rate budget");
+            }
             let started = Instant::now();
-            let attempt = self.attempt(&call, retry_for.as_deref(), rate_limit_retries);
-            let result = tokio::time::timeout(self.options.request_timeout, attempt).await;
+            let outcome = self.attempt(&call, auth, retry_for.as_deref(), rate_limit_retries).await;
+            drop(permit);
             let elapsed_ms = millis(started.elapsed());
             let path = call.url.path();
 
-            let failure = match result {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(e)) => Err(transport_error(call.op, &e)),
-                Err(_elapsed) => {
-                    Err(OktaError::Timeout { op: call.op, timeout: self.options.request_timeout })
-                }
-            };
-            let (status, headers, body) = match failure {
-                Ok(answer) => answer,
-                Err(err) => {
-                    tracing::debug!(method = %call.method, path, elapsed_ms, error = %err, "okta request failed");
-                    if call.idempotent && transient_retries < MAX_TRANSIENT_RETRIES {
-                        let wait = TRANSIENT_BACKOFF * 2u32.pow(transient_retries) + jitter(100);
-                        transient_retries += 1;
-                        tracing::debug!(method = %call.method, path, wait_ms = millis(wait), "retrying after a transport error");
-                        tokio::time::sleep(wait).await;
-                        continue;
+            let retry = match outcome {
+                Attempt::Answer(status, headers, body) => {
+                    self.observe_rate(&headers);
+                    let request_id =
+                        headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    tracing::debug!(
+                        method = %call.method,
+                        path,
+                        status = status.as_u16(),
+                        request_id = request_id.as_deref().unwrap_or(""),
+                        elapsed_ms,
+                        "okta request"
+                    );
+                    if status.is_success() {
+                        return Ok(Answer { status, body });
                     }
-                    return Err(err);
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        // Okta refuses a 429'd request before doing anything: safe to repeat,
+                        // even a bulk load into the same session.
+                        if rate_limit_retries >= inner.options.max_rate_limit_retries {
+                            Retry::Fail(OktaError::RateLimited {
+                                op: call.op,
+                                retries: rate_limit_retries,
+                                reset_at: header_reset_at(&headers),
+                                request_id,
+                            })
+                        } else {
+                            let wait = self.rate_limit_wait(&headers, rate_limit_retries);
+                            rate_limit_retries += 1;
+                            let concurrency = header_u32(&headers, RATE_LIMIT_LIMIT) == Some(0);
+                            tracing::warn!(
+                                method = %call.method,
+                                path,
+                                request_id = request_id.as_deref().unwrap_or(""),
+                                wait_ms = millis(wait),
+                                retry = rate_limit_retries,
+                                concurrency_limit = concurrency,
+                                "okta rate limit reached, waiting for the reset"
+                            );
+                            retry_for = request_id;
+                            Retry::After(wait)
+                        }
+                    } else if status == StatusCode::UNAUTHORIZED
+                        && !token_renewed
+                        && inner.auth.rejected(bearer.as_ref()).await
+                    {
+                        // Okta checks the token before anything else: not applied. The access
+                        // token may have been revoked or our clock may be off; one retry with
+                        // a fresh token.
+                        token_renewed = true;
+                        tracing::info!(method = %call.method, path, "okta rejected the access token, getting a new one");
+                        Retry::After(Duration::ZERO)
+                    } else {
+                        let err = self.error_from(call.op, status, &headers, &body, request_id);
+                        if err.is_ambiguous()
+                            && call.idempotent
+                            && retries < inner.options.max_retries
+                        {
+                            Retry::After(self.backoff(&mut retries))
+                        } else {
+                            Retry::Fail(err)
+                        }
+                    }
+                }
+                Attempt::NotSent(err) => {
+                    tracing::debug!(method = %call.method, path, elapsed_ms, error = %err, "okta request not sent");
+                    // The request never reached Okta: repeating it cannot duplicate anything.
+                    if retries < inner.options.max_retries {
+                        Retry::After(self.backoff(&mut retries))
+                    } else {
+                        Retry::Fail(err)
+                    }
+                }
+                Attempt::Lost(err) => {
+                    tracing::debug!(method = %call.method, path, elapsed_ms, error = %err, "okta request failed after sending");
+                    // Okta may have applied it. Only reads and cancels are repeated here; a
+                    // write goes back to the caller, who knows how to recover without sending
+                    // the same data twice into one session.
+                    if call.idempotent && retries < inner.options.max_retries {
+                        Retry::After(self.backoff(&mut retries))
+                    } else {
+                        Retry::Fail(err)
+                    }
                 }
             };
-
-            let request_id =
-                headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            tracing::debug!(
-                method = %call.method,
-                path,
-                status = status.as_u16(),
-                request_id = request_id.as_deref().unwrap_or(""),
-                elapsed_ms,
-                "okta request"
-            );
-
-            if status.is_success() {
-                return Ok(Answer { status, body });
-            }
-
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let reset_at = header_reset_at(&headers);
-                if rate_limit_retries >= self.options.max_rate_limit_retries {
-                    return Err(OktaError::RateLimited {
-                        op: call.op,
-                        retries: rate_limit_retries,
-                        reset_at,
-                        request_id,
-                    });
+            match retry {
+                Retry::Fail(err) => return Err(err),
+                Retry::After(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
-                let wait = self.rate_limit_wait(&headers, rate_limit_retries);
-                rate_limit_retries += 1;
-                tracing::warn!(
-                    method = %call.method,
-                    path,
-                    request_id = request_id.as_deref().unwrap_or(""),
-                    wait_ms = millis(wait),
-                    retry = rate_limit_retries,
-                    "okta rate limit reached, waiting for the reset"
-                );
-                retry_for = request_id;
-                tokio::time::sleep(wait).await;
-                continue;
             }
-
-            if status.is_server_error()
-                && call.idempotent
-                && transient_retries < MAX_TRANSIENT_RETRIES
-            {
-                let wait = TRANSIENT_BACKOFF * 2u32.pow(transient_retries) + jitter(100);
-                transient_retries += 1;
-                tracing::debug!(method = %call.method, path, status = status.as_u16(), wait_ms = millis(wait), "retrying after a server error");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-
-            return Err(self.error_from(call.op, status, &headers, &body, request_id));
         }
     }
 
-    /// One HTTP attempt: send and read the whole body.
+    /// The next transient backoff: `retry_backoff × 2^n`, plus up to 25% jitter.
+    fn backoff(&self, retries: &mut u32) -> Duration {
+        let base = self.inner.options.retry_backoff * 2u32.saturating_pow((*retries).min(16));
+        *retries += 1;
+        base + base.mul_f64(rand::random_range(0.0..0.25))
+    }
+
+    /// Feed the rate budget from an answer's headers.
+    fn observe_rate(&self, headers: &HeaderMap) {
+        let reset_in = header_reset_at(headers).map(|reset| {
+            let now = header_date(headers).unwrap_or_else(Utc::now);
+            // Whole seconds on both sides: one more second keeps us on the late side.
+            Duration::from_secs((reset - now).num_seconds().max(0) as u64 + 1)
+        });
+        self.inner.budget.observe(
+            header_u32(headers, RATE_LIMIT_LIMIT),
+            header_u32(headers, RATE_LIMIT_REMAINING),
+            reset_in,
+        );
+    }
+
+    /// One HTTP attempt within the per-attempt timeout: send and read the whole body.
     async fn attempt(
         &self,
         call: &Call<'_>,
+        auth: HeaderValue,
+        retry_for: Option<&str>,
+        retry_count: u32,
+    ) -> Attempt {
+        let timeout = self.inner.options.request_timeout;
+        match tokio::time::timeout(timeout, self.send(call, auth, retry_for, retry_count)).await {
+            Ok(Ok((status, headers, body))) => Attempt::Answer(status, headers, body),
+            // Refused, DNS, TLS: no byte of the request reached Okta.
+            Ok(Err(e)) if e.is_connect() => {
+                Attempt::NotSent(OktaError::Connect { op: call.op, message: error_chain(&e) })
+            }
+            Ok(Err(e)) => Attempt::Lost(transport_error(call.op, &e)),
+            Err(_elapsed) => Attempt::Lost(OktaError::Timeout { op: call.op, timeout }),
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        auth: HeaderValue,
         retry_for: Option<&str>,
         retry_count: u32,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), reqwest::Error> {
-        let mut auth = HeaderValue::from_str(&format!("SSWS {}", self.token.expose_secret()))
-            .unwrap_or_else(|_| HeaderValue::from_static("SSWS"));
-        // Keeps the value out of `Debug` output of the request and of http2 header indexing.
-        auth.set_sensitive(true);
-
         let mut request = self
+            .inner
             .http
             .request(call.method.clone(), call.url.clone())
             .header(header::AUTHORIZATION, auth)
@@ -397,7 +554,7 @@ impl OktaClient {
             }
             None => RATE_LIMIT_FALLBACK_BACKOFF * 2u32.saturating_pow(retries_so_far.min(16)),
         };
-        (base + jitter(RATE_LIMIT_JITTER_MS)).min(self.options.max_rate_limit_wait)
+        (base + jitter(RATE_LIMIT_JITTER_MS)).min(self.inner.options.max_rate_limit_wait)
     }
 
     fn error_from(
@@ -426,13 +583,43 @@ impl OktaClient {
             .map(|c| c.error_summary)
             .filter(|s| !s.is_empty())
             .collect();
+        let error_id = Some(parsed.error_id).filter(|id| !id.is_empty());
+        // Every Okta error is logged with its own fields, so it can be found by errorId or
+        // request id in Okta's system log and by support.
+        tracing::warn!(
+            op,
+            status = status.as_u16(),
+            error_code = %code,
+            error_summary = %summary,
+            error_causes = ?causes,
+            error_id = error_id.as_deref().unwrap_or(""),
+            request_id = request_id.as_deref().unwrap_or(""),
+            "okta answered an error"
+        );
         match status {
-            StatusCode::UNAUTHORIZED => {
-                OktaError::Unauthorized { op, org: self.org.clone(), code, summary, request_id }
+            StatusCode::UNAUTHORIZED => OktaError::Unauthorized {
+                op,
+                org: self.inner.org.clone(),
+                code,
+                summary,
+                error_id,
+                request_id,
+            },
+            StatusCode::FORBIDDEN => {
+                OktaError::Forbidden { op, code, summary, causes, error_id, request_id }
             }
-            StatusCode::FORBIDDEN => OktaError::Forbidden { op, code, summary, request_id },
-            StatusCode::NOT_FOUND => OktaError::NotFound { op, code, summary, request_id },
-            _ => OktaError::Api { op, status: status.as_u16(), code, summary, causes, request_id },
+            StatusCode::NOT_FOUND => {
+                OktaError::NotFound { op, code, summary, causes, error_id, request_id }
+            }
+            _ => OktaError::Api {
+                op,
+                status: status.as_u16(),
+                code,
+                summary,
+                causes,
+                error_id,
+                request_id,
+            },
         }
     }
 }
@@ -451,12 +638,17 @@ fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(body).chars().take(SNIPPET_CHARS).collect()
 }
 
-/// A reqwest error as text: the error and its causes ("connection refused" sits deep in the
-/// chain). reqwest only knows the URL, which holds no secret; the token is in a header.
+/// A reqwest error after sending, as an [`OktaError::Transport`].
 fn transport_error(op: Operation, err: &reqwest::Error) -> OktaError {
     if err.is_timeout() {
         return OktaError::Transport { op, message: "timed out".into() };
     }
+    OktaError::Transport { op, message: error_chain(err) }
+}
+
+/// A reqwest error as text: the error and its causes ("connection refused" sits deep in the
+/// chain). reqwest only knows the URL, which holds no secret; the token is in a header.
+fn error_chain(err: &reqwest::Error) -> String {
     let mut message = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -467,12 +659,16 @@ fn transport_error(op: Operation, err: &reqwest::Error) -> OktaError {
         }
         source = cause.source();
     }
-    OktaError::Transport { op, message }
+    message
 }
 
 fn header_reset_at(headers: &HeaderMap) -> Option<DateTime<Utc>> {
     let secs: i64 = headers.get(RATE_LIMIT_RESET)?.to_str().ok()?.trim().parse().ok()?;
     DateTime::from_timestamp(secs, 0)
+}
+
+fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn header_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {

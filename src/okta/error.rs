@@ -20,8 +20,10 @@ pub type Operation = &'static str;
 pub enum OktaError {
     /// HTTP 401: the token was not accepted.
     #[error(
-        "{op}: okta rejected the api token for {org} (http 401{}): the token is wrong, expired or revoked{}",
+        "{op}: okta rejected the credentials for {org} (http 401{}){}: the api token or access token is wrong, expired or revoked{}{}",
         code_suffix(code),
+        summary_suffix(summary),
+        error_id_suffix(error_id),
         request_id_suffix(request_id)
     )]
     Unauthorized {
@@ -30,26 +32,64 @@ pub enum OktaError {
         org: String,
         code: String,
         summary: String,
+        /// Okta's `errorId`, unique per error, for Okta support.
+        error_id: Option<String>,
         request_id: Option<String>,
     },
 
-    /// HTTP 403: the token is valid but may not do this.
+    /// HTTP 403: the token is valid but may not do this. With OAuth, Okta answers 403 with an
+    /// empty body and `WWW-Authenticate: Bearer error="insufficient_scope"` (FACTS §1) when the
+    /// access token lacks a scope; the message then says which scopes to grant.
     #[error(
-        "{op}: okta denied access (http 403{}){}: the token's admin role or scopes do not cover this identity source{}",
+        "{op}: okta denied access (http 403{}){}: {}{}{}{}",
         code_suffix(code),
         summary_suffix(summary),
+        forbidden_hint(summary),
+        causes_suffix(causes),
+        error_id_suffix(error_id),
         request_id_suffix(request_id)
     )]
-    Forbidden { op: Operation, code: String, summary: String, request_id: Option<String> },
+    Forbidden {
+        op: Operation,
+        code: String,
+        summary: String,
+        causes: Vec<String>,
+        error_id: Option<String>,
+        request_id: Option<String>,
+    },
 
     /// HTTP 404: unknown identity source or session.
     #[error(
-        "{op}: okta answered not found (http 404{}){}: check the identity source id{}",
+        "{op}: okta answered not found (http 404{}){}: check the identity source id{}{}{}",
         code_suffix(code),
         summary_suffix(summary),
+        causes_suffix(causes),
+        error_id_suffix(error_id),
         request_id_suffix(request_id)
     )]
-    NotFound { op: Operation, code: String, summary: String, request_id: Option<String> },
+    NotFound {
+        op: Operation,
+        code: String,
+        summary: String,
+        causes: Vec<String>,
+        error_id: Option<String>,
+        request_id: Option<String>,
+    },
+
+    /// The OAuth token endpoint refused to issue an access token (`invalid_client`,
+    /// `invalid_scope`, ...). The hint says what to check in the service app.
+    #[error(
+        "get access token: okta's token endpoint answered http {status} {error}{}: {}",
+        summary_suffix(description),
+        oauth_hint(error)
+    )]
+    OAuth {
+        status: u16,
+        /// The OAuth `error` code, e.g. `invalid_client`.
+        error: String,
+        /// `error_description`.
+        description: String,
+    },
 
     /// HTTP 429 after the client used up its retries.
     #[error(
@@ -67,10 +107,11 @@ pub enum OktaError {
 
     /// Any other non-2xx answer, with Okta's error body (FACTS §9).
     #[error(
-        "{op}: okta answered http {status}{}{}{}{}",
+        "{op}: okta answered http {status}{}{}{}{}{}",
         code_suffix(code),
         summary_suffix(summary),
         causes_suffix(causes),
+        error_id_suffix(error_id),
         request_id_suffix(request_id)
     )]
     Api {
@@ -79,6 +120,8 @@ pub enum OktaError {
         code: String,
         summary: String,
         causes: Vec<String>,
+        /// Okta's `errorId`, unique per error, for Okta support.
+        error_id: Option<String>,
         request_id: Option<String>,
     },
 
@@ -86,10 +129,16 @@ pub enum OktaError {
     #[error("{op}: no answer from okta within {}", humantime::format_duration(*timeout))]
     Timeout { op: Operation, timeout: Duration },
 
-    /// Connection refused, DNS, TLS, reset... The message comes from the HTTP stack, which
-    /// never sees the token outside the header.
+    /// The connection broke after the request may have been sent (reset, closed before the
+    /// answer, truncated body...). Okta may or may not have applied it. The message comes
+    /// from the HTTP stack, which never sees the token outside the header.
     #[error("{op}: could not talk to okta: {message}")]
     Transport { op: Operation, message: String },
+
+    /// No connection could be made (refused, DNS, TLS handshake): the request never reached
+    /// Okta, so it was certainly not applied.
+    #[error("{op}: could not connect to okta: {message}")]
+    Connect { op: Operation, message: String },
 
     /// A 2xx answer whose body is not what the API documents.
     #[error(
@@ -117,7 +166,11 @@ impl OktaError {
             Self::NotFound { .. } => Some(404),
             Self::RateLimited { .. } => Some(429),
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
-            Self::Timeout { .. } | Self::Transport { .. } | Self::Other(_) => None,
+            Self::OAuth { status, .. } => Some(*status),
+            Self::Timeout { .. }
+            | Self::Transport { .. }
+            | Self::Connect { .. }
+            | Self::Other(_) => None,
         }
     }
 
@@ -139,9 +192,35 @@ impl OktaError {
     /// applied. The client only repeats calls it knows are safe (429s, and reads).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::RateLimited { .. }
+            | Self::Timeout { .. }
+            | Self::Transport { .. }
+            | Self::Connect { .. } => true,
             Self::Api { status, .. } => *status >= 500 || self.is_session_spacing(),
             _ => false,
+        }
+    }
+
+    /// Whether Okta may have applied the request although we got no success answer: a
+    /// timeout, a connection that broke after sending, or a 5xx (a server error says nothing
+    /// about whether the work was done). A bulk load that failed this way must never be sent
+    /// again into the same session (FACTS §5: a user twice in a session corrupts data).
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Okta's `errorId` of the failing answer, when it sent one.
+    pub fn error_id(&self) -> Option<&str> {
+        match self {
+            Self::Unauthorized { error_id, .. }
+            | Self::Forbidden { error_id, .. }
+            | Self::NotFound { error_id, .. }
+            | Self::Api { error_id, .. } => error_id.as_deref(),
+            _ => None,
         }
     }
 
@@ -198,6 +277,40 @@ fn request_id_suffix(request_id: &Option<String>) -> String {
     }
 }
 
+fn error_id_suffix(error_id: &Option<String>) -> String {
+    match error_id {
+        Some(id) if !id.is_empty() => format!(" [okta error id {id}]"),
+        _ => String::new(),
+    }
+}
+
+fn forbidden_hint(summary: &str) -> &'static str {
+    if summary.contains("insufficient_scope") {
+        "the access token lacks a scope: grant okta.identitySources.manage and \
+         okta.identitySources.read to the service app and request both"
+    } else {
+        "the token's admin role or scopes do not cover this identity source"
+    }
+}
+
+fn oauth_hint(error: &str) -> &'static str {
+    match error {
+        "invalid_client" => {
+            "okta did not accept the client assertion: check the client id, that the service \
+             app uses public key / private key authentication with this key's public half \
+             (and kid, if set), and that the machine clock is right"
+        }
+        "invalid_scope" => {
+            "a requested scope is not granted: grant okta.identitySources.manage and \
+             okta.identitySources.read to the service app (okta api scopes tab)"
+        }
+        "unauthorized_client" => {
+            "the app may not use the client credentials grant: it must be an api services app"
+        }
+        _ => "see the okta system log for this client id",
+    }
+}
+
 fn reset_suffix(reset_at: &Option<DateTime<Utc>>) -> String {
     match reset_at {
         Some(at) => format!(", the limit resets at {}", at.to_rfc3339()),
@@ -216,6 +329,7 @@ mod tests {
             code: code.into(),
             summary: summary.into(),
             causes: causes.iter().map(|c| c.to_string()).collect(),
+            error_id: Some("oae1".into()),
             request_id: Some("req1".into()),
         }
     }

@@ -2,17 +2,27 @@
 //!
 //! - [`model`]: wire types, as Okta sends and expects them (see `shared/okta/FACTS.md` §3).
 //! - [`batch`]: packing users into requests and sessions within Okta's limits (FACTS §6).
-//! - [`client`]: one typed method per endpoint, with the SSWS header, `Content-Length: 0` on
-//!   body-less POSTs and 429 handling.
+//! - [`auth`]: SSWS API tokens, or OAuth 2.0 client credentials with `private_key_jwt`
+//!   (FACTS §1), with a cached, renewed access token.
+//! - [`rate_limit`]: the rate budget: a governor ceiling and pacing on `X-Rate-Limit-*`.
+//! - [`client`]: one typed method per endpoint, through one policy stack (credentials →
+//!   concurrency cap → rate budget → per-attempt timeout → retry that never duplicates).
 //! - [`session`]: the session lifecycle: clean up stale sessions, respect the 5-minute rule,
 //!   upload, trigger (or cancel a session that stayed `CREATED`), follow to `COMPLETED`/`ERROR`.
 //! - [`error`]: typed errors with `is_retryable()` and `retry_after()`.
 
+// `OktaError` carries Okta's whole error (code, summary, causes, errorId, request id) so the
+// report can show it; it is only built on the failure path, where its size costs nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod error;
 pub mod model;
+pub mod rate_limit;
 pub mod session;
 
+pub use auth::{Credentials, OAuthConfig};
 pub use client::OktaClient;
 pub use error::OktaError;

@@ -17,7 +17,9 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::batch::{SessionKind, SessionPlan};
@@ -36,6 +38,9 @@ pub struct SessionOptions {
     pub poll_max: Duration,
     /// Give up following one session after this long.
     pub session_timeout: Duration,
+    /// How many times a session is cancelled and replayed in a fresh one after an ambiguous
+    /// failure (a bulk load that timed out, lost its connection or got a 5xx).
+    pub max_replays: u32,
 }
 
 impl Default for SessionOptions {
@@ -45,6 +50,7 @@ impl Default for SessionOptions {
             poll_initial: Duration::from_secs(2),
             poll_max: Duration::from_secs(30),
             session_timeout: Duration::from_secs(3 * 3600),
+            max_replays: 2,
         }
     }
 }
@@ -90,6 +96,17 @@ pub struct SessionOutcome {
     /// The session was cancelled instead of triggered because Okta kept it `CREATED` after
     /// the uploads: nothing in it to import. Not an error.
     pub cancelled_untriggerable: bool,
+    /// How many times the session's records were replayed in a fresh session after an
+    /// ambiguous failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
+    /// The sessions cancelled before each replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replayed_session_ids: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Drives import sessions for one identity source.
@@ -100,11 +117,14 @@ pub struct Importer {
     /// When this importer last created or triggered a session: the 5-minute rule counts from
     /// there (FACTS §4b).
     last_activity: Option<Instant>,
+    /// The client's shutdown signal: uploads stop and the open session is cancelled.
+    cancel: CancellationToken,
 }
 
 impl Importer {
     pub fn new(client: OktaClient, source_id: impl Into<String>, options: SessionOptions) -> Self {
-        Self { client, source_id: source_id.into(), options, last_activity: None }
+        let cancel = client.cancellation().clone();
+        Self { client, source_id: source_id.into(), options, last_activity: None, cancel }
     }
 
     /// When this importer last created or triggered a session, if it did.
@@ -213,6 +233,8 @@ impl Importer {
             duration_ms: 0,
             cancelled_untriggerable: false,
             note: None,
+            replays: 0,
+            replayed_session_ids: Vec::new(),
         };
         if plan.requests.is_empty() {
             // A session without loads would stay CREATED and cost a 5-minute slot for nothing.
@@ -243,12 +265,52 @@ impl Importer {
     }
 
     async fn run_inner(&mut self, plan: &SessionPlan, outcome: &mut SessionOutcome) {
+        let mut replays = 0;
+        loop {
+            match self.attempt(plan, outcome).await {
+                Attempt::Done => return,
+                Attempt::Replay(reason) => {
+                    if self.cancel.is_cancelled() {
+                        outcome.error = Some(format!("{reason}; not replayed: shutdown requested"));
+                        return;
+                    }
+                    if replays >= self.options.max_replays {
+                        outcome.error = Some(format!(
+                            "{reason}; gave up after replaying the session {replays} time(s)"
+                        ));
+                        return;
+                    }
+                    replays += 1;
+                    outcome.replays = replays;
+                    if let Some(id) = outcome.id.take() {
+                        outcome.replayed_session_ids.push(id);
+                    }
+                    outcome.requests = 0;
+                    outcome.profiles = 0;
+                    tracing::warn!(reason = %reason, replay = replays, "replaying the session's records in a fresh okta session");
+                }
+            }
+        }
+    }
+
+    /// One try at a planned session: create, upload, trigger, follow.
+    async fn attempt(&mut self, plan: &SessionPlan, outcome: &mut SessionOutcome) -> Attempt {
         // 1. Create, respecting the 5-minute rule.
         let session = match self.create_spaced(outcome).await {
             Ok(session) => session,
-            Err(err) => {
+            Err(CreateError::Cancelled) => {
+                outcome.error = Some("shutdown requested before the session was created".into());
+                return Attempt::Done;
+            }
+            Err(CreateError::Okta(err)) if err.is_ambiguous() => {
+                // The create may have happened: an open session of ours would block the next
+                // one. Cancel whatever is open, then try again in a fresh session.
+                self.cancel_open_sessions().await;
+                return Attempt::Replay(format!("creating the session failed ambiguously: {err}"));
+            }
+            Err(CreateError::Okta(err)) => {
                 outcome.error = Some(err.to_string());
-                return;
+                return Attempt::Done;
             }
         };
         let id = session.id;
@@ -257,31 +319,83 @@ impl Importer {
         outcome.id = Some(id.clone());
         outcome.final_status = Some(session.status);
 
-        // 2. Upload in the packer's order.
-        for (index, request) in plan.requests.iter().enumerate() {
-            let loaded =
-                self.client.bulk_load(&self.source_id, &id, request.kind, &request.body).await;
-            match loaded {
-                Ok(()) => {
-                    outcome.requests += 1;
-                    outcome.profiles += request.external_ids.len();
-                    tracing::debug!(
-                        request = index + 1,
-                        of = plan.requests.len(),
-                        profiles = request.external_ids.len(),
-                        "okta accepted a bulk load"
-                    );
-                }
-                Err(err) => {
-                    let error = format!(
-                        "bulk load {} of {} failed, session {id} cancelled: {err}",
-                        index + 1,
-                        plan.requests.len()
-                    );
-                    self.abort(&id, error, outcome).await;
-                    return;
+        // 2. Upload. Requests of one kind go concurrently (up to the client's concurrency cap,
+        //    inside its rate budget); kinds keep the packer's order (users before groups before
+        //    memberships, upserts before deletes), since Okta applies loads in arrival order.
+        let total = plan.requests.len();
+        let concurrency = self.client.options().max_concurrent_requests.max(1);
+        let mut start = 0;
+        while start < total {
+            let kind = plan.requests[start].kind;
+            let end = plan.requests[start..]
+                .iter()
+                .position(|r| r.kind != kind)
+                .map_or(total, |n| start + n);
+            let client = &self.client;
+            let source_id = self.source_id.as_str();
+            let session_id = id.as_str();
+            let first = start;
+            let mut uploads = futures::stream::iter(plan.requests[start..end].iter().enumerate())
+                .map(move |(offset, request)| async move {
+                    let result =
+                        client.bulk_load(source_id, session_id, request.kind, &request.body).await;
+                    (first + offset, request, result)
+                })
+                .buffer_unordered(concurrency);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => None,
+                    next = uploads.next() => Some(next),
+                };
+                match next {
+                    // Shutdown mid-upload: drop the in-flight loads and cancel the session, so
+                    // no stale open session blocks the next run.
+                    None => {
+                        drop(uploads);
+                        let error = format!(
+                            "shutdown requested during the upload ({} of {total} requests sent), session {id} cancelled",
+                            outcome.requests
+                        );
+                        self.abort(&id, error, outcome).await;
+                        return Attempt::Done;
+                    }
+                    Some(None) => break,
+                    Some(Some((_, request, Ok(())))) => {
+                        outcome.requests += 1;
+                        outcome.profiles += request.external_ids.len();
+                        tracing::debug!(
+                            done = outcome.requests,
+                            of = total,
+                            profiles = request.external_ids.len(),
+                            "okta accepted a bulk load"
+                        );
+                    }
+                    Some(Some((index, _, Err(err)))) => {
+                        drop(uploads);
+                        let error = format!(
+                            "bulk load {} of {total} failed, session {id} cancelled: {err}",
+                            index + 1
+                        );
+                        self.abort(&id, error.clone(), outcome).await;
+                        // Why replay instead of retrying the request: after a timeout, a reset
+                        // connection or a 5xx we cannot know whether Okta took the load. Sending
+                        // it again into this session could put the same externalIds in it
+                        // twice, which Okta warns corrupts data (FACTS §5). A cancelled session
+                        // is discarded whole, so its records go again, all of them, once, into
+                        // a fresh session (after the 5-minute spacing). Failures that were
+                        // certainly not applied (429, refused connection) never get here: the
+                        // client retried them in place.
+                        if err.is_ambiguous() && outcome.final_status == Some(SessionStatus::Closed)
+                        {
+                            outcome.error = None;
+                            return Attempt::Replay(error);
+                        }
+                        return Attempt::Done;
+                    }
                 }
             }
+            start = end;
         }
 
         // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it.
@@ -290,7 +404,7 @@ impl Importer {
             Err(err) => {
                 let error = format!("could not read session {id} after the uploads: {err}");
                 self.abort(&id, error, outcome).await;
-                return;
+                return Attempt::Done;
             }
         };
         outcome.final_status = Some(status);
@@ -312,26 +426,40 @@ impl Importer {
                     ));
                 }
             }
-            return;
+            return Attempt::Done;
+        }
+        if self.cancel.is_cancelled() {
+            let error = format!("shutdown requested before triggering, session {id} cancelled");
+            self.abort(&id, error, outcome).await;
+            return Attempt::Done;
         }
 
         // 4. Trigger and follow.
-        match self.client.start_import(&self.source_id, &id).await {
-            Ok(session) => {
+        match self.trigger(&id).await {
+            Ok(status) => {
                 // Triggering restarts Okta's 5-minute clock as well.
                 self.last_activity = Some(Instant::now());
-                outcome.final_status = Some(session.status);
-                tracing::info!(session_id = %id, status = %session.status, "triggered okta import");
+                outcome.final_status = Some(status);
+                tracing::info!(session_id = %id, status = %status, "triggered okta import");
             }
             Err(err) => {
-                // It may or may not have been triggered (e.g. a timeout); the cancel tells: it
-                // answers 400 on a triggered session, and `abort` then reads the real status.
+                // Not triggered (the trigger's own check said so): cancel.
                 let error = format!("start import of session {id} failed: {err}");
                 self.abort(&id, error, outcome).await;
-                return;
+                return Attempt::Done;
             }
         }
-        match self.follow(&id).await {
+        let followed = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => {
+                outcome.error = Some(format!(
+                    "shutdown requested while following session {id}; it is triggered, okta finishes it on its own"
+                ));
+                return Attempt::Done;
+            }
+            followed = self.follow(&id) => followed,
+        };
+        match followed {
             Ok(status) => {
                 outcome.final_status = Some(status);
                 match status {
@@ -339,7 +467,8 @@ impl Importer {
                     SessionStatus::Error => {
                         outcome.error = Some(format!(
                             "okta reported ERROR for session {id}: processing the import failed; \
-                             see import monitoring in the okta admin console"
+                             see import monitoring in the okta admin console. The next run sends \
+                             these records again"
                         ));
                     }
                     other => {
@@ -359,6 +488,49 @@ impl Importer {
                 outcome.error = Some(format!("could not follow session {id}: {err}"));
             }
         }
+        Attempt::Done
+    }
+
+    /// `start-import`. After an ambiguous failure the session's status tells whether it went
+    /// through: `TRIGGERED` (or later) is success; still `IN_PROGRESS` means it was not
+    /// applied, so one more trigger is safe (a trigger carries no records to duplicate).
+    async fn trigger(&self, id: &str) -> Result<SessionStatus, OktaError> {
+        match self.client.start_import(&self.source_id, id).await {
+            Ok(session) => Ok(session.status),
+            Err(err) if err.is_ambiguous() => {
+                let now = self.client.get_session(&self.source_id, id).await.map_err(|_| err)?;
+                match now.status {
+                    SessionStatus::InProgress => {
+                        tracing::info!(session_id = %id, "start import failed before okta applied it, triggering again");
+                        Ok(self.client.start_import(&self.source_id, id).await?.status)
+                    }
+                    status => Ok(status),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Cancel every open session of the identity source (after an ambiguous create: it may
+    /// have created one we never heard of). Failures are logged: the next create tells.
+    async fn cancel_open_sessions(&self) {
+        match self.client.list_sessions(&self.source_id).await {
+            Ok(sessions) => {
+                for s in sessions.into_iter().filter(|s| s.status.is_open()) {
+                    match self.client.cancel_session(&self.source_id, &s.id).await {
+                        Ok(()) => {
+                            tracing::info!(session_id = %s.id, "cancelled a session left by an ambiguous create")
+                        }
+                        Err(err) => {
+                            tracing::warn!(session_id = %s.id, error = %err, "could not cancel an open session")
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not list sessions after an ambiguous create")
+            }
+        }
     }
 
     /// Wait out the spacing since our last session, then create; on Okta's 5-minute 400 (a
@@ -366,10 +538,10 @@ impl Importer {
     async fn create_spaced(
         &mut self,
         outcome: &mut SessionOutcome,
-    ) -> Result<super::model::Session, OktaError> {
+    ) -> Result<super::model::Session, CreateError> {
         if let Some(last) = self.last_activity {
             let wait = self.options.spacing.saturating_sub(last.elapsed());
-            self.spacing_wait(wait, outcome, "since the previous session").await;
+            self.spacing_wait(wait, outcome, "since the previous session").await?;
         }
         let mut retries = 0;
         loop {
@@ -384,16 +556,21 @@ impl Importer {
                     tracing::info!(error = %err, retry = retries, "okta refused the session under its 5-minute rule");
                     // We do not know when the other session started: wait a full period.
                     self.spacing_wait(self.options.spacing, outcome, "okta refused the session")
-                        .await;
+                        .await?;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(CreateError::Okta(err)),
             }
         }
     }
 
-    async fn spacing_wait(&self, wait: Duration, outcome: &mut SessionOutcome, reason: &str) {
+    async fn spacing_wait(
+        &self,
+        wait: Duration,
+        outcome: &mut SessionOutcome,
+        reason: &str,
+    ) -> Result<(), CreateError> {
         if wait.is_zero() {
-            return;
+            return Ok(());
         }
         tracing::info!(
             wait_ms = millis(wait),
@@ -401,8 +578,13 @@ impl Importer {
             "waiting {:.1} s for okta's 5-minute session spacing",
             wait.as_secs_f64()
         );
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
+            _ = tokio::time::sleep(wait) => {}
+        }
         outcome.spacing_wait_ms += millis(wait);
+        Ok(())
     }
 
     /// After a failure past creation: cancel the session so it cannot block the next one, and
@@ -460,6 +642,19 @@ impl Importer {
             interval = interval.mul_f64(POLL_GROWTH).min(self.options.poll_max);
         }
     }
+}
+
+/// How one try at a session ended.
+enum Attempt {
+    /// Finished, successfully or not; `outcome` says which.
+    Done,
+    /// The session was cancelled after an ambiguous failure; replay its records.
+    Replay(String),
+}
+
+enum CreateError {
+    Cancelled,
+    Okta(OktaError),
 }
 
 enum FollowError {

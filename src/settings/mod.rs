@@ -13,6 +13,7 @@
 mod raw;
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::diag::{Diagnostic, Diagnostics, YamlIndex, suggest};
 use crate::mapping::Mapping;
 use crate::okta::batch::SessionMode;
 use crate::okta::client::ClientOptions;
+use crate::okta::rate_limit::RateOptions;
 use crate::okta::session::SessionOptions;
 use crate::sources::SourceConfig;
 
@@ -55,12 +57,28 @@ pub struct OktaSettings {
 pub enum Auth {
     /// An SSWS API token, from exactly one of these places.
     ApiToken(TokenSource),
+    /// An OAuth service app: client credentials with a `private_key_jwt` assertion.
+    OAuth {
+        client_id: String,
+        /// Where the PEM private key comes from.
+        private_key: TokenSource,
+        kid: Option<String>,
+        /// Empty: the default scopes.
+        scopes: Vec<String>,
+    },
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Auth::ApiToken(src) => f.debug_tuple("ApiToken").field(src).finish(),
+            Auth::OAuth { client_id, private_key, kid, scopes } => f
+                .debug_struct("OAuth")
+                .field("client_id", client_id)
+                .field("private_key", private_key)
+                .field("kid", kid)
+                .field("scopes", scopes)
+                .finish(),
         }
     }
 }
@@ -86,11 +104,11 @@ impl std::fmt::Debug for TokenSource {
 /// A secret that could not be read. Names where it was looked for, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read the api token file {path}: {source}")]
+    #[error("cannot read the secret file {path} (okta.auth): {source}")]
     File { path: PathBuf, source: std::io::Error },
-    #[error("the api token file {0} is empty")]
+    #[error("the secret file {0} (okta.auth) is empty")]
     EmptyFile(PathBuf),
-    #[error("the environment variable {0} named by okta.auth.token_env is not set or is empty")]
+    #[error("the environment variable {0} named in okta.auth is not set or is empty")]
     Env(String),
 }
 
@@ -353,6 +371,43 @@ fn validate_okta(
                 }
             }
         }
+        Some(RawAuth::Oauth {
+            client_id,
+            private_key,
+            private_key_file,
+            private_key_env,
+            kid,
+            scopes,
+        }) => {
+            if client_id.trim().is_empty() {
+                diags.push(index.diag("okta.auth.client_id", "must not be empty"));
+            }
+            let given =
+                [private_key.is_some(), private_key_file.is_some(), private_key_env.is_some()];
+            let key = match (
+                given.iter().filter(|g| **g).count(),
+                private_key,
+                private_key_file,
+                private_key_env,
+            ) {
+                (1, Some(k), _, _) => Some(TokenSource::Inline(k)),
+                (1, _, Some(f), _) => Some(TokenSource::File(index_dir(index).join(f))),
+                (1, _, _, Some(e)) => Some(TokenSource::Env(e)),
+                _ => {
+                    diags.push(index.diag(
+                        "okta.auth",
+                        "give the pem private key in exactly one of `private_key`, `private_key_file` or `private_key_env`",
+                    ));
+                    None
+                }
+            };
+            key.map(|private_key| Auth::OAuth {
+                client_id: client_id.trim().to_string(),
+                private_key,
+                kid,
+                scopes: scopes.unwrap_or_default(),
+            })
+        }
     };
     let positive = |key: &str, v: u64, diags: &mut Vec<Diagnostic>| {
         if v == 0 {
@@ -363,6 +418,14 @@ fn validate_okta(
     positive("poll_initial_ms", raw.poll_initial_ms, diags);
     positive("poll_max_secs", raw.poll_max_secs, diags);
     positive("session_timeout_secs", raw.session_timeout_secs, diags);
+    positive("max_concurrent_requests", raw.max_concurrent_requests as u64, diags);
+    positive("max_rate_limit_wait_secs", raw.max_rate_limit_wait_secs, diags);
+    if raw.max_requests_per_minute == Some(0) {
+        diags.push(index.diag("okta.max_requests_per_minute", "must be greater than 0"));
+    }
+    if !(1..=100).contains(&raw.rate_limit_share_percent) {
+        diags.push(index.diag("okta.rate_limit_share_percent", "must be between 1 and 100"));
+    }
     if diags.len() > before {
         return None;
     }
@@ -372,13 +435,22 @@ fn validate_okta(
         client: ClientOptions {
             request_timeout: Duration::from_secs(raw.request_timeout_secs),
             max_rate_limit_retries: raw.max_rate_limit_retries,
-            ..ClientOptions::default()
+            max_rate_limit_wait: Duration::from_secs(raw.max_rate_limit_wait_secs),
+            max_retries: raw.max_retries,
+            retry_backoff: Duration::from_millis(raw.retry_backoff_ms),
+            max_concurrent_requests: raw.max_concurrent_requests,
+            rate: RateOptions {
+                requests_per_minute: raw.max_requests_per_minute.and_then(NonZeroU32::new),
+                org_share_percent: raw.rate_limit_share_percent,
+                adaptive: true,
+            },
         },
         sessions: SessionOptions {
             spacing,
             poll_initial: Duration::from_millis(raw.poll_initial_ms),
             poll_max: Duration::from_secs(raw.poll_max_secs),
             session_timeout: Duration::from_secs(raw.session_timeout_secs),
+            max_replays: raw.max_session_replays,
         },
     })
 }

@@ -50,6 +50,31 @@ pub struct RawOkta {
     /// Stop following one session (and fail the job) after this many seconds.
     #[serde(default = "default_session_timeout_secs")]
     pub session_timeout_secs: u64,
+    /// Requests to Okta in flight at once; also how many bulk loads of a session are
+    /// uploaded concurrently.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// A fixed client-side ceiling, in requests per minute. Unset: a share of the org's limit
+    /// (see `rate_limit_share_percent`).
+    #[serde(default)]
+    pub max_requests_per_minute: Option<u32>,
+    /// The share of the org's rate limit (learned from `X-Rate-Limit-Limit`) xaas may use,
+    /// in percent. Okta gives each token 50% by default.
+    #[serde(default = "default_rate_limit_share_percent")]
+    pub rate_limit_share_percent: u8,
+    /// Retries of a call that is safe to repeat (reads; writes that never reached Okta).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff of those retries, in milliseconds (doubled each time, with jitter).
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// The longest single wait for a rate-limit reset after a 429, in seconds.
+    #[serde(default = "default_max_rate_limit_wait_secs")]
+    pub max_rate_limit_wait_secs: u64,
+    /// How many times a session is cancelled and its records replayed in a fresh session
+    /// after an ambiguous failure (timeout, dropped connection, 5xx on a bulk load).
+    #[serde(default = "default_max_session_replays")]
+    pub max_session_replays: u32,
 }
 
 const OKTA_KEYS: &[&str] = &[
@@ -61,6 +86,13 @@ const OKTA_KEYS: &[&str] = &[
     "poll_initial_ms",
     "poll_max_secs",
     "session_timeout_secs",
+    "max_concurrent_requests",
+    "max_requests_per_minute",
+    "rate_limit_share_percent",
+    "max_retries",
+    "retry_backoff_ms",
+    "max_rate_limit_wait_secs",
+    "max_session_replays",
 ];
 
 impl RawOkta {
@@ -87,6 +119,24 @@ fn default_poll_max_secs() -> u64 {
 fn default_session_timeout_secs() -> u64 {
     3 * 3600
 }
+fn default_max_concurrent_requests() -> usize {
+    4
+}
+fn default_rate_limit_share_percent() -> u8 {
+    50
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_retry_backoff_ms() -> u64 {
+    500
+}
+fn default_max_rate_limit_wait_secs() -> u64 {
+    120
+}
+fn default_max_session_replays() -> u32 {
+    2
+}
 
 /// `okta.auth:`, tagged by `type`.
 #[derive(Debug, Deserialize)]
@@ -100,6 +150,22 @@ pub enum RawAuth {
         token_file: Option<PathBuf>,
         /// The name of an environment variable holding the token.
         token_env: Option<String>,
+    },
+    /// OAuth 2.0 client credentials with `private_key_jwt` (an Okta API Services app). Give
+    /// the private key (PEM, RSA or EC P-256) in exactly one of the three places.
+    Oauth {
+        /// The service app's client id.
+        client_id: String,
+        /// The PEM key itself (prefer `private_key_file` or `private_key_env`).
+        private_key: Option<SecretString>,
+        /// A file holding the PEM key.
+        private_key_file: Option<PathBuf>,
+        /// The name of an environment variable holding the PEM key.
+        private_key_env: Option<String>,
+        /// The key id registered with the app (the JWT's `kid`), if it has several keys.
+        kid: Option<String>,
+        /// Scopes to request; default `okta.identitySources.manage okta.identitySources.read`.
+        scopes: Option<Vec<String>>,
     },
 }
 

@@ -20,10 +20,17 @@
 //! Introspection (no auth): `GET /__sim/state`, `POST /__sim/clock/advance {"seconds":N}`,
 //! `POST /__sim/users {"identitySourceId"?, "externalId", "profile", "active"}`,
 //! `POST /__sim/sessions {"identitySourceId"?, "status"}`, `POST /__sim/fail-next
-//! {"identitySourceId"?}`, `POST /__sim/reset`.
+//! {"identitySourceId"?}`, `POST /__sim/reset`, and `GET|POST|DELETE /__sim/faults` (see
+//! [`faults`]).
+//!
+//! Authentication: SSWS tokens from [`SimConfig::api_tokens`], or OAuth 2.0 access tokens
+//! from `POST /oauth2/v1/token` for the service apps in [`SimConfig::oauth_clients`] (see
+//! [`oauth`]).
 
 mod clock;
 mod errors;
+pub mod faults;
+pub mod oauth;
 mod routes;
 mod state;
 mod validate;
@@ -36,6 +43,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use crate::okta::model::SessionStatus;
+pub use faults::{Fault, FaultPlan, FaultRule};
+pub use oauth::SimOAuthClient;
 pub use routes::router;
 pub use state::{LoadView, Sim, SimGroup, SimSessionView, SimSnapshot, SimUser, Violation};
 
@@ -58,6 +67,14 @@ pub struct SimConfig {
     pub processing_delay: Duration,
     /// Okta's documented per-request and per-session limits.
     pub limits: SimLimits,
+    /// OAuth service apps that may get access tokens (none by default).
+    pub oauth_clients: Vec<SimOAuthClient>,
+    /// Lifetime of issued access tokens (Okta: one hour). Shorten it to test renewal.
+    pub access_token_lifetime: Duration,
+    /// Length of the fixed rate-limit window (Okta: 60 s). Shorten it in tests.
+    pub rate_limit_window: Duration,
+    /// Faults to inject from the start.
+    pub faults: FaultPlan,
 }
 
 impl Default for SimConfig {
@@ -71,6 +88,10 @@ impl Default for SimConfig {
             concurrency_limit: 75,
             processing_delay: Duration::from_millis(100),
             limits: SimLimits::default(),
+            oauth_clients: Vec::new(),
+            access_token_lifetime: oauth::DEFAULT_TOKEN_LIFETIME,
+            rate_limit_window: Duration::from_secs(60),
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -170,6 +191,16 @@ impl SimHandle {
 
     pub fn fail_next_session(&self, source_id: &str) {
         self.sim.fail_next_session(source_id);
+    }
+
+    /// Replace the fault plan (counters restart at zero).
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.sim.set_faults(plan);
+    }
+
+    /// Remove every fault.
+    pub fn clear_faults(&self) {
+        self.sim.set_faults(FaultPlan::default());
     }
 
     /// Stop serving and processing. Open keep-alive connections get 5 s to finish.

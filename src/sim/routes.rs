@@ -23,7 +23,8 @@ use serde::Deserialize;
 
 use super::clock::okta_time;
 use super::errors::{ApiError, random_id};
-use super::state::{Ctx, Sim, epoch_now};
+use super::faults::{Fault, endpoint_of};
+use super::state::{Ctx, Sim, epoch_now, reset_epoch};
 use super::validate::{LoadKind, parse_load};
 use crate::okta::model::SessionStatus;
 
@@ -65,14 +66,18 @@ pub fn router(sim: Sim) -> Router {
         .route(&format!("{P}/sessions/{{session}}/start-import"), post(start_import))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
-        .layer(from_fn_with_state(sim.clone(), api_middleware));
+        .layer(from_fn_with_state(sim.clone(), api_middleware))
+        .route("/oauth2/v1/token", post(super::oauth::token))
+        // Outermost, so an injected fault can happen before or after the real processing.
+        .layer(from_fn_with_state(sim.clone(), fault_middleware));
     let introspection = Router::new()
         .route("/__sim/state", get(sim_state))
         .route("/__sim/clock/advance", post(sim_advance))
         .route("/__sim/users", post(sim_seed_user))
         .route("/__sim/sessions", post(sim_inject_session))
         .route("/__sim/fail-next", post(sim_fail_next))
-        .route("/__sim/reset", post(sim_reset));
+        .route("/__sim/reset", post(sim_reset))
+        .route("/__sim/faults", get(sim_get_faults).post(sim_set_faults).delete(sim_clear_faults));
     api.merge(introspection).with_state(sim)
 }
 
@@ -94,10 +99,11 @@ impl Sim {
     /// Count one request in the current fixed 60-second window.
     fn take_rate_token(&self) -> Result<RateHeaders, RateHeaders> {
         let limit = self.shared.config.rate_limit_per_minute;
+        let window = self.shared.config.rate_limit_window;
         let mut w = self.shared.rate.lock().unwrap_or_else(|e| e.into_inner());
-        if w.started.elapsed() >= Duration::from_secs(60) {
+        if w.started.elapsed() >= window {
             w.started = Instant::now();
-            w.reset_epoch = epoch_now() + 60;
+            w.reset_epoch = reset_epoch(window);
             w.count = 0;
         }
         w.count = w.count.saturating_add(1);
@@ -144,9 +150,9 @@ async fn api_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
                 if !latency.is_zero() {
                     tokio::time::sleep(latency).await;
                 }
-                let response = match precheck(&sim, &req) {
-                    Ok(()) => next.run(req).await,
-                    Err(err) => sim.fail(&context, err),
+                let response = match precheck(&sim, &context, &req) {
+                    None => next.run(req).await,
+                    Some(rejected) => rejected,
                 };
                 (response, headers)
             }
@@ -169,23 +175,105 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The checks before routing: 411, then the API token.
-fn precheck(sim: &Sim, req: &Request) -> Result<(), ApiError> {
+/// The checks before routing: 411, then the credentials (SSWS token or OAuth bearer token).
+fn precheck(sim: &Sim, ctx: &Ctx, req: &Request) -> Option<Response> {
     // hyper removes nothing here: a chunked request simply has no content-length header.
     if matches!(*req.method(), Method::POST | Method::PUT)
         && !req.headers().contains_key(header::CONTENT_LENGTH)
     {
-        return Err(ApiError::length_required());
+        return Some(sim.fail(ctx, ApiError::length_required()));
     }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("SSWS "));
-    match token {
-        Some(t) if sim.shared.config.api_tokens.iter().any(|known| known == t.trim()) => Ok(()),
-        Some(_) => Err(ApiError::invalid_token("unknown SSWS token")),
-        None => Err(ApiError::invalid_token("missing or non-SSWS Authorization header")),
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(bearer) = auth.and_then(|v| v.strip_prefix("Bearer ")) {
+        let read_only = *req.method() == Method::GET;
+        return super::oauth::check_bearer(sim, ctx, bearer.trim(), read_only);
+    }
+    match auth.and_then(|v| v.strip_prefix("SSWS ")) {
+        Some(t) if sim.shared.config.api_tokens.iter().any(|known| known == t.trim()) => None,
+        Some(_) => Some(sim.fail(ctx, ApiError::invalid_token("unknown SSWS token"))),
+        None => Some(sim.fail(
+            ctx,
+            ApiError::invalid_token("missing Authorization header, or neither SSWS nor Bearer"),
+        )),
+    }
+}
+
+/// Inject the fault the plan has for this request, if any (see [`super::faults`]).
+async fn fault_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Response {
+    let endpoint = endpoint_of(req.method(), req.uri().path());
+    let fault = sim.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).next(&endpoint);
+    let Some(fault) = fault else {
+        return next.run(req).await;
+    };
+    tracing::debug!(endpoint, ?fault, "emulator injecting a fault");
+    // Processing runs in its own task: it completes even when the client hangs up, which is
+    // the point of an "applied" fault.
+    let apply = |req: Request, next: Next| {
+        let task = tokio::spawn(next.run(req));
+        async move { task.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()) }
+    };
+    let rate_headers = |mut r: Response, limit: u32, reset: u64| {
+        let h = r.headers_mut();
+        h.insert("x-okta-request-id", header_value(random_id("", 27)));
+        h.insert("x-rate-limit-limit", header_value(limit.to_string()));
+        h.insert("x-rate-limit-remaining", header_value("0".into()));
+        h.insert("x-rate-limit-reset", header_value(reset.to_string()));
+        h.insert(
+            header::DATE,
+            header_value(chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+        );
+        r
+    };
+    match fault {
+        Fault::RateLimit { reset_secs } => {
+            sim.count_rate_limited();
+            let limit = sim.shared.config.rate_limit_per_minute;
+            rate_headers(ApiError::rate_limited().into_response(), limit, epoch_now() + reset_secs)
+        }
+        Fault::ConcurrencyLimit => {
+            sim.count_rate_limited();
+            rate_headers(ApiError::rate_limited().into_response(), 0, epoch_now() + 1)
+        }
+        Fault::ServerError { status, applied } => {
+            if applied {
+                let _ = apply(req, next).await;
+            }
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut err = ApiError::validation("injected_fault", "server", "injected server error");
+            err.status = status;
+            err.code = "E0000009";
+            err.summary = "Internal Server Error".into();
+            err.causes.clear();
+            err.violations.clear();
+            err.into_response()
+        }
+        Fault::Delay { ms, applied } => {
+            let wait = Duration::from_millis(ms);
+            if applied {
+                let response = apply(req, next).await;
+                tokio::time::sleep(wait).await;
+                response
+            } else {
+                tokio::time::sleep(wait).await;
+                next.run(req).await
+            }
+        }
+        Fault::Drop { applied } => {
+            if applied {
+                let _ = apply(req, next).await;
+            }
+            // A body that fails at once: hyper aborts the connection, and the client sees it
+            // closed before a complete answer.
+            let failing = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other(
+                    "connection dropped by fault injection",
+                ))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from_stream(failing))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
     }
 }
 
@@ -427,6 +515,29 @@ struct FailNext {
 async fn sim_fail_next(State(sim): State<Sim>, Json(body): Json<FailNext>) -> Response {
     let source = source_or_default(&sim, body.identity_source_id);
     sim.fail_next_session(&source);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_get_faults(State(sim): State<Sim>) -> Response {
+    let st = sim.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+    Json(serde_json::json!({
+        "plan": st.plan,
+        "counts": st.counts,
+        "injected": st.injected,
+    }))
+    .into_response()
+}
+
+async fn sim_set_faults(
+    State(sim): State<Sim>,
+    Json(plan): Json<super::faults::FaultPlan>,
+) -> Response {
+    sim.set_faults(plan);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_clear_faults(State(sim): State<Sim>) -> Response {
+    sim.set_faults(super::faults::FaultPlan::default());
     StatusCode::NO_CONTENT.into_response()
 }
 

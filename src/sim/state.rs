@@ -35,6 +35,12 @@ pub struct SimSnapshot {
     /// defaulted when absent).
     #[serde(default)]
     pub groups: Vec<SimGroup>,
+    /// Faults injected so far (see [`super::faults`]).
+    #[serde(default)]
+    pub faults_injected: u64,
+    /// Access tokens issued by `POST /oauth2/v1/token`.
+    #[serde(default)]
+    pub tokens_issued: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -117,6 +123,8 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     pub rate: Mutex<RateWindow>,
     pub in_flight: AtomicU32,
+    pub oauth: Mutex<super::oauth::OAuthState>,
+    pub faults: Mutex<super::faults::FaultState>,
 }
 
 /// Fixed 60-second real-time rate-limit window (FACTS §7).
@@ -222,17 +230,19 @@ impl Sim {
         let wake = Arc::new(Notify::new());
         let clock = SimClock::new(config.clock_scale);
         let shared = Arc::new(Shared {
-            config,
             clock,
             state: Mutex::new(State::default()),
             wake: wake.clone(),
             shutdown,
             rate: Mutex::new(RateWindow {
                 started: Instant::now(),
-                reset_epoch: epoch_now() + 60,
+                reset_epoch: reset_epoch(config.rate_limit_window),
                 count: 0,
             }),
             in_flight: AtomicU32::new(0),
+            oauth: Mutex::new(super::oauth::OAuthState::default()),
+            faults: Mutex::new(super::faults::FaultState::new(config.faults.clone())),
+            config,
         });
         tokio::spawn(run_worker(Arc::downgrade(&shared), wake, shutdown_rx));
         Self { shared }
@@ -259,7 +269,16 @@ impl Sim {
 
     // ----- introspection --------------------------------------------------------------------
 
+    /// Replace the fault plan; its counters start again at zero.
+    pub fn set_faults(&self, plan: super::faults::FaultPlan) {
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) =
+            super::faults::FaultState::new(plan);
+    }
+
     pub fn snapshot(&self) -> SimSnapshot {
+        let faults_injected = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).injected;
+        let tokens_issued =
+            self.shared.oauth.lock().unwrap_or_else(|e| e.into_inner()).issued_total;
         let now = self.now();
         let expiry = self.shared.config.limits.session_expiry;
         let mut st = self.state();
@@ -306,6 +325,8 @@ impl Sim {
                     members: g.members.iter().cloned().collect(),
                 })
                 .collect(),
+            faults_injected,
+            tokens_issued,
         }
     }
 
@@ -846,6 +867,13 @@ async fn run_worker(weak: Weak<Shared>, wake: Arc<Notify>, mut shutdown: watch::
             }
         }
     }
+}
+
+/// The epoch second at which a window starting now ends, rounded *up*: a client waiting
+/// until the advertised reset must never come back before the window really restarts.
+pub(crate) fn reset_epoch(window: Duration) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (now + window).as_secs_f64().ceil() as u64
 }
 
 pub(crate) fn epoch_now() -> u64 {

@@ -295,8 +295,13 @@ async fn push(
         };
         let plan = &plan;
         let (up, del) = plan.counts();
+        if !failed && client.cancellation().is_cancelled() {
+            failed = true;
+            report.outcome = JobOutcome::Failed;
+            report.error = Some("shutdown requested: the remaining sessions were not sent".into());
+        }
         if failed {
-            // After a failure we stop: sending deactivations while the run is unhealthy is the
+            // After a failure (or a shutdown) we stop: sending deactivations while the run is unhealthy is the
             // wrong way to fail. The next run sends them again.
             report.counts.not_imported += (up + del) as u64;
             continue;
