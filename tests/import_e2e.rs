@@ -251,12 +251,15 @@ async fn combined_sessions_carry_upserts_and_deactivations_together() {
     let csv = dir.path().join("users.csv");
     write_csv(&csv, &people);
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "    sessions: combined\n");
-    let out = xaas_async(vec!["run".into(), "--config".into(), config.display().to_string()], TOKEN).await;
+    let out =
+        xaas_async(vec!["run".into(), "--config".into(), config.display().to_string()], TOKEN)
+            .await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = sim.snapshot();
     assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
     assert_eq!(snap.sessions.len(), 1, "one combined session");
-    let kinds: std::collections::BTreeSet<&str> = snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), vec!["delete", "upsert"]);
     assert_eq!(snap.users.iter().filter(|u| u.status == "DEACTIVATED").count(), 100);
     assert_eq!(snap.users.iter().filter(|u| u.status == "ACTIVE").count(), 400);

@@ -14,7 +14,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::mapping::{MappedUser, Rejection};
+use crate::mapping::{Mapped, MappedUser, NotYet, Rejection};
 use crate::okta::OktaClient;
 use crate::okta::batch::{self, Limits, Packed};
 use crate::okta::session::Importer;
@@ -28,6 +28,8 @@ pub struct Pulled {
     pub users: Vec<MappedUser>,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,
+    /// Joiners whose pre-hire window has not opened: not sent this run.
+    pub not_yet: Vec<NotYet>,
     /// Items read from the source, including rejected ones.
     pub read: u64,
 }
@@ -39,11 +41,17 @@ pub async fn pull_and_map(settings: &Settings, job: &Job) -> Result<Pulled, Stri
     let mut out = Pulled::default();
     let mut position: HashMap<String, usize> = HashMap::new();
     let mut dup_index: HashMap<String, usize> = HashMap::new();
+    // One instant for the whole pull, so every record is dated against the same day.
+    let now = chrono::Utc::now();
     while let Some(item) = stream.next().await {
         let item = item.map_err(|e| e.to_string())?;
         out.read += 1;
-        let user = match item.and_then(|record| job.mapping.apply(&record)) {
-            Ok(u) => u,
+        let user = match item.and_then(|record| job.mapping.apply_at(&record, now)) {
+            Ok(Mapped::User(u)) => u,
+            Ok(Mapped::NotYet(n)) => {
+                out.not_yet.push(n);
+                continue;
+            }
             Err(rejection) => {
                 out.rejected.push(rejection);
                 continue;
@@ -148,6 +156,12 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
     c.read = pulled.read;
     c.rejected = pulled.rejected.len() as u64;
     c.deduplicated = pulled.deduplicated.iter().map(|d| d.dropped.len() as u64).sum();
+    c.not_yet_started = pulled.not_yet.len() as u64;
+    for s in &packed.sessions {
+        let (groups, memberships) = s.group_counts();
+        c.groups += groups as u64;
+        c.memberships += memberships as u64;
+    }
     for u in pulled.users.iter().filter(|u| !oversized.contains(u.external_id.as_str())) {
         if u.active {
             c.to_upsert += 1;
