@@ -434,6 +434,11 @@ impl Ctx<'_> {
             self.references.push((at, text.to_string()));
             return Some(Producer::Field(text.to_string()));
         }
+        self.template(text, path, at)
+    }
+
+    /// Compile the template `text`, registered as `path`; diagnostics go to key `at`.
+    fn template(&mut self, text: &str, path: &str, at: String) -> Option<Producer> {
         if let Err(e) = self.env.add_template_owned(path.to_string(), text.to_string()) {
             self.diags
                 .push(self.index.diag(at, format!("invalid template: {}", template_error(&e))));
@@ -588,8 +593,11 @@ impl Ctx<'_> {
         let path = format!("groups[{i}]");
         let before = self.diags.len();
         let value = |ctx: &mut Self, key: &str, text: &Option<String>| {
-            text.as_ref()
-                .and_then(|t| ctx.producer(&ValueSpec::Short(t.clone()), &format!("{path}.{key}")))
+            // Always a template: `name: Managers` is the constant "Managers".
+            text.as_ref().and_then(|t| {
+                let at = format!("{path}.{key}");
+                ctx.template(t, &at, at.clone())
+            })
         };
         let external_id = value(self, "external_id", &g.external_id);
         let name = value(self, "name", &g.name);

@@ -88,14 +88,15 @@ pub struct MappingSpec {
     pub v2_keys: Vec<String>,
 }
 
-/// One `groups` rule: a record yields at most one group per rule.
+/// One `groups` rule: a record yields at most one group per rule. The values are templates;
+/// text without `{{` is a constant (group names are more often fixed than copied).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupSpec {
-    /// A field name or template for the group's externalId (required).
+    /// A template for the group's externalId (required).
     pub external_id: Option<String>,
-    /// A field name or template for the group's displayName (required).
+    /// A template for the group's displayName (required).
     pub name: Option<String>,
-    /// A field name or template for the description (optional).
+    /// A template for the description (optional).
     pub description: Option<String>,
     /// An expression; the rule applies only when it is true.
     pub when: Option<String>,
@@ -584,7 +585,9 @@ fn status_spec(v: &Value, index: &YamlIndex, diags: &mut Vec<Diagnostic>) -> Opt
     };
     s.active_values = lists[0].take();
     s.inactive_values = lists[1].take();
-    (diags.len() == before).then_some(s)
+    // Returned even with errors: compile then checks the expressions and the time zone too,
+    // so one run shows every problem of the block.
+    Some(s)
 }
 
 /// A list of scalars, each turned into its text (`1` and `"1"` mean the same here: YAML

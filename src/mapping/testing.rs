@@ -135,3 +135,21 @@ fn compare(
         }
     }
 }
+
+/// What the mapping gives for each case's input (as of the case's `now`, else `default_now`),
+/// named like [`run`] names them: for previews and snapshot tests of a mapping's behaviour.
+pub fn outputs(
+    m: &Mapping,
+    default_now: DateTime<Utc>,
+) -> Vec<(String, Result<Mapped, super::Rejection>)> {
+    m.tests
+        .iter()
+        .enumerate()
+        .map(|(i, (case, _))| {
+            let name = case.name.clone().unwrap_or_else(|| format!("tests[{i}]"));
+            let now = case.now.as_deref().and_then(super::dates::parse_now).unwrap_or(default_now);
+            let record = Record { origin: Origin::Index(i as u64), fields: case.input.clone() };
+            (name, m.apply_at(&record, now))
+        })
+        .collect()
+}
