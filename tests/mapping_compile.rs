@@ -189,9 +189,18 @@ fn status_lists_are_checked() {
         "version: 1\nexternal_id: id\nstatus:\n  field: s\n  active_values: [yes, \" \"]\n  \
          inactive_values: [YES, [x]]\nattributes: { a: b }\n",
     );
+    // A shape error no longer hides the rest of the block: the lists are checked too.
     assert_eq!(
         summary(&d),
-        [(Some(6), "status.inactive_values[1]", "expected a string, found a list")]
+        [
+            (
+                Some(5),
+                "status.active_values[1]",
+                "an empty value; use `when_missing` for absent or empty status fields"
+            ),
+            (Some(6), "status.inactive_values[0]", "`yes` is both an active and an inactive value"),
+            (Some(6), "status.inactive_values[1]", "expected a string, found a list"),
+        ]
     );
     let d = errors(
         "version: 1\nexternal_id: id\nstatus:\n  field: s\n  active_values: [yes, \" \"]\n  \

@@ -63,6 +63,9 @@ pub struct Mapping {
     pub(super) groups: Vec<GroupRule>,
     /// Every source field the mapping reads, for cross-checks against a source's columns.
     source_fields: BTreeSet<String>,
+    /// The fields templates and expressions read: only these go into a record's template
+    /// context, which is most of the cost of mapping a record (see BENCHMARKS.md).
+    pub(super) template_fields: Vec<String>,
     /// The file's own test cases, with the line each starts on.
     pub(super) tests: Vec<(TestSpec, Option<usize>)>,
     /// The file the mapping was read from.
@@ -291,6 +294,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         diags,
         source_fields: &mut source_fields,
         references: Vec::new(),
+        template_fields: BTreeSet::new(),
     };
     let external_id = match &spec.external_id {
         Some(vs) => {
@@ -376,6 +380,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
             ));
         }
     }
+    let template_fields = std::mem::take(&mut ctx.template_fields).into_iter().collect();
     let tests = spec
         .tests
         .into_iter()
@@ -390,6 +395,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         attributes,
         groups,
         source_fields,
+        template_fields,
         tests,
         file: index.file().to_path_buf(),
         version,
@@ -404,6 +410,8 @@ struct Ctx<'a> {
     source_fields: &'a mut BTreeSet<String>,
     /// (key path, field) for every field read, to check against `source_fields`.
     references: Vec<(String, String)>,
+    /// Fields read by templates and expressions.
+    template_fields: BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -457,6 +465,7 @@ impl Ctx<'_> {
         vars.sort();
         for v in vars {
             self.source_fields.insert(v.clone());
+            self.template_fields.insert(v.clone());
             self.references.push((at.to_string(), v));
         }
     }

@@ -394,8 +394,8 @@ impl Context<'_> {
                     .env
                     .get_template(name)
                     .map_err(|e| format!("template `{name}` is not compiled: {e}"))?;
-                let record = self.record;
-                let ctx = self.value.get_or_insert_with(|| context(record));
+                let (record, fields) = (self.record, &self.mapping.template_fields);
+                let ctx = self.value.get_or_insert_with(|| context(record, fields));
                 let out =
                     template.render(ctx.clone()).map_err(|e| format!("template failed: {e}"))?;
                 Ok(non_empty(&out))
@@ -410,8 +410,8 @@ impl Context<'_> {
             .env
             .get_template(name)
             .map_err(|e| format!("expression `{name}` is not compiled: {e}"))?;
-        let record = self.record;
-        let ctx = self.value.get_or_insert_with(|| context(record));
+        let (record, fields) = (self.record, &self.mapping.template_fields);
+        let ctx = self.value.get_or_insert_with(|| context(record, fields));
         let captured = template
             .render_captured(ctx.clone())
             .map_err(|e| format!("`{name}` failed: {}", short_error(&e)))?;
@@ -462,14 +462,16 @@ fn non_empty(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
-/// The template context of a record: its fields, with nulls left undefined so they render
-/// empty like absent fields.
-fn context(record: &Record) -> JinjaValue {
-    let map: BTreeMap<String, JinjaValue> = record
-        .fields
+/// The template context of a record: the fields templates read (`fields`, known at compile
+/// time), with nulls left undefined so they render empty like absent fields. Converting only
+/// these, not the whole record, is what keeps mapping fast on wide records.
+fn context(record: &Record, fields: &[String]) -> JinjaValue {
+    let map: BTreeMap<String, JinjaValue> = fields
         .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.clone(), to_jinja(v)))
+        .filter_map(|k| match record.fields.get(k) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some((k.clone(), to_jinja(v))),
+        })
         .collect();
     JinjaValue::from(map)
 }
