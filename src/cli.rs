@@ -1,4 +1,4 @@
-//! The command line: `run`, `plan`, `validate`, `check`, `demo` and `sim`.
+//! The command line: `run`, `plan`, `validate`, `check`, `mapping test|preview`, `demo` and `sim`.
 //!
 //! Every command is a function returning the process exit code, so tests can call them
 //! without spawning the binary. See the README for the exit-code table.
@@ -86,6 +86,11 @@ pub enum Command {
         #[arg(long)]
         job: Option<String>,
     },
+    /// Work on mapping files: run their tests, preview them on real records.
+    Mapping {
+        #[command(subcommand)]
+        command: MappingCommand,
+    },
     /// Start the Okta emulator in-process, import the sample users into it, print the report.
     Demo {
         /// Also write the report as JSON to this file.
@@ -118,6 +123,25 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Run the `tests:` of each mapping file; exits 1 when one fails, 4 when a file is invalid.
+    Test {
+        /// Mapping files (default: every `*.yaml` in `./mappings`).
+        files: Vec<PathBuf>,
+    },
+    /// Map the first records of a job's real source and print them as JSON lines. Sends nothing.
+    Preview {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+        /// How many records to map.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
 /// Run the parsed command line; returns the exit code.
 pub async fn execute(cli: Cli) -> i32 {
     match cli.command {
@@ -127,6 +151,10 @@ pub async fn execute(cli: Cli) -> i32 {
         Command::Plan { config, job, format } => plan(&config, job.as_deref(), format).await,
         Command::Validate { config } => validate(&config),
         Command::Check { config, job } => check(&config, job.as_deref()).await,
+        Command::Mapping { command: MappingCommand::Test { files } } => mapping_test(&files),
+        Command::Mapping { command: MappingCommand::Preview { config, job, limit } } => {
+            mapping_preview(&config, &job, limit).await
+        }
         Command::Demo { report } => crate::demo::run(report.as_deref()).await,
         Command::Sim {
             listen,
@@ -151,9 +179,21 @@ pub async fn execute(cli: Cli) -> i32 {
     }
 }
 
+/// Diagnostics with the source line each points at (the files are read again for this).
+pub fn render_diagnostics(diags: &crate::diag::Diagnostics) -> String {
+    let mut texts: std::collections::HashMap<PathBuf, Option<String>> = Default::default();
+    let mut out = Vec::with_capacity(diags.0.len());
+    for d in &diags.0 {
+        let text =
+            texts.entry(d.file.clone()).or_insert_with(|| std::fs::read_to_string(&d.file).ok());
+        out.push(d.render(text.as_deref()));
+    }
+    out.join("\n")
+}
+
 fn load_settings(config: &Path) -> Result<Settings, i32> {
     settings::load(config).map_err(|diags| {
-        eprintln!("{diags}");
+        eprintln!("{}", render_diagnostics(&diags));
         eprintln!("{} problem(s) in the configuration; nothing was run", diags.0.len());
         EXIT_CONFIG
     })
@@ -350,11 +390,118 @@ fn validate(config: &Path) -> i32 {
             EXIT_OK
         }
         Err(diags) => {
-            eprintln!("{diags}");
+            eprintln!("{}", render_diagnostics(&diags));
             eprintln!("{} problem(s) found", diags.0.len());
             EXIT_CONFIG
         }
     }
+}
+
+/// `xaas mapping test`: load each file, run its tests, print a diff for each failure.
+fn mapping_test(files: &[PathBuf]) -> i32 {
+    let files: Vec<PathBuf> = if files.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("mappings")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        if found.is_empty() {
+            eprintln!("error: no mapping files given, and none in ./mappings");
+            return EXIT_USAGE;
+        }
+        found
+    } else {
+        files.to_vec()
+    };
+    let now = chrono::Utc::now();
+    let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                invalid += 1;
+                continue;
+            }
+        };
+        let mapping = match crate::mapping::Mapping::from_yaml(file, &text) {
+            Ok(m) => m,
+            Err(diags) => {
+                for d in &diags.0 {
+                    eprintln!("{}", d.render(Some(&text)));
+                }
+                eprintln!("{}: invalid mapping, {} problem(s)", file.display(), diags.0.len());
+                invalid += 1;
+                continue;
+            }
+        };
+        let results = crate::mapping::testing::run(&mapping, now);
+        if results.is_empty() {
+            println!("{}: no tests", file.display());
+        }
+        for r in results {
+            let at = r.line.map(|l| format!(":{l}")).unwrap_or_default();
+            if r.passed() {
+                passed += 1;
+                println!("ok   {}{at} {}", file.display(), r.name);
+            } else {
+                failed += 1;
+                println!("FAIL {}{at} {}", file.display(), r.name);
+                for d in &r.diff {
+                    println!("  {d}");
+                }
+            }
+        }
+    }
+    println!(
+        "{passed} passed, {failed} failed{}",
+        if invalid > 0 { format!(", {invalid} invalid file(s)") } else { String::new() }
+    );
+    if invalid > 0 {
+        EXIT_CONFIG
+    } else if failed > 0 {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `xaas mapping preview`: the first `limit` records of a job's source, mapped, as JSON lines.
+async fn mapping_preview(config: &Path, job: &str, limit: usize) -> i32 {
+    use futures::StreamExt;
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let jobs = match select(&settings, Some(job)) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let Some(job) = jobs.first() else { return EXIT_USAGE };
+    let now = chrono::Utc::now();
+    let source = job.source.build(&settings.base_dir);
+    let mut stream = source.pull();
+    let mut seen = 0;
+    while seen < limit {
+        let Some(item) = stream.next().await else { break };
+        seen += 1;
+        let line = match item {
+            Err(e) => {
+                eprintln!("error: the source failed: {e}");
+                return EXIT_FAILURE;
+            }
+            Ok(Err(rejection)) => serde_json::json!({ "kind": "rejected", "rejection": rejection }),
+            Ok(Ok(record)) => match job.mapping.apply_at(&record, now) {
+                Ok(mapped) => serde_json::to_value(&mapped).unwrap_or_default(),
+                Err(rejection) => serde_json::json!({ "kind": "rejected", "rejection": rejection }),
+            },
+        };
+        println!("{line}");
+    }
+    EXIT_OK
 }
 
 async fn sim(listen: &str, config: crate::sim::SimConfig) -> i32 {

@@ -44,6 +44,33 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// The diagnostic, then the line of `text` it points at with a caret under the column,
+    /// like rustc does:
+    ///
+    /// ```text
+    /// maps/hr.yaml:7:3: attributes.first-name: attribute name ...
+    ///   |
+    /// 7 |   first-name: first_name
+    ///   |   ^
+    /// ```
+    ///
+    /// `text` is the file's contents; without it, or without a line, only the first line.
+    pub fn render(&self, text: Option<&str>) -> String {
+        let mut out = self.to_string();
+        let (Some(text), Some(line)) = (text, self.line) else { return out };
+        let Some(src) = text.lines().nth(line.saturating_sub(1)) else { return out };
+        let num = line.to_string();
+        let pad = " ".repeat(num.len());
+        let col = self.column.unwrap_or(1).max(1);
+        // Tabs keep their width so the caret lines up under them.
+        let lead: String =
+            src.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        out.push_str(&format!("\n{pad} |\n{num} | {src}\n{pad} | {lead}^"));
+        out
+    }
+}
+
 /// A list of diagnostics, displayed one per line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Diagnostics(pub Vec<Diagnostic>);

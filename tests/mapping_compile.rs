@@ -104,7 +104,7 @@ fn unknown_keys_everywhere_with_suggestions() {
         summary(&d),
         [
             // The missing `field` is reported where the status block starts.
-            (Some(3), "status", "missing key `field`"),
+            (Some(3), "status", "needs a rule: `field` (v1), or `active_if` or `end_date` (v2)"),
             (Some(4), "status.feild", "unknown key `feild`, did you mean `field`?"),
             (
                 Some(5),
@@ -121,7 +121,7 @@ fn unknown_keys_everywhere_with_suggestions() {
                 Some(8),
                 "colour",
                 "unknown key `colour`, expected one of `version`, `external_id`, `status`, \
-                 `attributes`, `required`"
+                 `attributes`, `required`, `source_fields`, `lookups`, `groups`, `tests`"
             ),
         ]
     );
@@ -129,15 +129,15 @@ fn unknown_keys_everywhere_with_suggestions() {
 
 #[test]
 fn bad_and_missing_version() {
-    let d = errors("version: 2\nexternal_id: id\nattributes: { a: b }\n");
+    let d = errors("version: 3\nexternal_id: id\nstatus: { field: a }\nattributes: { a: b }\n");
     assert_eq!(
         summary(&d),
-        [(Some(1), "version", "unsupported version `2`, supported versions: 1")]
+        [(Some(1), "version", "unsupported version `3`, supported versions: 1, 2")]
     );
     let d = errors("version: \"one\"\nexternal_id: id\nattributes: { a: b }\n");
-    assert_eq!(d[0].message, "unsupported version `\"one\"`, supported versions: 1");
+    assert_eq!(d[0].message, "unsupported version `\"one\"`, supported versions: 1, 2");
     let d = errors("external_id: id\nattributes: { a: b }\n");
-    assert_eq!(summary(&d), [(None, "", "missing key `version` (supported versions: 1)")]);
+    assert_eq!(summary(&d), [(None, "", "missing key `version` (supported versions: 1, 2)")]);
 }
 
 #[test]
@@ -189,9 +189,18 @@ fn status_lists_are_checked() {
         "version: 1\nexternal_id: id\nstatus:\n  field: s\n  active_values: [yes, \" \"]\n  \
          inactive_values: [YES, [x]]\nattributes: { a: b }\n",
     );
+    // A shape error no longer hides the rest of the block: the lists are checked too.
     assert_eq!(
         summary(&d),
-        [(Some(6), "status.inactive_values[1]", "expected a string, found a list")]
+        [
+            (
+                Some(5),
+                "status.active_values[1]",
+                "an empty value; use `when_missing` for absent or empty status fields"
+            ),
+            (Some(6), "status.inactive_values[0]", "`yes` is both an active and an inactive value"),
+            (Some(6), "status.inactive_values[1]", "expected a string, found a list"),
+        ]
     );
     let d = errors(
         "version: 1\nexternal_id: id\nstatus:\n  field: s\n  active_values: [yes, \" \"]\n  \

@@ -47,9 +47,16 @@ async fn sample_users(mapping: &Mapping) -> Vec<MappedUser> {
     users
 }
 
+/// The example mappings written for `sample-data/users.csv` (the seed's table as a CSV);
+/// the HTTP example maps a different, nested shape and is covered by its own `tests:`.
+const SAMPLE_CSV_MAPPINGS: &[&str] = &["seed-dynamodb.yaml", "csv-hr-export.yaml"];
+
 #[tokio::test]
 async fn every_mapping_maps_every_sample_user() {
     for (name, mapping) in mappings() {
+        if !SAMPLE_CSV_MAPPINGS.iter().any(|m| name.ends_with(m)) {
+            continue;
+        }
         let users = sample_users(&mapping).await;
         assert_eq!(users.len(), TOTAL, "{name}");
         assert_eq!(users.iter().filter(|u| u.active).count(), ACTIVE, "{name}");

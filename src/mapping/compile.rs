@@ -8,21 +8,40 @@
 //!
 //! Every problem becomes a [`Diagnostic`] located through [`YamlIndex`]; nothing stops at the
 //! first error, so ops fix a file in one round.
+//!
+//! Version 2 adds expressions (`status.active_if`, dates, `groups[].when`). An expression is
+//! checked with minijinja's expression parser (so its syntax errors read as expression errors)
+//! and then registered as a one-statement template, `{% set __value = (…) %}`, whose result is
+//! read back from the render state with its type intact. That keeps every compiled artefact in
+//! the one environment the mapping owns: minijinja's `Expression` borrows its environment,
+//! which a self-contained `Mapping` could not store.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use super::eval::{self, Constraint};
-use super::spec::{self, LongValueSpec, MappingSpec, StatusSpec, ValueSpec, WhenMissing};
-use super::{MappedUser, Record, Rejection};
+use super::filters::{self, KNOWN_FILTERS, STATIC_ERROR, Tables};
+use super::spec::{
+    self, GroupSpec, LongValueSpec, MappingSpec, StatusSpec, TestSpec, ValueSpec, WhenMissing,
+};
+use super::{Mapped, MappedUser, Record, Rejection};
 use crate::diag::{Diagnostic, Diagnostics, YamlIndex, suggest};
 
 /// The mapping format versions this build understands.
-pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+pub const SUPPORTED_VERSIONS: &[u64] = &[1, 2];
+
+/// The variable an expression's wrapper template stores its result in.
+pub(super) const EXPR_RESULT: &str = "__value";
+
+/// Global functions of minijinja: names a template may call that are not record fields.
+const GLOBAL_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug"];
 
 /// Status values meaning "active" when `status.active_values` is not given.
 pub const DEFAULT_ACTIVE_VALUES: &[&str] = &["true", "1", "yes", "y", "active"];
@@ -40,8 +59,28 @@ pub struct Mapping {
     pub(super) status: Option<StatusRule>,
     /// In file order.
     pub(super) attributes: Vec<Attribute>,
+    /// Group rules (v2), in file order.
+    pub(super) groups: Vec<GroupRule>,
     /// Every source field the mapping reads, for cross-checks against a source's columns.
     source_fields: BTreeSet<String>,
+    /// The fields templates and expressions read: only these go into a record's template
+    /// context, which is most of the cost of mapping a record (see BENCHMARKS.md).
+    pub(super) template_fields: Vec<String>,
+    /// The file's own test cases, with the line each starts on.
+    pub(super) tests: Vec<(TestSpec, Option<usize>)>,
+    /// The file the mapping was read from.
+    file: PathBuf,
+    version: u64,
+}
+
+/// One `groups` rule.
+#[derive(Debug, Clone)]
+pub(super) struct GroupRule {
+    pub(super) external_id: Producer,
+    pub(super) name: Producer,
+    pub(super) description: Option<Producer>,
+    /// The expression template deciding whether the rule applies.
+    pub(super) when: Option<String>,
 }
 
 /// How a value is produced from a record.
@@ -64,13 +103,29 @@ pub(super) struct Attribute {
     pub(super) constraint: Option<Constraint>,
 }
 
-/// The active/deactivated rule, with values trimmed and lowercased.
+/// The active/deactivated rule and the effective dates.
 #[derive(Debug, Clone)]
 pub(super) struct StatusRule {
-    pub(super) field: String,
-    pub(super) active: Vec<String>,
-    pub(super) inactive: Vec<String>,
+    pub(super) active: ActiveRule,
     pub(super) when_missing: WhenMissing,
+    /// Expression templates giving the start and end dates.
+    pub(super) start_date: Option<String>,
+    pub(super) end_date: Option<String>,
+    pub(super) pre_hire_days: u32,
+    pub(super) time_zone: Tz,
+    /// Expression template giving a per-record time zone.
+    pub(super) worker_time_zone: Option<String>,
+}
+
+/// How a record's active flag is decided (before dates apply).
+#[derive(Debug, Clone)]
+pub(super) enum ActiveRule {
+    /// v1: the field's value, trimmed and lowercased, is in one of the lists.
+    Field { field: String, active: Vec<String>, inactive: Vec<String> },
+    /// v2: the expression template's result, `true` or `false`.
+    Expression(String),
+    /// Only dates decide: active until the end date.
+    Always,
 }
 
 impl Mapping {
@@ -101,9 +156,47 @@ impl Mapping {
         }
     }
 
-    /// Map one record into the profile sent to Okta, or say why it cannot be.
+    /// Map one record as of the instant `now`: a user to send, a joiner whose pre-hire window
+    /// has not opened, or why it cannot be mapped. Only effective dating reads `now`.
+    pub fn apply_at(&self, record: &Record, now: DateTime<Utc>) -> Result<Mapped, Rejection> {
+        eval::apply(self, record, now)
+    }
+
+    /// Map one record as of the system clock. A joiner outside the pre-hire window is
+    /// reported as a rejection here; code that must tell them apart uses [`Self::apply_at`].
     pub fn apply(&self, record: &Record) -> Result<MappedUser, Rejection> {
-        eval::apply(self, record)
+        match self.apply_at(record, Utc::now())? {
+            Mapped::User(u) => Ok(u),
+            Mapped::NotYet(n) => Err(Rejection {
+                origin: n.origin,
+                external_id: Some(n.external_id),
+                field: None,
+                reason: format!(
+                    "starts on {}: not imported before {} (pre-hire window)",
+                    n.start_date, n.import_from
+                ),
+            }),
+        }
+    }
+
+    /// The file this mapping was read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The mapping format version (1 or 2).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether the mapping derives groups from records.
+    pub fn has_groups(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
+    /// How many test cases the file declares.
+    pub fn test_count(&self) -> usize {
+        self.tests.len()
     }
 
     /// The profile attribute names this mapping produces, in file order.
@@ -116,9 +209,12 @@ impl Mapping {
         self.attributes.iter().filter(|a| a.required).map(|a| a.name.as_str())
     }
 
-    /// The field holding the status, when the mapping has a status rule.
+    /// The field holding the status, when the mapping has a v1 (field) status rule.
     pub fn status_field(&self) -> Option<&str> {
-        self.status.as_ref().map(|s| s.field.as_str())
+        match &self.status.as_ref()?.active {
+            ActiveRule::Field { field, .. } => Some(field.as_str()),
+            _ => None,
+        }
     }
 
     /// Every source field the mapping reads (copied fields, template variables, the status
@@ -148,19 +244,58 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         ValueKind::None => Ok(()),
         _ => minijinja::escape_formatter(out, state, value),
     });
+    let tables: Tables = spec
+        .lookups
+        .iter()
+        .map(|(name, rows)| (name.clone(), rows.iter().cloned().collect::<HashMap<_, _>>()))
+        .collect();
+    filters::register(&mut env, Arc::new(tables));
     let mut source_fields = BTreeSet::new();
 
-    if let Some(v) = &spec.version
-        && !v.as_u64().is_some_and(|v| SUPPORTED_VERSIONS.contains(&v))
-    {
-        let supported: Vec<String> = SUPPORTED_VERSIONS.iter().map(u64::to_string).collect();
+    let version = match &spec.version {
+        Some(v) => match v.as_u64().filter(|v| SUPPORTED_VERSIONS.contains(v)) {
+            Some(v) => v,
+            None => {
+                let supported: Vec<String> =
+                    SUPPORTED_VERSIONS.iter().map(u64::to_string).collect();
+                diags.push(index.diag(
+                    "version",
+                    format!(
+                        "unsupported version `{v}`, supported versions: {}",
+                        supported.join(", ")
+                    ),
+                ));
+                2
+            }
+        },
+        None => 2,
+    };
+    if version == 1 {
+        for key in &spec.v2_keys {
+            let short = key.rsplit('.').next().unwrap_or(key);
+            diags.push(
+                index.diag(
+                    key,
+                    format!("`{short}` needs `version: 2` (this file says `version: 1`)"),
+                ),
+            );
+        }
+    } else if spec.status.is_none() && spec.version.as_ref().and_then(Value::as_u64) == Some(2) {
         diags.push(index.diag(
-            "version",
-            format!("unsupported version `{v}`, supported versions: {}", supported.join(", ")),
+            "",
+            "missing key `status`: version 2 needs an explicit rule for who is active \
+             (`status: { active_if: \"true\" }` if everyone in the source is)",
         ));
     }
 
-    let mut ctx = Ctx { env: &mut env, index, diags, source_fields: &mut source_fields };
+    let mut ctx = Ctx {
+        env: &mut env,
+        index,
+        diags,
+        source_fields: &mut source_fields,
+        references: Vec::new(),
+        template_fields: BTreeSet::new(),
+    };
     let external_id = match &spec.external_id {
         Some(vs) => {
             if let ValueSpec::Long(LongValueSpec { required: Some(false), .. }) = vs {
@@ -225,12 +360,46 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
     // File order, so plans and docs list attributes as ops wrote them (the YAML tree sorts).
     attributes.sort_by_key(|a| index.locate(&format!("attributes.{}", a.name)));
 
-    let status = spec.status.as_ref().and_then(|s| status_rule(s, index, ctx.diags));
-    if let Some(s) = &status {
-        source_fields.insert(s.field.clone());
-    }
+    let status = spec.status.as_ref().and_then(|s| ctx.status_rule(s));
+    let groups: Vec<GroupRule> =
+        spec.groups.iter().enumerate().filter_map(|(i, g)| ctx.group_rule(g, i)).collect();
 
-    Mapping { env, external_id, status, attributes, source_fields }
+    if let Some(declared) = &spec.source_fields {
+        let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+        for (path, field) in &ctx.references {
+            if known.contains(&field.as_str()) {
+                continue;
+            }
+            let hint = match suggest(field, &known) {
+                Some(s) => format!(", did you mean `{s}`?"),
+                None => String::new(),
+            };
+            ctx.diags.push(index.diag(
+                path,
+                format!("field `{field}` is not one of the declared `source_fields`{hint}"),
+            ));
+        }
+    }
+    let template_fields = std::mem::take(&mut ctx.template_fields).into_iter().collect();
+    let tests = spec
+        .tests
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, index.locate(&format!("tests[{i}]")).map(|(l, _)| l)))
+        .collect();
+
+    Mapping {
+        env,
+        external_id,
+        status,
+        attributes,
+        groups,
+        source_fields,
+        template_fields,
+        tests,
+        file: index.file().to_path_buf(),
+        version,
+    }
 }
 
 /// What compiling one value needs, bundled to keep signatures short.
@@ -239,6 +408,10 @@ struct Ctx<'a> {
     index: &'a YamlIndex,
     diags: &'a mut Vec<Diagnostic>,
     source_fields: &'a mut BTreeSet<String>,
+    /// (key path, field) for every field read, to check against `source_fields`.
+    references: Vec<(String, String)>,
+    /// Fields read by templates and expressions.
+    template_fields: BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -266,45 +439,199 @@ impl Ctx<'_> {
                 return None;
             }
             self.source_fields.insert(text.to_string());
+            self.references.push((at, text.to_string()));
             return Some(Producer::Field(text.to_string()));
         }
+        self.template(text, path, at)
+    }
+
+    /// Compile the template `text`, registered as `path`; diagnostics go to key `at`.
+    fn template(&mut self, text: &str, path: &str, at: String) -> Option<Producer> {
         if let Err(e) = self.env.add_template_owned(path.to_string(), text.to_string()) {
             self.diags
                 .push(self.index.diag(at, format!("invalid template: {}", template_error(&e))));
             return None;
         }
         let template = self.env.get_template(path).ok()?;
-        self.source_fields.extend(template.undeclared_variables(false));
-        // A dry run on an empty record finds unknown filters, tests and functions now, rather
-        // than on every record at run time. Other failures may depend on the data, so they are
-        // left to run time (where they reject the record).
-        if let Err(e) = template.render(minijinja::context! {}) {
-            let unknown = matches!(
-                e.kind(),
-                ErrorKind::UnknownFilter
-                    | ErrorKind::UnknownTest
-                    | ErrorKind::UnknownFunction
-                    | ErrorKind::UnknownMethod
-            );
-            if unknown {
-                self.diags
-                    .push(self.index.diag(at, format!("invalid template: {}", template_error(&e))));
+        let vars = template.undeclared_variables(false);
+        self.note_references(&at, vars);
+        self.dry_run(path, &at, "template").then(|| Producer::Template(path.to_string()))
+    }
+
+    /// Record the fields a template or expression reads.
+    fn note_references(&mut self, at: &str, vars: std::collections::HashSet<String>) {
+        let mut vars: Vec<String> =
+            vars.into_iter().filter(|v| !GLOBAL_FUNCTIONS.contains(&v.as_str())).collect();
+        vars.sort();
+        for v in vars {
+            self.source_fields.insert(v.clone());
+            self.template_fields.insert(v.clone());
+            self.references.push((at.to_string(), v));
+        }
+    }
+
+    /// Render the template `name` on an empty record: finds unknown filters, tests and
+    /// functions, and filter arguments that are wrong whatever the data, now rather than on
+    /// every record. Other failures may depend on the data, so they are left to run time
+    /// (where they reject the record). `false` when a diagnostic was added.
+    fn dry_run(&mut self, name: &str, at: &str, what: &str) -> bool {
+        let Ok(template) = self.env.get_template(name) else { return false };
+        let Err(e) = template.render(minijinja::context! {}) else { return true };
+        let unknown = matches!(
+            e.kind(),
+            ErrorKind::UnknownFilter
+                | ErrorKind::UnknownTest
+                | ErrorKind::UnknownFunction
+                | ErrorKind::UnknownMethod
+        );
+        let is_static = e.detail().is_some_and(|d| d.starts_with(STATIC_ERROR));
+        if !unknown && !is_static {
+            return true;
+        }
+        let mut message = format!("invalid {what}: {}", template_error(&e));
+        if e.kind() == ErrorKind::UnknownFilter
+            && let Some(name) = unknown_filter_name(&e)
+            && let Some(s) = suggest(&name, KNOWN_FILTERS)
+        {
+            message.push_str(&format!(", did you mean `{s}`?"));
+        }
+        self.diags.push(self.index.diag(at, message));
+        false
+    }
+
+    /// Compile the expression `text` at key `path`; returns the name of its wrapper template.
+    fn expression(&mut self, text: &str, path: &str) -> Option<String> {
+        if text.trim().is_empty() {
+            self.diags.push(self.index.diag(path, "the expression is empty"));
+            return None;
+        }
+        let vars = match self.env.compile_expression(text) {
+            Ok(expr) => expr.undeclared_variables(false),
+            Err(e) => {
+                self.diags.push(
+                    self.index.diag(path, format!("invalid expression: {}", template_error(&e))),
+                );
                 return None;
             }
+        };
+        let wrapper = format!("{{% set {EXPR_RESULT} = ({text}) %}}");
+        if let Err(e) = self.env.add_template_owned(path.to_string(), wrapper) {
+            self.diags
+                .push(self.index.diag(path, format!("invalid expression: {}", template_error(&e))));
+            return None;
         }
-        Some(Producer::Template(path.to_string()))
+        self.note_references(path, vars);
+        self.dry_run(path, path, "expression").then(|| path.to_string())
+    }
+
+    fn status_rule(&mut self, s: &StatusSpec) -> Option<StatusRule> {
+        let before = self.diags.len();
+        let active = match (&s.field, &s.active_if) {
+            (Some(field), _) => {
+                if field.trim().is_empty() {
+                    self.diags.push(self.index.diag("status.field", "the field name is empty"));
+                }
+                self.source_fields.insert(field.clone());
+                self.references.push(("status.field".to_string(), field.clone()));
+                let (active, inactive) = status_lists(s, self.index, self.diags);
+                ActiveRule::Field { field: field.clone(), active, inactive }
+            }
+            (None, Some(expr)) => {
+                for key in ["active_values", "inactive_values"] {
+                    let given = if key == "active_values" {
+                        s.active_values.is_some()
+                    } else {
+                        s.inactive_values.is_some()
+                    };
+                    if given {
+                        self.diags.push(self.index.diag(
+                            format!("status.{key}"),
+                            format!("`{key}` goes with `field`, not `active_if`"),
+                        ));
+                    }
+                }
+                match self.expression(expr, "status.active_if") {
+                    Some(name) => ActiveRule::Expression(name),
+                    None => ActiveRule::Always,
+                }
+            }
+            (None, None) => ActiveRule::Always,
+        };
+        let start_date =
+            s.start_date.as_ref().and_then(|e| self.expression(e, "status.start_date"));
+        let end_date = s.end_date.as_ref().and_then(|e| self.expression(e, "status.end_date"));
+        let worker_time_zone =
+            s.worker_time_zone.as_ref().and_then(|e| self.expression(e, "status.worker_time_zone"));
+        if s.pre_hire_days.is_some() && s.start_date.is_none() {
+            self.diags.push(self.index.diag(
+                "status.pre_hire_days",
+                "`pre_hire_days` needs `start_date`: the window opens that many days before it",
+            ));
+        }
+        let time_zone = match &s.time_zone {
+            None => chrono_tz::UTC,
+            Some(name) => match super::dates::time_zone(name) {
+                Some(tz) => tz,
+                None => {
+                    let names: Vec<&str> =
+                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                    let hint = match suggest(name, &names) {
+                        Some(s) => format!(", did you mean `{s}`?"),
+                        None => " (use an IANA name such as `Europe/Berlin`)".to_string(),
+                    };
+                    self.diags.push(
+                        self.index
+                            .diag("status.time_zone", format!("unknown time zone `{name}`{hint}")),
+                    );
+                    chrono_tz::UTC
+                }
+            },
+        };
+        (self.diags.len() == before).then_some(StatusRule {
+            active,
+            when_missing: s.when_missing,
+            start_date,
+            end_date,
+            pre_hire_days: s.pre_hire_days.unwrap_or(0),
+            time_zone,
+            worker_time_zone,
+        })
+    }
+
+    fn group_rule(&mut self, g: &GroupSpec, i: usize) -> Option<GroupRule> {
+        let path = format!("groups[{i}]");
+        let before = self.diags.len();
+        let value = |ctx: &mut Self, key: &str, text: &Option<String>| {
+            // Always a template: `name: Managers` is the constant "Managers".
+            text.as_ref().and_then(|t| {
+                let at = format!("{path}.{key}");
+                ctx.template(t, &at, at.clone())
+            })
+        };
+        let external_id = value(self, "external_id", &g.external_id);
+        let name = value(self, "name", &g.name);
+        let description = value(self, "description", &g.description);
+        let when = g.when.as_ref().and_then(|w| self.expression(w, &format!("{path}.when")));
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(GroupRule { external_id: external_id?, name: name?, description, when })
     }
 }
 
-fn status_rule(
+/// The name in minijinja's "filter X is unknown" detail.
+fn unknown_filter_name(e: &minijinja::Error) -> Option<String> {
+    let d = e.detail()?;
+    let rest = d.strip_prefix("filter ")?;
+    Some(rest.split_whitespace().next()?.trim_matches('`').to_string())
+}
+
+/// The v1 status value lists, trimmed and lowercased, defaults applied.
+fn status_lists(
     s: &StatusSpec,
     index: &YamlIndex,
     diags: &mut Vec<Diagnostic>,
-) -> Option<StatusRule> {
-    let before = diags.len();
-    if s.field.trim().is_empty() {
-        diags.push(index.diag("status.field", "the field name is empty"));
-    }
+) -> (Vec<String>, Vec<String>) {
     let mut lists = Vec::with_capacity(2);
     for (key, given, defaults) in [
         ("active_values", &s.active_values, DEFAULT_ACTIVE_VALUES),
@@ -345,12 +672,7 @@ fn status_rule(
             diags.push(index.diag(at, format!("`{v}` is both an active and an inactive value")));
         }
     }
-    (diags.len() == before).then(|| StatusRule {
-        field: s.field.clone(),
-        active,
-        inactive,
-        when_missing: s.when_missing,
-    })
+    (active, inactive)
 }
 
 /// A shorthand value is a template when it contains template syntax; otherwise a field name.

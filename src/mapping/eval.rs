@@ -15,15 +15,32 @@
 //! profile value must not keep a leaver active in Okta, so for deactivated records invalid
 //! attributes are left out of the profile instead of rejecting the record. Either way a
 //! [`MappedUser`]'s profile only ever holds values Okta accepts.
+//!
+//! **Effective dating** (v2 `status.start_date`, `end_date`, `pre_hire_days`): "today" is the
+//! calendar day of `now` in the worker's time zone. On and after the end date the record is
+//! deactivated, whatever the active rule says. An otherwise active joiner is held back
+//! ([`Mapped::NotYet`]) until `pre_hire_days` before the start date. The profile is still
+//! mapped first, so a future joiner with bad data is rejected now, while there is time to fix it.
+//!
+//! **Groups** (v2 `groups:`) are derived for active users only: a leaver gains no membership.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Days, Utc};
+use chrono_tz::Tz;
 use minijinja::Value as JinjaValue;
+use minijinja::value::ValueKind;
 use serde_json::Value;
 
-use super::compile::{Mapping, Producer};
+use super::compile::{ActiveRule, EXPR_RESULT, GroupRule, Mapping, Producer, StatusRule};
+use super::dates::{self, When};
 use super::spec::WhenMissing;
-use super::{MappedUser, Record, Rejection};
+use super::{GroupRef, Mapped, MappedUser, NotYet, Record, Rejection};
+
+/// Group externalIds, member externalIds and displayNames: at most 255 characters (FACTS §3).
+pub const GROUP_ID_MAX_CHARS: usize = 255;
+/// A group's description: at most 1024 characters (FACTS §3).
+pub const GROUP_DESCRIPTION_MAX_CHARS: usize = 1024;
 
 /// The externalId's length limit in characters (FACTS §3: `maxLength 512`).
 pub const EXTERNAL_ID_MAX_CHARS: usize = 512;
@@ -66,7 +83,7 @@ pub fn is_email(s: &str) -> bool {
 /// Why a value could not be produced (the reason of a rejection).
 type Reason = String;
 
-pub(super) fn apply(m: &Mapping, record: &Record) -> Result<MappedUser, Rejection> {
+pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<Mapped, Rejection> {
     let reject = |external_id: Option<&str>, field: &str, reason: String| Rejection {
         origin: record.origin.clone(),
         external_id: external_id.map(str::to_string),
@@ -101,59 +118,10 @@ pub(super) fn apply(m: &Mapping, record: &Record) -> Result<MappedUser, Rejectio
     }
     let id = Some(external_id.as_str());
 
-    let active = match &m.status {
-        None => true,
+    let (active, start) = match &m.status {
+        None => (true, None),
         Some(rule) => {
-            let raw = match record.fields.get(&rule.field) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-                Some(Value::Bool(b)) => Some(b.to_string()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                Some(v @ (Value::Array(_) | Value::Object(_))) => {
-                    return Err(reject(
-                        id,
-                        &rule.field,
-                        format!(
-                            "status field `{}` holds {}, expected a value",
-                            rule.field,
-                            kind(v)
-                        ),
-                    ));
-                }
-            };
-            match raw {
-                None => match rule.when_missing {
-                    WhenMissing::Active => true,
-                    WhenMissing::Inactive => false,
-                    WhenMissing::Reject => {
-                        return Err(reject(
-                            id,
-                            &rule.field,
-                            format!("status field `{}` is absent or empty", rule.field),
-                        ));
-                    }
-                },
-                Some(v) => {
-                    let lower = v.to_lowercase();
-                    if rule.active.contains(&lower) {
-                        true
-                    } else if rule.inactive.contains(&lower) {
-                        false
-                    } else {
-                        return Err(reject(
-                            id,
-                            &rule.field,
-                            format!(
-                                "status field `{}` has value `{v}`, expected one of {} (active) \
-                                 or {} (inactive)",
-                                rule.field,
-                                quoted(&rule.active),
-                                quoted(&rule.inactive)
-                            ),
-                        ));
-                    }
-                }
-            }
+            status(rule, &mut ctx, now).map_err(|(field, reason)| reject(id, &field, reason))?
         }
     };
 
@@ -194,7 +162,192 @@ pub(super) fn apply(m: &Mapping, record: &Record) -> Result<MappedUser, Rejectio
                 .to_string(),
         });
     }
-    Ok(MappedUser { origin: record.origin.clone(), external_id, active, profile })
+    let mut groups = Vec::new();
+    if active {
+        for (i, g) in m.groups.iter().enumerate() {
+            let group = group(g, &mut ctx).map_err(|r| reject(id, &format!("groups[{i}]"), r))?;
+            if let Some(group) = group
+                && !groups.iter().any(|x: &GroupRef| x.external_id == group.external_id)
+            {
+                groups.push(group);
+            }
+        }
+        if !groups.is_empty() && n > GROUP_ID_MAX_CHARS {
+            return Err(reject(
+                id,
+                "externalId",
+                format!(
+                    "{n} characters: a group member's externalId is limited to \
+                     {GROUP_ID_MAX_CHARS}"
+                ),
+            ));
+        }
+    }
+    if let Some((start_date, import_from)) = start {
+        return Ok(Mapped::NotYet(NotYet {
+            origin: record.origin.clone(),
+            external_id,
+            start_date,
+            import_from,
+        }));
+    }
+    Ok(Mapped::User(MappedUser {
+        origin: record.origin.clone(),
+        external_id,
+        active,
+        profile,
+        groups,
+    }))
+}
+
+/// A status problem: the field at fault and why.
+type StatusError = (String, Reason);
+
+/// The record's active flag, and for a joiner outside the pre-hire window, their start date
+/// and the day the window opens.
+fn status(
+    rule: &StatusRule,
+    ctx: &mut Context<'_>,
+    now: DateTime<Utc>,
+) -> Result<(bool, Option<(chrono::NaiveDate, chrono::NaiveDate)>), StatusError> {
+    let missing = |field: &str, what: String| -> Result<bool, StatusError> {
+        match rule.when_missing {
+            WhenMissing::Active => Ok(true),
+            WhenMissing::Inactive => Ok(false),
+            WhenMissing::Reject => Err((field.to_string(), what)),
+        }
+    };
+    let mut active = match &rule.active {
+        ActiveRule::Always => true,
+        ActiveRule::Field { field, active, inactive } => {
+            let raw = match ctx.record.fields.get(field) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                    return Err((
+                        field.clone(),
+                        format!("status field `{field}` holds {}, expected a value", kind(v)),
+                    ));
+                }
+            };
+            match raw {
+                None => missing(field, format!("status field `{field}` is absent or empty"))?,
+                Some(v) => {
+                    let lower = v.to_lowercase();
+                    if active.contains(&lower) {
+                        true
+                    } else if inactive.contains(&lower) {
+                        false
+                    } else {
+                        return Err((
+                            field.clone(),
+                            format!(
+                                "status field `{field}` has value `{v}`, expected one of {} \
+                                 (active) or {} (inactive)",
+                                quoted(active),
+                                quoted(inactive)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        ActiveRule::Expression(name) => {
+            let v = ctx.eval(name).map_err(|r| ("status".to_string(), r))?;
+            match v.kind() {
+                ValueKind::Bool => v.is_true(),
+                ValueKind::Undefined | ValueKind::None => {
+                    missing("status", "`status.active_if` gave no value".to_string())?
+                }
+                _ => {
+                    return Err((
+                        "status".to_string(),
+                        format!(
+                            "`status.active_if` gave `{v}`, expected true or false (compare \
+                             it, e.g. `status == \"Active\"`)"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    if rule.start_date.is_none() && rule.end_date.is_none() {
+        return Ok((active, None));
+    }
+    let tz = match &rule.worker_time_zone {
+        None => rule.time_zone,
+        Some(name) => {
+            let v = ctx.eval(name).map_err(|r| ("status".to_string(), r))?;
+            match text(&v) {
+                None => rule.time_zone,
+                Some(t) => dates::time_zone(&t).ok_or_else(|| {
+                    (
+                        "status".to_string(),
+                        format!("`status.worker_time_zone` gave `{t}`, not an IANA time zone"),
+                    )
+                })?,
+            }
+        }
+    };
+    let today = now.with_timezone(&tz).date_naive();
+    if let Some(end) = &rule.end_date
+        && let Some(end) = ctx.date(end, "end_date", tz)?
+        && today >= end
+    {
+        active = false;
+    }
+    if active
+        && let Some(start) = &rule.start_date
+        && let Some(start) = ctx.date(start, "start_date", tz)?
+    {
+        let from = start.checked_sub_days(Days::new(rule.pre_hire_days.into())).unwrap_or(start);
+        if today < from {
+            return Ok((true, Some((start, from))));
+        }
+    }
+    Ok((active, None))
+}
+
+/// The group a rule gives this record, if any.
+fn group(g: &GroupRule, ctx: &mut Context<'_>) -> Result<Option<GroupRef>, Reason> {
+    if let Some(when) = &g.when
+        && !ctx.eval(when)?.is_true()
+    {
+        return Ok(None);
+    }
+    let Some(external_id) = ctx.produce(&g.external_id)? else { return Ok(None) };
+    let limit = |what: &str, v: &str, max: usize| {
+        let n = v.chars().count();
+        if n > max {
+            Err(format!("group {what} is {n} characters, the limit is {max}"))
+        } else {
+            Ok(())
+        }
+    };
+    limit("externalId", &external_id, GROUP_ID_MAX_CHARS)?;
+    let Some(display_name) = ctx.produce(&g.name)? else {
+        return Err(format!("group `{external_id}` has an empty name (displayName is required)"));
+    };
+    limit("name", &display_name, GROUP_ID_MAX_CHARS)?;
+    let description = match &g.description {
+        None => None,
+        Some(p) => ctx.produce(p)?,
+    };
+    if let Some(d) = &description {
+        limit("description", d, GROUP_DESCRIPTION_MAX_CHARS)?;
+    }
+    Ok(Some(GroupRef { external_id, display_name, description }))
+}
+
+/// The trimmed text of a value; `None` when absent or empty.
+fn text(v: &JinjaValue) -> Option<String> {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => None,
+        ValueKind::String => v.as_str().and_then(non_empty),
+        _ => non_empty(&v.to_string()),
+    }
 }
 
 /// Check a non-empty, trimmed value against a constraint.
@@ -241,14 +394,67 @@ impl Context<'_> {
                     .env
                     .get_template(name)
                     .map_err(|e| format!("template `{name}` is not compiled: {e}"))?;
-                let record = self.record;
-                let ctx = self.value.get_or_insert_with(|| context(record));
+                let (record, fields) = (self.record, &self.mapping.template_fields);
+                let ctx = self.value.get_or_insert_with(|| context(record, fields));
                 let out =
                     template.render(ctx.clone()).map_err(|e| format!("template failed: {e}"))?;
                 Ok(non_empty(&out))
             }
         }
     }
+
+    /// Evaluate the expression template `name`; undefined when it gave nothing.
+    fn eval(&mut self, name: &str) -> Result<JinjaValue, Reason> {
+        let template = self
+            .mapping
+            .env
+            .get_template(name)
+            .map_err(|e| format!("expression `{name}` is not compiled: {e}"))?;
+        let (record, fields) = (self.record, &self.mapping.template_fields);
+        let ctx = self.value.get_or_insert_with(|| context(record, fields));
+        let captured = template
+            .render_captured(ctx.clone())
+            .map_err(|e| format!("`{name}` failed: {}", short_error(&e)))?;
+        Ok(captured.state().lookup(EXPR_RESULT).unwrap_or(JinjaValue::UNDEFINED))
+    }
+
+    /// Evaluate the date expression `name` (`start_date` or `end_date`) as a calendar day in
+    /// `tz`; `None` when it gave nothing.
+    fn date(
+        &mut self,
+        name: &str,
+        key: &str,
+        tz: Tz,
+    ) -> Result<Option<chrono::NaiveDate>, StatusError> {
+        let v = self.eval(name).map_err(|r| ("status".to_string(), r))?;
+        let when = match v.kind() {
+            ValueKind::Number => i64::try_from(v.clone()).ok().and_then(dates::from_epoch),
+            _ => match text(&v) {
+                None => return Ok(None),
+                Some(t) => dates::parse(&t, None),
+            },
+        };
+        let when: When = when.ok_or_else(|| {
+            (
+                "status".to_string(),
+                format!(
+                    "`status.{key}` gave `{v}`, not a date (YYYY-MM-DD or RFC 3339; use the \
+                     `date` filter for other shapes)"
+                ),
+            )
+        })?;
+        Ok(Some(when.day_in(tz)))
+    }
+}
+
+/// A minijinja error as one line, without the template source dump.
+fn short_error(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    s
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -256,14 +462,16 @@ fn non_empty(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
-/// The template context of a record: its fields, with nulls left undefined so they render
-/// empty like absent fields.
-fn context(record: &Record) -> JinjaValue {
-    let map: BTreeMap<String, JinjaValue> = record
-        .fields
+/// The template context of a record: the fields templates read (`fields`, known at compile
+/// time), with nulls left undefined so they render empty like absent fields. Converting only
+/// these, not the whole record, is what keeps mapping fast on wide records.
+fn context(record: &Record, fields: &[String]) -> JinjaValue {
+    let map: BTreeMap<String, JinjaValue> = fields
         .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.clone(), to_jinja(v)))
+        .filter_map(|k| match record.fields.get(k) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some((k.clone(), to_jinja(v))),
+        })
         .collect();
     JinjaValue::from(map)
 }

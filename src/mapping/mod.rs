@@ -6,10 +6,17 @@
 //!
 //! The record model is JSON-shaped ([`Record`]) so that CSV rows, HTTP JSON objects and
 //! DynamoDB items all map the same way.
+//!
+//! Time is an input, never read here: [`Mapping::apply_at`] takes the instant "now" so that
+//! effective dating (pre-hire windows, termination dates) is testable with a fixed clock.
+//! [`Mapping::apply`] is the convenience that passes the system clock.
 
 pub mod compile;
+pub mod dates;
 pub mod eval;
+pub mod filters;
 pub mod spec;
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +61,41 @@ pub struct MappedUser {
     pub active: bool,
     /// Profile attributes. Every value is a non-empty string; empty values are omitted.
     pub profile: BTreeMap<String, String>,
+    /// The groups this user is a member of (mapping v2 `groups:`), de-duplicated, in rule
+    /// order. Always empty for a deactivated user: leavers gain no memberships.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub groups: Vec<GroupRef>,
+}
+
+/// An Okta group derived from a record, as sent with `bulk-groups-upsert` (FACTS §3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct GroupRef {
+    /// 1 to 255 characters.
+    pub external_id: String,
+    /// `displayName`: 1 to 255 characters.
+    pub display_name: String,
+    /// `description`: at most 1024 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What mapping a record gives when time matters: a user to send, or a joiner whose pre-hire
+/// window has not opened yet (not sent, not an error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Mapped {
+    User(MappedUser),
+    NotYet(NotYet),
+}
+
+/// A future joiner, held back until `import_from` (their start date minus the pre-hire days,
+/// in their time zone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotYet {
+    pub origin: Origin,
+    pub external_id: String,
+    pub start_date: chrono::NaiveDate,
+    pub import_from: chrono::NaiveDate,
 }
 
 /// A record that could not be read or mapped, with the reason. The run goes on without it.

@@ -9,11 +9,27 @@
 //! session can then never take the upserts down with it, and Import Monitoring shows joiners
 //! and leavers apart. [`SessionMode::Combined`] puts both kinds in the same sessions, which
 //! saves a session (and so one 5-minute wait) when both kinds are small.
+//!
+//! Groups and memberships derived by the mapping ride in the upsert sessions: after the last
+//! active user come `bulk-groups-upsert` requests, then `bulk-group-memberships-upsert`. Okta
+//! applies a session's loads in order and processes sessions one after another, so by the
+//! time a membership is applied its user and group exist. They take whatever request slots
+//! the last upsert session has left and spill into further sessions like users do. Group
+//! requests do not count against the 10,000 users of a session. Per request: at most 200
+//! groups, or 200 membership entries (one group with up to [`MAX_MEMBERS_PER_ENTRY`] of its
+//! members each), and 200 KB (FACTS §3, §6).
 
 use serde::{Deserialize, Serialize};
 
 use super::model::{DeleteProfile, UpsertProfile};
-use crate::mapping::MappedUser;
+use crate::mapping::{GroupRef, MappedUser};
+
+/// Members per membership entry. The spec sets no maximum; a bound keeps each entry well
+/// inside the request size limit (1,000 ids of ≤255 characters could exceed 200 KB, so the
+/// byte budget below cuts earlier when ids are long).
+pub const MAX_MEMBERS_PER_ENTRY: usize = 1_000;
+/// Bytes per membership entry: a quarter of a request, so entries pack without waste.
+const MAX_ENTRY_BYTES: usize = 50_000;
 
 /// Okta's documented limits. Configurable only so tests can shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +98,11 @@ impl RequestKind {
         }
     }
 
+    /// Whether the request carries users (and so counts against the users of a session).
+    pub fn is_users(self) -> bool {
+        matches!(self, RequestKind::Upsert | RequestKind::Delete)
+    }
+
     /// A short name for logs and errors.
     pub fn describe(self) -> &'static str {
         match self {
@@ -118,7 +139,8 @@ impl std::fmt::Display for SessionKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedRequest {
     pub kind: RequestKind,
-    /// The externalIds in this request, in order.
+    /// The externalIds in this request, in order: users for user requests, groups for group
+    /// requests, and the member (user) ids for membership requests (one per membership).
     pub external_ids: Vec<String>,
     /// The exact JSON body to send.
     pub body: Vec<u8>,
@@ -132,9 +154,23 @@ pub struct SessionPlan {
 }
 
 impl SessionPlan {
-    /// Users in this session.
+    /// Users in this session (upserts and deletes; not groups or memberships).
     pub fn users(&self) -> usize {
-        self.requests.iter().map(|r| r.external_ids.len()).sum()
+        self.requests.iter().filter(|r| r.kind.is_users()).map(|r| r.external_ids.len()).sum()
+    }
+
+    /// Groups upserted and memberships (group, user pairs) upserted in this session.
+    pub fn group_counts(&self) -> (usize, usize) {
+        let mut groups = 0;
+        let mut memberships = 0;
+        for r in &self.requests {
+            match r.kind {
+                RequestKind::GroupsUpsert => groups += r.external_ids.len(),
+                RequestKind::MembershipsUpsert => memberships += r.external_ids.len(),
+                _ => {}
+            }
+        }
+        (groups, memberships)
     }
 
     /// Users to upsert and to delete in this session.
@@ -168,17 +204,120 @@ pub struct Packed {
 }
 
 const ENTITY_USERS_PREFIX: &[u8] = br#"{"entityType":"USERS","profiles":["#;
+const GROUPS_PREFIX: &[u8] = br#"{"profiles":["#;
+const MEMBERSHIPS_PREFIX: &[u8] = br#"{"memberships":["#;
 const BODY_SUFFIX: &[u8] = b"]}";
+
+fn prefix(kind: RequestKind) -> &'static [u8] {
+    match kind {
+        RequestKind::GroupsUpsert => GROUPS_PREFIX,
+        RequestKind::MembershipsUpsert | RequestKind::MembershipsDelete => MEMBERSHIPS_PREFIX,
+        _ => ENTITY_USERS_PREFIX,
+    }
+}
+
+#[derive(Serialize)]
+struct GroupEntry<'a> {
+    #[serde(rename = "externalId")]
+    external_id: &'a str,
+    profile: GroupProfile<'a>,
+}
+
+#[derive(Serialize)]
+struct GroupProfile<'a> {
+    #[serde(rename = "displayName")]
+    display_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MembershipEntry<'a> {
+    #[serde(rename = "groupExternalId")]
+    group_external_id: &'a str,
+    #[serde(rename = "memberExternalIds")]
+    member_external_ids: &'a [&'a str],
+}
+
+/// The groups of the active users (first definition of each externalId wins) and, per group,
+/// its members, both in first-seen order.
+pub fn derive_groups(users: &[MappedUser]) -> (Vec<&GroupRef>, Vec<(&str, Vec<&str>)>) {
+    let mut groups: Vec<&GroupRef> = Vec::new();
+    let mut members: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = Default::default();
+    for u in users.iter().filter(|u| u.active) {
+        for g in &u.groups {
+            let i = *at.entry(g.external_id.as_str()).or_insert_with(|| {
+                groups.push(g);
+                members.push((g.external_id.as_str(), Vec::new()));
+                members.len() - 1
+            });
+            members[i].1.push(u.external_id.as_str());
+        }
+    }
+    (groups, members)
+}
 
 /// Pack users (already de-duplicated by externalId) into sessions.
 ///
-/// Upserts come first, then deletes. Users keep their input order, so a plan is reproducible.
+/// Upserts come first, then the groups and memberships of the active users, then deletes.
+/// Users keep their input order, so a plan is reproducible.
 pub fn pack(users: &[MappedUser], mode: SessionMode, limits: Limits) -> Packed {
+    let (groups, memberships) = derive_groups(users);
+    pack_with_groups(users, &groups, &memberships, mode, limits)
+}
+
+/// [`pack`], with the groups and memberships given rather than derived from `users`. The
+/// chunked packer (`sync::spill`) derives them over the whole pull, since a chunk holds only
+/// part of each group's members.
+pub fn pack_with_groups(
+    users: &[MappedUser],
+    groups: &[&GroupRef],
+    memberships: &[(&str, Vec<&str>)],
+    mode: SessionMode,
+    limits: Limits,
+) -> Packed {
     let mut packer = Packer::new(limits);
     let active = users.iter().filter(|u| u.active);
     let inactive = users.iter().filter(|u| !u.active);
     for u in active {
         packer.push(true, u);
+    }
+    for g in groups {
+        let entry = serde_json::to_vec(&GroupEntry {
+            external_id: &g.external_id,
+            profile: GroupProfile {
+                display_name: &g.display_name,
+                description: g.description.as_deref(),
+            },
+        })
+        .expect("serializing strings into JSON cannot fail");
+        packer.push_entry(RequestKind::GroupsUpsert, vec![g.external_id.clone()], entry);
+    }
+    for (group, members) in memberships {
+        let mut rest: &[&str] = members;
+        while !rest.is_empty() {
+            // As many members as fit the entry bounds (at least one).
+            let mut n = 0;
+            let mut bytes = group.len() + 64;
+            while n < rest.len() && n < MAX_MEMBERS_PER_ENTRY {
+                let more = rest[n].len() * 6 + 3; // worst-case JSON escaping
+                if n > 0 && bytes + more > MAX_ENTRY_BYTES {
+                    break;
+                }
+                bytes += more;
+                n += 1;
+            }
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let entry = serde_json::to_vec(&MembershipEntry {
+                group_external_id: group,
+                member_external_ids: chunk,
+            })
+            .expect("serializing strings into JSON cannot fail");
+            let ids = chunk.iter().map(|s| s.to_string()).collect();
+            packer.push_entry(RequestKind::MembershipsUpsert, ids, entry);
+        }
     }
     if mode == SessionMode::Separate {
         packer.close_session();
@@ -195,6 +334,8 @@ struct Packer {
     session: Vec<PlannedRequest>,
     session_users: usize,
     request: Option<PlannedRequest>,
+    /// Entries in the open request (a membership entry holds several ids).
+    entries: usize,
 }
 
 impl Packer {
@@ -205,6 +346,7 @@ impl Packer {
             session: Vec::new(),
             session_users: 0,
             request: None,
+            entries: 0,
         }
     }
 
@@ -231,13 +373,21 @@ impl Packer {
             });
             return;
         }
+        self.push_entry(kind, vec![user.external_id.clone()], entry);
+    }
+
+    /// Add one serialized entry (which fits a request on its own) to a request of `kind`.
+    fn push_entry(&mut self, kind: RequestKind, ids: Vec<String>, entry: Vec<u8>) {
+        let users = if kind.is_users() { ids.len() } else { 0 };
         // Close the open request if this entry does not fit in it.
         if let Some(req) = &self.request {
+            let open_users = if req.kind.is_users() { req.external_ids.len() } else { 0 };
             let full = req.kind != kind
-                || req.external_ids.len() >= self.limits.max_profiles_per_request
+                || self.entries >= self.limits.max_profiles_per_request
                 || req.body.len() + 1 + entry.len() + BODY_SUFFIX.len()
                     > self.limits.max_request_bytes
-                || self.session_users + req.external_ids.len() >= self.limits.max_users_per_session;
+                || (users > 0
+                    && self.session_users + open_users + users > self.limits.max_users_per_session);
             if full {
                 self.close_request();
             }
@@ -245,19 +395,23 @@ impl Packer {
         let req = self.request.get_or_insert_with(|| PlannedRequest {
             kind,
             external_ids: Vec::new(),
-            body: ENTITY_USERS_PREFIX.to_vec(),
+            body: prefix(kind).to_vec(),
         });
-        if !req.external_ids.is_empty() {
+        if self.entries > 0 {
             req.body.push(b',');
         }
         req.body.extend_from_slice(&entry);
-        req.external_ids.push(user.external_id.clone());
+        req.external_ids.extend(ids);
+        self.entries += 1;
     }
 
     fn close_request(&mut self) {
         if let Some(mut req) = self.request.take() {
             req.body.extend_from_slice(BODY_SUFFIX);
-            self.session_users += req.external_ids.len();
+            self.entries = 0;
+            if req.kind.is_users() {
+                self.session_users += req.external_ids.len();
+            }
             self.session.push(req);
             if self.session.len() >= self.limits.max_requests_per_session
                 || self.session_users >= self.limits.max_users_per_session
@@ -307,6 +461,7 @@ mod tests {
             external_id: format!("id{i}"),
             active,
             profile,
+            groups: Vec::new(),
         }
     }
 
@@ -389,6 +544,107 @@ mod tests {
         assert_eq!(p.oversized.len(), 1);
         assert_eq!(p.oversized[0].external_id, "id1");
         assert_eq!(p.sessions[0].users(), 2);
+    }
+
+    fn with_groups(mut u: MappedUser, groups: &[String]) -> MappedUser {
+        u.groups = groups
+            .iter()
+            .map(|g| GroupRef {
+                external_id: g.clone(),
+                display_name: format!("Group {g}"),
+                description: None,
+            })
+            .collect();
+        u
+    }
+
+    #[test]
+    fn groups_and_memberships_follow_the_users_within_limits() {
+        // 1,000 users in 450 groups each, 2 groups per user: more than 200 groups and more
+        // than 200 membership entries, so both kinds need several requests.
+        let users: Vec<_> = (0..1_000)
+            .map(|i| {
+                let gs = [format!("g{}", i % 450), "all".to_string()];
+                with_groups(user(i, i % 10 != 0, 0), &gs)
+            })
+            .collect();
+        let p = pack(&users, SessionMode::Separate, Limits::default());
+        check_group_limits(&p, Limits::default());
+        let kinds: Vec<_> = p.sessions.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, vec![SessionKind::Upsert, SessionKind::Delete]);
+        let s = &p.sessions[0];
+        // Users first, then groups, then memberships.
+        let order: Vec<RequestKind> = s.requests.iter().map(|r| r.kind).collect();
+        let first_group = order.iter().position(|k| *k == RequestKind::GroupsUpsert).unwrap();
+        let first_member = order.iter().position(|k| *k == RequestKind::MembershipsUpsert).unwrap();
+        assert!(order[..first_group].iter().all(|k| *k == RequestKind::Upsert));
+        assert!(order[first_group..first_member].iter().all(|k| *k == RequestKind::GroupsUpsert));
+        assert!(order[first_member..].iter().all(|k| *k == RequestKind::MembershipsUpsert));
+        // Leavers (every tenth user) gain no membership, and groups come from active users
+        // only: g0, g10, … hold only leavers, so 405 + `all` remain.
+        assert_eq!(s.group_counts(), (406, 900 * 2));
+        assert_eq!(s.users(), 900);
+        assert_eq!(p.sessions[1].group_counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_full_user_session_spills_groups_into_the_next() {
+        let users: Vec<_> =
+            (0..10_000).map(|i| with_groups(user(i, true, 0), &[format!("g{}", i % 7)])).collect();
+        let p = pack(&users, SessionMode::Separate, Limits::default());
+        check_group_limits(&p, Limits::default());
+        assert_eq!(p.sessions.len(), 2);
+        assert_eq!(p.sessions[0].users(), 10_000);
+        assert_eq!(p.sessions[0].group_counts(), (0, 0));
+        assert_eq!(p.sessions[1].users(), 0);
+        assert_eq!(p.sessions[1].group_counts(), (7, 10_000));
+    }
+
+    #[test]
+    fn a_huge_group_is_split_into_entries() {
+        let users: Vec<_> = (0..2_500)
+            .map(|i| {
+                let mut u = with_groups(user(i, true, 0), &["everyone".to_string()]);
+                u.external_id = format!("{i:0>250}");
+                u
+            })
+            .collect();
+        let p = pack(&users, SessionMode::Separate, Limits::default());
+        check_group_limits(&p, Limits::default());
+        let members: usize = p.sessions.iter().map(|s| s.group_counts().1).sum();
+        assert_eq!(members, 2_500);
+    }
+
+    /// Every request within 200 entries and 200 KB; memberships reference declared groups.
+    fn check_group_limits(p: &Packed, l: Limits) {
+        let mut declared = std::collections::HashSet::new();
+        for s in &p.sessions {
+            assert!(s.requests.len() <= l.max_requests_per_session);
+            assert!(s.users() <= l.max_users_per_session);
+            for r in &s.requests {
+                assert!(r.body.len() <= l.max_request_bytes, "{} bytes", r.body.len());
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                match r.kind {
+                    RequestKind::GroupsUpsert => {
+                        let items = v["profiles"].as_array().unwrap();
+                        assert!(!items.is_empty() && items.len() <= 200);
+                        for g in items {
+                            declared.insert(g["externalId"].as_str().unwrap().to_string());
+                            assert!(g["profile"]["displayName"].is_string());
+                        }
+                    }
+                    RequestKind::MembershipsUpsert => {
+                        let items = v["memberships"].as_array().unwrap();
+                        assert!(!items.is_empty() && items.len() <= 200);
+                        for m in items {
+                            let g = m["groupExternalId"].as_str().unwrap();
+                            assert!(declared.contains(g), "membership before its group {g}");
+                        }
+                    }
+                    _ => assert!(r.external_ids.len() <= l.max_profiles_per_request),
+                }
+            }
+        }
     }
 
     #[test]

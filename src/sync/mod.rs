@@ -15,7 +15,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::mapping::{Origin, Rejection};
+use crate::mapping::{Mapped, NotYet, Origin, Rejection};
 use crate::okta::OktaClient;
 use crate::okta::batch::{Limits, Oversized};
 use crate::okta::session::Importer;
@@ -31,6 +31,8 @@ pub struct Pulled {
     pub users: Spill,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,
+    /// Joiners whose pre-hire window has not opened: not sent this run.
+    pub not_yet: Vec<NotYet>,
     /// Items read from the source, including rejected ones.
     pub read: u64,
 }
@@ -80,14 +82,21 @@ pub async fn pull_and_map(settings: &Settings, job: &Job) -> Result<Pulled, Pull
     };
     let mut deduplicated: Vec<Duplicate> = Vec::new();
     let mut dup_index: HashMap<String, usize> = HashMap::new();
+    let mut not_yet: Vec<NotYet> = Vec::new();
+    // One instant for the whole pull, so every record is dated against the same day.
+    let now = chrono::Utc::now();
     while let Some(item) = stream.next().await {
         let item = match item {
             Ok(i) => i,
             Err(e) => return Err(fail(PullFailureKind::Incomplete, e.to_string(), read, rejected)),
         };
         read += 1;
-        let user = match item.and_then(|record| job.mapping.apply(&record)) {
-            Ok(u) => u,
+        let user = match item.and_then(|record| job.mapping.apply_at(&record, now)) {
+            Ok(Mapped::User(u)) => u,
+            Ok(Mapped::NotYet(n)) => {
+                not_yet.push(n);
+                continue;
+            }
             Err(rejection) => {
                 rejected.push(rejection);
                 if let Some(budget) = job.max_rejected
@@ -134,7 +143,7 @@ pub async fn pull_and_map(settings: &Settings, job: &Job) -> Result<Pulled, Pull
         let msg = format!("cannot write the pulled users to a temporary file: {e}");
         return Err(fail(PullFailureKind::Incomplete, msg, read, rejected));
     }
-    Ok(Pulled { users, rejected, deduplicated, read })
+    Ok(Pulled { users, rejected, deduplicated, not_yet, read })
 }
 
 /// Turn users too large to send into rejections.
@@ -228,6 +237,9 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
     c.deduplicated = pulled.deduplicated.iter().map(|d| d.dropped.len() as u64).sum();
     c.to_upsert = planned.iter().map(|s| s.planned_upserts as u64).sum();
     c.to_deactivate = planned.iter().map(|s| s.planned_deletes as u64).sum();
+    c.groups = planned.iter().map(|s| s.planned_groups as u64).sum();
+    c.memberships = planned.iter().map(|s| s.planned_memberships as u64).sum();
+    c.not_yet_started = pulled.not_yet.len() as u64;
     info!(
         read = c.read,
         rejected = c.rejected,

@@ -77,6 +77,12 @@ pub struct Counts {
     pub deactivated: u64,
     /// Planned users that were not imported (a session failed or was never sent).
     pub not_imported: u64,
+    /// Joiners held back until their pre-hire window opens (mapping `status.start_date`).
+    pub not_yet_started: u64,
+    /// Group upserts planned (a group split over sessions counts once per session).
+    pub groups: u64,
+    /// Memberships (group, user pairs) planned for upsert.
+    pub memberships: u64,
 }
 
 /// An externalId seen more than once.
@@ -97,6 +103,8 @@ pub struct SessionReport {
     pub planned_requests: usize,
     pub planned_upserts: usize,
     pub planned_deletes: usize,
+    pub planned_groups: usize,
+    pub planned_memberships: usize,
     /// The largest request body, in bytes.
     pub largest_request_bytes: usize,
     /// `None` in a plan, or when the session was never attempted.
@@ -107,11 +115,14 @@ pub struct SessionReport {
 impl SessionReport {
     pub fn planned(plan: &SessionPlan) -> Self {
         let (up, del) = plan.counts();
+        let (groups, memberships) = plan.group_counts();
         Self {
             kind: plan.kind,
             planned_requests: plan.requests.len(),
             planned_upserts: up,
             planned_deletes: del,
+            planned_groups: groups,
+            planned_memberships: memberships,
             largest_request_bytes: plan.requests.iter().map(|r| r.body.len()).max().unwrap_or(0),
             outcome: None,
         }
@@ -180,6 +191,16 @@ impl JobReport {
             "  read {}, rejected {}, duplicates dropped {}",
             c.read, c.rejected, c.deduplicated
         );
+        if c.not_yet_started > 0 {
+            let _ = writeln!(
+                out,
+                "  {} joiner(s) not imported yet (before their pre-hire window)",
+                c.not_yet_started
+            );
+        }
+        if c.groups > 0 {
+            let _ = writeln!(out, "  groups {}, memberships {}", c.groups, c.memberships);
+        }
         if dry_run {
             let _ = writeln!(
                 out,
@@ -218,6 +239,13 @@ impl JobReport {
                 s.planned_upserts,
                 s.planned_deletes
             );
+            if s.planned_groups + s.planned_memberships > 0 {
+                let _ = write!(
+                    out,
+                    ", {} group(s), {} membership(s)",
+                    s.planned_groups, s.planned_memberships
+                );
+            }
             match &s.outcome {
                 None if dry_run => {}
                 None => {

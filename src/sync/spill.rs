@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mapping::{MappedUser, Origin};
+use crate::mapping::{GroupRef, MappedUser, Origin};
 use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
 
 /// Users packed per call of `batch::pack`, on top of the carried-over last session. Two
@@ -46,6 +46,8 @@ struct StoredRef<'a> {
     id: &'a str,
     active: bool,
     profile: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[GroupRef]>::is_empty")]
+    groups: &'a [GroupRef],
 }
 
 /// The on-disk form of a [`MappedUser`], as read back.
@@ -58,6 +60,8 @@ struct Stored<'a> {
     id: std::borrow::Cow<'a, str>,
     active: bool,
     profile: BTreeMap<String, String>,
+    #[serde(default)]
+    groups: Vec<GroupRef>,
 }
 
 /// De-duplicated users, spilled to a temporary file.
@@ -114,6 +118,7 @@ impl Spill {
             id: &user.external_id,
             active: user.active,
             profile: &user.profile,
+            groups: &user.groups,
         };
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         let writer = self
@@ -171,7 +176,39 @@ impl Spill {
             carry: Vec::new(),
             ready: VecDeque::new(),
             oversized: Vec::new(),
+            groups: Groups::default(),
         }
+    }
+}
+
+/// Groups and memberships of the active users, gathered over the whole pull: a chunk holds
+/// only part of a group's members, so they are packed once, after the last active user, as
+/// `batch::pack` does for a whole pull. Memory: one id per membership.
+#[derive(Debug, Default)]
+struct Groups {
+    groups: Vec<GroupRef>,
+    at: HashMap<String, usize>,
+    members: Vec<Vec<String>>,
+}
+
+impl Groups {
+    fn add(&mut self, user: &MappedUser) {
+        for g in &user.groups {
+            let i = match self.at.get(&g.external_id) {
+                Some(&i) => i,
+                None => {
+                    self.at.insert(g.external_id.clone(), self.groups.len());
+                    self.groups.push(g.clone());
+                    self.members.push(Vec::new());
+                    self.groups.len() - 1
+                }
+            };
+            self.members[i].push(user.external_id.clone());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
     }
 }
 
@@ -217,6 +254,7 @@ impl<'a> Window<'a> {
             external_id: stored.id.into_owned(),
             active: stored.active,
             profile: stored.profile,
+            groups: stored.groups,
         })
     }
 }
@@ -239,6 +277,7 @@ pub struct Sessions<'a> {
     carry: Vec<MappedUser>,
     ready: VecDeque<SessionPlan>,
     oversized: Vec<(Oversized, Origin)>,
+    groups: Groups,
 }
 
 impl Sessions<'_> {
@@ -258,21 +297,41 @@ impl Sessions<'_> {
                 let slot = &slots[self.cursor];
                 self.cursor += 1;
                 if slot.active == want_active {
-                    chunk.push(self.reader.user(slot)?);
+                    let user = self.reader.user(slot)?;
+                    if user.active {
+                        self.groups.add(&user);
+                    }
+                    chunk.push(user);
                 }
             }
             let phase_done = self.cursor >= slots.len();
+            // The groups go out once, after the last active user.
+            let with_groups = phase_done && self.phase == 0 && !self.groups.is_empty();
             // In `separate` mode each phase ends its last session; in `combined` mode the
-            // inactive users may join the actives' last session.
-            let flush = phase_done && (self.phase == 1 || self.mode == SessionMode::Separate);
+            // inactive users may join the actives' last session, unless it carries the groups
+            // (a carried session keeps only its users, so it must not be carried).
+            let flush = phase_done
+                && (self.phase == 1 || self.mode == SessionMode::Separate || with_groups);
             if phase_done {
                 self.phase += 1;
                 self.cursor = 0;
             }
-            if chunk.is_empty() {
+            if chunk.is_empty() && !with_groups {
                 continue;
             }
-            let packed = batch::pack(&chunk, self.mode, self.limits);
+            let packed = if with_groups {
+                let groups: Vec<&GroupRef> = self.groups.groups.iter().collect();
+                let memberships: Vec<(&str, Vec<&str>)> = self
+                    .groups
+                    .groups
+                    .iter()
+                    .zip(&self.groups.members)
+                    .map(|(g, m)| (g.external_id.as_str(), m.iter().map(String::as_str).collect()))
+                    .collect();
+                batch::pack_with_groups(&chunk, &groups, &memberships, self.mode, self.limits)
+            } else {
+                batch::pack_with_groups(&chunk, &[], &[], self.mode, self.limits)
+            };
             for o in packed.oversized {
                 let origin = chunk
                     .iter()
@@ -282,9 +341,11 @@ impl Sessions<'_> {
             }
             let mut sessions = packed.sessions;
             if !flush && let Some(last) = sessions.pop() {
+                // Only user requests: a membership request lists member ids too.
                 let ids: HashSet<&str> = last
                     .requests
                     .iter()
+                    .filter(|r| r.kind.is_users())
                     .flat_map(|r| r.external_ids.iter().map(String::as_str))
                     .collect();
                 self.carry = chunk
@@ -316,6 +377,55 @@ mod tests {
             external_id: format!("id{i}"),
             active,
             profile,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Groups over several chunks: every user, group and membership goes out exactly once,
+    /// as packing the whole pull at once would send them, and no user is sent twice because
+    /// it is a member in a carried session.
+    #[test]
+    fn groups_spanning_chunks_are_sent_once_with_every_member() {
+        for mode in [SessionMode::Separate, SessionMode::Combined] {
+            let users: Vec<MappedUser> = (0..47_000)
+                .map(|i| {
+                    let mut u = user(i, i % 10 != 0, 0);
+                    if u.active {
+                        u.groups = vec![GroupRef {
+                            external_id: format!("dept{}", i % 7),
+                            display_name: format!("Department {}", i % 7),
+                            description: None,
+                        }];
+                    }
+                    u
+                })
+                .collect();
+            let mut spill = Spill::new().unwrap();
+            for u in &users {
+                spill.push(u).unwrap();
+            }
+            spill.finish().unwrap();
+            let mut chunked = Vec::new();
+            let mut sessions = spill.sessions(mode, Limits::default());
+            while let Some(s) = sessions.next_session().unwrap() {
+                chunked.push(s);
+            }
+            let whole = batch::pack(&users, mode, Limits::default()).sessions;
+            let tally = |sessions: &[SessionPlan]| {
+                let mut t: BTreeMap<(String, String), usize> = BTreeMap::new();
+                for s in sessions {
+                    assert!(s.requests.len() <= 50);
+                    for r in &s.requests {
+                        for id in &r.external_ids {
+                            *t.entry((format!("{:?}", r.kind), id.clone())).or_default() += 1;
+                        }
+                    }
+                }
+                t
+            };
+            let (c, w) = (tally(&chunked), tally(&whole));
+            assert!(c.values().all(|n| *n == 1), "{mode:?}: an entity was sent twice");
+            assert_eq!(c, w, "{mode:?}: chunked packing lost or added entities");
         }
     }
 
