@@ -235,6 +235,15 @@ async fn an_upload_failure_cancels_the_session() {
     let outcome = importer(&sim).run(&plan).await;
     let error = outcome.error.clone().expect("error");
     assert!(error.contains("bulk load 2 of 2"), "{error}");
+    // Okta's own fields reach the report, structured, for Okta support.
+    let detail = outcome.okta_error.clone().expect("okta error detail");
+    assert_eq!(detail.status, Some(400));
+    assert_eq!(detail.error_code, "E0000001");
+    assert!(!detail.error_summary.is_empty());
+    assert!(!detail.error_causes.is_empty(), "{detail:?}");
+    assert!(detail.error_id.as_deref().is_some_and(|id| !id.is_empty()), "{detail:?}");
+    let json = serde_json::to_value(&outcome).expect("json");
+    assert_eq!(json["okta_error"]["error_code"], "E0000001");
     assert_eq!(outcome.requests, 1);
     assert_eq!(outcome.final_status, Some(SessionStatus::Closed));
     let id = outcome.id.expect("created");

@@ -12,6 +12,29 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// Okta's error body fields, for the JSON report (FACTS §9): what ops quote to Okta support.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OktaErrorDetail {
+    /// HTTP status, when Okta answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `errorCode`, e.g. `E0000001`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error_code: String,
+    /// `errorSummary`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error_summary: String,
+    /// `errorCauses[].errorSummary`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_causes: Vec<String>,
+    /// `errorId`, unique per error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+    /// `X-Okta-Request-Id` of the failed call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 /// What the client was doing when the error happened, e.g. `"create session"`.
 pub type Operation = &'static str;
 
@@ -184,6 +207,27 @@ impl OktaError {
             | Self::Api { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
+    }
+
+    /// Okta's error fields, structured for the report; `None` when Okta never answered.
+    pub fn detail(&self) -> Option<OktaErrorDetail> {
+        let (code, summary, causes): (&str, &str, &[String]) = match self {
+            Self::Unauthorized { code, summary, .. } => (code, summary, &[]),
+            Self::Forbidden { code, summary, causes, .. }
+            | Self::NotFound { code, summary, causes, .. }
+            | Self::Api { code, summary, causes, .. } => (code, summary, causes),
+            Self::RateLimited { .. } => ("E0000047", "", &[]),
+            Self::OAuth { error, description, .. } => (error, description, &[]),
+            _ => return None,
+        };
+        Some(OktaErrorDetail {
+            status: self.status(),
+            error_code: code.to_string(),
+            error_summary: summary.to_string(),
+            error_causes: causes.to_vec(),
+            error_id: self.error_id().map(str::to_string),
+            request_id: self.request_id().map(str::to_string),
+        })
     }
 
     /// Whether the same call may succeed later, without anybody changing the configuration.

@@ -103,6 +103,10 @@ pub struct SessionOutcome {
     /// The sessions cancelled before each replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replayed_session_ids: Vec<String>,
+    /// Okta's own error fields (errorCode, errorSummary, errorCauses, errorId, request id)
+    /// for the error that ended the session, when Okta answered one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub okta_error: Option<crate::okta::error::OktaErrorDetail>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -235,6 +239,7 @@ impl Importer {
             note: None,
             replays: 0,
             replayed_session_ids: Vec::new(),
+            okta_error: None,
         };
         if plan.requests.is_empty() {
             // A session without loads would stay CREATED and cost a 5-minute slot for nothing.
@@ -310,6 +315,7 @@ impl Importer {
             }
             Err(CreateError::Okta(err)) => {
                 outcome.error = Some(err.to_string());
+                outcome.okta_error = err.detail();
                 return Attempt::Done;
             }
         };
@@ -377,6 +383,7 @@ impl Importer {
                             "bulk load {} of {total} failed, session {id} cancelled: {err}",
                             index + 1
                         );
+                        outcome.okta_error = err.detail();
                         self.abort(&id, error.clone(), outcome).await;
                         // Why replay instead of retrying the request: after a timeout, a reset
                         // connection or a 5xx we cannot know whether Okta took the load. Sending
@@ -389,6 +396,7 @@ impl Importer {
                         if err.is_ambiguous() && outcome.final_status == Some(SessionStatus::Closed)
                         {
                             outcome.error = None;
+                            outcome.okta_error = None;
                             return Attempt::Replay(error);
                         }
                         return Attempt::Done;
@@ -403,6 +411,7 @@ impl Importer {
             Ok(session) => session.status,
             Err(err) => {
                 let error = format!("could not read session {id} after the uploads: {err}");
+                outcome.okta_error = err.detail();
                 self.abort(&id, error, outcome).await;
                 return Attempt::Done;
             }
@@ -445,6 +454,7 @@ impl Importer {
             Err(err) => {
                 // Not triggered (the trigger's own check said so): cancel.
                 let error = format!("start import of session {id} failed: {err}");
+                outcome.okta_error = err.detail();
                 self.abort(&id, error, outcome).await;
                 return Attempt::Done;
             }
@@ -486,6 +496,7 @@ impl Importer {
             }
             Err(FollowError::Okta(err)) => {
                 outcome.error = Some(format!("could not follow session {id}: {err}"));
+                outcome.okta_error = err.detail();
             }
         }
         Attempt::Done
