@@ -19,6 +19,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use xaas::mapping::{Mapped, Mapping, Origin, Record};
 
+// The same allocator as the `xaas` binary, so the figure is what a pull sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn record(i: u64) -> Record {
     let first = ["Ana", "Jürgen", "Chloé", "Liam", "Sebastião", "Mei"][(i % 6) as usize];
     let last = ["Araújo", "Größ", "Martin", "Nguyen", "Kowalski", "Chen"][(i % 6) as usize];

@@ -2,6 +2,12 @@
 //! library so tests can drive it.
 
 use clap::Parser;
+
+// mimalloc instead of glibc malloc: a pull allocates and frees millions of small strings,
+// often on different threads (the CSV reader, the tokio workers), where glibc's allocator
+// spent a third of `xaas plan`'s time (perf, bench/plan_memory.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 use xaas::cli::{Cli, LogFormat};
 

@@ -88,8 +88,55 @@ pub(super) struct GroupRule {
 pub(super) enum Producer {
     /// Copy this field.
     Field(String),
-    /// Render the template registered in the environment under this name.
-    Template(String),
+    /// Render the template registered in the environment under this name. When the template
+    /// is only text and `{{ field }}` references (most attribute templates are), the parts are
+    /// kept too, so evaluation can concatenate them without running minijinja.
+    Template(String, Option<Vec<Part>>),
+}
+
+/// A piece of a plain concatenation template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Part {
+    Text(String),
+    Field(String),
+}
+
+/// The parts of `text` when it is nothing but literal text and `{{ identifier }}`s; `None`
+/// for anything else (filters, attribute access, tags, comments, whitespace control,
+/// literals such as `true`), which minijinja renders.
+pub(super) fn plain_concat(text: &str) -> Option<Vec<Part>> {
+    let plain_text = |t: &str| !(t.contains("{%") || t.contains("{#") || t.contains("}}"));
+    let is_ident = |t: &str| {
+        let mut chars = t.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !matches!(t, "true" | "false" | "none" | "True" | "False" | "None")
+    };
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let (lit, after) = (&rest[..open], &rest[open + 2..]);
+        if !plain_text(lit) {
+            return None;
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Text(lit.to_string()));
+        }
+        let close = after.find("}}")?;
+        let inner = after[..close].trim();
+        if !is_ident(inner) {
+            return None;
+        }
+        parts.push(Part::Field(inner.to_string()));
+        rest = &after[close + 2..];
+    }
+    if !plain_text(rest) {
+        return None;
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Some(parts)
 }
 
 /// One profile attribute.
@@ -455,7 +502,8 @@ impl Ctx<'_> {
         let template = self.env.get_template(path).ok()?;
         let vars = template.undeclared_variables(false);
         self.note_references(&at, vars);
-        self.dry_run(path, &at, "template").then(|| Producer::Template(path.to_string()))
+        self.dry_run(path, &at, "template")
+            .then(|| Producer::Template(path.to_string(), plain_concat(text)))
     }
 
     /// Record the fields a template or expression reads.

@@ -32,7 +32,7 @@ use minijinja::Value as JinjaValue;
 use minijinja::value::ValueKind;
 use serde_json::Value;
 
-use super::compile::{ActiveRule, EXPR_RESULT, GroupRule, Mapping, Producer, StatusRule};
+use super::compile::{ActiveRule, EXPR_RESULT, GroupRule, Mapping, Part, Producer, StatusRule};
 use super::dates::{self, When};
 use super::spec::WhenMissing;
 use super::{GroupRef, Mapped, MappedUser, NotYet, Record, Rejection};
@@ -100,7 +100,7 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
                 Producer::Field(f) => {
                     format!("field `{f}` is absent or empty, so there is no externalId")
                 }
-                Producer::Template(_) => {
+                Producer::Template(..) => {
                     "the external_id template rendered empty, so there is no externalId".to_string()
                 }
             };
@@ -140,7 +140,7 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
                     Producer::Field(f) => {
                         format!("required attribute is missing: field `{f}` is absent or empty")
                     }
-                    Producer::Template(_) => {
+                    Producer::Template(..) => {
                         "required attribute is missing: its template rendered empty".to_string()
                     }
                 };
@@ -388,19 +388,26 @@ impl Context<'_> {
                     Err(format!("field `{f}` holds an object; okta profile values are strings"))
                 }
             },
-            Producer::Template(name) => {
-                let template = self
-                    .mapping
-                    .env
-                    .get_template(name)
-                    .map_err(|e| format!("template `{name}` is not compiled: {e}"))?;
-                let (record, fields) = (self.record, &self.mapping.template_fields);
-                let ctx = self.value.get_or_insert_with(|| context(record, fields));
-                let out =
-                    template.render(ctx.clone()).map_err(|e| format!("template failed: {e}"))?;
-                Ok(non_empty(&out))
-            }
+            Producer::Template(name, Some(parts)) => match concat(self.record, parts) {
+                Some(out) => Ok(non_empty(&out)),
+                // A value the shortcut does not render exactly as minijinja would.
+                None => self.render(name),
+            },
+            Producer::Template(name, None) => self.render(name),
         }
+    }
+
+    /// Render the template `name` with minijinja.
+    fn render(&mut self, name: &str) -> Result<Option<String>, Reason> {
+        let template = self
+            .mapping
+            .env
+            .get_template(name)
+            .map_err(|e| format!("template `{name}` is not compiled: {e}"))?;
+        let (record, fields) = (self.record, &self.mapping.template_fields);
+        let ctx = self.value.get_or_insert_with(|| context(record, fields));
+        let out = template.render(ctx.clone()).map_err(|e| format!("template failed: {e}"))?;
+        Ok(non_empty(&out))
     }
 
     /// Evaluate the expression template `name`; undefined when it gave nothing.
@@ -455,6 +462,28 @@ fn short_error(e: &minijinja::Error) -> String {
         s.push_str(d);
     }
     s
+}
+
+/// Render a plain concatenation template without minijinja; `None` when a field holds a
+/// value whose rendering is not obviously the same (floats, lists, objects).
+fn concat(record: &Record, parts: &[Part]) -> Option<String> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64);
+    for part in parts {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Field(f) => match record.fields.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => out.push_str(s),
+                Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                    let _ = write!(out, "{n}");
+                }
+                Some(_) => return None,
+            },
+        }
+    }
+    Some(out)
 }
 
 fn non_empty(s: &str) -> Option<String> {

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::{GroupRef, MappedUser, Origin};
 use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
 
-/// Users packed per call of `batch::pack`, on top of the carried-over last session. Two
-/// sessions' worth (10,000 users each): a mapped user costs about 1.5 KB in memory, so a chunk
-/// stays near 30 MB, and at most half the work is re-packing the carried session.
-const CHUNK_USERS: usize = 20_000;
+/// New users read per call of `batch::pack`, on top of the carried-over last session (at most
+/// 10,000 users). A mapped user costs about 1.5 KB in memory, so chunk and carry stay near
+/// 30 MB together; packing re-does at most the carried session per chunk.
+const CHUNK_USERS: usize = 10_000;
 
 /// Bytes read from the file per `pread` when reading back.
 const READ_WINDOW: usize = 1 << 20;
@@ -292,8 +292,11 @@ impl Sessions<'_> {
             }
             let want_active = self.phase == 0;
             let mut chunk = std::mem::take(&mut self.carry);
+            // Always read CHUNK_USERS new users on top of the carry: the carry can be a whole
+            // session, and a chunk that is only the carry would be packed again forever.
+            let target = chunk.len() + CHUNK_USERS;
             let slots = &self.spill.slots;
-            while chunk.len() < CHUNK_USERS && self.cursor < slots.len() {
+            while chunk.len() < target && self.cursor < slots.len() {
                 let slot = &slots[self.cursor];
                 self.cursor += 1;
                 if slot.active == want_active {
@@ -348,11 +351,10 @@ impl Sessions<'_> {
                     .filter(|r| r.kind.is_users())
                     .flat_map(|r| r.external_ids.iter().map(String::as_str))
                     .collect();
-                self.carry = chunk
-                    .iter()
-                    .filter(|u| ids.contains(u.external_id.as_str()))
-                    .cloned()
-                    .collect();
+                // The chunk is done with: move the carried users out rather than clone them.
+                let carry: Vec<MappedUser> =
+                    chunk.into_iter().filter(|u| ids.contains(u.external_id.as_str())).collect();
+                self.carry = carry;
             }
             self.ready.extend(sessions);
         }
