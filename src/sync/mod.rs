@@ -488,7 +488,7 @@ fn details(
         }
     }
     for id in delta.leavers.iter() {
-        if d.deactivations.len() >= 2 * limit {
+        if d.deactivations.len() >= limit.saturating_mul(2) {
             d.truncated = true;
             break;
         }
