@@ -1,4 +1,5 @@
-//! The command line: `run`, `plan`, `validate`, `check`, `mapping test|preview`, `demo` and `sim`.
+//! The command line: `run`, `plan`, `approve`, `validate`, `check`, `mapping test|preview`,
+//! `demo` and `sim`.
 //!
 //! Every command is a function returning the process exit code, so tests can call them
 //! without spawning the binary. See the README for the exit-code table.
@@ -11,7 +12,7 @@ use tracing::warn;
 use crate::okta::{Credentials, OAuthConfig, OktaClient};
 use crate::settings::{self, Auth, Settings};
 use crate::sync::report::{JobReport, RunReport};
-use crate::sync::{self, Mode};
+use crate::sync::{self, Mode, RunOptions};
 
 /// Success: every record was sent and every session completed.
 pub const EXIT_OK: i32 = 0;
@@ -23,6 +24,9 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_REJECTED: i32 = 3;
 /// The config or a mapping file is invalid; nothing was run.
 pub const EXIT_CONFIG: i32 = 4;
+/// A safeguard held a run: nothing risky was sent; approve it or rerun with
+/// `--allow-deactivations N`.
+pub const EXIT_HELD: i32 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +66,24 @@ pub enum Command {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Send every user, not only what changed since Okta last confirmed it.
+        #[arg(long)]
+        full: bool,
+        /// Release a run held by the deactivation or source-shrink safeguards, if it
+        /// deactivates at most N users. Applies to this run only.
+        #[arg(long, value_name = "N")]
+        allow_deactivations: Option<u64>,
+    },
+    /// Approve a run a safeguard held: the job's next run that needs no more deactivations
+    /// and creations than it did is released (once).
+    Approve {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+        /// The held run's id (printed in its report).
+        #[arg(long)]
+        run: i64,
     },
     /// Show what `run` would send, sending nothing.
     Plan {
@@ -72,6 +94,9 @@ pub enum Command {
         /// `json` prints the full plan, every user included.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Plan a full resync.
+        #[arg(long)]
+        full: bool,
     },
     /// Check the config and every mapping it names. No network; reports every error.
     Validate {
@@ -145,10 +170,16 @@ pub enum MappingCommand {
 /// Run the parsed command line; returns the exit code.
 pub async fn execute(cli: Cli) -> i32 {
     match cli.command {
-        Command::Run { config, job, report } => {
-            run(&config, job.as_deref(), report.as_deref()).await
+        Command::Run { config, job, report, full, allow_deactivations } => {
+            let options =
+                RunOptions { full, allow_deactivations, announce: true, ..RunOptions::default() };
+            run(&config, job.as_deref(), report.as_deref(), &options).await
         }
-        Command::Plan { config, job, format } => plan(&config, job.as_deref(), format).await,
+        Command::Approve { config, job, run } => approve(&config, &job, run),
+        Command::Plan { config, job, format, full } => {
+            let options = RunOptions { full, ..RunOptions::default() };
+            plan(&config, job.as_deref(), format, &options).await
+        }
         Command::Validate { config } => validate(&config),
         Command::Check { config, job } => check(&config, job.as_deref()).await,
         Command::Mapping { command: MappingCommand::Test { files } } => mapping_test(&files),
@@ -236,6 +267,16 @@ pub async fn run_jobs(
     jobs: &[&settings::Job],
     dry_run: bool,
 ) -> Result<RunReport, String> {
+    run_jobs_with(settings, jobs, dry_run, &RunOptions::default()).await
+}
+
+/// [`run_jobs`] with options (`--full`, `--allow-deactivations`, printing the plan first).
+pub async fn run_jobs_with(
+    settings: &Settings,
+    jobs: &[&settings::Job],
+    dry_run: bool,
+    options: &RunOptions,
+) -> Result<RunReport, String> {
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
     let client = if dry_run { None } else { Some(build_client(settings)?) };
@@ -267,7 +308,7 @@ pub async fn run_jobs(
             Some(c) => Mode::Send(c),
             None => Mode::DryRun,
         };
-        reports.push(sync::run_job(settings, job, mode).await);
+        reports.push(sync::run_job_with(settings, job, mode, options).await);
     }
     if let Some(task) = shutdown {
         task.abort();
@@ -288,7 +329,12 @@ pub fn write_report(path: &Path, report: &RunReport) -> Result<(), String> {
         .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
 }
 
-async fn run(config: &Path, job: Option<&str>, report_path: Option<&Path>) -> i32 {
+async fn run(
+    config: &Path,
+    job: Option<&str>,
+    report_path: Option<&Path>,
+    options: &RunOptions,
+) -> i32 {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -297,13 +343,14 @@ async fn run(config: &Path, job: Option<&str>, report_path: Option<&Path>) -> i3
         Ok(j) => j,
         Err(code) => return code,
     };
-    let report = match run_jobs(&settings, &jobs, false).await {
+    let report = match run_jobs_with(&settings, &jobs, false, options).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_FAILURE;
         }
     };
+    println!();
     print!("{}", report.render_text());
     if let Some(path) = report_path
         && let Err(e) = write_report(path, &report)
@@ -314,7 +361,50 @@ async fn run(config: &Path, job: Option<&str>, report_path: Option<&Path>) -> i3
     report.exit_code()
 }
 
-async fn plan(config: &Path, job: Option<&str>, format: OutputFormat) -> i32 {
+/// `xaas approve`: mark a held run approved in the state store.
+fn approve(config: &Path, job: &str, run: i64) -> i32 {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(code) = select(&settings, Some(job)) {
+        return code;
+    }
+    let mut store = match crate::state::open(&settings.state) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open the state store: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let record = match store.run(job, run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match store.approve(job, run, chrono::Utc::now()) {
+        Ok(()) => {
+            if let Some(hold) = record.and_then(|r| r.hold) {
+                println!(
+                    "approved run {run} of job {job}: the next run may deactivate up to {} and create up to {} user(s)",
+                    hold.deactivations, hold.creations
+                );
+                for r in hold.reasons {
+                    println!("  it was held because: {r}");
+                }
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+async fn plan(config: &Path, job: Option<&str>, format: OutputFormat, options: &RunOptions) -> i32 {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -325,7 +415,7 @@ async fn plan(config: &Path, job: Option<&str>, format: OutputFormat) -> i32 {
     };
     match format {
         OutputFormat::Text => {
-            let report = match run_jobs(&settings, &jobs, true).await {
+            let report = match run_jobs_with(&settings, &jobs, true, options).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -339,7 +429,7 @@ async fn plan(config: &Path, job: Option<&str>, format: OutputFormat) -> i32 {
             let mut plans = Vec::new();
             let mut code = EXIT_OK;
             for job in jobs {
-                let p = crate::sync::plan::build(&settings, job).await;
+                let p = crate::sync::plan::build(&settings, job, options).await;
                 code = code.max(p.exit_code());
                 plans.push(p);
             }

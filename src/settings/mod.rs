@@ -29,7 +29,7 @@ use crate::okta::rate_limit::RateOptions;
 use crate::okta::session::SessionOptions;
 use crate::sources::SourceConfig;
 
-pub use raw::{RawAuth, RawJob, RawOkta};
+pub use raw::{RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawState, StateBackendKind};
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -39,8 +39,75 @@ pub struct Settings {
     /// Relative paths in the config (mappings, CSV files) are resolved against this directory.
     pub base_dir: PathBuf,
     pub okta: OktaSettings,
+    /// Where the state (what Okta confirmed, run history) is kept.
+    pub state: StateSettings,
     pub jobs: Vec<Job>,
 }
+
+/// `state:`, resolved.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    pub backend: StateBackend,
+    /// Keep each user's last confirmed profile (for the plan's attribute diff).
+    pub store_profiles: bool,
+}
+
+/// A state backend and its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// A SQLite file, resolved against the config file's directory.
+    Sqlite { path: PathBuf },
+}
+
+/// The default state file, next to the config file.
+pub const DEFAULT_STATE_FILE: &str = "xaas-state.db";
+
+/// How users missing from the source become deactivations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leavers {
+    pub deactivate_missing: bool,
+    /// At least 1.
+    pub missing_runs: u32,
+}
+
+/// Per-run thresholds; `None` turns one off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Safeguards {
+    pub max_deactivations: Option<u64>,
+    pub max_deactivations_percent: Option<f64>,
+    pub max_creations: Option<u64>,
+    pub max_creations_percent: Option<f64>,
+    pub min_source_percent: Option<f64>,
+    pub on_hold: OnHold,
+}
+
+impl Default for Safeguards {
+    fn default() -> Self {
+        let r = RawSafeguards::default();
+        Self {
+            max_deactivations: r.max_deactivations,
+            max_deactivations_percent: r.max_deactivations_percent,
+            max_creations: r.max_creations,
+            max_creations_percent: r.max_creations_percent,
+            min_source_percent: r.min_source_percent,
+            on_hold: r.on_hold,
+        }
+    }
+}
+
+/// What a held run still sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHold {
+    /// Nothing at all (the default).
+    #[default]
+    Nothing,
+    /// Creations, updates and reactivations, when only a deactivation threshold was crossed.
+    Upserts,
+}
+
+/// The default `full_resync_every`.
+pub const DEFAULT_FULL_RESYNC_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where and how to reach Okta.
 #[derive(Debug, Clone)]
@@ -148,6 +215,12 @@ pub struct Job {
     pub sessions: SessionMode,
     /// Abort the run, sending nothing, when more records than this are rejected.
     pub max_rejected: Option<ErrorBudget>,
+    /// Send only what changed since Okta last confirmed it.
+    pub delta: bool,
+    /// A full resync is due this long after the last one; `None`: never.
+    pub full_resync_every: Option<Duration>,
+    pub leavers: Leavers,
+    pub safeguards: Safeguards,
 }
 
 /// An error budget (`max_rejected`): a count of rejected records, or a percentage of the
@@ -301,7 +374,22 @@ fn validate(
             jobs.push(j);
         }
     }
-    Some(Settings { file: path.to_path_buf(), base_dir: base_dir.to_path_buf(), okta: okta?, jobs })
+    let raw_state = raw.state.unwrap_or_default();
+    let state = StateSettings {
+        backend: match raw_state.backend {
+            StateBackendKind::Sqlite => StateBackend::Sqlite {
+                path: base_dir.join(raw_state.path.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),
+            },
+        },
+        store_profiles: raw_state.store_profiles,
+    };
+    Some(Settings {
+        file: path.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        okta: okta?,
+        state,
+        jobs,
+    })
 }
 
 fn validate_okta(
@@ -494,6 +582,48 @@ fn validate_job(
     for (sub, message) in raw.source.validate() {
         diags.push(index.diag(format!("{key}.source.{sub}"), message));
     }
+    let full_resync_every = match raw.full_resync_every.as_deref().map(str::trim) {
+        None => Some(DEFAULT_FULL_RESYNC_EVERY),
+        Some("never") => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                diags.push(index.diag(
+                    format!("{key}.full_resync_every"),
+                    "must be longer than 0 (use `never` to turn it off)",
+                ));
+                None
+            }
+            Err(e) => {
+                diags.push(index.diag(
+                    format!("{key}.full_resync_every"),
+                    format!("`{text}` is not a duration like `7d` or `12h`, nor `never`: {e}"),
+                ));
+                None
+            }
+        },
+    };
+    if raw.leavers.missing_runs == 0 {
+        diags.push(index.diag(
+            format!("{key}.leavers.missing_runs"),
+            "must be at least 1 (set `deactivate_missing: false` to never deactivate missing users)",
+        ));
+    }
+    let g = &raw.safeguards;
+    for (name, v) in [
+        ("max_deactivations_percent", g.max_deactivations_percent),
+        ("max_creations_percent", g.max_creations_percent),
+        ("min_source_percent", g.min_source_percent),
+    ] {
+        if let Some(v) = v
+            && !(0.0..=100.0).contains(&v)
+        {
+            diags.push(index.diag(
+                format!("{key}.safeguards.{name}"),
+                format!("must be a percentage between 0 and 100, found {v}"),
+            ));
+        }
+    }
     let mapping_path = base_dir.join(&raw.mapping);
     let mapping = match std::fs::read_to_string(&mapping_path) {
         Err(e) => {
@@ -523,5 +653,19 @@ fn validate_job(
         schedule: raw.schedule,
         sessions: raw.sessions,
         max_rejected: raw.max_rejected,
+        delta: raw.delta,
+        full_resync_every,
+        leavers: Leavers {
+            deactivate_missing: raw.leavers.deactivate_missing,
+            missing_runs: raw.leavers.missing_runs,
+        },
+        safeguards: Safeguards {
+            max_deactivations: g.max_deactivations,
+            max_deactivations_percent: g.max_deactivations_percent,
+            max_creations: g.max_creations,
+            max_creations_percent: g.max_creations_percent,
+            min_source_percent: g.min_source_percent,
+            on_hold: g.on_hold,
+        },
     })
 }

@@ -18,11 +18,49 @@ use crate::sources::SourceConfig;
 #[derive(Debug, Default)]
 pub(crate) struct RawSettings {
     pub okta: Option<RawOkta>,
+    /// `state:`; defaults when absent.
+    pub state: Option<RawState>,
     /// One entry per job; `None` where the job could not be parsed (its errors are reported).
     pub jobs: Vec<Option<RawJob>>,
 }
 
-const TOP_KEYS: &[&str] = &["okta", "jobs"];
+const TOP_KEYS: &[&str] = &["okta", "state", "jobs"];
+
+/// `state:`: where xaas remembers what Okta confirmed (see `crate::state`).
+#[derive(Debug, Deserialize)]
+pub struct RawState {
+    /// The backend. Only `sqlite` (a single local file) today.
+    #[serde(default)]
+    pub backend: StateBackendKind,
+    /// The SQLite file, relative to the config file. Default: `xaas-state.db` next to it.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Keep the last profile Okta confirmed for each user, so `plan` can show an
+    /// attribute-level diff. This is personal data at rest: `false` keeps only a hash.
+    #[serde(default = "default_true")]
+    pub store_profiles: bool,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self { backend: StateBackendKind::Sqlite, path: None, store_profiles: true }
+    }
+}
+
+const STATE_KEYS: &[&str] = &["backend", "path", "store_profiles"];
+
+/// The state backends (a closed set; a distributed one comes later).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    /// An embedded SQLite file.
+    #[default]
+    Sqlite,
+}
+
+fn default_true() -> bool {
+    true
+}
 
 /// `okta:`
 #[derive(Debug, Deserialize)]
@@ -191,10 +229,111 @@ pub struct RawJob {
     /// are rejected, as a count (`50`) or a share of the records read (`5%`).
     #[serde(default)]
     pub max_rejected: Option<crate::settings::ErrorBudget>,
+    /// `true` (default): send only users that are new, changed or changed status since the
+    /// last profile Okta confirmed. `false`: send every user on every run.
+    #[serde(default = "default_true")]
+    pub delta: bool,
+    /// Send every user once this long after the last full resync (e.g. `7d`), to heal changes
+    /// made in Okta by hand. Default `7d`; `never` turns it off.
+    #[serde(default)]
+    pub full_resync_every: Option<String>,
+    /// How users missing from the source become deactivations.
+    #[serde(default)]
+    pub leavers: RawLeavers,
+    /// Per-run thresholds that hold a risky run for approval.
+    #[serde(default)]
+    pub safeguards: RawSafeguards,
 }
 
-const JOB_KEYS: &[&str] =
-    &["name", "identity_source_id", "source", "mapping", "schedule", "sessions", "max_rejected"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "identity_source_id",
+    "source",
+    "mapping",
+    "schedule",
+    "sessions",
+    "max_rejected",
+    "delta",
+    "full_resync_every",
+    "leavers",
+    "safeguards",
+];
+
+/// `jobs[].leavers:`
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawLeavers {
+    /// Deactivate users this job sent as active once they are missing from the source.
+    /// `false` for sources that list only changes (leavers then come as `active: false`).
+    #[serde(default = "default_true")]
+    pub deactivate_missing: bool,
+    /// Consecutive complete pulls a user must be missing from before it is deactivated.
+    #[serde(default = "default_missing_runs")]
+    pub missing_runs: u32,
+}
+
+impl Default for RawLeavers {
+    fn default() -> Self {
+        Self { deactivate_missing: true, missing_runs: default_missing_runs() }
+    }
+}
+
+fn default_missing_runs() -> u32 {
+    1
+}
+
+/// `jobs[].safeguards:` Each threshold may be set to `null` to turn it off.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawSafeguards {
+    /// Hold the run when it would deactivate more users than this (absolute count).
+    #[serde(default = "default_max_deactivations")]
+    pub max_deactivations: Option<u64>,
+    /// Hold the run when it would deactivate more than this share of the users this job
+    /// knows as active, in percent.
+    #[serde(default = "default_max_deactivations_percent")]
+    pub max_deactivations_percent: Option<f64>,
+    /// Hold the run when it would create more users than this (absolute count; not checked
+    /// on a job's first run).
+    #[serde(default)]
+    pub max_creations: Option<u64>,
+    /// Hold the run when it would create more than this share of the users this job knows
+    /// as active, in percent (not checked on a job's first run).
+    #[serde(default = "default_max_creations_percent")]
+    pub max_creations_percent: Option<f64>,
+    /// Hold the run when the pull has fewer users than this share of the last complete
+    /// pull, in percent.
+    #[serde(default = "default_min_source_percent")]
+    pub min_source_percent: Option<f64>,
+    /// What a held run still sends: `nothing` (default) or `upserts` (creations, updates
+    /// and reactivations go on when only a deactivation threshold was crossed).
+    #[serde(default)]
+    pub on_hold: crate::settings::OnHold,
+}
+
+impl Default for RawSafeguards {
+    fn default() -> Self {
+        Self {
+            max_deactivations: default_max_deactivations(),
+            max_deactivations_percent: default_max_deactivations_percent(),
+            max_creations: None,
+            max_creations_percent: default_max_creations_percent(),
+            min_source_percent: default_min_source_percent(),
+            on_hold: crate::settings::OnHold::default(),
+        }
+    }
+}
+
+fn default_max_deactivations() -> Option<u64> {
+    Some(500)
+}
+fn default_max_deactivations_percent() -> Option<f64> {
+    Some(10.0)
+}
+fn default_max_creations_percent() -> Option<f64> {
+    Some(25.0)
+}
+fn default_min_source_percent() -> Option<f64> {
+    Some(90.0)
+}
 
 /// Parse the layered config into raw structs, pushing every problem into `diags`.
 /// Returns `None` only when the file cannot be parsed at all.
@@ -259,6 +398,9 @@ pub(crate) fn parse(
             diags.push(index.diag("okta", "missing: add an `okta:` section with org_url and auth"))
         }
         Some(v) => raw.okta = deserialize_collecting(index, "okta", v.clone(), OKTA_KEYS, diags),
+    }
+    if let Some(v) = top.get("state") {
+        raw.state = deserialize_collecting(index, "state", v.clone(), STATE_KEYS, diags);
     }
     match top.get("jobs").cloned().map(Value::into_array) {
         None => {}

@@ -1,15 +1,18 @@
-//! One run of a job: pull → map → de-duplicate → plan → push → report.
+//! One run of a job: pull → map → de-duplicate → diff against state → safeguards → pack →
+//! push → confirm state per COMPLETED session → report.
 //!
 //! The whole pull is mapped and de-duplicated before anything is sent, for two reasons: Okta
 //! must never see one externalId twice in a session (FACTS §5), and a pull that fails half way
 //! must not send half a picture. Records that cannot be read or mapped are rejected with their
 //! line and reason; the rest go on.
 
+pub mod delta;
 pub mod plan;
 pub mod report;
+pub mod safeguards;
 pub mod spill;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -17,10 +20,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::mapping::{Mapped, NotYet, Origin, Rejection};
 use crate::okta::OktaClient;
-use crate::okta::batch::{Limits, Oversized};
+use crate::okta::batch::{Limits, Oversized, RequestKind, SessionPlan};
 use crate::okta::session::Importer;
-use crate::settings::{Job, Settings};
-use report::{Counts, Duplicate, JobOutcome, JobReport, SessionReport, Timings};
+use crate::settings::{Job, OnHold, Settings};
+use crate::state::{self, Confirmed, SentStatus, StateStore};
+use delta::Action;
+use report::{Duplicate, JobOutcome, JobReport, SessionReport};
+use safeguards::BreachKind;
 use spill::Spill;
 
 /// The outcome of pulling and mapping a job's source.
@@ -169,32 +175,71 @@ pub enum Mode<'a> {
     Send(&'a OktaClient),
 }
 
-/// Run one job and report. Never panics on bad input; failures end up in the report.
-pub async fn run_job(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobReport {
-    let span = info_span!("job", job = %job.name, identity_source = %job.identity_source_id);
-    run_job_inner(settings, job, mode).instrument(span).await
+/// Per-invocation choices (the CLI's flags).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Send every user (`--full`).
+    pub full: bool,
+    /// Release deactivation and source-shrink holds when the run deactivates at most this many
+    /// users (`--allow-deactivations N`).
+    pub allow_deactivations: Option<u64>,
+    /// Print the plan summary on stdout before sending (`xaas run`).
+    pub announce: bool,
+    /// The most users listed per part of the plan in the report.
+    pub detail_limit: usize,
 }
 
-async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobReport {
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { full: false, allow_deactivations: None, announce: false, detail_limit: 1_000 }
+    }
+}
+
+/// Run one job and report. Never panics on bad input; failures end up in the report.
+pub async fn run_job(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobReport {
+    run_job_with(settings, job, mode, &RunOptions::default()).await
+}
+
+/// [`run_job`] with options.
+pub async fn run_job_with(
+    settings: &Settings,
+    job: &Job,
+    mode: Mode<'_>,
+    options: &RunOptions,
+) -> JobReport {
+    let span = info_span!("job", job = %job.name, identity_source = %job.identity_source_id);
+    run_job_inner(settings, job, mode, options).instrument(span).await
+}
+
+/// A pull diffed against the state, safeguards applied, sessions planned: ready to push.
+pub struct Prepared {
+    pub pulled: Pulled,
+    /// Per spill slot: sent this run.
+    pub send: Vec<bool>,
+    /// Leavers missing from the pull, deactivated this run.
+    pub extra_deletes: Vec<String>,
+    /// Held with nothing to send.
+    pub held: bool,
+    /// Missing-run counters may advance (absence detection was on).
+    pub count_missing: bool,
+}
+
+/// Pull, diff, check safeguards and plan sessions; fills `report`. `Err(())` means the report
+/// already says why nothing can be sent.
+pub async fn prepare(
+    settings: &Settings,
+    job: &Job,
+    store: &mut dyn StateStore,
+    options: &RunOptions,
+    report: &mut JobReport,
+) -> Result<Prepared, ()> {
     let started = Instant::now();
-    let mut report = JobReport {
-        job: job.name.clone(),
-        identity_source_id: job.identity_source_id.clone(),
-        outcome: JobOutcome::Success,
-        error: None,
-        pull_complete: true,
-        counts: Counts::default(),
-        rejected: Vec::new(),
-        deduplicated: Vec::new(),
-        stale_sessions: Vec::new(),
-        sessions: Vec::new(),
-        timings: Timings::default(),
-    };
     let mut pulled = match pull_and_map(settings, job).await {
         Ok(p) => p,
         Err(failure) => {
             warn!(error = %failure, "pull failed: nothing is sent to okta");
             report.outcome = JobOutcome::Failed;
+            // An incomplete pull sends nothing, so nobody missing from it is deactivated.
             report.pull_complete = failure.kind != PullFailureKind::Incomplete;
             report.error = Some(match failure.kind {
                 PullFailureKind::Incomplete => {
@@ -207,23 +252,148 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
             report.counts.read = failure.read;
             report.counts.rejected = failure.rejected.len() as u64;
             report.rejected = failure.rejected;
-            report.timings.total_ms = elapsed_ms(started);
-            return report;
+            return Err(());
         }
     };
-    // First pass over the spilled users: plan the sessions, keeping only their summaries. The
-    // push packs them again, one session at a time (packing is deterministic).
+    let fail = |report: &mut JobReport, e: String| {
+        report.outcome = JobOutcome::Failed;
+        report.error = Some(e);
+    };
+    let job_state = match store.job_state(&job.name) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(report, format!("cannot read the state: {e}"));
+            return Err(());
+        }
+    };
+    // Full or delta.
+    let now = chrono::Utc::now();
+    let reason = if options.full {
+        Some("--full".to_string())
+    } else if !job.delta {
+        Some("delta: false".to_string())
+    } else {
+        match (job.full_resync_every, job_state.last_full_resync_at) {
+            (Some(_), None) => Some("no full resync recorded yet".to_string()),
+            (Some(every), Some(last))
+                if chrono::Duration::from_std(every).is_ok_and(|every| now - last >= every) =>
+            {
+                Some(format!("full_resync_every {}", humantime::format_duration(every)))
+            }
+            _ => None,
+        }
+    };
+    report.mode = report::SyncMode { full: reason.is_some(), reason };
+
+    // Ids that were read but not mapped are present: never "missing".
+    let mut present: HashSet<String> = HashSet::new();
+    let mut without_id = 0usize;
+    for r in &pulled.rejected {
+        match &r.external_id {
+            Some(id) => {
+                present.insert(id.clone());
+            }
+            None => without_id += 1,
+        }
+    }
+    present.extend(pulled.not_yet.iter().map(|n| n.external_id.clone()));
+    let absence_off = (without_id > 0).then(|| {
+        format!(
+            "{without_id} rejected record(s) have no externalId, so who is missing cannot be told"
+        )
+    });
+    let delta = match delta::compute(&pulled.users, store, job, &present, absence_off) {
+        Ok(d) => d,
+        Err(e) => {
+            fail(report, format!("cannot read the state: {e}"));
+            return Err(());
+        }
+    };
+    report.absence_detection_off = delta.absence_off.clone();
+    report.changes = delta.changes.clone();
+
+    // Safeguards, before anything is sent.
+    let mut breaches =
+        safeguards::check(&job.safeguards, &delta.changes, &job_state, pulled.users.len() as u64);
+    let deactivations = delta.changes.counted_deactivations();
+    if let Some(n) = options.allow_deactivations
+        && deactivations <= n
+        && breaches.iter().any(|b| b.kind != BreachKind::Creations)
+    {
+        breaches.retain(|b| b.kind == BreachKind::Creations);
+        report.released_by = Some(format!("--allow-deactivations {n}"));
+    }
+    if !breaches.is_empty()
+        && let Some(run_id) = report.run_id
+    {
+        match store.take_approval(&job.name, deactivations, delta.changes.creates, run_id) {
+            Ok(Some(approved)) => {
+                breaches.clear();
+                report.released_by = Some(format!("the approval of run {approved}"));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                fail(report, format!("cannot read the approvals: {e}"));
+                return Err(());
+            }
+        }
+    }
+    let upserts_only = !breaches.is_empty()
+        && job.safeguards.on_hold == OnHold::Upserts
+        && breaches.iter().all(|b| b.kind == BreachKind::Deactivations);
+    let held = !breaches.is_empty();
+    if held {
+        warn!(breaches = breaches.len(), "a safeguard held the run");
+        report.outcome = JobOutcome::Held;
+        report.hold = Some(report::HoldReport {
+            breaches,
+            sent: if upserts_only { "upserts".into() } else { "nothing".into() },
+            release: report.run_id.map(|r| {
+                format!(
+                    "xaas approve --job {} --run {r}   (or: xaas run --job {} --allow-deactivations {deactivations})",
+                    job.name, job.name
+                )
+            }),
+        });
+    }
+
+    // Who is sent. Every deactivation below is either a user the source marks inactive, or a
+    // leaver this job owns that was missing from a complete pull (delta::compute), and none
+    // is sent while a safeguard holds the run.
+    let full = report.mode.full;
+    let send: Vec<bool> = delta
+        .actions
+        .iter()
+        .map(|a| {
+            let wanted = full || a.sends();
+            match (held, upserts_only) {
+                (false, _) => wanted,
+                (true, true) => wanted && a.is_upsert(),
+                (true, false) => false,
+            }
+        })
+        .collect();
+    let extra_deletes = if held { Vec::new() } else { delta.leavers.clone() };
+
+    report.details = details(store, job, &pulled.users, &delta, options.detail_limit);
+
+    // Plan the sessions, keeping only their summaries. The push packs them again, one session
+    // at a time (packing is deterministic).
     let mut planned = Vec::new();
-    let mut sessions = pulled.users.sessions(job.sessions, Limits::default());
+    let mut sessions = pulled.users.sessions_selected(
+        job.sessions,
+        Limits::default(),
+        Some(&send),
+        &extra_deletes,
+    );
     loop {
         match sessions.next_session() {
             Ok(Some(plan)) => planned.push(SessionReport::planned(&plan)),
             Ok(None) => break,
             Err(e) => {
-                report.outcome = JobOutcome::Failed;
-                report.error = Some(format!("cannot read back the pulled users: {e}"));
-                report.timings.total_ms = elapsed_ms(started);
-                return report;
+                drop(sessions);
+                fail(report, format!("cannot read back the pulled users: {e}"));
+                return Err(());
             }
         }
     }
@@ -246,32 +416,220 @@ async fn run_job_inner(settings: &Settings, job: &Job, mode: Mode<'_>) -> JobRep
         deduplicated = c.deduplicated,
         to_upsert = c.to_upsert,
         to_deactivate = c.to_deactivate,
+        unchanged = delta.changes.unchanged,
+        full,
+        held,
         sessions = planned.len(),
         "planned"
     );
     report.rejected = std::mem::take(&mut pulled.rejected);
     report.deduplicated = std::mem::take(&mut pulled.deduplicated);
     report.sessions = planned;
+    Ok(Prepared {
+        pulled,
+        send,
+        extra_deletes,
+        held: held && !upserts_only,
+        count_missing: delta.absence_off.is_none() && !held,
+    })
+}
 
-    if let Mode::Send(client) = mode {
-        let push_started = Instant::now();
-        push(settings, job, client, &pulled.users, &mut report).await;
-        report.timings.push_ms = elapsed_ms(push_started);
+/// The users behind each part of the plan, at most `limit` per part; updates come with their
+/// attribute-level diff against the last confirmed profile.
+fn details(
+    store: &dyn StateStore,
+    job: &Job,
+    users: &Spill,
+    delta: &delta::Delta,
+    limit: usize,
+) -> report::Details {
+    let mut d = report::Details::default();
+    let mut wanted: Vec<usize> = Vec::new();
+    let mut per = [0usize; 4];
+    for (slot, a) in delta.actions.iter().enumerate() {
+        let part = match a {
+            Action::Create => 0,
+            Action::Update => 1,
+            Action::Reactivate => 2,
+            Action::Deactivate | Action::DeactivateUnowned => 3,
+            _ => continue,
+        };
+        if per[part] < limit {
+            per[part] += 1;
+            wanted.push(slot);
+        } else {
+            d.truncated = true;
+        }
     }
-    if report.outcome != JobOutcome::Failed && !report.rejected.is_empty() {
+    let read = match users.read_slots(&wanted) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "cannot read back users for the plan's details");
+            return d;
+        }
+    };
+    for (slot, user) in wanted.into_iter().zip(read) {
+        match delta.actions[slot] {
+            Action::Create => d.creates.push(user.external_id),
+            Action::Reactivate => d.reactivations.push(user.external_id),
+            Action::Update => {
+                let before = store.confirmed_profile(&job.name, &user.external_id).ok().flatten();
+                let changes = before.map(|b| attribute_diff(&b, &user.profile)).unwrap_or_default();
+                d.updates.push(report::UpdateDetail { external_id: user.external_id, changes });
+            }
+            a => d.deactivations.push(report::DeactivationDetail {
+                external_id: user.external_id,
+                reason: if a == Action::Deactivate {
+                    "inactive_in_source"
+                } else {
+                    "inactive_not_sent_before"
+                },
+            }),
+        }
+    }
+    for id in delta.leavers.iter() {
+        if d.deactivations.len() >= limit.saturating_mul(2) {
+            d.truncated = true;
+            break;
+        }
+        d.deactivations.push(report::DeactivationDetail {
+            external_id: id.clone(),
+            reason: "missing_from_source",
+        });
+    }
+    d
+}
+
+/// The attributes that differ between two profiles.
+pub fn attribute_diff(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<report::AttributeChange> {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| report::AttributeChange {
+            attribute: k.clone(),
+            from: before.get(k).cloned(),
+            to: after.get(k).cloned(),
+        })
+        .collect()
+}
+
+async fn run_job_inner(
+    settings: &Settings,
+    job: &Job,
+    mode: Mode<'_>,
+    options: &RunOptions,
+) -> JobReport {
+    let started = Instant::now();
+    let mut report = JobReport::new(job);
+    let dry_run = matches!(mode, Mode::DryRun);
+    // A plan never writes the state (nor creates it); a run records itself in the history.
+    let opened =
+        if dry_run { state::open_read_only(&settings.state) } else { state::open(&settings.state) };
+    let mut store = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            report.outcome = JobOutcome::Failed;
+            report.error = Some(format!("cannot open the state store: {e}"));
+            return report;
+        }
+    };
+    if !dry_run {
+        match store.begin_run(&job.name, chrono::Utc::now()) {
+            Ok(id) => report.run_id = Some(id),
+            Err(e) => {
+                report.outcome = JobOutcome::Failed;
+                report.error = Some(format!("cannot write the state store: {e}"));
+                return report;
+            }
+        }
+    }
+    let prepared = prepare(settings, job, store.as_mut(), options, &mut report).await;
+    if let Ok(prepared) = prepared {
+        if options.announce {
+            let mut text = String::new();
+            report.render_plan(&mut text);
+            print!("{text}");
+        }
+        if let Mode::Send(client) = mode {
+            let push_started = Instant::now();
+            if !prepared.held && !report.sessions.is_empty() {
+                push(settings, job, client, &prepared, store.as_mut(), &mut report).await;
+            }
+            report.timings.push_ms = elapsed_ms(push_started);
+            finish_state(job, &prepared, store.as_mut(), &mut report);
+        }
+    }
+    if !matches!(report.outcome, JobOutcome::Failed | JobOutcome::Held)
+        && !report.rejected.is_empty()
+    {
         report.outcome = JobOutcome::CompletedWithRejections;
     }
     report.timings.total_ms = elapsed_ms(started);
+    if let Some(run) = report.run_id {
+        let hold = report.hold.as_ref().map(|h| state::Hold {
+            deactivations: report.changes.counted_deactivations(),
+            creations: report.changes.creates,
+            reasons: h.breaches.iter().map(|b| b.message.clone()).collect(),
+        });
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        if let Err(e) =
+            store.finish_run(run, report.outcome.as_str(), &json, hold.as_ref(), chrono::Utc::now())
+        {
+            warn!(error = %e, "cannot record the run in the state's history");
+        }
+    }
     report
+}
+
+/// After the push: record the pull (a complete one that was not held) and a completed full
+/// resync.
+fn finish_state(
+    job: &Job,
+    prepared: &Prepared,
+    store: &mut dyn StateStore,
+    report: &mut JobReport,
+) {
+    let now = chrono::Utc::now();
+    if report.hold.is_none() {
+        // Rejected and pre-hire ids count as seen: they are in the source.
+        let mut present = prepared
+            .pulled
+            .users
+            .ids()
+            .chain(report.rejected.iter().filter_map(|r| r.external_id.as_deref()))
+            .chain(prepared.pulled.not_yet.iter().map(|n| n.external_id.as_str()));
+        if let Err(e) = store.record_pull(
+            &job.name,
+            &mut present,
+            prepared.count_missing,
+            prepared.pulled.users.len() as u64,
+            now,
+        ) {
+            report.outcome = JobOutcome::Failed;
+            report.error.get_or_insert(format!("cannot record the pull in the state: {e}"));
+        }
+    }
+    if report.mode.full
+        && report.hold.is_none()
+        && report.outcome != JobOutcome::Failed
+        && let Err(e) = store.record_full_resync(&job.name, now)
+    {
+        warn!(error = %e, "cannot record the full resync");
+    }
 }
 
 async fn push(
     settings: &Settings,
     job: &Job,
     client: &OktaClient,
-    users: &Spill,
+    prepared: &Prepared,
+    store: &mut dyn StateStore,
     report: &mut JobReport,
 ) {
+    let users = &prepared.pulled.users;
     let mut importer = Importer::new(
         client.clone(),
         job.identity_source_id.clone(),
@@ -287,7 +645,12 @@ async fn push(
         }
     }
     let mut failed = false;
-    let mut sessions = users.sessions(job.sessions, Limits::default());
+    let mut sessions = users.sessions_selected(
+        job.sessions,
+        Limits::default(),
+        Some(&prepared.send),
+        &prepared.extra_deletes,
+    );
     for session_report in report.sessions.iter_mut() {
         let plan = match sessions.next_session() {
             Ok(Some(p)) => p,
@@ -312,21 +675,32 @@ async fn push(
             report.outcome = JobOutcome::Failed;
             report.error = Some("shutdown requested: the remaining sessions were not sent".into());
         }
+        // Mark the session's users pending before Okta can see them: if we die before
+        // learning the outcome, the next run resends them whatever the state said.
+        if !failed
+            && let Err(e) = store.mark_pending(&job.name, &session_users(plan), chrono::Utc::now())
+        {
+            failed = true;
+            report.outcome = JobOutcome::Failed;
+            report.error = Some(format!("cannot write the state, so nothing more was sent: {e}"));
+        }
         if failed {
-            // After a failure (or a shutdown) we stop: sending deactivations while the run is unhealthy is the
-            // wrong way to fail. The next run sends them again.
+            // After a failure (or a shutdown) we stop: sending deactivations while the run is
+            // unhealthy is the wrong way to fail. The next run sends them again.
             report.counts.not_imported += (up + del) as u64;
             continue;
         }
         let outcome = importer.run(plan).await;
-        match outcome.final_status {
+        let confirmed = match outcome.final_status {
             Some(crate::okta::model::SessionStatus::Completed) => {
                 report.counts.upserted += up as u64;
                 report.counts.deactivated += del as u64;
+                true
             }
-            _ if outcome.error.is_none() => {
-                // Cancelled on purpose (Okta kept it in CREATED: nothing to import).
-            }
+            // Okta kept a delete-only session CREATED: every id in it was unknown to Okta,
+            // which is what a deactivation asks for. Confirm them, or every run would resend.
+            _ if outcome.error.is_none() && outcome.cancelled_untriggerable && up == 0 => true,
+            _ if outcome.error.is_none() => false,
             _ => {
                 failed = true;
                 report.counts.not_imported += (up + del) as u64;
@@ -337,10 +711,72 @@ async fn push(
                     plan.kind,
                     outcome.error.as_deref().unwrap_or("unknown error")
                 ));
+                false
+            }
+        };
+        // State changes only for sessions Okta confirmed; an ERROR leaves it untouched (the
+        // users stay pending and are resent).
+        if confirmed {
+            let result = confirmed_users(users, plan, settings.state.store_profiles)
+                .map_err(|e| format!("cannot read back the pulled users: {e}"))
+                .and_then(|c| {
+                    store
+                        .confirm(&job.name, &c, chrono::Utc::now())
+                        .map_err(|e| format!("cannot write the state: {e}"))
+                });
+            if let Err(e) = result {
+                failed = true;
+                report.outcome = JobOutcome::Failed;
+                report.error = Some(format!("{e}; okta has the session, the next run resends it"));
             }
         }
         session_report.outcome = Some(outcome);
     }
+}
+
+/// The users of a session, with the status it sends them.
+fn session_users(plan: &SessionPlan) -> Vec<(&str, SentStatus)> {
+    plan.requests
+        .iter()
+        .filter_map(|r| match r.kind {
+            RequestKind::Upsert => Some((r, SentStatus::Active)),
+            RequestKind::Delete => Some((r, SentStatus::Inactive)),
+            _ => None,
+        })
+        .flat_map(|(r, s)| r.external_ids.iter().map(move |id| (id.as_str(), s)))
+        .collect()
+}
+
+/// What Okta confirmed in a completed session: the hash (and profile) of each upsert, and the
+/// deactivations (a leaver, missing from the spill, keeps its stored hash).
+fn confirmed_users(
+    users: &Spill,
+    plan: &SessionPlan,
+    keep_profiles: bool,
+) -> std::io::Result<Vec<Confirmed>> {
+    let mut out = Vec::new();
+    let mut upsert_slots = Vec::new();
+    for (id, status) in session_users(plan) {
+        let slot = users.slot_of(id);
+        if status == SentStatus::Active
+            && keep_profiles
+            && let Some(s) = slot
+        {
+            upsert_slots.push((out.len(), s));
+        }
+        out.push(Confirmed {
+            external_id: id.to_string(),
+            status,
+            hash: slot.map(|s| users.slot_info(s).1),
+            profile: None,
+        });
+    }
+    upsert_slots.sort_by_key(|(_, s)| *s);
+    let slots: Vec<usize> = upsert_slots.iter().map(|(_, s)| *s).collect();
+    for ((i, _), user) in upsert_slots.iter().zip(users.read_slots(&slots)?) {
+        out[*i].profile = Some(user.profile);
+    }
+    Ok(out)
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

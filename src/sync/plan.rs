@@ -1,12 +1,14 @@
-//! The full plan as JSON (`xaas plan --format json`): every session, every request, and the
-//! users in each, so a change can be reviewed before anything is sent.
+//! The full plan as JSON (`xaas plan --format json`): the diff against the state (every
+//! create, update with its attribute-level diff, reactivation, deactivation and why), holds,
+//! and every session, request and user, so a change can be reviewed before anything is sent.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::report::{Counts, Duplicate};
-use super::{PullFailureKind, Pulled, pull_and_map, reject_oversized};
+use super::delta::Changes;
+use super::report::{Counts, Details, Duplicate, HoldReport, JobReport, SyncMode};
+use super::{RunOptions, prepare};
 use crate::mapping::Rejection;
 use crate::okta::batch::{Limits, RequestKind, SessionKind};
 use crate::settings::{Job, Settings};
@@ -21,6 +23,15 @@ pub struct PlanDocument {
     pub error: Option<String>,
     /// `false` when the source failed part way.
     pub pull_complete: bool,
+    /// Delta or full resync, and why.
+    pub mode: SyncMode,
+    /// The diff against the state.
+    pub changes: Changes,
+    /// Set when a safeguard would hold the run (no sessions are listed then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldReport>,
+    /// Every create, update (with its attribute diff), reactivation and deactivation.
+    pub details: Details,
     pub counts: Counts,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,
@@ -54,6 +65,8 @@ impl PlanDocument {
     pub fn exit_code(&self) -> i32 {
         if self.error.is_some() {
             crate::cli::EXIT_FAILURE
+        } else if self.hold.is_some() {
+            crate::cli::EXIT_HELD
         } else if !self.rejected.is_empty() {
             crate::cli::EXIT_REJECTED
         } else {
@@ -62,38 +75,53 @@ impl PlanDocument {
     }
 }
 
-/// Pull, map and pack `job`, sending nothing.
-pub async fn build(settings: &Settings, job: &Job) -> PlanDocument {
+/// Pull, map, diff against the state and pack `job`, sending nothing and writing nothing.
+pub async fn build(settings: &Settings, job: &Job, options: &RunOptions) -> PlanDocument {
     let mut doc = PlanDocument {
         job: job.name.clone(),
         identity_source_id: job.identity_source_id.clone(),
         error: None,
         pull_complete: true,
+        mode: SyncMode { full: false, reason: None },
+        changes: Changes::default(),
+        hold: None,
+        details: Details::default(),
         counts: Counts::default(),
         rejected: Vec::new(),
         deduplicated: Vec::new(),
         sessions: Vec::new(),
     };
-    let mut pulled: Pulled = match pull_and_map(settings, job).await {
-        Ok(p) => p,
-        Err(failure) => {
-            doc.error = Some(match failure.kind {
-                PullFailureKind::Incomplete => format!(
-                    "the pull did not complete, so nothing would be sent: {}",
-                    failure.message
-                ),
-                PullFailureKind::TooManyRejected => {
-                    format!("{}, so nothing would be sent", failure.message)
-                }
-            });
-            doc.pull_complete = failure.kind != PullFailureKind::Incomplete;
-            doc.counts.read = failure.read;
-            doc.counts.rejected = failure.rejected.len() as u64;
-            doc.rejected = failure.rejected;
+    let mut store = match crate::state::open_read_only(&settings.state) {
+        Ok(s) => s,
+        Err(e) => {
+            doc.error = Some(format!("cannot open the state store: {e}"));
             return doc;
         }
     };
-    let mut sessions = pulled.users.sessions(job.sessions, Limits::default());
+    // Every user is listed in the JSON plan.
+    let options = RunOptions { detail_limit: usize::MAX, announce: false, ..options.clone() };
+    let mut report = JobReport::new(job);
+    let prepared = prepare(settings, job, store.as_mut(), &options, &mut report).await;
+    doc.error =
+        report.error.take().map(|e| e.replace("so nothing was sent", "so nothing would be sent"));
+    doc.pull_complete = report.pull_complete;
+    doc.mode = report.mode;
+    doc.changes = report.changes;
+    doc.hold = report.hold;
+    doc.details = report.details;
+    doc.counts = report.counts;
+    doc.rejected = report.rejected;
+    doc.deduplicated = report.deduplicated;
+    let Ok(prepared) = prepared else { return doc };
+    if prepared.held {
+        return doc;
+    }
+    let mut sessions = prepared.pulled.users.sessions_selected(
+        job.sessions,
+        Limits::default(),
+        Some(&prepared.send),
+        &prepared.extra_deletes,
+    );
     loop {
         let s = match sessions.next_session() {
             Ok(Some(s)) => s,
@@ -131,19 +159,8 @@ pub async fn build(settings: &Settings, job: &Job) -> PlanDocument {
                     }),
             })
             .collect();
-        let (up, del) = s.counts();
-        doc.counts.to_upsert += up as u64;
-        doc.counts.to_deactivate += del as u64;
         doc.sessions.push(PlannedSessionDoc { kind: s.kind, requests });
     }
-    let oversized = sessions.take_oversized();
-    drop(sessions);
-    reject_oversized(&mut pulled, oversized);
-    doc.counts.read = pulled.read;
-    doc.counts.rejected = pulled.rejected.len() as u64;
-    doc.counts.deduplicated = pulled.deduplicated.iter().map(|d| d.dropped.len() as u64).sum();
-    doc.rejected = pulled.rejected;
-    doc.deduplicated = pulled.deduplicated;
     doc
 }
 

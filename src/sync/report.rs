@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::delta::Changes;
+use super::safeguards::Breach;
 use crate::mapping::{Origin, Rejection};
 use crate::okta::batch::{SessionKind, SessionPlan};
 use crate::okta::session::{SessionOutcome, StaleSession};
@@ -32,6 +34,78 @@ pub enum JobOutcome {
     CompletedWithRejections,
     /// The job could not finish: nothing, or only part, reached Okta.
     Failed,
+    /// A safeguard held the run: nothing risky was sent (see `hold`).
+    Held,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Success => "success",
+            JobOutcome::CompletedWithRejections => "completed_with_rejections",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Held => "held",
+        }
+    }
+}
+
+/// Delta or full, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncMode {
+    /// `true`: every pulled user is sent.
+    pub full: bool,
+    /// Why a full resync (`--full`, `delta: false`, `full_resync_every`, first run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a run was held and how to release it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldReport {
+    pub breaches: Vec<Breach>,
+    /// What still went out: `nothing` or `upserts`.
+    pub sent: String,
+    /// The command that releases it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+}
+
+/// One attribute of an update, against the last profile Okta confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttributeChange {
+    pub attribute: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// An update and what changed in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateDetail {
+    pub external_id: String,
+    /// Empty when no confirmed profile is stored (`state.store_profiles: false`), or only
+    /// groups changed, or the last send was never confirmed.
+    pub changes: Vec<AttributeChange>,
+}
+
+/// A deactivation and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeactivationDetail {
+    pub external_id: String,
+    /// `inactive_in_source`, `missing_from_source` or `inactive_not_sent_before`.
+    pub reason: &'static str,
+}
+
+/// Who is in each part of the plan (lists capped; see `truncated`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Details {
+    pub creates: Vec<String>,
+    pub updates: Vec<UpdateDetail>,
+    pub reactivations: Vec<String>,
+    pub deactivations: Vec<DeactivationDetail>,
+    /// Some list was cut at the report's limit; `xaas plan --format json` has them all.
+    pub truncated: bool,
 }
 
 /// One job's report.
@@ -39,7 +113,23 @@ pub enum JobOutcome {
 pub struct JobReport {
     pub job: String,
     pub identity_source_id: String,
+    /// This run's id in the state's history (what `xaas approve --run` takes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
     pub outcome: JobOutcome,
+    pub mode: SyncMode,
+    /// The diff against the state.
+    pub changes: Changes,
+    /// Set when a safeguard held the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldReport>,
+    /// Set when a breach was released (`--allow-deactivations`, or an approval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// Why users missing from the pull were not considered leavers this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absence_detection_off: Option<String>,
+    pub details: Details,
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -144,6 +234,8 @@ impl RunReport {
     pub fn exit_code(&self) -> i32 {
         if self.jobs.iter().any(|j| j.outcome == JobOutcome::Failed) {
             crate::cli::EXIT_FAILURE
+        } else if self.jobs.iter().any(|j| j.outcome == JobOutcome::Held) {
+            crate::cli::EXIT_HELD
         } else if self.jobs.iter().any(|j| j.outcome == JobOutcome::CompletedWithRejections) {
             crate::cli::EXIT_REJECTED
         } else {
@@ -166,9 +258,131 @@ impl RunReport {
 const TEXT_LIST_LIMIT: usize = 20;
 
 impl JobReport {
+    /// An empty report for `job`, before anything happened.
+    pub fn new(job: &crate::settings::Job) -> Self {
+        Self {
+            job: job.name.clone(),
+            identity_source_id: job.identity_source_id.clone(),
+            run_id: None,
+            outcome: JobOutcome::Success,
+            mode: SyncMode { full: false, reason: None },
+            changes: Changes::default(),
+            hold: None,
+            released_by: None,
+            absence_detection_off: None,
+            details: Details::default(),
+            error: None,
+            pull_complete: true,
+            counts: Counts::default(),
+            rejected: Vec::new(),
+            deduplicated: Vec::new(),
+            stale_sessions: Vec::new(),
+            sessions: Vec::new(),
+            timings: Timings::default(),
+        }
+    }
+
+    /// The plan part of the summary: what the diff found, holds, and who. `xaas run` prints
+    /// it before sending; `xaas plan` and the final report include it.
+    pub fn render_plan(&self, out: &mut String) {
+        let ch = &self.changes;
+        let mode = match (&self.mode.full, &self.mode.reason) {
+            (true, Some(r)) => format!("full resync ({r})"),
+            (true, None) => "full resync".to_string(),
+            (false, _) => "delta".to_string(),
+        };
+        let run = self.run_id.map(|r| format!(", run {r}")).unwrap_or_default();
+        let _ = writeln!(out, "  plan for job {} ({mode}{run}):", self.job);
+        let _ = writeln!(out, "    {:<34} {:>8}", "create", ch.creates);
+        let _ = writeln!(out, "    {:<34} {:>8}", "update", ch.updates);
+        let _ = writeln!(out, "    {:<34} {:>8}", "reactivate", ch.reactivations);
+        let _ =
+            writeln!(out, "    {:<34} {:>8}", "deactivate (inactive in source)", ch.deactivations);
+        let _ = writeln!(
+            out,
+            "    {:<34} {:>8}",
+            "deactivate (missing from source)", ch.leavers_missing
+        );
+        let _ = writeln!(
+            out,
+            "    {:<34} {:>8}",
+            "deactivate (inactive, never sent)", ch.deactivations_unowned
+        );
+        let unchanged = if self.mode.full { "unchanged (resent)" } else { "unchanged (skipped)" };
+        let _ = writeln!(out, "    {:<34} {:>8}", unchanged, ch.unchanged);
+        let _ = writeln!(out, "    {:<34} {:>8}", "already inactive", ch.already_inactive);
+        let _ = writeln!(out, "    {:<34} {:>8}", "rejected", self.counts.rejected);
+        if ch.missing_waiting > 0 {
+            let _ = writeln!(
+                out,
+                "    {:<34} {:>8}",
+                "missing, not yet deactivated", ch.missing_waiting
+            );
+        }
+        if ch.unconfirmed_resent > 0 {
+            let _ = writeln!(
+                out,
+                "    {:<34} {:>8}",
+                "unconfirmed last time, resent", ch.unconfirmed_resent
+            );
+        }
+        if let Some(why) = &self.absence_detection_off {
+            let _ = writeln!(out, "    missing users are not deactivated this run: {why}");
+        }
+        if let Some(h) = &self.hold {
+            let _ = writeln!(out, "    HELD by a safeguard; sent: {}", h.sent);
+            for b in &h.breaches {
+                let _ = writeln!(out, "      - {}", b.message);
+            }
+            if let Some(r) = &h.release {
+                let _ = writeln!(out, "      release with: {r}");
+            }
+        }
+        if let Some(by) = &self.released_by {
+            let _ = writeln!(out, "    safeguards released by {by}");
+        }
+        let d = &self.details;
+        for id in d.creates.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "    + create {id}");
+        }
+        for u in d.updates.iter().take(TEXT_LIST_LIMIT) {
+            let attrs: Vec<String> = u
+                .changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: {} → {}",
+                        c.attribute,
+                        c.from.as_deref().map_or("(none)".into(), |v| format!("{v:?}")),
+                        c.to.as_deref().map_or("(none)".into(), |v| format!("{v:?}"))
+                    )
+                })
+                .collect();
+            let what = if attrs.is_empty() { "(changed)".to_string() } else { attrs.join(", ") };
+            let _ = writeln!(out, "    ~ update {} {what}", u.external_id);
+        }
+        for id in d.reactivations.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "    ^ reactivate {id}");
+        }
+        for x in d.deactivations.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(
+                out,
+                "    - deactivate {} ({})",
+                x.external_id,
+                x.reason.replace('_', " ")
+            );
+        }
+        let shown =
+            [d.creates.len(), d.updates.len(), d.reactivations.len(), d.deactivations.len()];
+        if d.truncated || shown.iter().any(|n| *n > TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "    … more in `xaas plan --format json`");
+        }
+    }
+
     fn render_text(&self, out: &mut String, dry_run: bool) {
         let c = &self.counts;
         let outcome = match (dry_run, self.outcome) {
+            (_, JobOutcome::Held) => "HELD by a safeguard",
             (true, JobOutcome::Failed) => "plan failed",
             (true, _) => "plan (nothing sent)",
             (false, JobOutcome::Success) => "completed",
@@ -180,6 +394,10 @@ impl JobReport {
             "job {} → identity source {}: {outcome}",
             self.job, self.identity_source_id
         );
+        // Only once the pull was diffed: a failed pull has no plan to show.
+        if self.error.is_none() || self.changes != Changes::default() {
+            self.render_plan(out);
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(out, "  error: {e}");
         }

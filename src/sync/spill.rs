@@ -36,6 +36,38 @@ struct Slot {
     len: u32,
     active: bool,
     origin: Origin,
+    /// [`profile_hash`] of the user, compared with the state's to skip unchanged users.
+    hash: [u8; HASH_BYTES],
+}
+
+/// Bytes of the profile hash kept per user (128 bits of SHA-256: collisions are not a concern
+/// at any HR size, and the index stays small).
+const HASH_BYTES: usize = 16;
+
+/// The hash of what an upsert would send for `user`: its profile and its groups. Stable across
+/// runs and versions (a `BTreeMap` serializes in key order), stored in state as hex.
+pub fn profile_hash(user: &MappedUser) -> [u8; HASH_BYTES] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // serde_json cannot fail on string maps; an empty encoding would only mean "changed".
+    h.update(serde_json::to_vec(&user.profile).unwrap_or_default());
+    if !user.groups.is_empty() {
+        h.update(b"\0groups");
+        h.update(serde_json::to_vec(&user.groups).unwrap_or_default());
+    }
+    let digest = h.finalize();
+    let mut out = [0u8; HASH_BYTES];
+    out.copy_from_slice(&digest[..HASH_BYTES]);
+    out
+}
+
+/// Lowercase hex, as stored in state.
+pub fn hex(hash: &[u8]) -> String {
+    use std::fmt::Write as _;
+    hash.iter().fold(String::with_capacity(hash.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned).
@@ -131,6 +163,7 @@ impl Spill {
             len: u32::try_from(bytes.len()).map_err(std::io::Error::other)?,
             active: user.active,
             origin: user.origin.clone(),
+            hash: profile_hash(user),
         };
         self.written += bytes.len() as u64;
         match self.index.get(user.external_id.as_str()) {
@@ -158,6 +191,28 @@ impl Spill {
         self.slots.iter().map(move |s| reader.user(s))
     }
 
+    /// The slot (first-seen position) of `external_id`.
+    pub fn slot_of(&self, external_id: &str) -> Option<usize> {
+        self.index.get(external_id).map(|&i| i as usize)
+    }
+
+    /// Whether the user in `slot` is active, and its profile hash in hex.
+    pub fn slot_info(&self, slot: usize) -> (bool, String) {
+        let s = &self.slots[slot];
+        (s.active, hex(&s.hash))
+    }
+
+    /// Every distinct externalId (in no particular order).
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.index.keys().map(|k| &**k)
+    }
+
+    /// Read back the users of `slots` (ascending order reads the file mostly sequentially).
+    pub fn read_slots(&self, slots: &[usize]) -> std::io::Result<Vec<MappedUser>> {
+        let mut reader = Window::new(&self.file);
+        slots.iter().map(|&i| reader.user(&self.slots[i])).collect()
+    }
+
     /// Users to upsert and to deactivate.
     pub fn counts(&self) -> (u64, u64) {
         let active = self.slots.iter().filter(|s| s.active).count() as u64;
@@ -166,7 +221,22 @@ impl Spill {
 
     /// The sessions `batch::pack` would build from all users, one at a time.
     pub fn sessions(&self, mode: SessionMode, limits: Limits) -> Sessions<'_> {
+        self.sessions_selected(mode, limits, None, &[])
+    }
+
+    /// The sessions of a delta: only the slots whose `send` flag is set, then deactivations of
+    /// `extra_deletes` (leavers missing from the pull, so not in the spill) after the pulled
+    /// inactive users.
+    pub fn sessions_selected<'a>(
+        &'a self,
+        mode: SessionMode,
+        limits: Limits,
+        send: Option<&'a [bool]>,
+        extra_deletes: &'a [String],
+    ) -> Sessions<'a> {
         Sessions {
+            send,
+            extra_deletes,
             spill: self,
             reader: Window::new(&self.file),
             mode,
@@ -267,6 +337,10 @@ impl<'a> Window<'a> {
 /// The phases mirror `pack`: actives, then inactives, with a session break between them in
 /// `separate` mode.
 pub struct Sessions<'a> {
+    /// Per slot: send it (`None`: send every slot).
+    send: Option<&'a [bool]>,
+    /// Deactivations of users not in the spill, packed after the inactive slots.
+    extra_deletes: &'a [String],
     spill: &'a Spill,
     reader: Window<'a>,
     mode: SessionMode,
@@ -296,10 +370,24 @@ impl Sessions<'_> {
             // session, and a chunk that is only the carry would be packed again forever.
             let target = chunk.len() + CHUNK_USERS;
             let slots = &self.spill.slots;
-            while chunk.len() < target && self.cursor < slots.len() {
-                let slot = &slots[self.cursor];
+            // The inactive phase also walks the extra deletes, after the slots.
+            let end = slots.len() + if want_active { 0 } else { self.extra_deletes.len() };
+            while chunk.len() < target && self.cursor < end {
+                let at = self.cursor;
                 self.cursor += 1;
-                if slot.active == want_active {
+                let Some(slot) = slots.get(at) else {
+                    // A leaver missing from the pull: a deactivation carries only the id.
+                    chunk.push(MappedUser {
+                        origin: Origin::Index(0),
+                        external_id: self.extra_deletes[at - slots.len()].clone(),
+                        active: false,
+                        profile: BTreeMap::new(),
+                        groups: Vec::new(),
+                    });
+                    continue;
+                };
+                let selected = self.send.is_none_or(|send| send.get(at).copied().unwrap_or(false));
+                if slot.active == want_active && selected {
                     let user = self.reader.user(slot)?;
                     if user.active {
                         self.groups.add(&user);
@@ -307,7 +395,7 @@ impl Sessions<'_> {
                     chunk.push(user);
                 }
             }
-            let phase_done = self.cursor >= slots.len();
+            let phase_done = self.cursor >= end;
             // The groups go out once, after the last active user.
             let with_groups = phase_done && self.phase == 0 && !self.groups.is_empty();
             // In `separate` mode each phase ends its last session; in `combined` mode the

@@ -1,0 +1,256 @@
+//! What xaas remembers between runs: per job and externalId, what Okta last *confirmed*.
+//!
+//! Okta imports are incremental and leavers must be sent explicitly (FACTS §5), so a run needs
+//! to know what it sent before: to skip unchanged users (delta uploads), and to tell a leaver
+//! (an id this job sent as active that has disappeared from the source) from an id it never
+//! owned. That knowledge lives behind [`StateStore`], so the embedded SQLite file
+//! ([`sqlite::SqliteStore`]) and a distributed backend (a later issue) are interchangeable; the
+//! trait speaks only in the domain types below.
+//!
+//! # The write rules that make crashes harmless
+//!
+//! - Before a session is created, every user in it is marked *pending* with the status about
+//!   to be sent ([`StateStore::mark_pending`]). A pending user is sent again by the next run
+//!   whatever the state says, because Okta may or may not have applied it.
+//! - Only once Okta reports the session `COMPLETED` are its users *confirmed*
+//!   ([`StateStore::confirm`]): the hash (and optionally the profile) of what was sent, the
+//!   status sent, and the pending mark cleared, in one transaction.
+//! - A complete pull that was not held is recorded at the end of the run
+//!   ([`StateStore::record_pull`]): missing-run counters, last seen, and the pull's size (the
+//!   baseline of the source-shrink safeguard).
+//!
+//! A crash anywhere leaves users either confirmed (Okta has them) or pending/unchanged in state
+//! (the next run resends them), so the next run converges on the source.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A run's id in the history (what `xaas approve --run` takes).
+pub type RunId = i64;
+
+/// The status last sent for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SentStatus {
+    /// Upserted (active in Okta).
+    Active,
+    /// Bulk-deleted (deactivated in Okta).
+    Inactive,
+}
+
+impl SentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SentStatus::Active => "active",
+            SentStatus::Inactive => "inactive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(SentStatus::Active),
+            "inactive" => Some(SentStatus::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// One user as the state knows it (the profile itself is fetched separately, on demand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub external_id: String,
+    /// Hash of the profile (and groups) Okta last confirmed; `None` if never confirmed.
+    pub hash: Option<String>,
+    /// The status Okta last confirmed; `None` if never confirmed.
+    pub status: Option<SentStatus>,
+    /// Sent in a session whose outcome is unknown (not confirmed yet), with this status.
+    pub pending: Option<SentStatus>,
+    /// Consecutive complete pulls this user was missing from.
+    pub missing_runs: u32,
+}
+
+impl Entry {
+    /// Whether this job sent the user as active: it owns it, and may deactivate it when it
+    /// goes missing. A pending upsert counts: Okta may have created the user.
+    pub fn owned_active(&self) -> bool {
+        self.status == Some(SentStatus::Active) || self.pending == Some(SentStatus::Active)
+    }
+}
+
+/// A user Okta confirmed (its session COMPLETED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub external_id: String,
+    pub status: SentStatus,
+    /// The hash of what was sent; `None` keeps the stored one (a leaver's deactivation carries
+    /// no profile).
+    pub hash: Option<String>,
+    /// The profile sent, when profiles are kept; `None` keeps the stored one.
+    pub profile: Option<BTreeMap<String, String>>,
+}
+
+/// Job-level facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobState {
+    /// Users in the last complete pull that was recorded; `None` before the first one.
+    pub last_pull_users: Option<u64>,
+    pub last_pull_at: Option<DateTime<Utc>>,
+    /// When the last full resync completed.
+    pub last_full_resync_at: Option<DateTime<Utc>>,
+    /// Users whose confirmed status is active.
+    pub known_active: u64,
+}
+
+/// A run held by a safeguard, and what approving it allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// Deactivations the held run would have sent.
+    pub deactivations: u64,
+    /// Creations the held run would have sent.
+    pub creations: u64,
+    /// Why it was held.
+    pub reasons: Vec<String>,
+}
+
+/// One run in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub job: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `success`, `completed_with_rejections`, `failed`, `held`; `None` while running (or if
+    /// the process died).
+    pub outcome: Option<String>,
+    pub hold: Option<Hold>,
+    pub approved_at: Option<String>,
+    /// The run that used this approval.
+    pub consumed_by: Option<RunId>,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {location}: {message}")]
+    Backend { location: String, message: String },
+    #[error(
+        "the state store {location} has schema version {found}, newer than this xaas knows ({known}); upgrade xaas"
+    )]
+    TooNew { location: String, found: i64, known: i64 },
+    #[error("no run {run} of job `{job}` in the state store")]
+    NoSuchRun { job: String, run: RunId },
+    #[error("run {run} of job `{job}` was not held by a safeguard: nothing to approve")]
+    NotHeld { job: String, run: RunId },
+    #[error("run {run} of job `{job}` was already used by run {by}")]
+    AlreadyUsed { job: String, run: RunId, by: RunId },
+}
+
+/// The state of every job, behind one interface for every backend.
+///
+/// Calls are synchronous and short (one transaction each); the pipeline calls them between
+/// Okta sessions, never while a lock is held across an await.
+pub trait StateStore: Send {
+    /// Job-level facts (baseline pull size, last full resync, active users known).
+    fn job_state(&self, job: &str) -> Result<JobState, StateError>;
+
+    /// Every user of `job`, streamed: memory does not grow with the number of users.
+    fn for_each_entry(&self, job: &str, f: &mut dyn FnMut(Entry)) -> Result<(), StateError>;
+
+    /// The last profile Okta confirmed for one user, when profiles are kept.
+    fn confirmed_profile(
+        &self,
+        job: &str,
+        external_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StateError>;
+
+    /// Mark users as about to be sent with `status` (before their session is created).
+    fn mark_pending(
+        &mut self,
+        job: &str,
+        users: &[(&str, SentStatus)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// Record users Okta confirmed (their session COMPLETED), clearing their pending mark.
+    fn confirm(
+        &mut self,
+        job: &str,
+        users: &[Confirmed],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// Record a complete pull: `present` ids are reset to 0 missing runs and seen at `at`;
+    /// when `count_missing`, every other user gains one missing run. `users` becomes the
+    /// source-shrink baseline.
+    fn record_pull(
+        &mut self,
+        job: &str,
+        present: &mut dyn Iterator<Item = &str>,
+        count_missing: bool,
+        users: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// A full resync of `job` completed at `at`.
+    fn record_full_resync(&mut self, job: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+
+    /// Start a run in the history.
+    fn begin_run(&mut self, job: &str, at: DateTime<Utc>) -> Result<RunId, StateError>;
+
+    /// Finish a run: its outcome, its report (JSON) and, when held, why.
+    fn finish_run(
+        &mut self,
+        run: RunId,
+        outcome: &str,
+        report_json: &str,
+        hold: Option<&Hold>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// One run of `job`.
+    fn run(&self, job: &str, run: RunId) -> Result<Option<RunRecord>, StateError>;
+
+    /// The report (JSON) of one run, if it finished.
+    fn run_report(&self, job: &str, run: RunId) -> Result<Option<String>, StateError>;
+
+    /// Approve a held run: the next run of `job` that needs no more than it did is released.
+    fn approve(&mut self, job: &str, run: RunId, at: DateTime<Utc>) -> Result<(), StateError>;
+
+    /// Use an approval that covers `deactivations` and `creations`, on behalf of run `by`.
+    /// Returns the approved run's id, or `None` when no unused approval covers them.
+    fn take_approval(
+        &mut self,
+        job: &str,
+        deactivations: u64,
+        creations: u64,
+        by: RunId,
+    ) -> Result<Option<RunId>, StateError>;
+}
+
+/// Open the configured backend.
+pub fn open(settings: &crate::settings::StateSettings) -> Result<Box<dyn StateStore>, StateError> {
+    match &settings.backend {
+        crate::settings::StateBackend::Sqlite { path } => {
+            Ok(Box::new(sqlite::SqliteStore::open(path, settings.store_profiles)?))
+        }
+    }
+}
+
+/// Open the configured backend for reading only (`plan`): a store that does not exist yet
+/// reads as empty and is not created.
+pub fn open_read_only(
+    settings: &crate::settings::StateSettings,
+) -> Result<Box<dyn StateStore>, StateError> {
+    match &settings.backend {
+        crate::settings::StateBackend::Sqlite { path } if !path.exists() => {
+            Ok(Box::new(sqlite::SqliteStore::in_memory(settings.store_profiles)?))
+        }
+        crate::settings::StateBackend::Sqlite { path } => {
+            Ok(Box::new(sqlite::SqliteStore::open_read_only(path, settings.store_profiles)?))
+        }
+    }
+}

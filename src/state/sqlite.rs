@@ -1,0 +1,569 @@
+//! The embedded state store: one SQLite file (WAL journal), versioned migrations.
+//!
+//! WAL with `synchronous = NORMAL` keeps every committed transaction across a killed process
+//! (only a power loss may drop the last one, which the pending marks make harmless). Each
+//! trait call is one transaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{
+    Confirmed, Entry, Hold, JobState, RunId, RunRecord, SentStatus, StateError, StateStore,
+};
+
+/// Migrations, in order; the schema version is the number applied (`PRAGMA user_version`).
+/// Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, jobs and run history.
+    "CREATE TABLE users (
+        job TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        hash TEXT,
+        status TEXT,
+        pending TEXT,
+        profile TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT,
+        confirmed_at TEXT,
+        missing_runs INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job, external_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE jobs (
+        job TEXT PRIMARY KEY,
+        last_pull_users INTEGER,
+        last_pull_at TEXT,
+        last_full_resync_at TEXT
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT,
+        hold TEXT,
+        hold_deactivations INTEGER,
+        hold_creations INTEGER,
+        approved_at TEXT,
+        consumed_by INTEGER,
+        report TEXT
+    );
+    CREATE INDEX runs_job ON runs (job, id);",
+];
+
+/// The SQLite state store.
+pub struct SqliteStore {
+    conn: Connection,
+    location: String,
+    store_profiles: bool,
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|d| d.with_timezone(&Utc))
+}
+
+impl SqliteStore {
+    /// Open (creating it if needed) and migrate the file at `path`.
+    pub fn open(path: &Path, store_profiles: bool) -> Result<Self, StateError> {
+        let location = path.display().to_string();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Backend {
+                location: location.clone(),
+                message: format!("cannot create its directory: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| backend(&location, e))?;
+        let mut store = Self { conn, location, store_profiles };
+        store.configure(true)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing file without writing to it.
+    pub fn open_read_only(path: &Path, store_profiles: bool) -> Result<Self, StateError> {
+        let location = path.display().to_string();
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| backend(&location, e))?;
+        let store = Self { conn, location, store_profiles };
+        store.configure(false)?;
+        let version = store.version()?;
+        if version != MIGRATIONS.len() as i64 {
+            // Older: `run` migrates it; a plan reads the old layout wrongly, so refuse.
+            return Err(StateError::Backend {
+                location: store.location.clone(),
+                message: format!(
+                    "schema version {version}, this xaas needs {}: run `xaas run` once to migrate it",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        Ok(store)
+    }
+
+    /// An empty, private store in memory (tests, and `plan` before any run).
+    pub fn in_memory(store_profiles: bool) -> Result<Self, StateError> {
+        let location = ":memory:".to_string();
+        let conn = Connection::open_in_memory().map_err(|e| backend(&location, e))?;
+        let mut store = Self { conn, location, store_profiles };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn configure(&self, write: bool) -> Result<(), StateError> {
+        // Another process (a run overlapping a plan) may hold the write lock briefly.
+        self.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| self.err(e))?;
+        if write {
+            self.conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn version(&self) -> Result<i64, StateError> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let found = self.version()?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StateError::TooNew { location: self.location.clone(), found, known });
+        }
+        let location = self.location.clone();
+        let tx = self.conn.transaction().map_err(|e| backend(&location, e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql).map_err(|e| StateError::Backend {
+                location: location.clone(),
+                message: format!("migration {} failed: {e}", i + 1),
+            })?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| backend(&location, e))?;
+        }
+        tx.commit().map_err(|e| backend(&location, e))
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StateError {
+        backend(&self.location, e)
+    }
+}
+
+fn backend(location: &str, e: rusqlite::Error) -> StateError {
+    StateError::Backend { location: location.to_string(), message: e.to_string() }
+}
+
+impl StateStore for SqliteStore {
+    fn job_state(&self, job: &str) -> Result<JobState, StateError> {
+        let mut state = self
+            .conn
+            .query_row(
+                "SELECT last_pull_users, last_pull_at, last_full_resync_at FROM jobs WHERE job = ?1",
+                [job],
+                |r| {
+                    Ok(JobState {
+                        last_pull_users: r.get::<_, Option<i64>>(0)?.map(|n| n as u64),
+                        last_pull_at: parse_ts(r.get(1)?),
+                        last_full_resync_at: parse_ts(r.get(2)?),
+                        known_active: 0,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or_default();
+        state.known_active = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM users WHERE job = ?1 AND status = 'active'",
+                [job],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.err(e))? as u64;
+        Ok(state)
+    }
+
+    fn for_each_entry(&self, job: &str, f: &mut dyn FnMut(Entry)) -> Result<(), StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT external_id, hash, status, pending, missing_runs FROM users WHERE job = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([job]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let status: Option<String> = r.get(2).map_err(|e| self.err(e))?;
+            let pending: Option<String> = r.get(3).map_err(|e| self.err(e))?;
+            f(Entry {
+                external_id: r.get(0).map_err(|e| self.err(e))?,
+                hash: r.get(1).map_err(|e| self.err(e))?,
+                status: status.as_deref().and_then(SentStatus::parse),
+                pending: pending.as_deref().and_then(SentStatus::parse),
+                missing_runs: r.get::<_, i64>(4).map_err(|e| self.err(e))?.max(0) as u32,
+            });
+        }
+        Ok(())
+    }
+
+    fn confirmed_profile(
+        &self,
+        job: &str,
+        external_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StateError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT profile FROM users WHERE job = ?1 AND external_id = ?2",
+                [job, external_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    fn mark_pending(
+        &mut self,
+        job: &str,
+        users: &[(&str, SentStatus)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        let e = |e| backend(&location, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO users (job, external_id, pending, first_seen) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (job, external_id) DO UPDATE SET pending = excluded.pending",
+                )
+                .map_err(e)?;
+            let at = ts(at);
+            for (id, status) in users {
+                stmt.execute(params![job, id, status.as_str(), at]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn confirm(
+        &mut self,
+        job: &str,
+        users: &[Confirmed],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        let keep_profiles = self.store_profiles;
+        let e = |e| backend(&location, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            // COALESCE keeps the stored hash/profile when none is given (a leaver's
+            // deactivation carries no profile).
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO users (job, external_id, hash, status, pending, profile, first_seen, confirmed_at)
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?6)
+                     ON CONFLICT (job, external_id) DO UPDATE SET
+                        hash = COALESCE(excluded.hash, users.hash),
+                        status = excluded.status,
+                        pending = NULL,
+                        profile = CASE WHEN ?7 THEN COALESCE(excluded.profile, users.profile) ELSE NULL END,
+                        confirmed_at = excluded.confirmed_at",
+                )
+                .map_err(e)?;
+            let at = ts(at);
+            for u in users {
+                let profile = match (&u.profile, keep_profiles) {
+                    (Some(p), true) => serde_json::to_string(p).ok(),
+                    _ => None,
+                };
+                stmt.execute(params![
+                    job,
+                    u.external_id,
+                    u.hash,
+                    u.status.as_str(),
+                    profile,
+                    at,
+                    keep_profiles
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn record_pull(
+        &mut self,
+        job: &str,
+        present: &mut dyn Iterator<Item = &str>,
+        count_missing: bool,
+        users: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        let e = |e| backend(&location, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let at = ts(at);
+            if count_missing {
+                tx.execute(
+                    "UPDATE users SET missing_runs = missing_runs + 1 WHERE job = ?1",
+                    [job],
+                )
+                .map_err(e)?;
+            }
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE users SET missing_runs = 0, last_seen = ?3
+                     WHERE job = ?1 AND external_id = ?2",
+                )
+                .map_err(e)?;
+            for id in present {
+                stmt.execute(params![job, id, at]).map_err(e)?;
+            }
+            tx.execute(
+                "INSERT INTO jobs (job, last_pull_users, last_pull_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job) DO UPDATE SET last_pull_users = excluded.last_pull_users,
+                    last_pull_at = excluded.last_pull_at",
+                params![job, users as i64, at],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn record_full_resync(&mut self, job: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (job, last_full_resync_at) VALUES (?1, ?2)
+                 ON CONFLICT (job) DO UPDATE SET last_full_resync_at = excluded.last_full_resync_at",
+                params![job, ts(at)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn begin_run(&mut self, job: &str, at: DateTime<Utc>) -> Result<RunId, StateError> {
+        self.conn
+            .execute("INSERT INTO runs (job, started_at) VALUES (?1, ?2)", params![job, ts(at)])
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn finish_run(
+        &mut self,
+        run: RunId,
+        outcome: &str,
+        report_json: &str,
+        hold: Option<&Hold>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let hold_text = hold.and_then(|h| serde_json::to_string(&h.reasons).ok());
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, report = ?4, hold = ?5,
+                    hold_deactivations = ?6, hold_creations = ?7 WHERE id = ?1",
+                params![
+                    run,
+                    ts(at),
+                    outcome,
+                    report_json,
+                    hold_text,
+                    hold.map(|h| h.deactivations as i64),
+                    hold.map(|h| h.creations as i64)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn run(&self, job: &str, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT id, job, started_at, finished_at, outcome, hold, hold_deactivations,
+                    hold_creations, approved_at, consumed_by FROM runs WHERE id = ?1 AND job = ?2",
+                params![run, job],
+                |r| {
+                    let reasons: Option<String> = r.get(5)?;
+                    let hold = reasons.map(|text| Hold {
+                        reasons: serde_json::from_str(&text).unwrap_or_default(),
+                        deactivations: r.get::<_, Option<i64>>(6).ok().flatten().unwrap_or(0)
+                            as u64,
+                        creations: r.get::<_, Option<i64>>(7).ok().flatten().unwrap_or(0) as u64,
+                    });
+                    Ok(RunRecord {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        started_at: r.get(2)?,
+                        finished_at: r.get(3)?,
+                        outcome: r.get(4)?,
+                        hold,
+                        approved_at: r.get(8)?,
+                        consumed_by: r.get(9)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn run_report(&self, job: &str, run: RunId) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT report FROM runs WHERE id = ?1 AND job = ?2",
+                params![run, job],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    fn approve(&mut self, job: &str, run: RunId, at: DateTime<Utc>) -> Result<(), StateError> {
+        let record = self
+            .run(job, run)?
+            .ok_or_else(|| StateError::NoSuchRun { job: job.to_string(), run })?;
+        if record.hold.is_none() {
+            return Err(StateError::NotHeld { job: job.to_string(), run });
+        }
+        if let Some(by) = record.consumed_by {
+            return Err(StateError::AlreadyUsed { job: job.to_string(), run, by });
+        }
+        self.conn
+            .execute("UPDATE runs SET approved_at = ?2 WHERE id = ?1", params![run, ts(at)])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn take_approval(
+        &mut self,
+        job: &str,
+        deactivations: u64,
+        creations: u64,
+        by: RunId,
+    ) -> Result<Option<RunId>, StateError> {
+        let found: Option<RunId> = self
+            .conn
+            .query_row(
+                "SELECT id FROM runs WHERE job = ?1 AND hold IS NOT NULL AND approved_at IS NOT NULL
+                    AND consumed_by IS NULL AND hold_deactivations >= ?2 AND hold_creations >= ?3
+                 ORDER BY id DESC LIMIT 1",
+                params![job, deactivations as i64, creations as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(id) = found {
+            self.conn
+                .execute("UPDATE runs SET consumed_by = ?2 WHERE id = ?1", params![id, by])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn entries(store: &SqliteStore, job: &str) -> Vec<Entry> {
+        let mut v = Vec::new();
+        store.for_each_entry(job, &mut |e| v.push(e)).unwrap();
+        v.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+        v
+    }
+
+    #[test]
+    fn pending_then_confirmed_then_missing() {
+        let mut s = SqliteStore::in_memory(true).unwrap();
+        s.mark_pending("hr", &[("a", SentStatus::Active), ("b", SentStatus::Active)], now())
+            .unwrap();
+        let e = entries(&s, "hr");
+        assert_eq!(e.len(), 2);
+        assert!(e.iter().all(|e| e.status.is_none() && e.owned_active()));
+        let profile: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+        s.confirm(
+            "hr",
+            &[Confirmed {
+                external_id: "a".into(),
+                status: SentStatus::Active,
+                hash: Some("h1".into()),
+                profile: Some(profile.clone()),
+            }],
+            now(),
+        )
+        .unwrap();
+        let e = entries(&s, "hr");
+        assert_eq!(e[0].status, Some(SentStatus::Active));
+        assert_eq!(e[0].pending, None);
+        assert_eq!(e[0].hash.as_deref(), Some("h1"));
+        assert_eq!(e[1].pending, Some(SentStatus::Active), "b was never confirmed");
+        assert_eq!(s.confirmed_profile("hr", "a").unwrap(), Some(profile));
+        // A leaver's deactivation keeps the hash.
+        s.confirm(
+            "hr",
+            &[Confirmed {
+                external_id: "a".into(),
+                status: SentStatus::Inactive,
+                hash: None,
+                profile: None,
+            }],
+            now(),
+        )
+        .unwrap();
+        let e = entries(&s, "hr");
+        assert_eq!(e[0].status, Some(SentStatus::Inactive));
+        assert_eq!(e[0].hash.as_deref(), Some("h1"));
+        s.record_pull("hr", &mut ["b"].into_iter(), true, 1, now()).unwrap();
+        let e = entries(&s, "hr");
+        assert_eq!((e[0].missing_runs, e[1].missing_runs), (1, 0));
+        let j = s.job_state("hr").unwrap();
+        assert_eq!(j.last_pull_users, Some(1));
+        assert_eq!(j.known_active, 0);
+        // Another job sees none of it.
+        assert!(entries(&s, "other").is_empty());
+    }
+
+    #[test]
+    fn approvals_release_one_run_within_what_was_approved() {
+        let mut s = SqliteStore::in_memory(false).unwrap();
+        let r1 = s.begin_run("hr", now()).unwrap();
+        assert!(matches!(s.approve("hr", r1, now()), Err(StateError::NotHeld { .. })));
+        let hold = Hold { deactivations: 100, creations: 0, reasons: vec!["x".into()] };
+        s.finish_run(r1, "held", "{}", Some(&hold), now()).unwrap();
+        let r2 = s.begin_run("hr", now()).unwrap();
+        assert_eq!(s.take_approval("hr", 100, 0, r2).unwrap(), None, "not approved yet");
+        s.approve("hr", r1, now()).unwrap();
+        assert_eq!(s.take_approval("hr", 101, 0, r2).unwrap(), None, "more than approved");
+        assert_eq!(s.take_approval("hr", 90, 0, r2).unwrap(), Some(r1));
+        assert_eq!(s.take_approval("hr", 90, 0, r2).unwrap(), None, "used once");
+        assert!(matches!(s.approve("hr", r1, now()), Err(StateError::AlreadyUsed { .. })));
+        assert!(matches!(s.approve("hr", 999, now()), Err(StateError::NoSuchRun { .. })));
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(SqliteStore::open(&path, true).unwrap());
+        // Reopening applies nothing twice.
+        let s = SqliteStore::open(&path, true).unwrap();
+        assert_eq!(s.version().unwrap(), MIGRATIONS.len() as i64);
+        s.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(s);
+        assert!(matches!(SqliteStore::open(&path, true), Err(StateError::TooNew { .. })));
+    }
+}

@@ -1,0 +1,211 @@
+//! The diff of a pull against the state: what each user needs, and who left.
+//!
+//! Memory stays bounded: the pulled users are on disk ([`Spill`]) with only their id index and
+//! a 16-byte profile hash in memory, and the state is streamed row by row
+//! ([`StateStore::for_each_entry`]); each row is looked up in the spill's index. What is kept
+//! is one action byte per pulled user and the ids of users missing from the pull.
+//!
+//! # Who may be deactivated
+//!
+//! - A user the source marks inactive is deactivated when the state knows it as active (a
+//!   status change), or when the state does not know it at all ([`Action::DeactivateUnowned`]):
+//!   Okta ignores unknown ids, and an id it does know was explicitly named by the source.
+//! - A user *missing* from the pull is deactivated only if this job sent it as active (it
+//!   owns it), only after a complete pull, and only once it has been missing from
+//!   `leavers.missing_runs` consecutive complete pulls. Records that were rejected or are
+//!   not yet due (pre-hire) are present, not missing. If any rejected record has no
+//!   externalId, nobody can be told to be missing, and absence detection is off for the run.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::spill::Spill;
+use crate::settings::Job;
+use crate::state::{Entry, SentStatus, StateError, StateStore};
+
+/// What a pulled user needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Active in the source, never confirmed by Okta for this job.
+    Create,
+    /// Active, confirmed active, but the profile (or groups) changed, or a send is unconfirmed.
+    Update,
+    /// Active in the source, confirmed inactive.
+    Reactivate,
+    /// Active and identical to what Okta confirmed.
+    Unchanged,
+    /// Inactive in the source, and this job sent it as active: a leaver.
+    Deactivate,
+    /// Inactive in the source, never sent as active by this job (sent anyway: Okta ignores
+    /// unknown ids; not counted by the deactivation safeguards).
+    DeactivateUnowned,
+    /// Inactive, and Okta confirmed it inactive.
+    AlreadyInactive,
+}
+
+impl Action {
+    /// Whether a delta run sends it.
+    pub fn sends(self) -> bool {
+        !matches!(self, Action::Unchanged | Action::AlreadyInactive)
+    }
+
+    /// Whether it is an upsert.
+    pub fn is_upsert(self) -> bool {
+        matches!(self, Action::Create | Action::Update | Action::Reactivate | Action::Unchanged)
+    }
+}
+
+/// Counts of a delta, for the report and the safeguards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub creates: u64,
+    pub updates: u64,
+    pub reactivations: u64,
+    /// Inactive in the source, owned (sent as active before).
+    pub deactivations: u64,
+    /// Missing from a complete pull for `missing_runs` pulls, owned.
+    pub leavers_missing: u64,
+    /// Inactive in the source, not owned: sent, but not counted by safeguards.
+    pub deactivations_unowned: u64,
+    /// Unchanged active users (skipped in a delta run, resent in a full one).
+    pub unchanged: u64,
+    /// Inactive and already confirmed inactive.
+    pub already_inactive: u64,
+    /// Owned users missing from this pull but not for `missing_runs` pulls yet.
+    pub missing_waiting: u64,
+    /// Users whose last send was never confirmed, sent again.
+    pub unconfirmed_resent: u64,
+}
+
+impl Changes {
+    /// Deactivations the safeguards count: only users this job owns.
+    pub fn counted_deactivations(&self) -> u64 {
+        self.deactivations + self.leavers_missing
+    }
+}
+
+/// The diff of one pull.
+#[derive(Debug)]
+pub struct Delta {
+    /// Per spill slot.
+    pub actions: Vec<Action>,
+    /// Owned users missing from the pull, due for deactivation.
+    pub leavers: Vec<String>,
+    pub changes: Changes,
+    /// Why absence detection was off for this run, if it was.
+    pub absence_off: Option<String>,
+}
+
+/// Diff `spill` against `store`. `present` holds ids that were read but not mapped (rejected,
+/// or before their pre-hire window): never missing.
+pub fn compute(
+    spill: &Spill,
+    store: &dyn StateStore,
+    job: &Job,
+    present: &HashSet<String>,
+    absence_off: Option<String>,
+) -> Result<Delta, StateError> {
+    // Without a state entry: active → create; inactive → unowned deactivation.
+    let mut actions: Vec<Action> = (0..spill.len())
+        .map(|i| if spill.slot_info(i).0 { Action::Create } else { Action::DeactivateUnowned })
+        .collect();
+    let mut unconfirmed = 0u64;
+    let mut leavers = Vec::new();
+    let mut missing_waiting = 0u64;
+    let detect_missing = job.leavers.deactivate_missing && absence_off.is_none();
+    store.for_each_entry(&job.name, &mut |e: Entry| {
+        match spill.slot_of(&e.external_id) {
+            Some(slot) => {
+                let (active, hash) = spill.slot_info(slot);
+                if e.pending.is_some() {
+                    unconfirmed += 1;
+                }
+                actions[slot] = decide(&e, active, &hash);
+            }
+            None if present.contains(&e.external_id) => {}
+            None if e.owned_active() => {
+                if !detect_missing {
+                    return;
+                }
+                // This pull is one more consecutive complete pull without the user.
+                if e.missing_runs + 1 >= job.leavers.missing_runs {
+                    leavers.push(e.external_id);
+                } else {
+                    missing_waiting += 1;
+                }
+            }
+            None => {}
+        }
+    })?;
+    let mut changes = Changes {
+        leavers_missing: leavers.len() as u64,
+        missing_waiting,
+        unconfirmed_resent: unconfirmed,
+        ..Changes::default()
+    };
+    for a in &actions {
+        match a {
+            Action::Create => changes.creates += 1,
+            Action::Update => changes.updates += 1,
+            Action::Reactivate => changes.reactivations += 1,
+            Action::Unchanged => changes.unchanged += 1,
+            Action::Deactivate => changes.deactivations += 1,
+            Action::DeactivateUnowned => changes.deactivations_unowned += 1,
+            Action::AlreadyInactive => changes.already_inactive += 1,
+        }
+    }
+    // Deterministic order for the report and the sessions.
+    leavers.sort_unstable();
+    Ok(Delta { actions, leavers, changes, absence_off })
+}
+
+/// One pulled user against its state entry.
+fn decide(e: &Entry, active: bool, hash: &str) -> Action {
+    // A pending user was sent in a session whose outcome we never learnt: Okta may hold either
+    // version, so it is sent again whatever the hash says.
+    let pending = e.pending.is_some();
+    match (active, e.status) {
+        (true, None) => Action::Create,
+        (true, Some(SentStatus::Inactive)) => Action::Reactivate,
+        (true, Some(SentStatus::Active)) if !pending && e.hash.as_deref() == Some(hash) => {
+            Action::Unchanged
+        }
+        (true, Some(SentStatus::Active)) => Action::Update,
+        (false, _) if e.owned_active() => Action::Deactivate,
+        (false, Some(SentStatus::Inactive)) if !pending => Action::AlreadyInactive,
+        (false, _) => Action::DeactivateUnowned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(status: Option<SentStatus>, pending: Option<SentStatus>, hash: &str) -> Entry {
+        Entry { external_id: "x".into(), hash: Some(hash.into()), status, pending, missing_runs: 0 }
+    }
+
+    #[test]
+    fn decisions() {
+        use SentStatus::*;
+        assert_eq!(decide(&entry(Some(Active), None, "h"), true, "h"), Action::Unchanged);
+        assert_eq!(decide(&entry(Some(Active), None, "h"), true, "g"), Action::Update);
+        // An unconfirmed send is resent even when the hash matches (Okta may hold another).
+        assert_eq!(decide(&entry(Some(Active), Some(Active), "h"), true, "h"), Action::Update);
+        assert_eq!(decide(&entry(Some(Inactive), None, "h"), true, "h"), Action::Reactivate);
+        assert_eq!(decide(&entry(None, Some(Active), "h"), true, "h"), Action::Create);
+        assert_eq!(decide(&entry(Some(Active), None, "h"), false, "h"), Action::Deactivate);
+        assert_eq!(decide(&entry(None, Some(Active), "h"), false, "h"), Action::Deactivate);
+        assert_eq!(decide(&entry(Some(Inactive), None, "h"), false, "g"), Action::AlreadyInactive);
+        // A deactivation that was never confirmed is sent again.
+        assert_eq!(
+            decide(&entry(Some(Inactive), Some(Inactive), "h"), false, "h"),
+            Action::DeactivateUnowned
+        );
+        assert_eq!(
+            decide(&entry(None, Some(Inactive), "h"), false, "h"),
+            Action::DeactivateUnowned
+        );
+    }
+}
