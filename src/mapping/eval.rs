@@ -125,16 +125,16 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
         }
     };
 
-    let mut profile = BTreeMap::new();
+    // Collected as pairs and built in one go: a sorted bulk build is cheaper than inserting
+    // attribute by attribute (the mapping bench spent ~15% in BTreeMap inserts).
+    let mut profile: Vec<(String, String)> = Vec::with_capacity(m.attributes.len());
     for a in &m.attributes {
         let checked = ctx.produce(&a.producer).and_then(|v| match (v, a.constraint) {
             (Some(v), Some(c)) => check(&v, c).map(|()| Some(v)),
             (v, _) => Ok(v),
         });
         match checked {
-            Ok(Some(v)) => {
-                profile.insert(a.name.clone(), v);
-            }
+            Ok(Some(v)) => profile.push((a.name.clone(), v)),
             Ok(None) if a.required && active => {
                 let reason = match &a.producer {
                     Producer::Field(f) => {
@@ -152,6 +152,8 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
             Err(reason) => return Err(reject(id, &a.name, reason)),
         }
     }
+    // Attribute names are distinct YAML keys, so no pair overwrites another.
+    let profile: BTreeMap<String, String> = profile.into_iter().collect();
     if active && profile.is_empty() {
         return Err(Rejection {
             origin: record.origin.clone(),
