@@ -249,17 +249,7 @@ async fn import_and_verify_with(source_extra: &str, from_index: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim.base_url(), &endpoint, source_extra);
     let report_path = dir.path().join("report.json");
-    let out = wait(xaas_aws(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        true,
-    ))
-    .await;
+    let out = wait(xaas_aws(run_args(&config, &report_path), true)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");

@@ -48,17 +48,7 @@ async fn an_import_creates_the_groups_and_memberships_the_data_implies() {
     )
     .unwrap();
     let report = dir.path().join("report.json");
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report.display().to_string(),
-        ],
-        TOKEN,
-    )
-    .await;
+    let out = xaas_async(run_args(&config, &report), TOKEN).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 

@@ -409,17 +409,7 @@ async fn xaas_run_reports_an_incomplete_pull_and_sends_nothing() {
     )
     .unwrap();
     let report_path = dir.path().join("report.json");
-    let out = common::xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        common::TOKEN,
-    )
-    .await;
+    let out = common::xaas_async(common::run_args(&config, &report_path), common::TOKEN).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("pull INCOMPLETE"), "{stdout}");

@@ -26,17 +26,7 @@ async fn imports_25k_users_in_three_upsert_sessions_and_a_separate_delete_sessio
     let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "");
     let report_path = dir.path().join("report.json");
 
-    let out = xaas_async(
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--report".into(),
-            report_path.display().to_string(),
-        ],
-        TOKEN,
-    )
-    .await;
+    let out = xaas_async(run_args(&config, &report_path), TOKEN).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");

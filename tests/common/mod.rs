@@ -196,16 +196,20 @@ impl Run {
     }
 }
 
-/// Write a one-job config for `csv` against `base_url` and run `xaas run --report` on it.
-pub async fn run_csv(dir: &Path, base_url: &str, csv: &Path, extra_job: &str, token: &str) -> Run {
-    let config = write_config(dir, base_url, csv, 1.05, extra_job);
-    let report_path = dir.join("report.json");
-    let args = vec![
+/// The arguments of `xaas run --config CONFIG --report REPORT`.
+pub fn run_args(config: &Path, report: &Path) -> Vec<String> {
+    vec![
         "run".to_string(),
         "--config".to_string(),
         config.display().to_string(),
         "--report".to_string(),
-        report_path.display().to_string(),
-    ];
-    Run { out: xaas_async(args, token).await, report_path }
+        report.display().to_string(),
+    ]
+}
+
+/// Write a one-job config for `csv` against `base_url` and run `xaas run --report` on it.
+pub async fn run_csv(dir: &Path, base_url: &str, csv: &Path, extra_job: &str, token: &str) -> Run {
+    let config = write_config(dir, base_url, csv, 1.05, extra_job);
+    let report_path = dir.join("report.json");
+    Run { out: xaas_async(run_args(&config, &report_path), token).await, report_path }
 }
