@@ -20,6 +20,7 @@
 //! - [`diag`]: diagnostics with file, line and key for the files ops edit.
 
 pub mod cli;
+pub mod daemon;
 pub mod demo;
 pub mod diag;
 pub mod mapping;

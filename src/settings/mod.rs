@@ -11,6 +11,7 @@
 //! what lets `xaas validate` run in CI.
 
 mod raw;
+pub mod webhook;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -29,7 +30,10 @@ use crate::okta::rate_limit::RateOptions;
 use crate::okta::session::SessionOptions;
 use crate::sources::SourceConfig;
 
-pub use raw::{RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawState, StateBackendKind};
+pub use raw::{
+    MissedRuns, RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawServe, RawState,
+    StateBackendKind,
+};
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -42,6 +46,19 @@ pub struct Settings {
     /// Where the state (what Okta confirmed, run history) is kept.
     pub state: StateSettings,
     pub jobs: Vec<Job>,
+    /// The daemon (`xaas serve`).
+    pub serve: ServeSettings,
+}
+
+/// `serve:`, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: std::net::SocketAddr,
+    pub shutdown_deadline: Duration,
+    pub batch_window: Duration,
+    pub max_batch_records: usize,
+    /// `None`: the webhook is off (its routes answer 404).
+    pub webhook: Option<webhook::WebhookSettings>,
 }
 
 /// `state:`, resolved.
@@ -212,6 +229,11 @@ pub struct Job {
     pub mapping: Arc<Mapping>,
     /// Cron expression for the daemon (`xaas serve`); `run` ignores it.
     pub schedule: Option<String>,
+    /// The time zone of `schedule`.
+    pub timezone: chrono_tz::Tz,
+    /// Scheduled runs start up to this long after their time (random).
+    pub jitter: Duration,
+    pub missed: MissedRuns,
     pub sessions: SessionMode,
     /// Abort the run, sending nothing, when more records than this are rejected.
     pub max_rejected: Option<ErrorBudget>,
@@ -383,12 +405,49 @@ fn validate(
         },
         store_profiles: raw_state.store_profiles,
     };
+    let serve = validate_serve(raw.serve.unwrap_or_default(), index, diags);
     Some(Settings {
         file: path.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
         okta: okta?,
         state,
         jobs,
+        serve: serve?,
+    })
+}
+
+fn validate_serve(
+    raw: RawServe,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<ServeSettings> {
+    let before = diags.len();
+    let listen = match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            diags.push(index.diag(
+                "serve.listen",
+                format!("`{}` is not an address like `0.0.0.0:8080`: {e}", raw.listen),
+            ));
+            None
+        }
+    };
+    if raw.max_batch_records == 0 {
+        diags.push(index.diag("serve.max_batch_records", "must be at least 1"));
+    }
+    let webhook = match raw.webhook {
+        None => None,
+        Some(w) => webhook::resolve(w, "serve.webhook", index, diags),
+    };
+    if diags.len() > before {
+        return None;
+    }
+    Some(ServeSettings {
+        listen: listen?,
+        shutdown_deadline: Duration::from_secs(raw.shutdown_deadline_secs),
+        batch_window: Duration::from_millis(raw.batch_window_ms),
+        max_batch_records: raw.max_batch_records,
+        webhook,
     })
 }
 
@@ -579,6 +638,24 @@ fn validate_job(
             index.diag(format!("{key}.schedule"), format!("invalid cron expression `{expr}`: {e}")),
         );
     }
+    let timezone = match raw.timezone.as_deref().map(str::trim) {
+        None => chrono_tz::UTC,
+        Some(name) => match name.parse::<chrono_tz::Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                diags.push(index.diag(
+                    format!("{key}.timezone"),
+                    format!("`{name}` is not an IANA time zone name like `Europe/Paris` or `UTC`"),
+                ));
+                chrono_tz::UTC
+            }
+        },
+    };
+    if raw.schedule.is_none() && (raw.timezone.is_some() || raw.jitter_secs > 0) {
+        diags.push(
+            index.diag(format!("{key}.schedule"), "`timezone` and `jitter_secs` need a `schedule`"),
+        );
+    }
     for (sub, message) in raw.source.validate() {
         diags.push(index.diag(format!("{key}.source.{sub}"), message));
     }
@@ -651,6 +728,9 @@ fn validate_job(
         mapping_path,
         mapping: mapping?,
         schedule: raw.schedule,
+        timezone,
+        jitter: Duration::from_secs(raw.jitter_secs),
+        missed: raw.missed,
         sessions: raw.sessions,
         max_rejected: raw.max_rejected,
         delta: raw.delta,

@@ -22,9 +22,62 @@ pub(crate) struct RawSettings {
     pub state: Option<RawState>,
     /// One entry per job; `None` where the job could not be parsed (its errors are reported).
     pub jobs: Vec<Option<RawJob>>,
+    /// `serve:`; defaults when absent.
+    pub serve: Option<RawServe>,
 }
 
-const TOP_KEYS: &[&str] = &["okta", "state", "jobs"];
+const TOP_KEYS: &[&str] = &["okta", "state", "jobs", "serve"];
+
+/// `serve:`: the daemon (`xaas serve`).
+#[derive(Debug, Deserialize)]
+pub struct RawServe {
+    /// Where the daemon listens (webhook, health, metrics), `host:port`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// On SIGTERM, how long the running import may take to finish before its open Okta
+    /// session is cancelled, in seconds.
+    #[serde(default = "default_shutdown_deadline_secs")]
+    pub shutdown_deadline_secs: u64,
+    /// Pushed events wait this long for others to share their import session, in
+    /// milliseconds. Terminations don't wait.
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
+    /// The most pushed records imported in one batch (sessions are still packed within
+    /// Okta's limits).
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// The webhook HR systems push to; off when absent.
+    #[serde(default)]
+    pub webhook: Option<crate::settings::webhook::RawWebhook>,
+}
+
+impl Default for RawServe {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            shutdown_deadline_secs: default_shutdown_deadline_secs(),
+            batch_window_ms: default_batch_window_ms(),
+            max_batch_records: default_max_batch_records(),
+            webhook: None,
+        }
+    }
+}
+
+pub(crate) const SERVE_KEYS: &[&str] =
+    &["listen", "shutdown_deadline_secs", "batch_window_ms", "max_batch_records", "webhook"];
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_shutdown_deadline_secs() -> u64 {
+    60
+}
+fn default_batch_window_ms() -> u64 {
+    2_000
+}
+fn default_max_batch_records() -> usize {
+    10_000
+}
 
 /// `state:`: where xaas remembers what Okta confirmed (see `crate::state`).
 #[derive(Debug, Deserialize)]
@@ -218,9 +271,20 @@ pub struct RawJob {
     pub source: SourceConfig,
     /// The mapping file, relative to the config file.
     pub mapping: PathBuf,
-    /// Cron expression for `xaas serve`.
+    /// Cron expression for `xaas serve` (5 fields, or 6 with seconds first).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// The time zone `schedule` is read in (IANA name, e.g. `Europe/Paris`). Default UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Each scheduled run starts after a random delay up to this many seconds, so many
+    /// daemons on one schedule don't hit the source and Okta at the same instant.
+    #[serde(default)]
+    pub jitter_secs: u64,
+    /// A scheduled run that came due while the job's queue was busy (or the daemon was
+    /// down): `once` (default) runs it once when possible, never more; `skip` drops it.
+    #[serde(default)]
+    pub missed: MissedRuns,
     /// `separate` (default): upserts and deactivations in their own sessions; `combined`:
     /// both in the same sessions (fewer sessions, so fewer 5-minute waits).
     #[serde(default)]
@@ -251,6 +315,9 @@ const JOB_KEYS: &[&str] = &[
     "source",
     "mapping",
     "schedule",
+    "timezone",
+    "jitter_secs",
+    "missed",
     "sessions",
     "max_rejected",
     "delta",
@@ -258,6 +325,17 @@ const JOB_KEYS: &[&str] = &[
     "leavers",
     "safeguards",
 ];
+
+/// What happens to scheduled runs that came due while they could not start.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRuns {
+    /// Run once as soon as possible, however many were missed.
+    #[default]
+    Once,
+    /// Drop them; wait for the next scheduled time.
+    Skip,
+}
 
 /// `jobs[].leavers:`
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +479,9 @@ pub(crate) fn parse(
     }
     if let Some(v) = top.get("state") {
         raw.state = deserialize_collecting(index, "state", v.clone(), STATE_KEYS, diags);
+    }
+    if let Some(v) = top.get("serve") {
+        raw.serve = deserialize_collecting(index, "serve", v.clone(), SERVE_KEYS, diags);
     }
     match top.get("jobs").cloned().map(Value::into_array) {
         None => {}

@@ -1,0 +1,1 @@
+//! `/healthz` and `/readyz`. (Skeleton: the metrics helper fills this in.)

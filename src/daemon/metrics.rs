@@ -1,0 +1,1 @@
+//! Prometheus metrics. (Skeleton: the metrics helper fills this in.)

@@ -1,0 +1,1 @@
+//! The webhook. (Skeleton: the webhook helper fills this in.)
