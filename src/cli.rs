@@ -1,5 +1,5 @@
-//! The command line: `run`, `plan`, `approve`, `validate`, `check`, `mapping test|preview`,
-//! `demo` and `sim`.
+//! The command line: `run`, `plan`, `approve`, `validate`, `check`, `serve`,
+//! `mapping test|preview`, `demo` and `sim`.
 //!
 //! Every command is a function returning the process exit code, so tests can call them
 //! without spawning the binary. See the README for the exit-code table.
@@ -111,6 +111,12 @@ pub enum Command {
         #[arg(long)]
         job: Option<String>,
     },
+    /// Run as a daemon: each job on its cron schedule, the webhook HR systems push to,
+    /// health and metrics. SIGTERM stops it cleanly; SIGHUP reloads the config.
+    Serve {
+        #[arg(long, short, env = "XAAS_CONFIG")]
+        config: PathBuf,
+    },
     /// Work on mapping files: run their tests, preview them on real records.
     Mapping {
         #[command(subcommand)]
@@ -181,6 +187,7 @@ pub async fn execute(cli: Cli) -> i32 {
             plan(&config, job.as_deref(), format, &options).await
         }
         Command::Validate { config } => validate(&config),
+        Command::Serve { config } => serve(&config).await,
         Command::Check { config, job } => check(&config, job.as_deref()).await,
         Command::Mapping { command: MappingCommand::Test { files } } => mapping_test(&files),
         Command::Mapping { command: MappingCommand::Preview { config, job, limit } } => {
@@ -359,6 +366,26 @@ async fn run(
         return EXIT_FAILURE;
     }
     report.exit_code()
+}
+
+/// `xaas serve`: the daemon, until SIGTERM.
+async fn serve(config: &Path) -> i32 {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let control = crate::daemon::Control {
+        shutdown: Box::pin(crate::daemon::shutdown_signal()),
+        reload: crate::daemon::reload_signal(),
+        bound: None,
+    };
+    match crate::daemon::serve(config, settings, control).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 /// `xaas approve`: mark a held run approved in the state store.

@@ -19,6 +19,9 @@
 
 pub mod health;
 pub mod metrics;
+pub mod push;
+pub mod queue;
+pub mod schedule;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -47,4 +50,465 @@ pub struct TriggerAck {
     pub status: &'static str,
     /// Items ahead of it in the identity source's queue (the running one included).
     pub position: usize,
+}
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::okta::OktaClient;
+use crate::okta::session::SpacingClock;
+use crate::settings::{MissedRuns, Settings};
+use crate::state::events::EventStore;
+use crate::sync::{self, Mode, RunOptions};
+use queue::{PushProgress, RunReason, Runner, SourceQueue};
+use schedule::{Fired, Schedule};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the state store: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("cannot build the okta client: {0}")]
+    Okta(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// The settings in force, and the Okta client built from them (both swapped on reload).
+struct Live {
+    settings: Arc<Settings>,
+    client: OktaClient,
+}
+
+/// The running daemon, shared by the HTTP handlers, the scheduler and the queue workers.
+pub struct Daemon {
+    config_path: PathBuf,
+    live: RwLock<Arc<Live>>,
+    events: EventStore,
+    queues: RwLock<HashMap<String, Arc<SourceQueue>>>,
+    spacing: Mutex<HashMap<String, SpacingClock>>,
+    /// Fired at the shutdown deadline: the Okta client stops and cancels its open session.
+    okta_cancel: CancellationToken,
+    /// Fired when intake stops: queue workers finish the item in hand and return.
+    stop: CancellationToken,
+    workers: TaskTracker,
+    self_ref: std::sync::Weak<Daemon>,
+}
+
+impl Daemon {
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.live().settings.clone()
+    }
+
+    pub fn events(&self) -> &EventStore {
+        &self.events
+    }
+
+    fn queue(&self, source: &str) -> Option<Arc<SourceQueue>> {
+        self.queues.read().unwrap_or_else(|e| e.into_inner()).get(source).cloned()
+    }
+
+    fn spacing(&self, source: &str) -> SpacingClock {
+        self.spacing.lock().unwrap_or_else(|e| e.into_inner()).entry(source.to_string()).or_default().clone()
+    }
+
+    /// A queue and its worker for every identity source of `settings` that has none yet.
+    fn ensure_queues(&self, settings: &Settings) {
+        let Some(me) = self.self_ref.upgrade() else { return };
+        let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        for job in &settings.jobs {
+            if queues.contains_key(&job.identity_source_id) {
+                continue;
+            }
+            let q = Arc::new(SourceQueue::new(
+                job.identity_source_id.clone(),
+                settings.serve.batch_window,
+                settings.serve.max_batch_records,
+            ));
+            queues.insert(job.identity_source_id.clone(), q.clone());
+            let runner: Arc<dyn Runner> = Arc::new(DaemonRunner(me.clone()));
+            let stop = self.stop.clone();
+            let span = info_span!("queue", identity_source = %job.identity_source_id);
+            self.workers.spawn(q.work(runner, stop).instrument(span));
+        }
+    }
+
+    /// Queue a run of `job` (scheduled, missed or manual).
+    pub fn enqueue_run(&self, job: &str, reason: RunReason) -> TriggerAck {
+        let settings = self.settings();
+        let Some(j) = settings.jobs.iter().find(|j| j.name == job) else {
+            return TriggerAck { status: "unknown_job", position: 0 };
+        };
+        match self.queue(&j.identity_source_id) {
+            Some(q) => q.enqueue_run(job, reason, j.missed),
+            None => TriggerAck { status: "shutting_down", position: 0 },
+        }
+    }
+
+    /// Reload the config file (SIGHUP): validated first, swapped in only when valid.
+    pub fn reload(&self) -> Result<(), String> {
+        let settings = crate::settings::load(&self.config_path).map_err(|d| {
+            format!(
+                "{} problem(s); the previous configuration stays in force:\n{}",
+                d.0.len(),
+                crate::cli::render_diagnostics(&d)
+            )
+        })?;
+        let client = crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
+        self.ensure_queues(&settings);
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Live { settings: Arc::new(settings), client });
+        info!(config = %self.config_path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Runs missed while the daemon was down (`missed: once`): one run per job whose last
+    /// scheduled time is after its last run's start.
+    fn queue_missed_runs(&self, now: DateTime<Utc>) {
+        let settings = self.settings();
+        let store = match crate::state::open(&settings.state) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read the run history: missed runs are not caught up");
+                return;
+            }
+        };
+        for job in &settings.jobs {
+            let (Some(expr), MissedRuns::Once) = (&job.schedule, job.missed) else { continue };
+            let Ok(schedule) = Schedule::parse(expr, job.timezone) else { continue };
+            let Some(due) = schedule.last_at_or_before(now) else { continue };
+            let last = store.last_run(&job.name).ok().flatten();
+            let last_start = last
+                .and_then(|r| DateTime::parse_from_rfc3339(&r.started_at).ok())
+                .map(|d| d.with_timezone(&Utc));
+            if let Some(started) = last_start
+                && started < due
+            {
+                info!(job = %job.name, due = %due, last_run = %started, "a scheduled run was missed while the daemon was down: running it once");
+                self.enqueue_run(&job.name, RunReason::Missed(due));
+            }
+        }
+    }
+
+    /// Wake the queues of sources with events left pending (by a crash or a shutdown).
+    fn queue_pending_events(&self) {
+        let settings = self.settings();
+        let mut by_source: HashMap<&str, Vec<String>> = HashMap::new();
+        for j in &settings.jobs {
+            by_source.entry(j.identity_source_id.as_str()).or_default().push(j.name.clone());
+        }
+        for (source, jobs) in by_source {
+            match self.events.has_pending(&jobs) {
+                Ok((n, urgent)) if n > 0 => {
+                    info!(identity_source = %source, events = n, "pushed events are pending from before the restart");
+                    if let Some(q) = self.queue(source) {
+                        q.events_stored(urgent);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read the pending events"),
+            }
+        }
+    }
+
+    fn close_queues(&self) {
+        for q in self.queues.read().unwrap_or_else(|e| e.into_inner()).values() {
+            q.close();
+        }
+    }
+}
+
+impl Dispatch for Daemon {
+    fn job(&self, name: &str) -> Option<Arc<Job>> {
+        self.settings().jobs.iter().find(|j| j.name == name).cloned().map(Arc::new)
+    }
+
+    fn events_stored(&self, job: &str, urgent: bool) {
+        let settings = self.settings();
+        if let Some(j) = settings.jobs.iter().find(|j| j.name == job)
+            && let Some(q) = self.queue(&j.identity_source_id)
+        {
+            q.events_stored(urgent);
+        }
+    }
+
+    fn trigger(&self, job: &str) -> TriggerAck {
+        self.enqueue_run(job, RunReason::Trigger)
+    }
+}
+
+impl Fired for Daemon {
+    fn fire(&self, job: &str, at: DateTime<Utc>) {
+        let settings = self.settings();
+        let Some(j) = settings.jobs.iter().find(|j| j.name == job) else { return };
+        let delay = schedule::jitter_delay(j.jitter);
+        let Some(me) = self.self_ref.upgrade() else { return };
+        let job = job.to_string();
+        let stop = self.stop.clone();
+        // The jitter delays the enqueue, not the worker: other work goes on meanwhile.
+        self.workers.spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            me.enqueue_run(&job, RunReason::Scheduled(at));
+        });
+    }
+}
+
+/// The real [`Runner`]: runs jobs and pushed batches against Okta.
+struct DaemonRunner(Arc<Daemon>);
+
+impl Runner for DaemonRunner {
+    fn run(&self, source: &str, job: &str, reason: RunReason) -> BoxFuture<'static, ()> {
+        let daemon = self.0.clone();
+        let spacing = daemon.spacing(source);
+        let job = job.to_string();
+        off_worker(move || async move {
+            let live = daemon.live();
+            let Some(j) = live.settings.jobs.iter().find(|j| j.name == job) else {
+                warn!(job = %job, "the job is no longer configured: run dropped");
+                return;
+            };
+            let options = RunOptions { spacing: Some(spacing), ..RunOptions::default() };
+            let report =
+                sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
+            let outcome = report.outcome.as_str();
+            match &report.error {
+                None => info!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, "run finished"),
+                Some(e) => warn!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, error = %e, "run finished"),
+            }
+        }, ())
+    }
+
+    fn push(&self, source: &str) -> BoxFuture<'static, PushProgress> {
+        let daemon = self.0.clone();
+        let source = source.to_string();
+        let failed = PushProgress { more: true, retry_after: Some(push::RETRY_AFTER) };
+        off_worker(move || async move {
+            let live = daemon.live();
+            let spacing = daemon.spacing(&source);
+            let ctx = push::PushContext {
+                settings: &live.settings,
+                client: &live.client,
+                events: &daemon.events,
+                spacing: &spacing,
+            };
+            push::push_batch(&ctx, &source).await
+        }, failed)
+    }
+
+    fn pending(&self, source: &str) -> (usize, bool) {
+        let settings = self.0.settings();
+        let jobs: Vec<String> = settings
+            .jobs
+            .iter()
+            .filter(|j| j.identity_source_id == source)
+            .map(|j| j.name.clone())
+            .collect();
+        self.0.events.has_pending(&jobs).unwrap_or((0, false))
+    }
+}
+
+/// Build and drive an import future on a blocking-pool thread, on the same runtime.
+///
+/// The import's upload stream borrows the session plan inside `buffer_unordered`, and rustc
+/// cannot prove such a future `Send` for every lifetime (rust-lang/rust#102211), which a boxed
+/// `Send` future needs. Here the future is created and polled on one thread by
+/// `Handle::block_on`, so it never has to be `Send`; only `make` (an `Arc` and strings) moves.
+/// Timers and sockets still run on the runtime. `fallback` is returned if the thread panics.
+fn off_worker<T, F, Fut>(make: F, fallback: T) -> BoxFuture<'static, T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let handle = tokio::runtime::Handle::current();
+    Box::pin(async move {
+        let task = tokio::task::spawn_blocking(move || handle.block_on(make()));
+        task.await.unwrap_or(fallback)
+    })
+}
+
+/// What `serve` listens to besides its own signals (tests drive these).
+pub struct Control {
+    /// Resolves when the daemon should stop.
+    pub shutdown: BoxFuture<'static, ()>,
+    /// Each message asks for a config reload.
+    pub reload: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// Told the bound address once listening (tests bind port 0).
+    pub bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+}
+
+/// Run the daemon until `control.shutdown` resolves.
+pub async fn serve(config_path: &Path, settings: Settings, control: Control) -> Result<(), ServeError> {
+    let Control { shutdown, mut reload, bound } = control;
+    let okta_cancel = CancellationToken::new();
+    let client = crate::cli::build_client(&settings)
+        .map_err(ServeError::Okta)?
+        .with_cancellation(okta_cancel.clone());
+    // Opening the store runs its migrations; the event log lives in the same file.
+    drop(crate::state::open(&settings.state)?);
+    let events = match &settings.state.backend {
+        crate::settings::StateBackend::Sqlite { path } => EventStore::open(path)?,
+    };
+    let listen = settings.serve.listen;
+    let settings = Arc::new(settings);
+    let daemon = Arc::new_cyclic(|me| Daemon {
+        config_path: config_path.to_path_buf(),
+        live: RwLock::new(Arc::new(Live { settings: settings.clone(), client })),
+        events,
+        queues: RwLock::new(HashMap::new()),
+        spacing: Mutex::new(HashMap::new()),
+        okta_cancel: okta_cancel.clone(),
+        stop: CancellationToken::new(),
+        workers: TaskTracker::new(),
+        self_ref: me.clone(),
+    });
+    daemon.ensure_queues(&settings);
+    daemon.queue_pending_events();
+    daemon.queue_missed_runs(Utc::now());
+
+    // Schedules.
+    let scheduled: Vec<(String, Schedule)> = settings
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let expr = j.schedule.as_ref()?;
+            Schedule::parse(expr, j.timezone).ok().map(|s| (j.name.clone(), s))
+        })
+        .collect();
+    let mut cron = schedule::start_cron(&scheduled, daemon.clone())
+        .await
+        .map_err(|e| ServeError::Scheduler(e.to_string()))?;
+    for (job, s) in &scheduled {
+        info!(job = %job, schedule = %s.expression, timezone = %s.timezone, next = ?s.next_after(Utc::now()), "scheduled");
+    }
+
+    // HTTP.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: listen, source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;
+    info!(listen = %local, "listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
+    let app = router(&daemon);
+    let intake = CancellationToken::new();
+    let http = {
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { intake.cancelled().await })
+                .await
+        })
+    };
+
+    // Until shutdown: reloads.
+    let mut shutdown = shutdown;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => {
+                if let Err(e) = daemon.reload() {
+                    error!(error = %e, "configuration reload refused");
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop intake, let the item in hand finish until the deadline, then cancel.
+    let deadline = daemon.settings().serve.shutdown_deadline;
+    info!(deadline_secs = deadline.as_secs(), "shutting down: no new work is taken");
+    intake.cancel();
+    let _ = cron.shutdown().await;
+    daemon.close_queues();
+    daemon.stop.cancel();
+    daemon.workers.close();
+    if tokio::time::timeout(deadline, daemon.workers.wait()).await.is_err() {
+        warn!("the shutdown deadline passed: cancelling the open okta session");
+        okta_cancel.cancel();
+        // Cancelling a session is one call; give it a bounded moment.
+        if tokio::time::timeout(std::time::Duration::from_secs(30), daemon.workers.wait()).await.is_err() {
+            warn!("the import did not stop in time");
+        }
+    }
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the http server ended with an error"),
+        Err(e) => warn!(error = %e, "the http server task failed"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// The daemon's HTTP routes: the webhook (when configured), health and metrics.
+pub fn router(daemon: &Arc<Daemon>) -> axum::Router {
+    let _ = daemon;
+    axum::Router::new()
+}
+
+/// SIGTERM or SIGINT.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => info!("SIGTERM received"),
+                        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A channel fed by SIGHUP.
+pub fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP received: reloading the configuration");
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }

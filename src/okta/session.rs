@@ -123,12 +123,34 @@ pub struct Importer {
     last_activity: Option<Instant>,
     /// The client's shutdown signal: uploads stop and the open session is cancelled.
     cancel: CancellationToken,
+    /// Called with each session's id right after it is created, before anything is uploaded
+    /// (the daemon records it durably, to know after a crash whether the session completed).
+    on_created: Option<OnCreated>,
 }
+
+/// See [`Importer::on_created`]. An `Err` cancels the session (nothing is uploaded).
+pub type OnCreated = Box<dyn FnMut(&str) -> Result<(), String> + Send + Sync>;
+
+/// The 5-minute clock of one identity source, shared by every importer a daemon builds for it.
+pub type SpacingClock = std::sync::Arc<std::sync::Mutex<Option<Instant>>>;
 
 impl Importer {
     pub fn new(client: OktaClient, source_id: impl Into<String>, options: SessionOptions) -> Self {
         let cancel = client.cancellation().clone();
-        Self { client, source_id: source_id.into(), options, last_activity: None, cancel }
+        Self {
+            client,
+            source_id: source_id.into(),
+            options,
+            last_activity: None,
+            cancel,
+            on_created: None,
+        }
+    }
+
+    /// Call `f` with each session's id once it is created, before the uploads.
+    pub fn on_created(mut self, f: OnCreated) -> Self {
+        self.on_created = Some(f);
+        self
     }
 
     /// When this importer last created or triggered a session, if it did.
@@ -324,6 +346,17 @@ impl Importer {
         tracing::info!(session_id = %id, "created okta import session");
         outcome.id = Some(id.clone());
         outcome.final_status = Some(session.status);
+        if let Some(hook) = self.on_created.as_mut()
+            && let Err(e) = hook(&id)
+        {
+            outcome.error = Some(format!("cannot record session {id}, so it was cancelled: {e}"));
+            if let Err(err) = self.client.cancel_session(&self.source_id, &id).await {
+                tracing::warn!(session_id = %id, error = %err, "cannot cancel the session");
+            } else {
+                outcome.final_status = Some(SessionStatus::Closed);
+            }
+            return Attempt::Done;
+        }
 
         // 2. Upload. Requests of one kind go concurrently (up to the client's concurrency cap,
         //    inside its rate budget); kinds keep the packer's order (users before groups before

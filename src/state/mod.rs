@@ -22,6 +22,7 @@
 //! A crash anywhere leaves users either confirmed (Okta has them) or pending/unchanged in state
 //! (the next run resends them), so the next run converges on the source.
 
+pub mod events;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,13 @@ pub trait StateStore: Send {
 
     /// Every user of `job`, streamed: memory does not grow with the number of users.
     fn for_each_entry(&self, job: &str, f: &mut dyn FnMut(Entry)) -> Result<(), StateError>;
+
+    /// The entries of the given users of `job` (those the state knows; order unspecified).
+    /// Pushed (webhook) batches use it instead of a full scan.
+    fn entries(&self, job: &str, external_ids: &[&str]) -> Result<Vec<Entry>, StateError>;
+
+    /// The latest run of `job` in the history, if any.
+    fn last_run(&self, job: &str) -> Result<Option<RunRecord>, StateError>;
 
     /// The last profile Okta confirmed for one user, when profiles are kept.
     fn confirmed_profile(

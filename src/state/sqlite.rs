@@ -213,6 +213,46 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn entries(&self, job: &str, external_ids: &[&str]) -> Result<Vec<Entry>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT external_id, hash, status, pending, missing_runs FROM users
+                 WHERE job = ?1 AND external_id = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for id in external_ids {
+            let row = stmt
+                .query_row([job, id], |r| {
+                    let status: Option<String> = r.get(2)?;
+                    let pending: Option<String> = r.get(3)?;
+                    Ok(Entry {
+                        external_id: r.get(0)?,
+                        hash: r.get(1)?,
+                        status: status.as_deref().and_then(SentStatus::parse),
+                        pending: pending.as_deref().and_then(SentStatus::parse),
+                        missing_runs: r.get::<_, i64>(4)?.max(0) as u32,
+                    })
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            out.extend(row);
+        }
+        Ok(out)
+    }
+
+    fn last_run(&self, job: &str) -> Result<Option<RunRecord>, StateError> {
+        let id: Option<RunId> = self
+            .conn
+            .query_row("SELECT MAX(id) FROM runs WHERE job = ?1", [job], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        match id {
+            Some(id) => self.run(job, id),
+            None => Ok(None),
+        }
+    }
+
     fn confirmed_profile(
         &self,
         job: &str,

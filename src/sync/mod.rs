@@ -187,11 +187,19 @@ pub struct RunOptions {
     pub announce: bool,
     /// The most users listed per part of the plan in the report.
     pub detail_limit: usize,
+    /// The identity source's 5-minute clock, shared across runs (the daemon).
+    pub spacing: Option<crate::okta::session::SpacingClock>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { full: false, allow_deactivations: None, announce: false, detail_limit: 1_000 }
+        Self {
+            full: false,
+            allow_deactivations: None,
+            announce: false,
+            detail_limit: 1_000,
+            spacing: None,
+        }
     }
 }
 
@@ -556,7 +564,7 @@ async fn run_job_inner(
         if let Mode::Send(client) = mode {
             let push_started = Instant::now();
             if !prepared.held && !report.sessions.is_empty() {
-                push(settings, job, client, &prepared, store.as_mut(), &mut report).await;
+                push(settings, job, client, &prepared, store.as_mut(), &mut report, options).await;
             }
             report.timings.push_ms = elapsed_ms(push_started);
             finish_state(job, &prepared, store.as_mut(), &mut report);
@@ -628,13 +636,31 @@ async fn push(
     prepared: &Prepared,
     store: &mut dyn StateStore,
     report: &mut JobReport,
+    options: &RunOptions,
 ) {
-    let users = &prepared.pulled.users;
+    let last = options.spacing.as_ref().and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
     let mut importer = Importer::new(
         client.clone(),
         job.identity_source_id.clone(),
         settings.okta.sessions.clone(),
-    );
+    )
+    .with_last_session_activity(last);
+    push_sessions(settings, job, client, prepared, store, report, &mut importer).await;
+    if let Some(clock) = &options.spacing {
+        *clock.lock().unwrap_or_else(|e| e.into_inner()) = importer.last_session_activity();
+    }
+}
+
+async fn push_sessions(
+    settings: &Settings,
+    job: &Job,
+    client: &OktaClient,
+    prepared: &Prepared,
+    store: &mut dyn StateStore,
+    report: &mut JobReport,
+    importer: &mut Importer,
+) {
+    let users = &prepared.pulled.users;
     match importer.prepare().await {
         Ok(stale) => report.stale_sessions = stale,
         Err(e) => {
