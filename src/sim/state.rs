@@ -54,6 +54,10 @@ pub struct SimUser {
     pub profile: BTreeMap<String, String>,
     pub created: String,
     pub last_updated: String,
+    /// How many completed sessions upserted or deleted this user (tests of exactly-once
+    /// delivery read it).
+    #[serde(default)]
+    pub imports: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -183,6 +187,7 @@ struct UserRec {
     profile: BTreeMap<String, String>,
     created: DateTime<Utc>,
     last_updated: DateTime<Utc>,
+    imports: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +300,7 @@ impl Sim {
                     profile: u.profile.clone(),
                     created: okta_time(u.created),
                     last_updated: okta_time(u.last_updated),
+                    imports: u.imports,
                 })
                 .collect(),
             sessions: st
@@ -351,6 +357,7 @@ impl Sim {
             profile: BTreeMap::new(),
             created: now,
             last_updated: now,
+            imports: 0,
         });
         user.active = active;
         user.profile = profile;
@@ -754,6 +761,7 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
             for (ext, profile) in users {
                 match st.users.get_mut(&key(&ext)) {
                     Some(user) => {
+                        user.imports += 1;
                         // Upsert replaces the profile and reactivates; lastUpdated moves only
                         // when something changed.
                         if !user.active || user.profile != profile {
@@ -771,6 +779,7 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
                                 profile,
                                 created: now,
                                 last_updated: now,
+                                imports: 1,
                             },
                         );
                     }
@@ -780,6 +789,9 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
         LoadData::DeleteUsers(ids) => {
             // Okta deactivates, never deletes, and silently ignores unknown ids (FACTS §5).
             for ext in ids {
+                if let Some(user) = st.users.get_mut(&key(&ext)) {
+                    user.imports += 1;
+                }
                 if let Some(user) = st.users.get_mut(&key(&ext))
                     && user.active
                 {

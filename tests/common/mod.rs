@@ -213,3 +213,17 @@ pub async fn run_csv(dir: &Path, base_url: &str, csv: &Path, extra_job: &str, to
     let report_path = dir.join("report.json");
     Run { out: xaas_async(run_args(&config, &report_path), token).await, report_path }
 }
+
+impl Person {
+    /// The person as a JSON record in the seed's source shape (what an HR system pushes).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "active": self.active.to_string(), "title": self.title,
+            "first_name": self.first, "last_name": self.last,
+            "street_number": self.street_number, "street_name": self.street_name,
+            "city": self.city, "state": self.state, "country": self.country,
+            "postcode": self.postcode, "email": self.email, "phone": self.phone,
+            "cell": self.cell, "dob": "1990-01-01T00:00:00.000Z",
+        })
+    }
+}
