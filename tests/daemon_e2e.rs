@@ -378,3 +378,45 @@ async fn sighup_keeps_the_old_config_when_the_new_one_is_invalid() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let people: Vec<Person> = (0..5).map(|i| Person::generate(i, true)).collect();
+    common::write_csv(&csv, &people);
+    let port = free_port();
+    let config = write_config(dir.path(), &sim, &csv, port, "  batch_window_ms: 100\n");
+    let daemon = Daemon::start(dir.path(), &config, port, "push-then-pull");
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    // The HR system pushes the same five people the export holds, in one request.
+    let batch: Vec<serde_json::Value> = people.iter().map(Person::json).collect();
+    let (status, body) = signed_post(
+        &client,
+        &format!("{}/v1/jobs/hr/records", daemon.base),
+        &serde_json::Value::Array(batch),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.snapshot().users.len() < 5 || !no_open_sessions(&sim) {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sessions_after_push = sim.snapshot().sessions.len();
+    // The scheduled pull (triggered here) finds them unchanged: no new session at all.
+    let (status, _) =
+        signed_post(&client, &format!("{}/v1/jobs/hr/trigger", daemon.base), &serde_json::json!({}))
+            .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("run finished") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = sim.snapshot();
+    assert_eq!(snap.sessions.len(), sessions_after_push, "the pull resent pushed users");
+    assert!(snap.users.iter().all(|u| u.imports == 1));
+}
