@@ -165,9 +165,10 @@ async fn signed_get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Va
 }
 
 fn no_open_sessions(sim: &SimHandle) -> bool {
-    sim.snapshot().sessions.iter().all(|s| {
-        !matches!(s.status.as_str(), "CREATED" | "IN_PROGRESS" | "TRIGGERED")
-    })
+    sim.snapshot()
+        .sessions
+        .iter()
+        .all(|s| !matches!(s.status.as_str(), "CREATED" | "IN_PROGRESS" | "TRIGGERED"))
 }
 
 #[tokio::test]
@@ -196,7 +197,11 @@ async fn a_pushed_termination_reaches_okta_within_five_seconds() {
         if user.status == "DEACTIVATED" {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "not deactivated within 5 s:\n{}", daemon.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not deactivated within 5 s:\n{}",
+            daemon.log()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     println!("termination end-to-end latency: {} ms", latency.as_millis());
@@ -297,9 +302,12 @@ async fn sigterm_mid_import_exits_zero_and_leaves_no_open_session() {
     let mut daemon = Daemon::start(dir.path(), &config, port, "sigterm");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
-    let (status, body) =
-        signed_post(&client, &format!("{}/v1/jobs/hr/trigger", daemon.base), &serde_json::json!({}))
-            .await;
+    let (status, body) = signed_post(
+        &client,
+        &format!("{}/v1/jobs/hr/trigger", daemon.base),
+        &serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     // Wait until a session is open, then stop.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -343,9 +351,12 @@ async fn sighup_keeps_the_old_config_when_the_new_one_is_invalid() {
     }
     assert!(daemon.log().contains("bogus_key"), "the refusal names the bad key");
     let client = reqwest::Client::new();
-    let (status, body) =
-        signed_post(&client, &format!("{}/v1/jobs/hr/trigger", daemon.base), &serde_json::json!({}))
-            .await;
+    let (status, body) = signed_post(
+        &client,
+        &format!("{}/v1/jobs/hr/trigger", daemon.base),
+        &serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
 
     // Valid: a second job appears and can be triggered.
@@ -407,9 +418,12 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
     }
     let sessions_after_push = sim.snapshot().sessions.len();
     // The scheduled pull (triggered here) finds them unchanged: no new session at all.
-    let (status, _) =
-        signed_post(&client, &format!("{}/v1/jobs/hr/trigger", daemon.base), &serde_json::json!({}))
-            .await;
+    let (status, _) = signed_post(
+        &client,
+        &format!("{}/v1/jobs/hr/trigger", daemon.base),
+        &serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 202);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.log().contains("run finished") {

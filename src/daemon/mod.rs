@@ -127,7 +127,12 @@ impl Daemon {
     }
 
     fn spacing(&self, source: &str) -> SpacingClock {
-        self.spacing.lock().unwrap_or_else(|e| e.into_inner()).entry(source.to_string()).or_default().clone()
+        self.spacing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(source.to_string())
+            .or_default()
+            .clone()
     }
 
     /// A queue and its worker for every identity source of `settings` that has none yet.
@@ -172,7 +177,8 @@ impl Daemon {
                 crate::cli::render_diagnostics(&d)
             )
         })?;
-        let client = crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
+        let client =
+            crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
         *self.live.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Live { settings: Arc::new(settings), client });
@@ -284,38 +290,48 @@ impl Runner for DaemonRunner {
         let daemon = self.0.clone();
         let spacing = daemon.spacing(source);
         let job = job.to_string();
-        off_worker(move || async move {
-            let live = daemon.live();
-            let Some(j) = live.settings.jobs.iter().find(|j| j.name == job) else {
-                warn!(job = %job, "the job is no longer configured: run dropped");
-                return;
-            };
-            let options = RunOptions { spacing: Some(spacing), ..RunOptions::default() };
-            let report =
-                sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
-            let outcome = report.outcome.as_str();
-            match &report.error {
-                None => info!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, "run finished"),
-                Some(e) => warn!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, error = %e, "run finished"),
-            }
-        }, ())
+        off_worker(
+            move || async move {
+                let live = daemon.live();
+                let Some(j) = live.settings.jobs.iter().find(|j| j.name == job) else {
+                    warn!(job = %job, "the job is no longer configured: run dropped");
+                    return;
+                };
+                let options = RunOptions { spacing: Some(spacing), ..RunOptions::default() };
+                let report =
+                    sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
+                let outcome = report.outcome.as_str();
+                match &report.error {
+                    None => {
+                        info!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, "run finished")
+                    }
+                    Some(e) => {
+                        warn!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, error = %e, "run finished")
+                    }
+                }
+            },
+            (),
+        )
     }
 
     fn push(&self, source: &str) -> BoxFuture<'static, PushProgress> {
         let daemon = self.0.clone();
         let source = source.to_string();
         let failed = PushProgress { more: true, retry_after: Some(push::RETRY_AFTER) };
-        off_worker(move || async move {
-            let live = daemon.live();
-            let spacing = daemon.spacing(&source);
-            let ctx = push::PushContext {
-                settings: &live.settings,
-                client: &live.client,
-                events: &daemon.events,
-                spacing: &spacing,
-            };
-            push::push_batch(&ctx, &source).await
-        }, failed)
+        off_worker(
+            move || async move {
+                let live = daemon.live();
+                let spacing = daemon.spacing(&source);
+                let ctx = push::PushContext {
+                    settings: &live.settings,
+                    client: &live.client,
+                    events: &daemon.events,
+                    spacing: &spacing,
+                };
+                push::push_batch(&ctx, &source).await
+            },
+            failed,
+        )
     }
 
     fn pending(&self, source: &str) -> (usize, bool) {
@@ -361,7 +377,11 @@ pub struct Control {
 }
 
 /// Run the daemon until `control.shutdown` resolves.
-pub async fn serve(config_path: &Path, settings: Settings, control: Control) -> Result<(), ServeError> {
+pub async fn serve(
+    config_path: &Path,
+    settings: Settings,
+    control: Control,
+) -> Result<(), ServeError> {
     let Control { shutdown, mut reload, bound } = control;
     let okta_cancel = CancellationToken::new();
     let client = crate::cli::build_client(&settings)
@@ -409,7 +429,8 @@ pub async fn serve(config_path: &Path, settings: Settings, control: Control) -> 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen { addr: listen, source })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;
+    let local =
+        listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;
     info!(listen = %local, "listening");
     if let Some(tx) = bound {
         let _ = tx.send(local);
@@ -450,7 +471,10 @@ pub async fn serve(config_path: &Path, settings: Settings, control: Control) -> 
         warn!("the shutdown deadline passed: cancelling the open okta session");
         okta_cancel.cancel();
         // Cancelling a session is one call; give it a bounded moment.
-        if tokio::time::timeout(std::time::Duration::from_secs(30), daemon.workers.wait()).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(30), daemon.workers.wait())
+            .await
+            .is_err()
+        {
             warn!("the import did not stop in time");
         }
     }
