@@ -324,3 +324,34 @@ async fn daemon_side_helpers_render_with_their_labels() {
         3.0
     );
 }
+
+#[tokio::test]
+async fn a_run_that_fails_before_the_push_is_counted_too() {
+    let (_readiness, state) = state();
+    let addr = serve(state).await;
+    let sim = start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    write_csv(&csv, &[Person::generate(1, true)]);
+    // The state store cannot be opened: its directory is a file.
+    let state = format!("state:\n  path: {}\n", csv.join("state.db").display());
+    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, &state);
+    let mut settings = load(&config);
+    // A job name of its own: the other tests' runs share this binary's recorder.
+    settings.jobs[0].name = "early".into();
+    let jobs = settings.select_jobs(None).unwrap();
+
+    let before = scrape(addr).await;
+    let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
+    let job = &report.jobs[0];
+    assert_eq!(job.outcome.as_str(), "failed");
+    assert!(job.error.as_deref().unwrap_or("").contains("state store"), "{:?}", job.error);
+    let after = scrape(addr).await;
+    let with = [("job", "early"), ("outcome", "failed")];
+    assert_eq!(sum(&after, "xaas_runs_total", &with) - sum(&before, "xaas_runs_total", &with), 1.0);
+    // A plan is not a run.
+    xaas::cli::run_jobs(&settings, &jobs, true).await.unwrap();
+    let planned = scrape(addr).await;
+    assert_eq!(sum(&planned, "xaas_runs_total", &[("job", "early")]), 1.0);
+    sim.shutdown().await;
+}
