@@ -1,4 +1,4 @@
-//! The command line: `run`, `plan`, `approve`, `validate`, `check`, `serve`,
+//! The command line: `run`, `plan`, `approve`, `validate`, `check`, `serve`, `healthcheck`,
 //! `mapping test|preview`, `demo` and `sim`.
 //!
 //! Every command is a function returning the process exit code, so tests can call them
@@ -117,6 +117,15 @@ pub enum Command {
         #[arg(long, short, env = "XAAS_CONFIG")]
         config: PathBuf,
     },
+    /// Ask a running daemon's `/healthz`: exits 0 when it answers 200, 1 otherwise (with the
+    /// reason on stderr). For the container's `HEALTHCHECK`; the image has no curl.
+    Healthcheck {
+        #[arg(long, env = "XAAS_HEALTHCHECK_URL", default_value = DEFAULT_HEALTHCHECK_URL)]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// Work on mapping files: run their tests, preview them on real records.
     Mapping {
         #[command(subcommand)]
@@ -189,6 +198,9 @@ pub async fn execute(cli: Cli) -> i32 {
         Command::Validate { config } => validate(&config),
         Command::Serve { config } => serve(&config).await,
         Command::Check { config, job } => check(&config, job.as_deref()).await,
+        Command::Healthcheck { url, timeout_secs } => {
+            healthcheck(&url, std::time::Duration::from_secs(timeout_secs)).await
+        }
         Command::Mapping { command: MappingCommand::Test { files } } => mapping_test(&files),
         Command::Mapping { command: MappingCommand::Preview { config, job, limit } } => {
             mapping_preview(&config, &job, limit).await
@@ -493,6 +505,44 @@ async fn check(config: &Path, job: Option<&str>) -> i32 {
         }
     }
     code
+}
+
+/// Where `xaas healthcheck` asks by default: the daemon's default port, on loopback.
+pub const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
+
+/// `xaas healthcheck`: GET `url`; [`EXIT_OK`] when it answers 200, otherwise [`EXIT_FAILURE`]
+/// and one line on stderr saying why. Never 2: Docker reserves that code.
+pub async fn healthcheck(url: &str, timeout: std::time::Duration) -> i32 {
+    let unhealthy = |why: String| {
+        eprintln!("unhealthy: {why}");
+        EXIT_FAILURE
+    };
+    let parsed = match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+        _ => return unhealthy(format!("`{url}` is not an http(s) url")),
+    };
+    // No proxy: the daemon is local, and a proxy from the environment would answer for it.
+    let client = match reqwest::Client::builder().timeout(timeout).no_proxy().build() {
+        Ok(c) => c,
+        Err(e) => return unhealthy(format!("cannot build the http client: {e}")),
+    };
+    match client.get(parsed).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => EXIT_OK,
+        Ok(r) => unhealthy(format!("{url} answered {}", r.status())),
+        Err(e) if e.is_timeout() => {
+            unhealthy(format!("{url} did not answer within {}s", timeout.as_secs_f64()))
+        }
+        Err(e) => {
+            // The useful part ("connection refused") sits deep in the error's chain.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            unhealthy(format!("cannot reach {url}: {why}"))
+        }
+    }
 }
 
 fn validate(config: &Path) -> i32 {

@@ -15,6 +15,9 @@
 //!    [`Retry`] and [`OktaClient::classify`]. A server hint (`X-Rate-Limit-Reset`) beats the
 //!    computed backoff.
 //!
+//! Each attempt is counted in `xaas_okta_requests_total` under a fixed endpoint label (see
+//! [`crate::daemon::metrics::endpoint`]), and `X-Rate-Limit-Remaining` feeds a gauge.
+//!
 //! Non-2xx answers become a typed [`OktaError`] carrying Okta's errorCode, errorSummary,
 //! errorCauses and errorId, and are logged with those fields.
 
@@ -35,6 +38,7 @@ use super::batch::RequestKind;
 use super::error::{OktaError, Operation};
 use super::model::{ErrorBody, Session};
 use super::rate_limit::{RateBudget, RateOptions};
+use crate::daemon::metrics::{self, endpoint};
 
 /// Transport settings of the client.
 #[derive(Debug, Clone)]
@@ -126,6 +130,8 @@ struct Answer {
 /// One call, as [`OktaClient::execute`] sees it.
 struct Call<'a> {
     op: Operation,
+    /// The fixed route template, for metrics (never the path: it holds ids).
+    endpoint: &'static str,
     method: Method,
     url: Url,
     /// `None` for body-less calls; POSTs then still send `Content-Length: 0`.
@@ -229,6 +235,7 @@ impl OktaClient {
     pub async fn list_sessions(&self, source_id: &str) -> Result<Vec<Session>, OktaError> {
         let call = Call {
             op: "list sessions",
+            endpoint: endpoint::SESSIONS_LIST,
             method: Method::GET,
             url: self.url(source_id, &["sessions"]),
             json_body: None,
@@ -245,6 +252,7 @@ impl OktaClient {
         // open sessions before trying again).
         let call = Call {
             op: "create session",
+            endpoint: endpoint::SESSIONS_CREATE,
             method: Method::POST,
             url: self.url(source_id, &["sessions"]),
             json_body: None,
@@ -262,6 +270,7 @@ impl OktaClient {
     ) -> Result<Session, OktaError> {
         let call = Call {
             op: "get session",
+            endpoint: endpoint::SESSIONS_GET,
             method: Method::GET,
             url: self.url(source_id, &["sessions", session_id]),
             json_body: None,
@@ -278,6 +287,7 @@ impl OktaClient {
         // importer understands (it then reads the status).
         let call = Call {
             op: "cancel session",
+            endpoint: endpoint::SESSIONS_CANCEL,
             method: Method::DELETE,
             url: self.url(source_id, &["sessions", session_id]),
             json_body: None,
@@ -301,6 +311,7 @@ impl OktaClient {
         let (op, endpoint) = (kind.describe(), kind.endpoint());
         let call = Call {
             op,
+            endpoint,
             method: Method::POST,
             url: self.url(source_id, &["sessions", session_id, endpoint]),
             json_body: Some(body),
@@ -318,6 +329,7 @@ impl OktaClient {
     ) -> Result<Session, OktaError> {
         let call = Call {
             op: "start import",
+            endpoint: endpoint::SESSIONS_START_IMPORT,
             method: Method::POST,
             url: self.url(source_id, &["sessions", session_id, "start-import"]),
             json_body: None,
@@ -366,12 +378,18 @@ impl OktaClient {
             let started = Instant::now();
             let outcome = self.attempt(&call, auth, retry_for.as_deref(), rate_limit_retries).await;
             drop(permit);
-            let elapsed_ms = millis(started.elapsed());
+            let elapsed = started.elapsed();
+            let elapsed_ms = millis(elapsed);
+            let status = match &outcome {
+                Attempt::Answer(status, ..) => Some(status.as_u16()),
+                Attempt::NotSent(_) | Attempt::Lost(_) => None,
+            };
+            metrics::okta_request(call.endpoint, status, elapsed);
             let path = call.url.path();
 
             let retry = match outcome {
                 Attempt::Answer(status, headers, body) => {
-                    self.observe_rate(&headers);
+                    self.observe_rate(call.endpoint, &headers);
                     let request_id =
                         headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
                     tracing::debug!(
@@ -472,18 +490,19 @@ impl OktaClient {
         base + base.mul_f64(rand::random_range(0.0..0.25))
     }
 
-    /// Feed the rate budget from an answer's headers.
-    fn observe_rate(&self, headers: &HeaderMap) {
+    /// Feed the rate budget (and the remaining-requests gauge of `endpoint`) from an answer's
+    /// headers.
+    fn observe_rate(&self, endpoint: &'static str, headers: &HeaderMap) {
         let reset_in = header_reset_at(headers).map(|reset| {
             let now = header_date(headers).unwrap_or_else(Utc::now);
             // Whole seconds on both sides: one more second keeps us on the late side.
             Duration::from_secs((reset - now).num_seconds().max(0) as u64 + 1)
         });
-        self.inner.budget.observe(
-            header_u32(headers, RATE_LIMIT_LIMIT),
-            header_u32(headers, RATE_LIMIT_REMAINING),
-            reset_in,
-        );
+        let remaining = header_u32(headers, RATE_LIMIT_REMAINING);
+        if let Some(remaining) = remaining {
+            metrics::okta_rate_limit_remaining(endpoint, remaining);
+        }
+        self.inner.budget.observe(header_u32(headers, RATE_LIMIT_LIMIT), remaining, reset_in);
     }
 
     /// One HTTP attempt within the per-attempt timeout: send and read the whole body.

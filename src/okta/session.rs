@@ -288,6 +288,7 @@ impl Importer {
                 "okta session failed"
             ),
         });
+        crate::daemon::metrics::session_finished(&outcome);
         outcome
     }
 

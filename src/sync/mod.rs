@@ -216,7 +216,14 @@ pub async fn run_job_with(
     options: &RunOptions,
 ) -> JobReport {
     let span = info_span!("job", job = %job.name, identity_source = %job.identity_source_id);
-    run_job_inner(settings, job, mode, options).instrument(span).await
+    let dry_run = matches!(mode, Mode::DryRun);
+    let started = Instant::now();
+    let report = run_job_inner(settings, job, mode, options).instrument(span).await;
+    // Here rather than at the end of the run, so runs that fail early are counted too.
+    if !dry_run {
+        crate::daemon::metrics::job_report(&report, started.elapsed());
+    }
+    report
 }
 
 /// A pull diffed against the state, safeguards applied, sessions planned: ready to push.
