@@ -105,6 +105,7 @@ pub struct Daemon {
     /// Fired when intake stops: queue workers finish the item in hand and return.
     stop: CancellationToken,
     workers: TaskTracker,
+    readiness: Arc<health::Readiness>,
     self_ref: std::sync::Weak<Daemon>,
 }
 
@@ -170,6 +171,12 @@ impl Daemon {
 
     /// Reload the config file (SIGHUP): validated first, swapped in only when valid.
     pub fn reload(&self) -> Result<(), String> {
+        let result = self.try_reload();
+        self.readiness.set_config_error(result.as_ref().err().cloned());
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
         let settings = crate::settings::load(&self.config_path).map_err(|d| {
             format!(
                 "{} problem(s); the previous configuration stays in force:\n{}",
@@ -180,6 +187,7 @@ impl Daemon {
         let client =
             crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
+        self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));
         *self.live.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Live { settings: Arc::new(settings), client });
         info!(config = %self.config_path.display(), "configuration reloaded");
@@ -232,6 +240,16 @@ impl Daemon {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "cannot read the pending events"),
             }
+        }
+    }
+
+    /// Queue depth per identity source and pending events, for `/metrics`.
+    fn publish_gauges(&self) {
+        for (source, q) in self.queues.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            metrics::set_queue_depth(source, q.depth());
+        }
+        if let Ok(n) = self.events.queued_total() {
+            metrics::set_events_pending(n);
         }
     }
 
@@ -301,6 +319,8 @@ impl Runner for DaemonRunner {
                 let report =
                     sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
                 let outcome = report.outcome.as_str();
+            daemon.readiness.record_run(&job, outcome);
+            daemon.publish_gauges();
                 match &report.error {
                     None => {
                         info!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, "run finished")
@@ -328,7 +348,9 @@ impl Runner for DaemonRunner {
                     events: &daemon.events,
                     spacing: &spacing,
                 };
-                push::push_batch(&ctx, &source).await
+                let progress = push::push_batch(&ctx, &source).await;
+                daemon.publish_gauges();
+                progress
             },
             failed,
         )
@@ -383,12 +405,15 @@ pub async fn serve(
     control: Control,
 ) -> Result<(), ServeError> {
     let Control { shutdown, mut reload, bound } = control;
+    let prometheus = metrics::install().map_err(|e| ServeError::Config(e.to_string()))?;
+    let readiness = Arc::new(health::Readiness::new());
     let okta_cancel = CancellationToken::new();
     let client = crate::cli::build_client(&settings)
         .map_err(ServeError::Okta)?
         .with_cancellation(okta_cancel.clone());
     // Opening the store runs its migrations; the event log lives in the same file.
     drop(crate::state::open(&settings.state)?);
+    readiness.set_state_store_ok(true);
     let events = match &settings.state.backend {
         crate::settings::StateBackend::Sqlite { path } => EventStore::open(path)?,
     };
@@ -403,6 +428,7 @@ pub async fn serve(
         okta_cancel: okta_cancel.clone(),
         stop: CancellationToken::new(),
         workers: TaskTracker::new(),
+        readiness: readiness.clone(),
         self_ref: me.clone(),
     });
     daemon.ensure_queues(&settings);
@@ -435,7 +461,7 @@ pub async fn serve(
     if let Some(tx) = bound {
         let _ = tx.send(local);
     }
-    let app = router(&daemon);
+    let app = router(&daemon, health::HealthState::new(readiness.clone(), prometheus));
     let intake = CancellationToken::new();
     let http = {
         let intake = intake.clone();
@@ -462,6 +488,7 @@ pub async fn serve(
     // Shutdown: stop intake, let the item in hand finish until the deadline, then cancel.
     let deadline = daemon.settings().serve.shutdown_deadline;
     info!(deadline_secs = deadline.as_secs(), "shutting down: no new work is taken");
+    readiness.set_draining(true);
     intake.cancel();
     let _ = cron.shutdown().await;
     daemon.close_queues();
@@ -488,33 +515,39 @@ pub async fn serve(
 }
 
 /// The daemon's HTTP routes: the webhook (when configured), health and metrics.
-pub fn router(daemon: &Arc<Daemon>) -> axum::Router {
-    let _ = daemon;
-    axum::Router::new()
+pub fn router(daemon: &Arc<Daemon>, health: health::HealthState) -> axum::Router {
+    let mut app = health::router(health);
+    if let Some(webhook) = daemon.settings().serve.webhook.clone() {
+        let dispatch: Arc<dyn Dispatch> = daemon.clone();
+        app = app.merge(webhook::router(webhook::WebhookContext {
+            dispatch,
+            events: daemon.events.clone(),
+            settings: Arc::new(webhook),
+        }));
+    }
+    app
 }
 
 /// SIGTERM or SIGINT.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => info!("SIGTERM received"),
-                        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
                 }
             }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
