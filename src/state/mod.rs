@@ -22,6 +22,7 @@
 //! A crash anywhere leaves users either confirmed (Okta has them) or pending/unchanged in state
 //! (the next run resends them), so the next run converges on the source.
 
+pub mod events;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
