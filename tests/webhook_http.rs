@@ -342,3 +342,21 @@ async fn bearer_mode_accepts_the_token_and_refuses_others() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.stored(), 1);
 }
+
+#[test]
+fn webhook_config_mistakes_fail_the_load_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "mapping.yaml", MAPPING);
+    write(dir.path(), "hr.csv", "id\n");
+    let config = "okta:\n  org_url: https://example.okta.com\n  auth:\n    type: api_token\n    token: t\njobs:\n  - name: hr\n    identity_source_id: 0oa1\n    source:\n      type: csv\n      path: hr.csv\n    mapping: mapping.yaml\nserve:\n  webhook:\n    auth:\n      type: hmac\n      secrets:\n        - env: XAAS_TEST_WEBHOOK_UNSET_VAR\n    max_body_byte: 10\n";
+    write(dir.path(), "xaas.yaml", config);
+    let err = xaas::settings::load(&dir.path().join("xaas.yaml")).unwrap_err().to_string();
+    // The key path reads `serve.webhook.?.max_body_byte` today (serde_ignored's marker for the
+    // Option in RawServe; raw.rs could strip it and suggest from WEBHOOK_KEYS).
+    assert!(err.contains("unknown key") && err.contains("max_body_byte"), "{err}");
+    assert!(
+        err.contains("serve.webhook.auth.secrets[0]: the environment variable XAAS_TEST_WEBHOOK_UNSET_VAR is not set or is empty"),
+        "{err}"
+    );
+    assert!(!err.contains("webhook-secret"), "{err}");
+}

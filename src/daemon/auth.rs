@@ -126,7 +126,7 @@ pub fn verify_hmac(
 
 /// "5-minute", "90-second": how the replay window reads in an error.
 fn describe_window(secs: u64) -> String {
-    if secs % 60 == 0 { format!("{}-minute", secs / 60) } else { format!("{secs}-second") }
+    if secs.is_multiple_of(60) { format!("{}-minute", secs / 60) } else { format!("{secs}-second") }
 }
 
 /// Check `Authorization` against the configured bearer token, in constant time.

@@ -163,7 +163,7 @@ impl App {
                 }
             }
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY_CHECKS == 0 {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(RETAIN_EVERY_CHECKS) {
             limiter.retain_recent();
         }
         match limiter.check_key(&ip) {

@@ -511,8 +511,8 @@ mod tests {
         assert_eq!(store.queued_total().unwrap(), 4);
 
         store.mark_processing(&[a.id.clone(), c.id.clone()], None).unwrap();
-        store.mark_processing(&[a.id.clone()], Some("ses_1")).unwrap();
-        store.mark_processing(&[a.id.clone()], Some("ses_2")).unwrap();
+        store.mark_processing(std::slice::from_ref(&a.id), Some("ses_1")).unwrap();
+        store.mark_processing(std::slice::from_ref(&a.id), Some("ses_2")).unwrap();
         let p = store.pending(&jobs(&["hr"]), 100).unwrap();
         assert_eq!(p[0].status, EventStatus::Processing);
         assert_eq!(p[0].sessions, ["ses_1", "ses_2"]);
