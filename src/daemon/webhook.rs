@@ -19,6 +19,12 @@
 //! record's values: a mapping rejection's reason has every value taken from the record
 //! replaced by `<value>`.
 //!
+//! The HMAC signature covers the timestamp and the body, not the method or the path: a signed
+//! empty body is valid for any empty-body route within the replay window. Every authenticated
+//! request, reads included, therefore goes through the replay cache, so one captured signature
+//! is good for one request at most; a client that polls `GET /v1/events/{id}` twice within one
+//! second must wait for the next second's timestamp.
+//!
 //! # Reloading
 //!
 //! [`WebhookContext::settings`] is a `watch` channel: on SIGHUP the daemon sends the new
@@ -39,7 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use futures::StreamExt;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -169,10 +175,11 @@ impl App {
         match limiter.check_key(&ip) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let secs = secs.max(1);
-                tracing::warn!(client = %ip, retry_after_secs = secs, "webhook rate limit hit");
+                // Debug only: a flood would otherwise write a log line per refused request.
+                tracing::debug!(client = %ip, retry_after_secs = secs, "webhook rate limit hit");
                 let mut r = Refusal::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(

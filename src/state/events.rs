@@ -485,6 +485,12 @@ mod tests {
         j.iter().map(|s| s.to_string()).collect()
     }
 
+    #[test]
+    fn the_store_is_shareable_across_tasks() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<EventStore>();
+    }
+
     #[tokio::test]
     async fn append_get_pending_finish() {
         let dir = tempfile::tempdir().unwrap();
