@@ -158,6 +158,16 @@ pub fn verify_bearer(token: &SecretString, authorization: Option<&str>) -> Resul
 pub struct MessageKey([u8; 32]);
 
 impl MessageKey {
+    /// This key narrowed to one route (`"POST /v1/jobs/hr/trigger"`). An empty body signed at
+    /// one second is the same message for every route, so two legitimate empty-body requests
+    /// to different routes within a second would otherwise look like a replay.
+    pub fn scoped(self, route: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(route.as_bytes());
+        Self(h.finalize().into())
+    }
+
     fn of(timestamp: i64, body: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(timestamp.to_string().as_bytes());
@@ -320,6 +330,13 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.forget(&other);
         assert!(cache.insert(other, NOW + 400, NOW + 400, 300).is_ok());
+    }
+
+    #[test]
+    fn scoped_keys_tell_empty_bodies_on_different_routes_apart() {
+        let k = MessageKey::of(NOW, b"");
+        assert_ne!(k.scoped("POST /v1/jobs/a/trigger"), k.scoped("POST /v1/jobs/b/trigger"));
+        assert_eq!(k.scoped("x"), MessageKey::of(NOW, b"").scoped("x"));
     }
 
     #[test]

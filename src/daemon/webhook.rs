@@ -19,11 +19,13 @@
 //! record's values: a mapping rejection's reason has every value taken from the record
 //! replaced by `<value>`.
 //!
-//! The HMAC signature covers the timestamp and the body, not the method or the path: a signed
-//! empty body is valid for any empty-body route within the replay window. Every authenticated
-//! request, reads included, therefore goes through the replay cache, so one captured signature
-//! is good for one request at most; a client that polls `GET /v1/events/{id}` twice within one
-//! second must wait for the next second's timestamp.
+//! Replays: a signed push or trigger is accepted once (the replay cache remembers the signed
+//! message; for an empty body, which is the same message on every route, together with its
+//! route, so triggering two jobs within one second works). Reads (`GET /v1/events/{id}`) have
+//! no effect to repeat and skip the replay check, so a client may poll. The signature covers
+//! the timestamp and the body but not the method or the path (the agreed v1 scheme), so within
+//! the replay window a captured signed request could be sent once to another route; covering
+//! them would take a `v2=` signature.
 //!
 //! # Reloading
 //!
@@ -194,13 +196,14 @@ impl App {
     }
 
     /// Check the caller; for HMAC, returns the message to forget if the request is not acted
-    /// on after all.
+    /// on after all. `route` is `None` for reads, which skip the replay check.
     fn authenticate(
         &self,
         settings: &WebhookSettings,
         headers: &HeaderMap,
         body: &[u8],
         client: IpAddr,
+        route: Option<&str>,
     ) -> Result<Option<MessageKey>, Refusal> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let result = match &settings.auth {
@@ -216,6 +219,8 @@ impl App {
                     body,
                 };
                 auth::verify_hmac(secrets, window, signed, now).and_then(|(key, ts)| {
+                    let Some(route) = route else { return Ok(None) };
+                    let key = if body.is_empty() { key.scoped(route) } else { key };
                     let mut cache = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
                     cache.insert(key, ts, now, window).map(|()| Some(key))
                 })
@@ -237,17 +242,19 @@ impl App {
         }
     }
 
-    /// Rate limit, body limit and authentication, in that order.
+    /// Rate limit, body limit and authentication, in that order (`route`: see
+    /// [`Self::authenticate`]).
     async fn gate(
         &self,
         client: IpAddr,
         headers: &HeaderMap,
         body: Body,
+        route: Option<&str>,
     ) -> Result<(Arc<WebhookSettings>, Bytes, Option<MessageKey>), Refusal> {
         let settings = self.settings();
         self.rate_limit(client, &settings)?;
         let body = read_body(body, headers, settings.max_body_bytes).await?;
-        let key = self.authenticate(&settings, headers, &body, client)?;
+        let key = self.authenticate(&settings, headers, &body, client, route)?;
         Ok((settings, body, key))
     }
 }
@@ -423,7 +430,8 @@ async fn push_records(
     body: Body,
 ) -> Response {
     let client = client.ip();
-    let (settings, body, key) = match app.gate(client, &headers, body).await {
+    let route = format!("POST /v1/jobs/{job}/records");
+    let (settings, body, key) = match app.gate(client, &headers, body, Some(&route)).await {
         Ok(g) => g,
         Err(r) => return r.into_response(),
     };
@@ -545,7 +553,8 @@ async fn trigger(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = app.gate(client.ip(), &headers, body).await {
+    let route = format!("POST /v1/jobs/{job}/trigger");
+    if let Err(r) = app.gate(client.ip(), &headers, body, Some(&route)).await {
         return r.into_response();
     }
     if app.ctx.dispatch.job(&job).is_none() {
@@ -564,7 +573,8 @@ async fn event(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = app.gate(client.ip(), &headers, body).await {
+    // A read has no effect to repeat: no replay check, so a client may poll freely.
+    if let Err(r) = app.gate(client.ip(), &headers, body, None).await {
         return r.into_response();
     }
     match app.ctx.events.get(&id) {
