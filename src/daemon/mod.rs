@@ -17,6 +17,7 @@
 //! before a deadline, and exits 0. SIGHUP reloads the config and mappings, keeping the old ones
 //! when the new ones are invalid.
 
+pub mod auth;
 pub mod health;
 pub mod metrics;
 pub mod push;

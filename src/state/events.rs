@@ -1,26 +1,102 @@
-//! Durable webhook events. (Temporary stub with the agreed signatures; the webhook branch
-//! replaces this file.)
-#![allow(dead_code, unused_variables)]
+//! Webhook events: records pushed to `POST /v1/jobs/{job}/records`, kept durably until an
+//! import session has carried them to Okta.
+//!
+//! The webhook answers 202 only once the event is committed, so a crash after the 202 loses
+//! nothing: on restart the queue finds it with [`EventStore::pending`]. The events live in the
+//! state's SQLite file (migration 2 of [`super::sqlite`]), next to the users they update.
+//!
+//! # Group commit
+//!
+//! A durable commit costs one fsync of the WAL (`synchronous = FULL`), a millisecond or more
+//! on ordinary disks; one commit per request would cap the webhook at a few hundred requests
+//! per second. Instead one writer thread owns a connection and loops: wait for an append,
+//! take every other append already waiting, write them all in one transaction, commit (one
+//! fsync), then answer each caller through its oneshot. Under load the batches grow by
+//! themselves, so throughput scales with concurrency while each caller still returns only
+//! after its own event is on disk.
+//!
+//! Reads and the queue's status updates go through a second connection (WAL lets readers run
+//! beside the writer; the two writers take turns on SQLite's lock, with a busy timeout).
 
 use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::StateError;
 
+/// The most appends written in one transaction (bounds a commit's latency under a flood).
+const MAX_GROUP: usize = 1024;
+
+/// An event to store.
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub job: String,
+    /// The sender's `Idempotency-Key`: a second event with the same key for the same job is
+    /// not stored.
     pub idempotency_key: Option<String>,
+    /// The records, as a JSON array of objects in the job's source shape.
     pub records: String,
     pub record_count: u32,
+    /// One of the records maps to a deactivation: import it without waiting for a batch.
     pub urgent: bool,
 }
+
+/// Where an appended event went.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// `evt_<uuid v7>` (time-ordered).
     pub id: String,
+    /// The idempotency key was seen before: `id` is the first event's, nothing was stored.
     pub duplicate: bool,
 }
-#[derive(Serialize)]
+
+/// Where an event stands.
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored, waiting for an import.
+    Queued,
+    /// In an import session that has not finished.
+    Processing,
+    /// Imported (Okta completed the session).
+    Done,
+    /// The import failed.
+    Failed,
+    /// Held by a safeguard, waiting for approval.
+    Held,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Queued => "queued",
+            EventStatus::Processing => "processing",
+            EventStatus::Done => "done",
+            EventStatus::Failed => "failed",
+            EventStatus::Held => "held",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => EventStatus::Queued,
+            "processing" => EventStatus::Processing,
+            "done" => EventStatus::Done,
+            "failed" => EventStatus::Failed,
+            "held" => EventStatus::Held,
+            _ => return None,
+        })
+    }
+}
+
+/// An event as `GET /v1/events/{id}` shows it (never its records: they are personal data).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventView {
     pub id: String,
     pub job: String,
@@ -28,20 +104,17 @@ pub struct EventView {
     pub received_at: String,
     pub finished_at: Option<String>,
     pub record_count: u32,
+    /// The import sessions that carried it (more than one after a replay).
     pub sessions: Vec<String>,
+    /// What the import reported, once finished.
     pub outcome: Option<serde_json::Value>,
 }
-#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "snake_case")]
-pub enum EventStatus {
-    Queued,
-    Processing,
-    Done,
-    Failed,
-    Held,
-}
+
+/// An event waiting for (or in) an import, with its records.
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueuedEvent {
     pub id: String,
+    /// Store order: events of a job are imported in this order.
     pub seq: i64,
     pub job: String,
     pub records: String,
@@ -49,43 +122,465 @@ pub struct QueuedEvent {
     pub status: EventStatus,
     pub sessions: Vec<String>,
 }
+
+type Reply = oneshot::Sender<Result<Stored, StateError>>;
+
+/// The webhook event log. Cheap to clone; every clone shares the writer thread, which stops
+/// once the last clone is dropped.
 #[derive(Clone)]
-pub struct EventStore;
+pub struct EventStore {
+    appends: mpsc::Sender<(NewEvent, Reply)>,
+    reader: Arc<Mutex<Connection>>,
+    location: Arc<str>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore").field("location", &self.location).finish()
+    }
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn backend(location: &str, e: impl std::fmt::Display) -> StateError {
+    StateError::Backend { location: location.to_string(), message: e.to_string() }
+}
+
+/// A connection on the state file, durable on commit.
+fn connect(path: &Path, location: &str) -> Result<Connection, StateError> {
+    let conn = Connection::open(path).map_err(|e| backend(location, e))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| backend(location, e))?;
+    // FULL: the WAL is synced at every commit, so a committed event survives a power loss
+    // too (the 202 promises it is stored).
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .map_err(|e| backend(location, e))?;
+    Ok(conn)
+}
+
 impl EventStore {
+    /// Open the state file at `path` (creating and migrating it like the state store does)
+    /// and start the writer thread.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        todo!()
+        let location = path.display().to_string();
+        // The state store owns the schema: opening it runs any pending migration.
+        drop(super::sqlite::SqliteStore::open(path, false)?);
+        let writer = connect(path, &location)?;
+        let reader = connect(path, &location)?;
+        let (tx, rx) = mpsc::channel();
+        let loc = location.clone();
+        std::thread::Builder::new()
+            .name("xaas-events-writer".into())
+            .spawn(move || write_loop(writer, rx, &loc))
+            .map_err(|e| backend(&location, format!("cannot start the event writer: {e}")))?;
+        Ok(Self { appends: tx, reader: Arc::new(Mutex::new(reader)), location: location.into() })
     }
+
+    /// Store `e` durably. Returns once it is committed (or is a duplicate of a committed one).
     pub async fn append(&self, e: NewEvent) -> Result<Stored, StateError> {
-        todo!()
+        let (tx, rx) = oneshot::channel();
+        self.appends.send((e, tx)).map_err(|_| self.err("the event writer has stopped"))?;
+        rx.await.map_err(|_| self.err("the event writer stopped before answering"))?
     }
+
+    /// One event, by id.
     pub fn get(&self, id: &str) -> Result<Option<EventView>, StateError> {
-        todo!()
+        let conn = self.conn()?;
+        conn.query_row(
+            &format!("SELECT {VIEW_COLUMNS} FROM webhook_events WHERE id = ?1"),
+            [id],
+            view,
+        )
+        .optional()
+        .map_err(|e| self.err(e))
     }
+
+    /// The most recent events, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<EventView>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {VIEW_COLUMNS} FROM webhook_events ORDER BY seq DESC LIMIT ?1"
+            ))
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map([limit], view).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Events of `jobs` still to import (queued, or processing when a session was
+    /// interrupted), oldest first, up to about `max_records` records: it stops after the event
+    /// that reaches `max_records`, and always returns at least one event when there is one.
     pub fn pending(
         &self,
         jobs: &[String],
         max_records: usize,
     ) -> Result<Vec<QueuedEvent>, StateError> {
-        todo!()
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT id, seq, job, records, urgent, status, sessions, record_count
+             FROM webhook_events
+             WHERE status IN ('queued', 'processing') AND job IN ({})
+             ORDER BY seq",
+            placeholders(jobs.len())
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params_from_iter(jobs)).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let read = || -> rusqlite::Result<(QueuedEvent, i64)> {
+                let status: String = r.get(5)?;
+                let sessions: String = r.get(6)?;
+                Ok((
+                    QueuedEvent {
+                        id: r.get(0)?,
+                        seq: r.get(1)?,
+                        job: r.get(2)?,
+                        records: r.get(3)?,
+                        urgent: r.get(4)?,
+                        status: EventStatus::parse(&status).unwrap_or(EventStatus::Queued),
+                        sessions: serde_json::from_str(&sessions).unwrap_or_default(),
+                    },
+                    r.get(7)?,
+                ))
+            };
+            let (event, count) = read().map_err(|e| self.err(e))?;
+            out.push(event);
+            total = total.saturating_add(usize::try_from(count).unwrap_or(0));
+            if total >= max_records {
+                break;
+            }
+        }
+        Ok(out)
     }
+
+    /// How many events of `jobs` are still to import, and whether any of them is urgent.
     pub fn has_pending(&self, jobs: &[String]) -> Result<(usize, bool), StateError> {
-        todo!()
+        if jobs.is_empty() {
+            return Ok((0, false));
+        }
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(MAX(urgent), 0) FROM webhook_events
+             WHERE status IN ('queued', 'processing') AND job IN ({})",
+            placeholders(jobs.len())
+        );
+        conn.query_row(&sql, params_from_iter(jobs), |r| {
+            Ok((usize::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get::<_, i64>(1)? != 0))
+        })
+        .map_err(|e| self.err(e))
     }
+
+    /// The events `ids` are in an import session (`session_id`, once Okta gave one).
     pub fn mark_processing(
         &self,
         ids: &[String],
         session_id: Option<&str>,
     ) -> Result<(), StateError> {
-        todo!()
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut select = tx
+                .prepare_cached("SELECT sessions FROM webhook_events WHERE id = ?1")
+                .map_err(|e| self.err(e))?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE webhook_events SET status = 'processing', sessions = ?2 WHERE id = ?1",
+                )
+                .map_err(|e| self.err(e))?;
+            for id in ids {
+                let Some(text) = select
+                    .query_row([id], |r| r.get::<_, String>(0))
+                    .optional()
+                    .map_err(|e| self.err(e))?
+                else {
+                    continue;
+                };
+                let mut sessions: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+                if let Some(s) = session_id
+                    && !sessions.iter().any(|x| x == s)
+                {
+                    sessions.push(s.to_string());
+                }
+                let sessions = serde_json::to_string(&sessions).map_err(|e| self.err(e))?;
+                update.execute(params![id, sessions]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
+
+    /// Record how the events ended: their status and the import's outcome (JSON).
     pub fn finish(
         &self,
         outcomes: &[(String, EventStatus, serde_json::Value)],
         at: DateTime<Utc>,
     ) -> Result<(), StateError> {
-        todo!()
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE webhook_events SET status = ?2, outcome = ?3, finished_at = ?4
+                     WHERE id = ?1",
+                )
+                .map_err(|e| self.err(e))?;
+            let at = ts(at);
+            for (id, status, outcome) in outcomes {
+                let outcome = serde_json::to_string(outcome).map_err(|e| self.err(e))?;
+                update
+                    .execute(params![id, status.as_str(), outcome, at])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
+
+    /// Events not finished yet (queued or processing), across every job: the queue depth.
     pub fn queued_total(&self) -> Result<u64, StateError> {
-        todo!()
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT COUNT(*) FROM webhook_events WHERE status IN ('queued', 'processing')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| u64::try_from(n).unwrap_or(0))
+        .map_err(|e| self.err(e))
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StateError> {
+        // A panic while holding the lock leaves the connection usable (each call is one
+        // statement or one transaction, rolled back on drop).
+        Ok(self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        backend(&self.location, e)
+    }
+}
+
+const VIEW_COLUMNS: &str =
+    "id, job, status, received_at, finished_at, record_count, sessions, outcome";
+
+fn view(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventView> {
+    let status: String = r.get(2)?;
+    let sessions: String = r.get(6)?;
+    let outcome: Option<String> = r.get(7)?;
+    Ok(EventView {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        status: EventStatus::parse(&status).unwrap_or(EventStatus::Queued),
+        received_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        record_count: r.get(5)?,
+        sessions: serde_json::from_str(&sessions).unwrap_or_default(),
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+    })
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The writer thread: group commit (see the module doc). Returns when every sender is gone.
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<(NewEvent, Reply)>, location: &str) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let answers = write_group(&mut conn, &group, location);
+        for ((_, reply), answer) in group.into_iter().zip(answers) {
+            // The caller may have gone (its request was cancelled); the event is stored anyway.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Write `group` in one transaction; one answer per event, in order.
+fn write_group(
+    conn: &mut Connection,
+    group: &[(NewEvent, Reply)],
+    location: &str,
+) -> Vec<Result<Stored, StateError>> {
+    let failed_all = |e: &dyn std::fmt::Display| -> Vec<Result<Stored, StateError>> {
+        group.iter().map(|_| Err(backend(location, e))).collect()
+    };
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return failed_all(&e),
+    };
+    let received_at = ts(Utc::now());
+    let mut answers = Vec::with_capacity(group.len());
+    {
+        let statements = (
+            tx.prepare_cached(
+                "SELECT id FROM webhook_events WHERE job = ?1 AND idempotency_key = ?2",
+            ),
+            tx.prepare_cached(
+                "INSERT INTO webhook_events
+                 (id, job, idempotency_key, records, record_count, urgent, status, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
+            ),
+        );
+        let (mut find, mut insert) = match statements {
+            (Ok(f), Ok(i)) => (f, i),
+            (Err(e), _) | (_, Err(e)) => return failed_all(&e),
+        };
+        for (e, _) in group {
+            let existing = match &e.idempotency_key {
+                None => Ok(None),
+                Some(key) => {
+                    find.query_row(params![e.job, key], |r| r.get::<_, String>(0)).optional()
+                }
+            };
+            let answer = existing.and_then(|existing| match existing {
+                Some(id) => Ok(Stored { id, duplicate: true }),
+                None => {
+                    let id = format!("evt_{}", uuid::Uuid::now_v7());
+                    insert
+                        .execute(params![
+                            id,
+                            e.job,
+                            e.idempotency_key,
+                            e.records,
+                            e.record_count,
+                            e.urgent,
+                            received_at
+                        ])
+                        .map(|_| Stored { id, duplicate: false })
+                }
+            });
+            answers.push(answer.map_err(|err| backend(location, err)));
+        }
+    }
+    match tx.commit() {
+        Ok(()) => answers,
+        Err(e) => failed_all(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(job: &str, key: Option<&str>, count: u32, urgent: bool) -> NewEvent {
+        NewEvent {
+            job: job.into(),
+            idempotency_key: key.map(Into::into),
+            records: format!("[{}]", vec!["{}"; count as usize].join(",")),
+            record_count: count,
+            urgent,
+        }
+    }
+
+    fn jobs(j: &[&str]) -> Vec<String> {
+        j.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_store_is_shareable_across_tasks() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<EventStore>();
+    }
+
+    #[tokio::test]
+    async fn append_get_pending_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("state.db")).unwrap();
+        let a = store.append(event("hr", None, 2, false)).await.unwrap();
+        let b = store.append(event("other", None, 1, false)).await.unwrap();
+        let c = store.append(event("hr", None, 3, true)).await.unwrap();
+        let d = store.append(event("hr", None, 1, false)).await.unwrap();
+        assert!(a.id.starts_with("evt_") && !a.duplicate);
+
+        let v = store.get(&a.id).unwrap().unwrap();
+        assert_eq!((v.job.as_str(), v.status, v.record_count), ("hr", EventStatus::Queued, 2));
+        assert!(store.get("evt_nope").unwrap().is_none());
+
+        // Oldest first, stopping once 4 records are reached; at least one even when too big.
+        let p = store.pending(&jobs(&["hr"]), 4).unwrap();
+        assert_eq!(p.iter().map(|e| &e.id).collect::<Vec<_>>(), [&a.id, &c.id]);
+        assert_eq!(p[0].records, "[{},{}]");
+        assert!(p[1].urgent);
+        assert_eq!(store.pending(&jobs(&["hr"]), 1).unwrap().len(), 1);
+        assert_eq!(store.pending(&jobs(&["hr", "other"]), 100).unwrap().len(), 4);
+        assert_eq!(store.has_pending(&jobs(&["hr"])).unwrap(), (3, true));
+        assert_eq!(store.has_pending(&jobs(&["other"])).unwrap(), (1, false));
+        assert_eq!(store.queued_total().unwrap(), 4);
+
+        store.mark_processing(&[a.id.clone(), c.id.clone()], None).unwrap();
+        store.mark_processing(std::slice::from_ref(&a.id), Some("ses_1")).unwrap();
+        store.mark_processing(std::slice::from_ref(&a.id), Some("ses_2")).unwrap();
+        let p = store.pending(&jobs(&["hr"]), 100).unwrap();
+        assert_eq!(p[0].status, EventStatus::Processing);
+        assert_eq!(p[0].sessions, ["ses_1", "ses_2"]);
+
+        let at = Utc::now();
+        store
+            .finish(
+                &[
+                    (a.id.clone(), EventStatus::Done, serde_json::json!({"upserted": 2})),
+                    (c.id.clone(), EventStatus::Failed, serde_json::json!({"error": "x"})),
+                ],
+                at,
+            )
+            .unwrap();
+        let v = store.get(&a.id).unwrap().unwrap();
+        assert_eq!(v.status, EventStatus::Done);
+        assert_eq!(v.outcome, Some(serde_json::json!({"upserted": 2})));
+        assert_eq!(v.finished_at, Some(ts(at)));
+        assert_eq!(store.has_pending(&jobs(&["hr"])).unwrap(), (1, false));
+        assert_eq!(store.pending(&jobs(&["hr"]), 100).unwrap()[0].id, d.id);
+        let recent: Vec<String> = store.recent(2).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(recent, [d.id.clone(), c.id.clone()]);
+        let _ = b;
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_stores_once_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("state.db")).unwrap();
+        let first = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
+        let again = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
+        assert_eq!(again, Stored { id: first.id.clone(), duplicate: true });
+        let other_job = store.append(event("ad", Some("k1"), 1, false)).await.unwrap();
+        assert!(!other_job.duplicate);
+        // Concurrent duplicates land in one group; still one stored.
+        let (x, y) = tokio::join!(
+            store.append(event("hr", Some("k2"), 1, false)),
+            store.append(event("hr", Some("k2"), 1, false)),
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.id, y.id);
+        assert!(x.duplicate != y.duplicate);
+        assert_eq!(store.queued_total().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn appended_events_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = EventStore::open(&path).unwrap();
+        let mut ids = Vec::new();
+        let appends: Vec<_> =
+            (0..200).map(|i| store.append(event("hr", None, 1, i % 7 == 0))).collect();
+        for r in futures::future::join_all(appends).await {
+            ids.push(r.unwrap().id);
+        }
+        drop(store);
+        let store = EventStore::open(&path).unwrap();
+        let pending = store.pending(&jobs(&["hr"]), usize::MAX).unwrap();
+        let got: Vec<String> = pending.into_iter().map(|e| e.id).collect();
+        assert_eq!(got, ids, "every acknowledged event, in acknowledgement order");
+        // The state store still opens the same file (its schema is current).
+        crate::state::sqlite::SqliteStore::open_read_only(&path, false).unwrap();
     }
 }

@@ -52,6 +52,25 @@ const MIGRATIONS: &[&str] = &[
         report TEXT
     );
     CREATE INDEX runs_job ON runs (job, id);",
+    // 2: webhook events (`crate::state::events`): pushed records, stored before the 202.
+    "CREATE TABLE webhook_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job TEXT NOT NULL,
+        idempotency_key TEXT,
+        records TEXT NOT NULL,
+        record_count INTEGER NOT NULL,
+        urgent INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        finished_at TEXT,
+        sessions TEXT NOT NULL DEFAULT '[]',
+        outcome TEXT
+    );
+    CREATE UNIQUE INDEX webhook_events_idempotency ON webhook_events (job, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX webhook_events_open ON webhook_events (job, seq)
+        WHERE status IN ('queued', 'processing');",
 ];
 
 /// The SQLite state store.
