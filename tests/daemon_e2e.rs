@@ -111,6 +111,9 @@ serve:
       type: hmac
       secrets:
         - env: XAAS_TEST_WEBHOOK_SECRET
+    # One test client sends everything: lift the per-client limit.
+    rate_limit_per_second: 100000
+    rate_limit_burst: 100000
 jobs:
   - name: hr
     identity_source_id: {SOURCE}
@@ -178,7 +181,7 @@ async fn a_pushed_termination_reaches_okta_within_five_seconds() {
     let csv = dir.path().join("people.csv");
     common::write_csv(&csv, &[]);
     let person = Person::generate(7, true);
-    sim.seed_user(SOURCE, &person.id, true, person.expected_profile());
+    sim.seed_user(SOURCE, &person.id, person.expected_profile(), true);
     let port = free_port();
     let config = write_config(dir.path(), &sim, &csv, port, "");
     let daemon = Daemon::start(dir.path(), &config, port, "termination");
@@ -399,6 +402,13 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
     common::write_csv(&csv, &people);
     let port = free_port();
     let config = write_config(dir.path(), &sim, &csv, port, "  batch_window_ms: 100\n");
+    // A delta run (the first run of a job is otherwise a full resync, which resends all).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("    mapping:", "    full_resync_every: never\n    mapping:"),
+    )
+    .unwrap();
     let daemon = Daemon::start(dir.path(), &config, port, "push-then-pull");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
@@ -431,6 +441,11 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let snap = sim.snapshot();
-    assert_eq!(snap.sessions.len(), sessions_after_push, "the pull resent pushed users");
+    assert_eq!(
+        snap.sessions.len(),
+        sessions_after_push,
+        "the pull resent pushed users:\n{}",
+        daemon.log()
+    );
     assert!(snap.users.iter().all(|u| u.imports == 1));
 }

@@ -41,6 +41,11 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// Ask for a pull of `job` now (`POST /v1/jobs/{job}/trigger`). Returns where it stands.
     fn trigger(&self, job: &str) -> TriggerAck;
+
+    /// The configured job names (for "no job named …" answers).
+    fn job_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The answer to a manual trigger.
@@ -107,6 +112,8 @@ pub struct Daemon {
     stop: CancellationToken,
     workers: TaskTracker,
     readiness: Arc<health::Readiness>,
+    /// The webhook's settings, swapped on reload.
+    webhook: tokio::sync::watch::Sender<Option<Arc<crate::settings::webhook::WebhookSettings>>>,
     self_ref: std::sync::Weak<Daemon>,
 }
 
@@ -128,12 +135,25 @@ impl Daemon {
         self.queues.read().unwrap_or_else(|e| e.into_inner()).get(source).cloned()
     }
 
+    /// The identity source's 5-minute clock, persisted in the state file so a restart (even
+    /// after SIGKILL) keeps honouring the spacing of the sessions created before it.
     fn spacing(&self, source: &str) -> SpacingClock {
-        self.spacing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut clocks = self.spacing.lock().unwrap_or_else(|e| e.into_inner());
+        clocks
             .entry(source.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                let last = self.events.session_activity(source).unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot read the last session time: assuming none");
+                    None
+                });
+                let events = self.events.clone();
+                let source = source.to_string();
+                SpacingClock::persisted(last, move |at| {
+                    if let Err(e) = events.record_session_activity(&source, at) {
+                        warn!(error = %e, "cannot record the session time");
+                    }
+                })
+            })
             .clone()
     }
 
@@ -189,6 +209,21 @@ impl Daemon {
             crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
         self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));
+        // Read first: a `borrow()` guard in the match would deadlock `send_replace`.
+        let webhook_on = self.webhook.borrow().is_some();
+        match (webhook_on, settings.serve.webhook.clone()) {
+            (true, Some(w)) => {
+                self.webhook.send_replace(Some(Arc::new(w)));
+            }
+            (false, None) => {}
+            // The routes are mounted at start: turning the webhook on or off needs a restart.
+            (true, None) => warn!(
+                "serve.webhook was removed: the webhook stays on with its previous settings until a restart"
+            ),
+            (false, Some(_)) => {
+                warn!("serve.webhook was added: restart the daemon to turn the webhook on")
+            }
+        }
         *self.live.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Live { settings: Arc::new(settings), client });
         info!(config = %self.config_path.display(), "configuration reloaded");
@@ -278,6 +313,10 @@ impl Dispatch for Daemon {
     fn trigger(&self, job: &str) -> TriggerAck {
         self.enqueue_run(job, RunReason::Trigger)
     }
+
+    fn job_names(&self) -> Vec<String> {
+        self.settings().jobs.iter().map(|j| j.name.clone()).collect()
+    }
 }
 
 impl Fired for Daemon {
@@ -320,8 +359,8 @@ impl Runner for DaemonRunner {
                 let report =
                     sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
                 let outcome = report.outcome.as_str();
-            daemon.readiness.record_run(&job, outcome);
-            daemon.publish_gauges();
+                daemon.readiness.record_run(&job, outcome);
+                daemon.publish_gauges();
                 match &report.error {
                     None => {
                         info!(job = %job, reason = reason.as_str(), outcome, run_id = report.run_id, "run finished")
@@ -430,6 +469,7 @@ pub async fn serve(
         stop: CancellationToken::new(),
         workers: TaskTracker::new(),
         readiness: readiness.clone(),
+        webhook: tokio::sync::watch::channel(settings.serve.webhook.clone().map(Arc::new)).0,
         self_ref: me.clone(),
     });
     daemon.ensure_queues(&settings);
@@ -518,12 +558,25 @@ pub async fn serve(
 /// The daemon's HTTP routes: the webhook (when configured), health and metrics.
 pub fn router(daemon: &Arc<Daemon>, health: health::HealthState) -> axum::Router {
     let mut app = health::router(health);
-    if let Some(webhook) = daemon.settings().serve.webhook.clone() {
+    let current = daemon.webhook.borrow().clone();
+    if let Some(first) = current {
+        // The router reads the settings through a watch channel, so a reload's new secrets
+        // and limits apply to the next request.
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        let mut updates = daemon.webhook.subscribe();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let next = updates.borrow_and_update().clone();
+                if let Some(w) = next {
+                    tx.send_replace(w);
+                }
+            }
+        });
         let dispatch: Arc<dyn Dispatch> = daemon.clone();
         app = app.merge(webhook::router(webhook::WebhookContext {
             dispatch,
             events: daemon.events.clone(),
-            settings: Arc::new(webhook),
+            settings: rx,
         }));
     }
     app

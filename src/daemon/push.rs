@@ -101,13 +101,10 @@ async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
             return retry;
         }
     };
-    let last = *ctx.spacing.lock().unwrap_or_else(|e| e.into_inner());
     let mut importer =
         Importer::new(ctx.client.clone(), source.to_string(), settings.okta.sessions.clone())
-            .with_last_session_activity(last);
-    let progress = import(ctx, source, &mut events, store.as_mut(), &mut importer).await;
-    *ctx.spacing.lock().unwrap_or_else(|e| e.into_inner()) = importer.last_session_activity();
-    progress
+            .with_spacing_clock(ctx.spacing.clone());
+    import(ctx, source, &mut events, store.as_mut(), &mut importer).await
 }
 
 async fn import(
@@ -306,18 +303,11 @@ async fn import(
         }
         let events_store = ctx.events.clone();
         let hook_ids = ids.clone();
-        let mut with_hook = std::mem::replace(
-            importer,
-            Importer::new(ctx.client.clone(), source.to_string(), settings.okta.sessions.clone()),
-        )
-        .on_created(Box::new(move |session_id| {
+        importer.set_on_created(Some(Box::new(move |session_id| {
             events_store.mark_processing(&hook_ids, Some(session_id)).map_err(|e| e.to_string())
-        }));
-        let outcome = with_hook.run(plan).await;
-        let last = with_hook.last_session_activity();
-        *importer =
-            Importer::new(ctx.client.clone(), source.to_string(), settings.okta.sessions.clone())
-                .with_last_session_activity(last);
+        })));
+        let outcome = importer.run(plan).await;
+        importer.set_on_created(None);
         session_ids.extend(outcome.id.clone());
         let ok = outcome.final_status == Some(SessionStatus::Completed)
             || (outcome.error.is_none() && outcome.cancelled_untriggerable && plan.counts().0 == 0);

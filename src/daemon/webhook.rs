@@ -220,7 +220,14 @@ impl App {
                 };
                 auth::verify_hmac(secrets, window, signed, now).and_then(|(key, ts)| {
                     let Some(route) = route else { return Ok(None) };
-                    let key = if body.is_empty() { key.scoped(route) } else { key };
+                    // A trigger's body means nothing, so `{}` signed in one second is the
+                    // same message for every job: tell them apart by route. A push body is
+                    // replay-checked across routes (stricter).
+                    let key = if body.is_empty() || route.ends_with("/trigger") {
+                        key.scoped(route)
+                    } else {
+                        key
+                    };
                     let mut cache = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
                     cache.insert(key, ts, now, window).map(|()| Some(key))
                 })
@@ -453,7 +460,7 @@ async fn accept_records(
     let idempotency_key = idempotency_key(headers)?;
     let records = parse_records(body, settings.max_records_per_request)?;
     let Some(job) = app.ctx.dispatch.job(job_name) else {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, format!("no job named `{job_name}`")));
+        return Err(Refusal::new(StatusCode::NOT_FOUND, no_such_job(app, job_name)));
     };
     let count = records.len();
     let mapping = job.mapping.clone();
@@ -558,8 +565,7 @@ async fn trigger(
         return r.into_response();
     }
     if app.ctx.dispatch.job(&job).is_none() {
-        return Refusal::new(StatusCode::NOT_FOUND, format!("no job named `{job}`"))
-            .into_response();
+        return Refusal::new(StatusCode::NOT_FOUND, no_such_job(&app, &job)).into_response();
     }
     let ack = app.ctx.dispatch.trigger(&job);
     tracing::info!(job = %job, status = ack.status, position = ack.position, "webhook trigger");
@@ -589,6 +595,19 @@ async fn event(
             .into_response()
         }
     }
+}
+
+/// "no job named `x`", with the configured jobs and a suggestion.
+fn no_such_job(app: &App, job: &str) -> String {
+    let names = app.ctx.dispatch.job_names();
+    if names.is_empty() {
+        return format!("no job named `{job}`");
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hint = crate::diag::suggest(job, &refs)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    format!("no job named `{job}`{hint}; jobs: {}", refs.join(", "))
 }
 
 #[cfg(test)]

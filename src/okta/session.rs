@@ -126,13 +126,61 @@ pub struct Importer {
     /// Called with each session's id right after it is created, before anything is uploaded
     /// (the daemon records it durably, to know after a crash whether the session completed).
     on_created: Option<OnCreated>,
+    /// The identity source's shared clock, updated at each creation and trigger.
+    clock: Option<SpacingClock>,
 }
 
 /// See [`Importer::on_created`]. An `Err` cancels the session (nothing is uploaded).
 pub type OnCreated = Box<dyn FnMut(&str) -> Result<(), String> + Send + Sync>;
 
-/// The 5-minute clock of one identity source, shared by every importer a daemon builds for it.
-pub type SpacingClock = std::sync::Arc<std::sync::Mutex<Option<Instant>>>;
+/// The 5-minute clock of one identity source, shared by every importer a daemon builds for
+/// it, and optionally persisted (each creation or trigger is written through), so that a
+/// restarted process still waits out the spacing of the one that died.
+#[derive(Clone, Default)]
+pub struct SpacingClock {
+    last: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    persist: Option<std::sync::Arc<dyn Fn(chrono::DateTime<chrono::Utc>) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SpacingClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpacingClock").field("last", &self.get()).finish()
+    }
+}
+
+impl SpacingClock {
+    /// A clock that writes each activity through `persist`, starting from `last` (a wall
+    /// time read back from where `persist` writes).
+    pub fn persisted(
+        last: Option<chrono::DateTime<chrono::Utc>>,
+        persist: impl Fn(chrono::DateTime<chrono::Utc>) + Send + Sync + 'static,
+    ) -> Self {
+        let clock = Self { last: Default::default(), persist: Some(std::sync::Arc::new(persist)) };
+        if let Some(at) = last {
+            // The same moment on this process's monotonic clock (never in the future).
+            let ago = (chrono::Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
+            *clock.lock() = Instant::now().checked_sub(ago);
+        }
+        clock
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// When a session was last created or triggered.
+    pub fn get(&self) -> Option<Instant> {
+        *self.lock()
+    }
+
+    /// A session was created or triggered now.
+    pub fn touch(&self) {
+        *self.lock() = Some(Instant::now());
+        if let Some(p) = &self.persist {
+            p(chrono::Utc::now());
+        }
+    }
+}
 
 impl Importer {
     pub fn new(client: OktaClient, source_id: impl Into<String>, options: SessionOptions) -> Self {
@@ -144,13 +192,30 @@ impl Importer {
             last_activity: None,
             cancel,
             on_created: None,
+            clock: None,
         }
     }
 
-    /// Call `f` with each session's id once it is created, before the uploads.
-    pub fn on_created(mut self, f: OnCreated) -> Self {
-        self.on_created = Some(f);
+    /// Share `clock` with other importers of this identity source (a daemon's runs and
+    /// pushed batches): its last activity is where this importer's spacing starts, and every
+    /// creation or trigger updates it at once (not at the end of the run).
+    pub fn with_spacing_clock(mut self, clock: SpacingClock) -> Self {
+        self.last_activity = clock.get();
+        self.clock = Some(clock);
         self
+    }
+
+    /// A session was created or triggered now.
+    fn touch(&mut self) {
+        self.last_activity = Some(Instant::now());
+        if let Some(c) = &self.clock {
+            c.touch();
+        }
+    }
+
+    /// Call `f` with each session's id once it is created, before the uploads (`None`: stop).
+    pub fn set_on_created(&mut self, f: Option<OnCreated>) {
+        self.on_created = f;
     }
 
     /// When this importer last created or triggered a session, if it did.
@@ -481,7 +546,7 @@ impl Importer {
         match self.trigger(&id).await {
             Ok(status) => {
                 // Triggering restarts Okta's 5-minute clock as well.
-                self.last_activity = Some(Instant::now());
+                self.touch();
                 outcome.final_status = Some(status);
                 tracing::info!(session_id = %id, status = %status, "triggered okta import");
             }
@@ -593,7 +658,7 @@ impl Importer {
             match self.client.create_session(&self.source_id).await {
                 Ok(session) => {
                     // Counted from the answer: later is the safe side of Okta's clock.
-                    self.last_activity = Some(Instant::now());
+                    self.touch();
                     return Ok(session);
                 }
                 Err(err) if err.is_session_spacing() && retries < MAX_SPACING_RETRIES => {

@@ -506,6 +506,10 @@ fn unknown_key(index: &YamlIndex, parent: &str, key: &str, known: &[&str]) -> Di
 }
 
 /// Deserialize `value` (found at `key`), reporting unknown keys and type errors.
+/// Sub-sections whose unknown keys get a did-you-mean from their own key list.
+const NESTED_KEYS: &[(&str, &[&str])] =
+    &[("serve.webhook", crate::settings::webhook::WEBHOOK_KEYS)];
+
 fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     index: &YamlIndex,
     key: &str,
@@ -516,8 +520,20 @@ fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     let mut unknown = Vec::new();
     let result: Result<T, _> = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()));
     for path in unknown {
-        // Direct children get a suggestion from `known`; deeper ones are reported as they are.
-        if path.contains('.') {
+        // serde_ignored writes `?` for an Option's inner value: `webhook.?.max_body`.
+        let path = path.replace("?.", "");
+        // Direct children get a suggestion from `known`, known sub-sections from theirs;
+        // deeper ones are reported as they are.
+        let nested = path.split_once('.').and_then(|(parent, leaf)| {
+            NESTED_KEYS
+                .iter()
+                .find(|(section, _)| *section == format!("{key}.{parent}"))
+                .filter(|_| !leaf.contains('.'))
+                .map(|(section, keys)| (section, leaf, keys))
+        });
+        if let Some((section, leaf, keys)) = nested {
+            diags.push(unknown_key(index, section, leaf, keys));
+        } else if path.contains('.') {
             diags.push(index.diag(format!("{key}.{path}"), format!("unknown key `{path}`")));
         } else {
             diags.push(unknown_key(index, key, &path, known));

@@ -352,6 +352,39 @@ impl EventStore {
         .map_err(|e| self.err(e))
     }
 
+    /// Record that xaas created or triggered a session of `identity_source` at `at`.
+    pub fn record_session_activity(
+        &self,
+        identity_source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO session_activity (identity_source, at) VALUES (?1, ?2)
+             ON CONFLICT (identity_source) DO UPDATE SET at = excluded.at",
+            rusqlite::params![identity_source, at.to_rfc3339()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When xaas last created or triggered a session of `identity_source`, if ever.
+    pub fn session_activity(
+        &self,
+        identity_source: &str,
+    ) -> Result<Option<DateTime<Utc>>, StateError> {
+        let conn = self.conn()?;
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT at FROM session_activity WHERE identity_source = ?1",
+                [identity_source],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|d| d.with_timezone(&Utc)))
+    }
+
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StateError> {
         // A panic while holding the lock leaves the connection usable (each call is one
         // statement or one transaction, rolled back on drop).

@@ -71,6 +71,12 @@ const MIGRATIONS: &[&str] = &[
         WHERE idempotency_key IS NOT NULL;
     CREATE INDEX webhook_events_open ON webhook_events (job, seq)
         WHERE status IN ('queued', 'processing');",
+    // 3: when xaas last created or triggered a session per identity source, so a restarted
+    // daemon still honours Okta's 5-minute rule (`crate::okta::session::SpacingClock`).
+    "CREATE TABLE session_activity (
+        identity_source TEXT PRIMARY KEY,
+        at TEXT NOT NULL
+    );",
 ];
 
 /// The SQLite state store.

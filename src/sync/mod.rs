@@ -645,17 +645,15 @@ async fn push(
     report: &mut JobReport,
     options: &RunOptions,
 ) {
-    let last = options.spacing.as_ref().and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
     let mut importer = Importer::new(
         client.clone(),
         job.identity_source_id.clone(),
         settings.okta.sessions.clone(),
-    )
-    .with_last_session_activity(last);
-    push_sessions(settings, job, client, prepared, store, report, &mut importer).await;
+    );
     if let Some(clock) = &options.spacing {
-        *clock.lock().unwrap_or_else(|e| e.into_inner()) = importer.last_session_activity();
+        importer = importer.with_spacing_clock(clock.clone());
     }
+    push_sessions(settings, job, client, prepared, store, report, &mut importer).await;
 }
 
 async fn push_sessions(
