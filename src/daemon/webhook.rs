@@ -400,6 +400,9 @@ fn redact(reason: &str, fields: &Map<String, Value>) -> String {
 
 struct Checked {
     urgent: bool,
+    /// The externalIds the records map to (so a termination can jump the queue without
+    /// overtaking an earlier push for the same user).
+    external_ids: Vec<String>,
     records: Vec<Map<String, Value>>,
 }
 
@@ -410,14 +413,18 @@ fn map_all(
 ) -> Result<Checked, Vec<Value>> {
     let now = Utc::now();
     let mut urgent = false;
+    let mut external_ids = Vec::new();
     let mut rejected = Vec::new();
     let mut kept = Vec::with_capacity(records.len());
     for (i, fields) in records.into_iter().enumerate() {
         let record = Record { origin: Origin::Index(i as u64), fields };
         match mapping.apply_at(&record, now) {
-            Ok(Mapped::User(u)) => urgent |= !u.active,
+            Ok(Mapped::User(u)) => {
+                urgent |= !u.active;
+                external_ids.push(u.external_id);
+            }
             // A joiner before their pre-hire window: stored, imported once the window opens.
-            Ok(Mapped::NotYet(_)) => {}
+            Ok(Mapped::NotYet(n)) => external_ids.push(n.external_id),
             Err(r) => rejected.push(json!({
                 "index": i,
                 "field": r.field,
@@ -426,7 +433,11 @@ fn map_all(
         }
         kept.push(record.fields);
     }
-    if rejected.is_empty() { Ok(Checked { urgent, records: kept }) } else { Err(rejected) }
+    if rejected.is_empty() {
+        Ok(Checked { urgent, records: kept, external_ids })
+    } else {
+        Err(rejected)
+    }
 }
 
 async fn push_records(
@@ -505,6 +516,7 @@ async fn accept_records(
             records: records_json,
             record_count: u32::try_from(count).unwrap_or(u32::MAX),
             urgent: mapped.urgent,
+            external_ids: mapped.external_ids.clone(),
         })
         .await
         .map_err(|e| {

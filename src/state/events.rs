@@ -45,6 +45,8 @@ pub struct NewEvent {
     pub record_count: u32,
     /// One of the records maps to a deactivation: import it without waiting for a batch.
     pub urgent: bool,
+    /// The externalIds the records map to.
+    pub external_ids: Vec<String>,
 }
 
 /// Where an appended event went.
@@ -221,6 +223,10 @@ impl EventStore {
             return Ok(Vec::new());
         }
         let conn = self.conn()?;
+        // Terminations first: the urgent events, plus every earlier open event that touches
+        // one of their users (and, transitively, of those events' users), so no user's
+        // events are imported out of order. `None`: nothing urgent, plain arrival order.
+        let only = self.urgent_closure(&conn, jobs)?;
         let sql = format!(
             "SELECT id, seq, job, records, urgent, status, sessions, record_count
              FROM webhook_events
@@ -228,6 +234,16 @@ impl EventStore {
              ORDER BY seq",
             placeholders(jobs.len())
         );
+        let sql = match &only {
+            None => sql,
+            Some(seqs) => sql.replace(
+                "ORDER BY seq",
+                &format!(
+                    "AND seq IN ({}) ORDER BY seq",
+                    seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+                ),
+            ),
+        };
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params_from_iter(jobs)).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -257,6 +273,71 @@ impl EventStore {
             }
         }
         Ok(out)
+    }
+
+    /// The open events an urgent flush must take (see [`EventStore::pending`]); `None` when no
+    /// open event is urgent.
+    fn urgent_closure(
+        &self,
+        conn: &Connection,
+        jobs: &[String],
+    ) -> Result<Option<Vec<i64>>, StateError> {
+        let sql = format!(
+            "SELECT seq FROM webhook_events
+             WHERE urgent = 1 AND status IN ('queued', 'processing') AND job IN ({}) ORDER BY seq",
+            placeholders(jobs.len())
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let urgent: Vec<i64> = stmt
+            .query_map(params_from_iter(jobs), |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))?;
+        let Some(&last) = urgent.last() else { return Ok(None) };
+        let open = format!(
+            "SELECT seq FROM webhook_events
+             WHERE status = 'processing' AND job IN ({})",
+            placeholders(jobs.len())
+        );
+        let mut stmt = conn.prepare(&open).map_err(|e| self.err(e))?;
+        let processing: Vec<i64> = stmt
+            .query_map(params_from_iter(jobs), |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))?;
+        let mut ids_of = conn
+            .prepare_cached("SELECT external_id FROM webhook_event_users WHERE seq = ?1")
+            .map_err(|e| self.err(e))?;
+        let mut earlier = conn
+            .prepare_cached(
+                "SELECT u.seq FROM webhook_event_users u JOIN webhook_events e ON e.seq = u.seq
+                 WHERE u.external_id = ?1 AND u.seq < ?2
+                   AND e.status IN ('queued', 'processing')",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut set: std::collections::BTreeSet<i64> =
+            urgent.iter().chain(processing.iter()).copied().collect();
+        let mut frontier: Vec<i64> = set.iter().copied().collect();
+        let mut seen_ids = std::collections::HashSet::new();
+        while let Some(seq) = frontier.pop() {
+            let ids: Vec<String> = ids_of
+                .query_map([seq], |r| r.get(0))
+                .and_then(Iterator::collect)
+                .map_err(|e| self.err(e))?;
+            for id in ids {
+                if !seen_ids.insert(id.clone()) {
+                    continue;
+                }
+                let seqs: Vec<i64> = earlier
+                    .query_map(params![id, last], |r| r.get(0))
+                    .and_then(Iterator::collect)
+                    .map_err(|e| self.err(e))?;
+                for s in seqs {
+                    if set.insert(s) {
+                        frontier.push(s);
+                    }
+                }
+            }
+        }
+        Ok(Some(set.into_iter().collect()))
     }
 
     /// How many events of `jobs` are still to import, and whether any of them is urgent.
@@ -488,6 +569,16 @@ fn write_group(
                             e.urgent,
                             received_at
                         ])
+                        .and_then(|_| {
+                            let seq = tx.last_insert_rowid();
+                            let mut users = tx.prepare_cached(
+                                "INSERT INTO webhook_event_users (seq, external_id) VALUES (?1, ?2)",
+                            )?;
+                            for ext in &e.external_ids {
+                                users.execute(params![seq, ext])?;
+                            }
+                            Ok(())
+                        })
                         .map(|_| Stored { id, duplicate: false })
                 }
             });
@@ -511,6 +602,7 @@ mod tests {
             records: format!("[{}]", vec!["{}"; count as usize].join(",")),
             record_count: count,
             urgent,
+            external_ids: Vec::new(),
         }
     }
 
@@ -538,13 +630,16 @@ mod tests {
         assert_eq!((v.job.as_str(), v.status, v.record_count), ("hr", EventStatus::Queued, 2));
         assert!(store.get("evt_nope").unwrap().is_none());
 
-        // Oldest first, stopping once 4 records are reached; at least one even when too big.
+        // The urgent event first (it shares no user with the others).
         let p = store.pending(&jobs(&["hr"]), 4).unwrap();
-        assert_eq!(p.iter().map(|e| &e.id).collect::<Vec<_>>(), [&a.id, &c.id]);
-        assert_eq!(p[0].records, "[{},{}]");
-        assert!(p[1].urgent);
+        assert_eq!(p.iter().map(|e| &e.id).collect::<Vec<_>>(), [&c.id]);
+        assert!(p[0].urgent);
+        // Otherwise oldest first, stopping once 4 records are reached; at least one even
+        // when too big.
+        let p = store.pending(&jobs(&["other"]), 4).unwrap();
+        assert_eq!(p.iter().map(|e| &e.id).collect::<Vec<_>>(), [&b.id]);
+        assert_eq!(p[0].records, "[{}]");
         assert_eq!(store.pending(&jobs(&["hr"]), 1).unwrap().len(), 1);
-        assert_eq!(store.pending(&jobs(&["hr", "other"]), 100).unwrap().len(), 4);
         assert_eq!(store.has_pending(&jobs(&["hr"])).unwrap(), (3, true));
         assert_eq!(store.has_pending(&jobs(&["other"])).unwrap(), (1, false));
         assert_eq!(store.queued_total().unwrap(), 4);
@@ -552,7 +647,9 @@ mod tests {
         store.mark_processing(&[a.id.clone(), c.id.clone()], None).unwrap();
         store.mark_processing(std::slice::from_ref(&a.id), Some("ses_1")).unwrap();
         store.mark_processing(std::slice::from_ref(&a.id), Some("ses_2")).unwrap();
+        // Events already in a session always come along (they must be finished first).
         let p = store.pending(&jobs(&["hr"]), 100).unwrap();
+        assert_eq!(p.iter().map(|e| &e.id).collect::<Vec<_>>(), [&a.id, &c.id]);
         assert_eq!(p[0].status, EventStatus::Processing);
         assert_eq!(p[0].sessions, ["ses_1", "ses_2"]);
 
@@ -574,7 +671,35 @@ mod tests {
         assert_eq!(store.pending(&jobs(&["hr"]), 100).unwrap()[0].id, d.id);
         let recent: Vec<String> = store.recent(2).unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(recent, [d.id.clone(), c.id.clone()]);
-        let _ = b;
+    }
+
+    #[tokio::test]
+    async fn a_termination_jumps_the_queue_with_every_earlier_event_of_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("state.db")).unwrap();
+        let touching = |ids: &[&str], urgent: bool| NewEvent {
+            external_ids: ids.iter().map(|s| s.to_string()).collect(),
+            ..event("hr", None, ids.len() as u32, urgent)
+        };
+        let e1 = store.append(touching(&["a", "c"], false)).await.unwrap();
+        let e2 = store.append(touching(&["b"], false)).await.unwrap();
+        let e3 = store.append(touching(&["c"], false)).await.unwrap();
+        let e4 = store.append(touching(&["a"], true)).await.unwrap();
+        let e5 = store.append(touching(&["a"], false)).await.unwrap();
+        // a's termination takes a's earlier event e1, which brings c's e3; b's e2 and the
+        // later e5 wait.
+        let ids: Vec<String> =
+            store.pending(&jobs(&["hr"]), 100).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, [e1.id.clone(), e3.id.clone(), e4.id.clone()]);
+        store
+            .finish(
+                &[e1.id, e3.id, e4.id].map(|id| (id, EventStatus::Done, serde_json::Value::Null)),
+                Utc::now(),
+            )
+            .unwrap();
+        let ids: Vec<String> =
+            store.pending(&jobs(&["hr"]), 100).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, [e2.id, e5.id]);
     }
 
     #[tokio::test]
@@ -603,8 +728,7 @@ mod tests {
         let path = dir.path().join("state.db");
         let store = EventStore::open(&path).unwrap();
         let mut ids = Vec::new();
-        let appends: Vec<_> =
-            (0..200).map(|i| store.append(event("hr", None, 1, i % 7 == 0))).collect();
+        let appends: Vec<_> = (0..200).map(|_| store.append(event("hr", None, 1, false))).collect();
         for r in futures::future::join_all(appends).await {
             ids.push(r.unwrap().id);
         }

@@ -77,6 +77,15 @@ const MIGRATIONS: &[&str] = &[
         identity_source TEXT PRIMARY KEY,
         at TEXT NOT NULL
     );",
+    // 4: which users each webhook event touches, so a termination can be imported ahead of
+    // the backlog together with every earlier event for the same users (never overtaking one).
+    "CREATE TABLE webhook_event_users (
+        seq INTEGER NOT NULL,
+        external_id TEXT NOT NULL
+    );
+    CREATE INDEX webhook_event_users_id ON webhook_event_users (external_id, seq);
+    CREATE INDEX webhook_events_urgent ON webhook_events (job, seq)
+        WHERE urgent = 1 AND status IN ('queued', 'processing');",
 ];
 
 /// The SQLite state store.
