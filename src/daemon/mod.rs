@@ -141,19 +141,7 @@ impl Daemon {
         let mut clocks = self.spacing.lock().unwrap_or_else(|e| e.into_inner());
         clocks
             .entry(source.to_string())
-            .or_insert_with(|| {
-                let last = self.events.session_activity(source).unwrap_or_else(|e| {
-                    warn!(error = %e, "cannot read the last session time: assuming none");
-                    None
-                });
-                let events = self.events.clone();
-                let source = source.to_string();
-                SpacingClock::persisted(last, move |at| {
-                    if let Err(e) = events.record_session_activity(&source, at) {
-                        warn!(error = %e, "cannot record the session time");
-                    }
-                })
-            })
+            .or_insert_with(|| persisted_spacing_clock(&self.events, source))
             .clone()
     }
 
@@ -406,6 +394,21 @@ impl Runner for DaemonRunner {
             .collect();
         self.0.events.has_pending(&jobs).unwrap_or((0, false))
     }
+}
+
+/// The 5-minute clock of `source`, read from and written through to the state file.
+pub fn persisted_spacing_clock(events: &EventStore, source: &str) -> SpacingClock {
+    let last = events.session_activity(source).unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the last session time: assuming none");
+        None
+    });
+    let events = events.clone();
+    let source = source.to_string();
+    SpacingClock::persisted(last, move |at| {
+        if let Err(e) = events.record_session_activity(&source, at) {
+            warn!(error = %e, "cannot record the session time");
+        }
+    })
 }
 
 /// Build and drive an import future on a blocking-pool thread, on the same runtime.

@@ -440,11 +440,19 @@ impl Importer {
             let source_id = self.source_id.as_str();
             let session_id = id.as_str();
             let first = start;
+            // Set on the first failure or on shutdown: loads not yet sent are skipped, and
+            // those in flight are waited for before the session is cancelled, so none of them
+            // lands in a session we already closed.
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let stop = &stop;
             let mut uploads = futures::stream::iter(plan.requests[start..end].iter().enumerate())
                 .map(move |(offset, request)| async move {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (first + offset, request, None);
+                    }
                     let result =
                         client.bulk_load(source_id, session_id, request.kind, &request.body).await;
-                    (first + offset, request, result)
+                    (first + offset, request, Some(result))
                 })
                 .buffer_unordered(concurrency);
             loop {
@@ -457,6 +465,8 @@ impl Importer {
                     // Shutdown mid-upload: drop the in-flight loads and cancel the session, so
                     // no stale open session blocks the next run.
                     None => {
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        while uploads.next().await.is_some() {}
                         drop(uploads);
                         let error = format!(
                             "shutdown requested during the upload ({} of {total} requests sent), session {id} cancelled",
@@ -466,7 +476,8 @@ impl Importer {
                         return Attempt::Done;
                     }
                     Some(None) => break,
-                    Some(Some((_, request, Ok(())))) => {
+                    Some(Some((_, _, None))) => {}
+                    Some(Some((_, request, Some(Ok(()))))) => {
                         outcome.requests += 1;
                         outcome.profiles += request.external_ids.len();
                         tracing::debug!(
@@ -476,7 +487,9 @@ impl Importer {
                             "okta accepted a bulk load"
                         );
                     }
-                    Some(Some((index, _, Err(err)))) => {
+                    Some(Some((index, _, Some(Err(err))))) => {
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        while uploads.next().await.is_some() {}
                         drop(uploads);
                         let error = format!(
                             "bulk load {} of {total} failed, session {id} cancelled: {err}",

@@ -58,6 +58,10 @@ pub struct SimUser {
     /// delivery read it).
     #[serde(default)]
     pub imports: u32,
+    /// How many times an import turned this user from active to deactivated (tests of "no
+    /// user deactivated wrongly" read it).
+    #[serde(default)]
+    pub deactivations: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -188,6 +192,7 @@ struct UserRec {
     created: DateTime<Utc>,
     last_updated: DateTime<Utc>,
     imports: u32,
+    deactivations: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +306,7 @@ impl Sim {
                     created: okta_time(u.created),
                     last_updated: okta_time(u.last_updated),
                     imports: u.imports,
+                    deactivations: u.deactivations,
                 })
                 .collect(),
             sessions: st
@@ -358,6 +364,7 @@ impl Sim {
             created: now,
             last_updated: now,
             imports: 0,
+            deactivations: 0,
         });
         user.active = active;
         user.profile = profile;
@@ -780,6 +787,7 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
                                 created: now,
                                 last_updated: now,
                                 imports: 1,
+                                deactivations: 0,
                             },
                         );
                     }
@@ -796,6 +804,7 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
                     && user.active
                 {
                     user.active = false;
+                    user.deactivations += 1;
                     user.last_updated = now;
                 }
             }

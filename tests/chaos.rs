@@ -1,0 +1,695 @@
+//! Fault injection: randomised trials that break things the way production does, then check
+//! that xaas never lost, double-sent or wrongly deactivated an identity.
+//!
+//! Each trial (one seed) imports a random population into the emulator in three versions of the
+//! source (the initial load, then two rounds of leavers, status flips, profile changes and
+//! joiners). Every attempt at a version may get, at random:
+//!
+//! - an emulator fault plan: 429 storms, 5xx (with or without the load applied), answers
+//!   delayed past the client's timeout, dropped connections;
+//! - a SIGKILL of `xaas run` at a random moment;
+//! - a source fault: an HTTP 500 in the middle of the pagination, or the DynamoDB endpoint going
+//!   away in the middle of a scan (a proxy in front of dynalite that stops forwarding).
+//!
+//! Attempts repeat until one succeeds (the faults stop after a few). Then the trial checks:
+//! the emulator holds exactly the source's state (status and profile of every user), no
+//! session carried an externalId twice and no other rule was broken, no session is left open,
+//! nobody who stayed active was ever deactivated on the way, and one more clean run sends
+//! nothing at all.
+//!
+//! `XAAS_CHAOS_TRIALS` (default 5, CI) and `XAAS_CHAOS_SEED` (the first seed; default from
+//! the clock) choose the trials; the seed of a failing trial is printed so it can be replayed:
+//! `XAAS_CHAOS_SEED=<seed> XAAS_CHAOS_TRIALS=1 cargo test --test chaos -- --nocapture`.
+//! `bench/chaos.sh` runs 50.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use common::{Person, SOURCE, TOKEN};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use xaas::sim::{Fault, FaultPlan, FaultRule, SimHandle};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_trials_never_lose_duplicate_or_wrongly_deactivate() {
+    let trials: u64 =
+        std::env::var("XAAS_CHAOS_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let first: u64 = std::env::var("XAAS_CHAOS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+    );
+    let dynamodb = std::env::var("XAAS_TEST_DYNAMODB_ENDPOINT").ok();
+    if dynamodb.is_none() && std::env::var("CI").is_ok() {
+        panic!("XAAS_TEST_DYNAMODB_ENDPOINT is not set: run the tests through tests/run");
+    }
+    println!(
+        "chaos: {trials} trial(s) from seed {first} (replay one: XAAS_CHAOS_SEED=<seed> XAAS_CHAOS_TRIALS=1); dynamodb: {}",
+        dynamodb.as_deref().unwrap_or("not available, DynamoDB trials become CSV")
+    );
+    let started = Instant::now();
+    let mut faults = Tally::default();
+    for seed in first..first + trials {
+        let t = Instant::now();
+        match trial(seed, dynamodb.as_deref()).await {
+            Ok(tally) => {
+                println!(
+                    "chaos: seed {seed} ok in {:.1} s ({} attempts: {})",
+                    t.elapsed().as_secs_f64(),
+                    tally.attempts,
+                    tally.describe()
+                );
+                faults.add(&tally);
+            }
+            Err(e) => panic!("chaos: trial with seed {seed} FAILED: {e}\nreplay: XAAS_CHAOS_SEED={seed} XAAS_CHAOS_TRIALS=1 cargo test --test chaos -- --nocapture"),
+        }
+    }
+    println!(
+        "chaos: {trials} trial(s) passed in {:.0} s; {} attempts in all: {}",
+        started.elapsed().as_secs_f64(),
+        faults.attempts,
+        faults.describe()
+    );
+}
+
+/// What a trial's attempts went through.
+#[derive(Debug, Default)]
+struct Tally {
+    attempts: u32,
+    by_kind: BTreeMap<&'static str, u32>,
+}
+
+impl Tally {
+    fn note(&mut self, kind: &'static str) {
+        *self.by_kind.entry(kind).or_default() += 1;
+    }
+    fn add(&mut self, other: &Tally) {
+        self.attempts += other.attempts;
+        for (k, v) in &other.by_kind {
+            *self.by_kind.entry(k).or_default() += v;
+        }
+    }
+    fn describe(&self) -> String {
+        self.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SourceKind {
+    Csv,
+    Http,
+    DynamoDb,
+}
+
+/// The people of one version of the source, by index.
+type Population = BTreeMap<usize, Person>;
+
+async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tally = Tally::default();
+    // Okta's 5 minutes take 0.3 s (emulator ×1000, client spacing 0.3 s; a session expires
+    // after 86 s instead of 24 h); each call takes a few milliseconds, so a kill lands anywhere
+    // in a run.
+    let sim = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let config = xaas::sim::SimConfig {
+            clock_scale: 1000.0,
+            processing_delay: Duration::from_millis(rng.random_range(5..60)),
+            latency: Duration::from_millis(rng.random_range(1..15)),
+            ..xaas::sim::SimConfig::default()
+        };
+        xaas::sim::spawn(config, listener).await.map_err(|e| e.to_string())?
+    };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let kind = match rng.random_range(0..10) {
+        0..=3 => SourceKind::Csv,
+        4..=6 => SourceKind::Http,
+        _ if dynamodb.is_some() => SourceKind::DynamoDb,
+        _ => SourceKind::Csv,
+    };
+    let http = HttpSource::start().await;
+    let proxy = match (kind, dynamodb) {
+        (SourceKind::DynamoDb, Some(endpoint)) => Some(Proxy::start(endpoint).await),
+        _ => None,
+    };
+    // Unique per run: a replayed seed must not find the last run's table.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let table = format!("chaos_{seed}_{}_{nanos}", std::process::id());
+    if let Some(p) = &proxy {
+        create_table(&p.direct, &table).await?;
+    }
+    let csv = dir.path().join("people.csv");
+    let config = write_config(dir.path(), &sim, kind, &csv, &http.base, proxy.as_ref(), &table);
+
+    let mut population: Population = BTreeMap::new();
+    let mut next_index = 0usize;
+    let n = rng.random_range(100..1_500);
+    for _ in 0..n {
+        let active = rng.random_bool(0.9);
+        population.insert(next_index, Person::generate(next_index, active));
+        next_index += 1;
+    }
+    let mut previous: Option<Population> = None;
+    for version in 0..3 {
+        if version > 0 {
+            mutate(&mut rng, &mut population, &mut next_index, version);
+        }
+        publish(kind, &population, &csv, &http, proxy.as_ref(), &table).await?;
+        let before = sim.snapshot();
+        let late = converge(&mut rng, &sim, &config, dir.path(), kind, &http, proxy.as_ref(), &mut tally)
+            .await
+            .map_err(|e| format!("version {version}: {e}"))?;
+        check(&sim, &population, previous.as_ref(), &before, late)
+            .map_err(|e| format!("version {version} ({kind:?} source): {e}"))?;
+        // Converged: one more clean run sends nothing.
+        let sessions = sim.snapshot().sessions.len();
+        let (code, log) = run_xaas(&config, dir.path(), None).await;
+        if code != Some(0) {
+            return Err(format!("version {version}: a clean rerun exited {code:?}:\n{log}"));
+        }
+        let after = sim.snapshot().sessions.len();
+        if after != sessions {
+            return Err(format!(
+                "version {version}: a rerun after convergence created {} session(s): something was sent twice",
+                after - sessions
+            ));
+        }
+        previous = Some(population.clone());
+    }
+    Ok(tally)
+}
+
+/// Leavers, status flips, profile changes and joiners.
+fn mutate(rng: &mut StdRng, population: &mut Population, next_index: &mut usize, version: u32) {
+    let keys: Vec<usize> = population.keys().copied().collect();
+    for k in keys {
+        let roll: f64 = rng.random();
+        if roll < 0.06 {
+            population.remove(&k);
+        } else if roll < 0.10 {
+            let p = population.get_mut(&k).expect("key from the map");
+            p.active = !p.active;
+        } else if roll < 0.20 {
+            let p = population.get_mut(&k).expect("key from the map");
+            p.city = format!("Ciudad {version}-{}", rng.random_range(0..1000));
+        }
+    }
+    for _ in 0..rng.random_range(0..20) {
+        population.insert(*next_index, Person::generate(*next_index, true));
+        *next_index += 1;
+    }
+}
+
+/// Repeat `xaas run` under random faults until an attempt succeeds.
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    rng: &mut StdRng,
+    sim: &SimHandle,
+    config: &Path,
+    dir: &Path,
+    kind: SourceKind,
+    http: &HttpSource,
+    proxy: Option<&Proxy>,
+    tally: &mut Tally,
+) -> Result<bool, String> {
+    let mut log_tail = String::new();
+    // After an ambiguous failure (a 5xx, a dropped connection, an answer later than the
+    // timeout) the client cannot know whether Okta acted: a load it gave up on may reach Okta
+    // after the session was cancelled, and a cancel it retries may find the session already
+    // closed. Okta refuses both with a 400 and no data changes; no client can prevent them.
+    let mut late = false;
+    for attempt in 0..12 {
+        tally.attempts += 1;
+        // The first attempts are faulty; later ones clean, so every version converges.
+        let faulty = attempt < 4 && rng.random_bool(0.8);
+        let mut kill_after = None;
+        if faulty {
+            let plan = match rng.random_range(0..8) {
+                0 => {
+                    tally.note("429 storm");
+                    Some(plan(rng, "*", Some(0.3), Fault::RateLimit { reset_secs: 1 }))
+                }
+                1 => {
+                    tally.note("5xx");
+                    let applied = rng.random_bool(0.5);
+                    late = true;
+                    Some(plan(rng, "*", Some(0.2), Fault::ServerError { status: 502, applied }))
+                }
+                2 => {
+                    tally.note("delay past the timeout");
+                    let applied = rng.random_bool(0.5);
+                    late = true;
+                    let endpoint = ["bulk-upsert", "bulk-delete", "start-import", "create-session"]
+                        [rng.random_range(0..4)];
+                    Some(plan(rng, endpoint, Some(0.6), Fault::Delay { ms: 1_500, applied }))
+                }
+                3 => {
+                    tally.note("dropped connection");
+                    let applied = rng.random_bool(0.5);
+                    late = true;
+                    Some(plan(rng, "*", Some(0.2), Fault::Drop { applied }))
+                }
+                4 | 5 => {
+                    tally.note("SIGKILL");
+                    kill_after = Some(Duration::from_millis(rng.random_range(20..600)));
+                    None
+                }
+                _ => match kind {
+                    SourceKind::Http => {
+                        tally.note("http 500 mid-pagination");
+                        http.fail_at_offset(rng.random_range(1..4) * 50);
+                        None
+                    }
+                    SourceKind::DynamoDb => {
+                        tally.note("dynamodb gone mid-scan");
+                        if let Some(p) = proxy {
+                            p.cut_after(rng.random_range(1..4));
+                        }
+                        None
+                    }
+                    SourceKind::Csv => {
+                        tally.note("SIGKILL");
+                        kill_after = Some(Duration::from_millis(rng.random_range(20..600)));
+                        None
+                    }
+                },
+            };
+            if let Some(p) = plan {
+                sim.set_faults(p);
+            }
+        } else {
+            tally.note("clean");
+        }
+        let (code, log) = run_xaas(config, dir, kill_after).await;
+        sim.clear_faults();
+        http.heal();
+        if let Some(p) = proxy {
+            p.heal();
+        }
+        if code != Some(0) {
+            tally.note("attempt failed or killed");
+        }
+        match code {
+            Some(0) => return Ok(late),
+            // Killed, or failed under the faults: try again.
+            None | Some(1) => log_tail = log,
+            Some(other) => return Err(format!("xaas run exited {other}:\n{log}")),
+        }
+    }
+    Err(format!("did not converge in 12 attempts; last log:\n{log_tail}"))
+}
+
+fn plan(rng: &mut StdRng, endpoint: &str, probability: Option<f64>, fault: Fault) -> FaultPlan {
+    FaultPlan {
+        seed: rng.random(),
+        rules: vec![FaultRule { endpoint: endpoint.into(), requests: vec![], probability, fault }],
+    }
+}
+
+/// `xaas run`; the exit code (`None` when killed) and its stderr.
+async fn run_xaas(config: &Path, dir: &Path, kill_after: Option<Duration>) -> (Option<i32>, String) {
+    let log = dir.join("run.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+        .args(["run", "--config", config.to_str().expect("utf-8 path")])
+        .env("XAAS_TEST_TOKEN", TOKEN)
+        .env("XAAS_LOG", "xaas=info")
+        .env("AWS_ACCESS_KEY_ID", "chaos")
+        .env("AWS_SECRET_ACCESS_KEY", "chaos")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("xaas starts");
+    let status = match kill_after {
+        Some(after) => match tokio::time::timeout(after, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
+            }
+        },
+        None => match tokio::time::timeout(Duration::from_secs(120), child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.start_kill();
+                None
+            }
+        },
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    (status.and_then(|s| s.code()), tail)
+}
+
+/// The emulator against the source; `before` is its state when this version was published.
+fn check(
+    sim: &SimHandle,
+    population: &Population,
+    previous: Option<&Population>,
+    before: &xaas::sim::SimSnapshot,
+    late_requests: bool,
+) -> Result<(), String> {
+    let snap = sim.snapshot();
+    let broken: Vec<_> = snap.violations[before.violations.len()..]
+        .iter()
+        .filter(|v| {
+            !(late_requests
+                && matches!(v.rule.as_str(), "load_not_open_session" | "cancel_not_open_session"))
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(format!("okta rules broken: {broken:?}"));
+    }
+    let open: Vec<_> = snap
+        .sessions
+        .iter()
+        .filter(|s| matches!(s.status.as_str(), "CREATED" | "IN_PROGRESS" | "TRIGGERED"))
+        .map(|s| (&s.id, s.status.as_str()))
+        .collect();
+    if !open.is_empty() {
+        return Err(format!("sessions left open: {open:?}"));
+    }
+    let users: HashMap<&str, &xaas::sim::SimUser> =
+        snap.users.iter().map(|u| (u.external_id.as_str(), u)).collect();
+    let by_id: HashMap<&str, &Person> = population.values().map(|p| (p.id.as_str(), p)).collect();
+    for p in population.values() {
+        match (p.active, users.get(p.id.as_str())) {
+            (true, None) => return Err(format!("{} is active in the source, missing in okta", p.id)),
+            (true, Some(u)) if u.status != "ACTIVE" => {
+                return Err(format!("{} is active in the source, {} in okta", p.id, u.status));
+            }
+            (true, Some(u)) if u.profile != p.expected_profile() => {
+                return Err(format!("{}: okta's profile differs from the source", p.id));
+            }
+            (false, Some(u)) if u.status != "DEACTIVATED" => {
+                return Err(format!("{} is inactive in the source, {} in okta", p.id, u.status));
+            }
+            _ => {}
+        }
+    }
+    for u in &snap.users {
+        if !by_id.contains_key(u.external_id.as_str()) && u.status != "DEACTIVATED" {
+            return Err(format!("{} left the source but is {} in okta", u.external_id, u.status));
+        }
+    }
+    // Nobody who stayed active was deactivated on the way, not even for a moment.
+    if let Some(prev) = previous {
+        let was: HashMap<&str, u32> =
+            before.users.iter().map(|u| (u.external_id.as_str(), u.deactivations)).collect();
+        let stayed = prev.values().filter(|p| p.active && by_id.get(p.id.as_str()).is_some_and(|q| q.active));
+        for p in stayed {
+            let now = users.get(p.id.as_str()).map_or(0, |u| u.deactivations);
+            let then = was.get(p.id.as_str()).copied().unwrap_or(0);
+            if now != then {
+                return Err(format!("{} stayed active in the source but was deactivated", p.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_config(
+    dir: &Path,
+    sim: &SimHandle,
+    kind: SourceKind,
+    csv: &Path,
+    http: &str,
+    proxy: Option<&Proxy>,
+    table: &str,
+) -> PathBuf {
+    let source = match (kind, proxy) {
+        (SourceKind::Http, _) => format!(
+            "      type: http\n      url: {http}/people\n      records: /results\n      max_retries: 1\n      retry_initial_ms: 5\n      pagination:\n        type: offset\n        limit: 50\n        total: /total\n"
+        ),
+        (SourceKind::DynamoDb, Some(p)) => format!(
+            "      type: dynamodb\n      table: {table}\n      region: us-east-1\n      endpoint_url: {}\n      page_size: 40\n      max_attempts: 2\n",
+            p.url
+        ),
+        _ => format!("      type: csv\n      path: {}\n", csv.display()),
+    };
+    let text = format!(
+        "okta:
+  org_url: {url}
+  auth:
+    type: api_token
+    token_env: XAAS_TEST_TOKEN
+  session_spacing_secs: 0.3
+  poll_initial_ms: 20
+  poll_max_secs: 1
+  request_timeout_secs: 1
+  retry_backoff_ms: 20
+  max_rate_limit_wait_secs: 5
+state:
+  path: {state}
+jobs:
+  - name: hr
+    identity_source_id: {SOURCE}
+    source:
+{source}    mapping: {mapping}
+    leavers:
+      deactivate_missing: true
+      missing_runs: 1
+    safeguards:
+      max_deactivations: 1000000
+      max_deactivations_percent: 100
+      max_creations_percent: 100
+      min_source_percent: 0
+",
+        url = sim.base_url(),
+        state = dir.join("state.db").display(),
+        mapping = common::mapping_path().display(),
+    );
+    let path = dir.join("xaas.yaml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// Make `population` the source's content.
+async fn publish(
+    kind: SourceKind,
+    population: &Population,
+    csv: &Path,
+    http: &HttpSource,
+    proxy: Option<&Proxy>,
+    table: &str,
+) -> Result<(), String> {
+    let people: Vec<Person> = population.values().cloned().collect();
+    match kind {
+        SourceKind::Csv => common::write_csv(csv, &people),
+        SourceKind::Http => *http.data.lock().expect("lock") = people.iter().map(Person::json).collect(),
+        SourceKind::DynamoDb => {
+            let p = proxy.ok_or("no dynamodb")?;
+            replace_items(&p.direct, table, &people).await?;
+        }
+    }
+    Ok(())
+}
+
+// ---- the HTTP source: a real local server, offset/limit pages, a 500 on demand --------------
+
+#[derive(Clone)]
+struct HttpSource {
+    base: String,
+    data: Arc<Mutex<Vec<Value>>>,
+    fail_offset: Arc<Mutex<Option<usize>>>,
+}
+
+impl HttpSource {
+    async fn start() -> Self {
+        let me = HttpSource {
+            base: String::new(),
+            data: Arc::new(Mutex::new(Vec::new())),
+            fail_offset: Arc::new(Mutex::new(None)),
+        };
+        let app = axum::Router::new()
+            .route("/people", axum::routing::get(people))
+            .with_state(me.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HttpSource { base, ..me }
+    }
+    fn fail_at_offset(&self, offset: usize) {
+        *self.fail_offset.lock().expect("lock") = Some(offset);
+    }
+    fn heal(&self) {
+        *self.fail_offset.lock().expect("lock") = None;
+    }
+}
+
+async fn people(State(s): State<HttpSource>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(50);
+    if s.fail_offset.lock().expect("lock").is_some_and(|f| offset >= f) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "chaos").into_response();
+    }
+    let data = s.data.lock().expect("lock");
+    let page: Vec<Value> = data.iter().skip(offset).take(limit).cloned().collect();
+    axum::Json(json!({ "results": page, "total": data.len() })).into_response()
+}
+
+// ---- DynamoDB: dynalite behind a proxy that can stop forwarding mid-scan ---------------------
+
+struct Proxy {
+    /// The proxy's URL (what xaas uses).
+    url: String,
+    /// dynalite itself (for setting up the table).
+    direct: String,
+    /// Connections left before the proxy stops forwarding; `None`: forward everything.
+    budget: Arc<Mutex<Option<u32>>>,
+}
+
+impl Proxy {
+    async fn start(endpoint: &str) -> Self {
+        let target = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let budget: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
+        let b = budget.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let allowed = {
+                    let mut b = b.lock().expect("lock");
+                    match b.as_mut() {
+                        None => true,
+                        Some(0) => false,
+                        Some(n) => {
+                            *n -= 1;
+                            true
+                        }
+                    }
+                };
+                if !allowed {
+                    // The endpoint is gone: the connection dies without an answer.
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { url, direct: endpoint.to_string(), budget }
+    }
+    /// Forward `n` more connections, then none.
+    fn cut_after(&self, n: u32) {
+        *self.budget.lock().expect("lock") = Some(n);
+    }
+    fn heal(&self) {
+        *self.budget.lock().expect("lock") = None;
+    }
+}
+
+async fn dynamo(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "chaos", "chaos", None, None, "chaos",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+async fn create_table(endpoint: &str, table: &str) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let client = dynamo(endpoint).await;
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| format!("create table: {e:?}"))?;
+    // dynalite creates tables asynchronously.
+    for _ in 0..100 {
+        let d = client.describe_table().table_name(table).send().await;
+        if d.ok().and_then(|d| d.table).and_then(|t| t.table_status).map(|s| s.as_str() == "ACTIVE")
+            == Some(true)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("the table did not become active".into())
+}
+
+/// Make the table hold exactly `people`.
+async fn replace_items(endpoint: &str, table: &str, people: &[Person]) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = dynamo(endpoint).await;
+    let wanted: std::collections::HashSet<&str> = people.iter().map(|p| p.id.as_str()).collect();
+    // Delete those no longer there.
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .projection_expression("id")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| format!("scan: {e:?}"))?;
+        for item in page.items() {
+            if let Some(AttributeValue::S(id)) = item.get("id")
+                && !wanted.contains(id.as_str())
+            {
+                client
+                    .delete_item()
+                    .table_name(table)
+                    .key("id", AttributeValue::S(id.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| format!("delete: {e:?}"))?;
+            }
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    for p in people {
+        let mut item = HashMap::new();
+        if let Value::Object(map) = p.json() {
+            for (k, v) in map {
+                item.insert(k, AttributeValue::S(v.as_str().unwrap_or_default().to_string()));
+            }
+        }
+        client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| format!("put: {e:?}"))?;
+    }
+    Ok(())
+}
