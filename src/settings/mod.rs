@@ -357,6 +357,17 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Settings, 
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
+    load_from_str(path, &text, env)
+}
+
+/// Validate `text` as the config file `path` (whose directory relative paths are resolved
+/// against) with the given environment. The only I/O is reading the mapping files it names.
+pub fn load_from_str(
+    path: &Path,
+    text: &str,
+    env: &[(String, String)],
+) -> Result<Settings, Diagnostics> {
+    let text = text.to_string();
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
     let index = YamlIndex::new(path, &text);

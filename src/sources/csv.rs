@@ -236,6 +236,20 @@ impl CsvSource {
     }
 }
 
+impl CsvSource {
+    /// Read rows from `bytes` (uncompressed) with this source's dialect, the way a pull reads
+    /// its file: every row, or the error that ends the read. For fuzzing and tests.
+    pub fn read_bytes(&self, bytes: &[u8]) -> Vec<Result<SourceItem, SourceError>> {
+        let mut out = Vec::new();
+        let input: Box<dyn Read> = Box::new(std::io::Cursor::new(bytes.to_vec()));
+        read_rows(&self.dialect, input, &mut |item| {
+            out.push(item);
+            true
+        });
+        out
+    }
+}
+
 impl Source for CsvSource {
     fn check(&self) -> BoxFuture<'_, Result<String, SourceError>> {
         let dialect = self.dialect.clone();
@@ -298,7 +312,6 @@ type Tx = mpsc::Sender<Result<SourceItem, SourceError>>;
 /// receiver is gone.
 fn read_file(dialect: &Dialect, tx: &Tx) {
     let shown = dialect.shown();
-    let read_error = |message: String| SourceError::Read { path: shown.clone(), message };
     let raw: Box<dyn Read> = match &dialect.path {
         None => Box::new(std::io::stdin().lock()),
         Some(path) => match File::open(path) {
@@ -315,10 +328,23 @@ fn read_file(dialect: &Dialect, tx: &Tx) {
     } else {
         raw
     };
+    read_rows(dialect, raw, &mut |item| tx.blocking_send(item).is_ok());
+}
+
+/// Read CSV rows from `raw` (already decompressed), handing each item to `emit` until it
+/// returns `false` or the input ends. A header or I/O problem is emitted as an error and ends
+/// the read.
+fn read_rows(
+    dialect: &Dialect,
+    raw: Box<dyn Read>,
+    emit: &mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
+) {
+    let shown = dialect.shown();
+    let read_error = |message: String| SourceError::Read { path: shown.clone(), message };
     let input = match skip_bom(raw) {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.blocking_send(Err(read_error(e.to_string())));
+            emit(Err(read_error(e.to_string())));
             return;
         }
     };
@@ -342,19 +368,17 @@ fn read_file(dialect: &Dialect, tx: &Tx) {
                 None => match header_names(&row) {
                     Ok(h) => h,
                     Err(message) => {
-                        let _ = tx.blocking_send(Err(read_error(message)));
+                        emit(Err(read_error(message)));
                         return;
                     }
                 },
             },
             Ok(false) => {
-                let _ = tx.blocking_send(Err(read_error(
-                    "the file is empty, expected a header row".into(),
-                )));
+                emit(Err(read_error("the file is empty, expected a header row".into())));
                 return;
             }
             Err(e) => {
-                let _ = tx.blocking_send(Err(read_error(e.to_string())));
+                emit(Err(read_error(e.to_string())));
                 return;
             }
         },
@@ -373,7 +397,7 @@ fn read_file(dialect: &Dialect, tx: &Tx) {
             Err(e) => Err(read_error(e.to_string())),
         };
         let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
+        if !emit(item) || stop {
             return;
         }
     }
