@@ -552,9 +552,17 @@ async fn a_lease_has_one_owner_and_fences_the_one_that_lost_it() {
     let t3 = a.acquire("0oa1").await.unwrap().expect("released");
     assert!(t3 > t2);
 
-    // Triggers stored by one replica are taken once by the owner.
+    // A stored trigger is claimed once per term, survives until the run is over, and a
+    // later owner claims it again when the earlier one died without running it.
     let b2 = b.clone();
     blocking(move || b2.store_trigger("hr").unwrap()).await;
-    assert!(a.take_trigger("hr").await.unwrap());
-    assert!(!a.take_trigger("hr").await.unwrap());
+    assert!(a.claim_trigger("hr", t3).await.unwrap());
+    assert!(!a.claim_trigger("hr", t3).await.unwrap(), "claimed once per term");
+    assert!(b.claim_trigger("hr", t3 + 1).await.unwrap(), "a newer term claims it again");
+    let a2 = a.clone();
+    blocking(move || a2.finish_trigger("hr", t3).unwrap()).await;
+    assert!(!b.claim_trigger("hr", t3 + 1).await.unwrap(), "a stale term's finish keeps it");
+    let b3 = b.clone();
+    blocking(move || b3.finish_trigger("hr", t3 + 1).unwrap()).await;
+    assert!(!b.claim_trigger("hr", t3 + 2).await.unwrap(), "deleted once its run is over");
 }

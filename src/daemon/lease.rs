@@ -92,6 +92,14 @@ impl Leases {
         self.lock().get(source).map(|h| h.term.clone())
     }
 
+    /// The fencing token of the current term on `source`, when held.
+    pub fn token(&self, source: &str) -> Option<u64> {
+        if !self.holds(source) {
+            return None;
+        }
+        self.lock().get(source).map(|h| h.token)
+    }
+
     /// The sources held.
     pub fn owned(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()

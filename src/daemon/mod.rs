@@ -340,10 +340,10 @@ impl Dispatch for Daemon {
         let settings = self.settings();
         let source = settings.jobs.iter().find(|j| j.name == job).map(|j| &j.identity_source_id);
         if let Some(source) = source
-            && !self.owns(source)
             && let crate::state::events::EventStore::Dynamo(d) = &self.events
         {
-            // Stored durably for the owner, which picks it up within a poll.
+            // Stored durably for the owner (this replica or another), which claims it within
+            // a poll and deletes it once the run is over: it survives the owner's death.
             return match d.dynamo().store_trigger(job) {
                 Ok(()) => {
                     info!(job, identity_source = %source, "trigger stored for the lease owner");
@@ -412,6 +412,13 @@ impl Runner for DaemonRunner {
                 let report =
                     sync::run_job_with(&live.settings, j, Mode::Send(&client), &options).await;
                 let outcome = report.outcome.as_str();
+                // The stored trigger this run answered (if any) is done.
+                if let (Some(leases), EventStore::Dynamo(d)) = (&daemon.leases, &daemon.events)
+                    && let Some(token) = leases.token(&source)
+                    && let Err(e) = d.dynamo().finish_trigger(&job, token)
+                {
+                    warn!(job = %job, error = %e, "cannot clear the stored trigger");
+                }
                 daemon.readiness.record_run(&job, outcome);
                 daemon.publish_gauges();
                 match &report.error {
@@ -508,10 +515,11 @@ async fn lease_loop(daemon: Arc<Daemon>) {
                     warn!(identity_source = %source, error = %e, "cannot poll the pending events")
                 }
             }
+            let Some(token) = leases.token(&source) else { continue };
             for job in jobs {
-                match events.dynamo().take_trigger(job).await {
+                match events.dynamo().claim_trigger(job, token).await {
                     Ok(true) => {
-                        info!(job = %job, "running a trigger stored by another replica");
+                        info!(job = %job, "running a stored trigger");
                         daemon.enqueue_run(job, RunReason::Trigger);
                     }
                     Ok(false) => {}

@@ -671,14 +671,16 @@ impl Dynamo {
         .await
     }
 
-    /// Ask the owner of `job`'s identity source to run it (a trigger received by a replica
-    /// that does not own the source). Stored durably before returning (the webhook's 202
-    /// promises it); [`Dynamo::take_trigger`] consumes it.
+    /// Ask the owner of `job`'s identity source to run it. Stored durably before returning
+    /// (the webhook's 202 promises it): the owner claims it ([`Dynamo::claim_trigger`]) and
+    /// deletes it once the run is over ([`Dynamo::finish_trigger`]), so a trigger whose owner
+    /// dies before running it is run by the next owner.
     pub fn store_trigger(&self, job: &str) -> Result<(), StateError> {
         let job = job.to_string();
         self.call(move |ctx| async move {
             Upd::new(&ctx.t.meta, key1("pk", &format!("trigger#{job}")))
                 .set("at", s(ts(Utc::now())))
+                .remove("claimed")
                 .send(&ctx.client)
                 .await
                 .map(|_| ())
@@ -686,22 +688,48 @@ impl Dynamo {
         })
     }
 
-    /// Consume a stored trigger of `job`: `true` when there was one.
-    pub async fn take_trigger(&self, job: &str) -> Result<bool, StateError> {
+    /// Claim a stored trigger of `job` with this lease term's `token`: `true` when there was
+    /// one not claimed yet in this term (an earlier owner's claim does not count).
+    pub async fn claim_trigger(&self, job: &str, token: u64) -> Result<bool, StateError> {
         let job = job.to_string();
         self.call_async(move |ctx| async move {
+            let upd = Upd::new(&ctx.t.meta, key1("pk", &format!("trigger#{job}")))
+                .set("claimed", n(token))
+                .cond(
+                    "attribute_exists(#pk) AND (attribute_not_exists(#claimed) OR #claimed < :claimed)",
+                    &["pk"],
+                    &[],
+                );
+            match upd.send(&ctx.client).await {
+                Ok(_) => Ok(true),
+                Err(e) if condition_failed(&e) => Ok(false),
+                Err(e) => Err(sdk_err(&ctx.t.meta, &format!("claim trigger of job {job}"), e)),
+            }
+        })
+        .await
+    }
+
+    /// A run of `job` is over: delete the trigger this term claimed (a trigger stored since
+    /// is unclaimed, and stays).
+    pub fn finish_trigger(&self, job: &str, token: u64) -> Result<(), StateError> {
+        let job = job.to_string();
+        self.call(move |ctx| async move {
             let out = ctx
                 .client
                 .delete_item()
                 .table_name(&ctx.t.meta)
                 .set_key(Some(key1("pk", &format!("trigger#{job}"))))
-                .return_values(ReturnValue::AllOld)
+                .condition_expression("#claimed = :claimed")
+                .expression_attribute_names("#claimed", "claimed")
+                .expression_attribute_values(":claimed", n(token))
                 .send()
-                .await
-                .map_err(|e| sdk_err(&ctx.t.meta, &format!("take trigger of job {job}"), e))?;
-            Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+                .await;
+            match out {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(sdk_err(&ctx.t.meta, &format!("finish trigger of job {job}"), e)),
+            }
         })
-        .await
     }
 }
 
