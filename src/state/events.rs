@@ -2,10 +2,12 @@
 //! import session has carried them to Okta.
 //!
 //! The webhook answers 202 only once the event is committed, so a crash after the 202 loses
-//! nothing: on restart the queue finds it with [`EventStore::pending`]. The events live in the
-//! state's SQLite file (migration 2 of [`super::sqlite`]), next to the users they update.
+//! nothing: on restart the queue finds it with [`EventStore::pending`]. [`EventStore`] is the
+//! backend-neutral log: with SQLite the events live in the state's file (migration 2 of
+//! [`super::sqlite`]), next to the users they update, written as below; with DynamoDB they live
+//! in the shared tables of [`super::dynamodb`], where every replica appends.
 //!
-//! # Group commit
+//! # Group commit (SQLite)
 //!
 //! A durable commit costs one fsync of the WAL (`synchronous = FULL`), a millisecond or more
 //! on ordinary disks; one commit per request would cap the webhook at a few hundred requests
