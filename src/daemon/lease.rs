@@ -7,8 +7,8 @@
 //!
 //! - renews the leases it holds every third of the lease time; a renewal refused (another
 //!   replica took the lease after it expired) or not confirmed before two thirds of the lease
-//!   have passed since the last successful one ends the *term*: the source's cancellation token
-//!   fires, so its Okta client stops before its next session create or upload (the importer
+//!   have passed since the last successful one ends the *term* (a watchdog timer per term fires
+//!   at that instant, not at the next poll): the source's cancellation token fires, so its Okta client stops before its next session create or upload (the importer
 //!   cancels the session it had open), and the state refuses its writes (fencing, see
 //!   [`crate::state::dynamodb`]). A replica thus gives a source up a third of a lease *before*
 //!   anyone else may take it;
@@ -21,7 +21,7 @@
 //! With the SQLite backend there is one replica and no lease: every source is always owned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -39,8 +39,27 @@ struct Held {
     token: u64,
     /// The last successful acquisition or renewal started here.
     renewed: Instant,
-    /// Cancelled when the term ends (lease lost, or shutdown).
+    /// Until when the lease is trusted; the term's watchdog cancels it then, to the instant,
+    /// unless a renewal moved it.
+    trusted_until: Arc<Mutex<Instant>>,
+    /// Cancelled when the term ends (lease lost, not renewed in time, or shutdown).
     term: CancellationToken,
+}
+
+/// Cancel `term` at `until` (which renewals move), or return once it is cancelled otherwise.
+async fn watchdog(term: CancellationToken, until: Arc<Mutex<Instant>>, source: String) {
+    loop {
+        let deadline = *until.lock().unwrap_or_else(|e| e.into_inner());
+        if Instant::now() >= deadline {
+            warn!(identity_source = %source, "lease not renewed in time: this replica stops working the identity source");
+            term.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = term.cancelled() => return,
+        }
+    }
 }
 
 /// What this replica holds.
@@ -139,6 +158,8 @@ impl Leases {
                         Ok(true) => {
                             if let Some(h) = self.lock().get_mut(source) {
                                 h.renewed = started;
+                                *h.trusted_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    started + self.trusted();
                             }
                         }
                         Ok(false) => {
@@ -162,9 +183,16 @@ impl Leases {
                     let started = Instant::now();
                     match self.dynamo.acquire(source).await {
                         Ok(Some(token)) => {
+                            let term = self.parent.child_token();
+                            let trusted_until = Arc::new(Mutex::new(started + self.trusted()));
+                            tokio::spawn(watchdog(
+                                term.clone(),
+                                trusted_until.clone(),
+                                source.clone(),
+                            ));
                             self.lock().insert(
                                 source.clone(),
-                                Held { token, renewed: started, term: self.parent.child_token() },
+                                Held { token, renewed: started, trusted_until, term },
                             );
                             self.dynamo.set_held(source, Some(token));
                             info!(identity_source = %source, token, replica = %self.dynamo.replica(), "lease acquired: this replica works the identity source");
