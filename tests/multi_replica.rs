@@ -307,6 +307,8 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let owner = lease_owner(&ddb, &prefix, SOURCE_A).await.expect("A has an owner");
+    let owner_b = lease_owner(&ddb, &prefix, SOURCE_B).await;
+    println!("owners: {SOURCE_A} pid {owner}, {SOURCE_B} pid {owner_b:?}");
     let victim = replicas
         .iter()
         .position(|r| r.as_ref().is_some_and(|r| r.child.id() == owner))
@@ -376,7 +378,8 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         takeover.as_millis()
     );
     assert!(
-        takeover <= Duration::from_secs(LEASE_SECS) + Duration::from_millis(1_000),
+        // The lease, plus a poll per source the taker holds already, plus a poll.
+        takeover <= Duration::from_secs(LEASE_SECS) + Duration::from_millis(1_500),
         "takeover took {takeover:?}, over the lease time"
     );
 

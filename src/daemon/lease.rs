@@ -14,7 +14,8 @@
 //!   anyone else may take it;
 //! - tries to take the sources nobody holds (a consistent read first; the conditional write
 //!   only when the lease is free or expired): a dead replica's sources move within the lease
-//!   time plus one poll;
+//!   time plus a poll per source the taker already holds (replicas holding fewer sources try
+//!   first, which spreads the sources over the replicas);
 //! - for the sources it owns, wakes their queues when events stored by any replica are
 //!   pending (`has_pending`), and runs the triggers other replicas stored for their jobs.
 //!
@@ -69,6 +70,8 @@ pub struct Leases {
     /// Terms are children of this token (the daemon's Okta shutdown signal).
     parent: CancellationToken,
     held: Mutex<HashMap<String, Held>>,
+    /// Polls each free source has been seen free (see [`Leases::tick`]).
+    seen_free: Mutex<HashMap<String, usize>>,
 }
 
 /// What a tick changed.
@@ -83,7 +86,13 @@ pub struct Tick {
 impl Leases {
     pub fn new(dynamo: Dynamo, parent: CancellationToken) -> Self {
         let lease = dynamo.lease_duration();
-        Self { dynamo, lease, parent, held: Mutex::new(HashMap::new()) }
+        Self {
+            dynamo,
+            lease,
+            parent,
+            held: Mutex::new(HashMap::new()),
+            seen_free: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
@@ -174,11 +183,25 @@ impl Leases {
                 None => {
                     match self.dynamo.lease_available(source).await {
                         Ok(true) => {}
-                        Ok(false) => continue,
+                        Ok(false) => {
+                            self.seen_free.lock().unwrap_or_else(|e| e.into_inner()).remove(source);
+                            continue;
+                        }
                         Err(e) => {
                             warn!(identity_source = %source, error = %e, "cannot read the lease");
                             continue;
                         }
+                    }
+                    // Spread the sources: a replica holding n sources waits n polls before
+                    // taking a free one, so a replica holding fewer gets there first.
+                    let waited = {
+                        let mut seen = self.seen_free.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = seen.entry(source.clone()).or_insert(0);
+                        *n += 1;
+                        *n - 1
+                    };
+                    if waited < self.lock().len() {
+                        continue;
                     }
                     let started = Instant::now();
                     match self.dynamo.acquire(source).await {
@@ -195,6 +218,7 @@ impl Leases {
                                 Held { token, renewed: started, trusted_until, term },
                             );
                             self.dynamo.set_held(source, Some(token));
+                            self.seen_free.lock().unwrap_or_else(|e| e.into_inner()).remove(source);
                             info!(identity_source = %source, token, replica = %self.dynamo.replica(), "lease acquired: this replica works the identity source");
                             tick.acquired.push(source.clone());
                         }
