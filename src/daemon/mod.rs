@@ -102,6 +102,9 @@ struct Live {
     client: OktaClient,
 }
 
+/// An Okta client bound to one lease term (its cancellation) and one version of the settings.
+type TermClient = (CancellationToken, Arc<Settings>, OktaClient);
+
 /// The running daemon, shared by the HTTP handlers, the scheduler and the queue workers.
 pub struct Daemon {
     config_path: PathBuf,
@@ -109,6 +112,9 @@ pub struct Daemon {
     events: EventStore,
     queues: RwLock<HashMap<String, Arc<SourceQueue>>>,
     spacing: Mutex<HashMap<String, SpacingClock>>,
+    /// With leases: each source's Okta client for the current lease term and settings (one
+    /// client, so one OAuth token, per term rather than per run).
+    source_clients: Mutex<HashMap<String, TermClient>>,
     /// Fired at the shutdown deadline: the Okta client stops and cancels its open session.
     okta_cancel: CancellationToken,
     /// Fired when intake stops: queue workers finish the item in hand and return.
@@ -147,8 +153,20 @@ impl Daemon {
     fn client_for(&self, live: &Live, source: &str) -> Option<OktaClient> {
         let Some(leases) = &self.leases else { return Some(live.client.clone()) };
         let term = leases.term(source)?;
+        let mut clients = self.source_clients.lock().unwrap_or_else(|e| e.into_inner());
+        // A lost term is cancelled, and a reload swaps the settings: both build a new client.
+        if let Some((t, settings, client)) = clients.get(source)
+            && !t.is_cancelled()
+            && Arc::ptr_eq(settings, &live.settings)
+        {
+            return Some(client.clone());
+        }
         match crate::cli::build_client(&live.settings) {
-            Ok(c) => Some(c.with_cancellation(term)),
+            Ok(c) => {
+                let c = c.with_cancellation(term.clone());
+                clients.insert(source.to_string(), (term, live.settings.clone(), c.clone()));
+                Some(c)
+            }
             Err(e) => {
                 warn!(error = %e, "cannot build the okta client");
                 None
@@ -609,6 +627,7 @@ pub async fn serve(
         events,
         queues: RwLock::new(HashMap::new()),
         spacing: Mutex::new(HashMap::new()),
+        source_clients: Mutex::new(HashMap::new()),
         okta_cancel: okta_cancel.clone(),
         stop: CancellationToken::new(),
         workers: TaskTracker::new(),
