@@ -566,3 +566,38 @@ async fn a_lease_has_one_owner_and_fences_the_one_that_lost_it() {
     blocking(move || b3.finish_trigger("hr", t3 + 1).unwrap()).await;
     assert!(!b.claim_trigger("hr", t3 + 2).await.unwrap(), "deleted once its run is over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_renew_stops_before_anyone_else_may_take_over() {
+    use xaas::daemon::lease::Leases;
+    let Some(e) = endpoint() else { return };
+    let settings = dynamo_settings(&e);
+    let d = Dynamo::connect(&settings, Some(client(&e))).unwrap();
+    let other = Dynamo::connect(&settings, Some(client(&e))).unwrap();
+    let leases = Leases::new(d.clone(), tokio_util::sync::CancellationToken::new());
+    let sources = vec!["0oa1".to_string()];
+    let tick = leases.tick(&sources).await;
+    assert_eq!(tick.acquired, sources);
+    assert!(leases.holds("0oa1"));
+    let token = leases.token("0oa1").unwrap();
+    assert_eq!(d.held("0oa1"), Some(token), "the state fences writes with it");
+    let term = leases.term("0oa1").unwrap();
+    // Renewals stop (as when DynamoDB cannot be reached): the term ends by itself, a third of
+    // a lease before the lease expires, when nobody else can hold it yet.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(settings.lease, term.cancelled()).await.expect("the term ended");
+    let stopped = started.elapsed();
+    assert!(!leases.holds("0oa1"));
+    assert!(leases.term("0oa1").is_none(), "no Okta client for it any more");
+    assert!(!other.lease_available("0oa1").await.unwrap(), "not yet free for another replica");
+    println!(
+        "stopped {} ms after the last renewal (lease {:?})",
+        stopped.as_millis(),
+        settings.lease
+    );
+    assert!(stopped < settings.lease - settings.lease / 4, "{stopped:?}");
+    // The next tick drops it from the fenced set.
+    let tick = leases.tick(&sources).await;
+    assert_eq!(tick.lost, sources);
+    assert_eq!(d.held("0oa1"), None);
+}
