@@ -321,15 +321,14 @@ pub async fn run_jobs_with(
             std::process::exit(EXIT_FAILURE);
         })
     });
-    // Okta's 5-minute clock per identity source, kept in the state file: a run started right
-    // after one that was killed still waits out the spacing instead of being refused.
-    let events = match (&client, &settings.state.backend) {
-        (Some(_), settings::StateBackend::Sqlite { path }) => {
-            crate::state::events::EventStore::open(path)
-                .map_err(|e| warn!(error = %e, "cannot open the state file for the session clock"))
-                .ok()
-        }
-        _ => None,
+    // Okta's 5-minute clock per identity source, kept in the state (file or tables): a run
+    // started right after one that was killed still waits out the spacing instead of being
+    // refused.
+    let events = match &client {
+        Some(_) => crate::state::open_events(&settings.state)
+            .map_err(|e| warn!(error = %e, "cannot open the state for the session clock"))
+            .ok(),
+        None => None,
     };
     let mut reports: Vec<JobReport> = Vec::new();
     for job in jobs {
@@ -341,10 +340,8 @@ pub async fn run_jobs_with(
         if options.spacing.is_none()
             && let Some(events) = &events
         {
-            options.spacing = Some(crate::daemon::persisted_spacing_clock(
-                events,
-                &job.identity_source_id,
-            ));
+            options.spacing =
+                Some(crate::daemon::persisted_spacing_clock(events, &job.identity_source_id));
         }
         reports.push(sync::run_job_with(settings, job, mode, &options).await);
     }

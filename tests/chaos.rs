@@ -41,9 +41,10 @@ use xaas::sim::{Fault, FaultPlan, FaultRule, SimHandle};
 async fn chaos_trials_never_lose_duplicate_or_wrongly_deactivate() {
     let trials: u64 =
         std::env::var("XAAS_CHAOS_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let first: u64 = std::env::var("XAAS_CHAOS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(
-        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
-    );
+    let first: u64 =
+        std::env::var("XAAS_CHAOS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        });
     let dynamodb = std::env::var("XAAS_TEST_DYNAMODB_ENDPOINT").ok();
     if dynamodb.is_none() && std::env::var("CI").is_ok() {
         panic!("XAAS_TEST_DYNAMODB_ENDPOINT is not set: run the tests through tests/run");
@@ -66,7 +67,9 @@ async fn chaos_trials_never_lose_duplicate_or_wrongly_deactivate() {
                 );
                 faults.add(&tally);
             }
-            Err(e) => panic!("chaos: trial with seed {seed} FAILED: {e}\nreplay: XAAS_CHAOS_SEED={seed} XAAS_CHAOS_TRIALS=1 cargo test --test chaos -- --nocapture"),
+            Err(e) => panic!(
+                "chaos: trial with seed {seed} FAILED: {e}\nreplay: XAAS_CHAOS_SEED={seed} XAAS_CHAOS_TRIALS=1 cargo test --test chaos -- --nocapture"
+            ),
         }
     }
     println!(
@@ -116,7 +119,8 @@ async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
     // after 86 s instead of 24 h); each call takes a few milliseconds, so a kill lands anywhere
     // in a run.
     let sim = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let config = xaas::sim::SimConfig {
             clock_scale: 1000.0,
             processing_delay: Duration::from_millis(rng.random_range(5..60)),
@@ -163,9 +167,10 @@ async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
         }
         publish(kind, &population, &csv, &http, proxy.as_ref(), &table).await?;
         let before = sim.snapshot();
-        let late = converge(&mut rng, &sim, &config, dir.path(), kind, &http, proxy.as_ref(), &mut tally)
-            .await
-            .map_err(|e| format!("version {version}: {e}"))?;
+        let late =
+            converge(&mut rng, &sim, &config, dir.path(), kind, &http, proxy.as_ref(), &mut tally)
+                .await
+                .map_err(|e| format!("version {version}: {e}"))?;
         check(&sim, &population, previous.as_ref(), &before, late)
             .map_err(|e| format!("version {version} ({kind:?} source): {e}"))?;
         // Converged: one more clean run sends nothing.
@@ -314,7 +319,11 @@ fn plan(rng: &mut StdRng, endpoint: &str, probability: Option<f64>, fault: Fault
 }
 
 /// `xaas run`; the exit code (`None` when killed) and its stderr.
-async fn run_xaas(config: &Path, dir: &Path, kill_after: Option<Duration>) -> (Option<i32>, String) {
+async fn run_xaas(
+    config: &Path,
+    dir: &Path,
+    kill_after: Option<Duration>,
+) -> (Option<i32>, String) {
     let log = dir.join("run.log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
         .args(["run", "--config", config.to_str().expect("utf-8 path")])
@@ -345,7 +354,15 @@ async fn run_xaas(config: &Path, dir: &Path, kill_after: Option<Duration>) -> (O
         },
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let tail: String = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = text
+        .lines()
+        .rev()
+        .take(25)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     (status.and_then(|s| s.code()), tail)
 }
 
@@ -382,7 +399,9 @@ fn check(
     let by_id: HashMap<&str, &Person> = population.values().map(|p| (p.id.as_str(), p)).collect();
     for p in population.values() {
         match (p.active, users.get(p.id.as_str())) {
-            (true, None) => return Err(format!("{} is active in the source, missing in okta", p.id)),
+            (true, None) => {
+                return Err(format!("{} is active in the source, missing in okta", p.id));
+            }
             (true, Some(u)) if u.status != "ACTIVE" => {
                 return Err(format!("{} is active in the source, {} in okta", p.id, u.status));
             }
@@ -404,7 +423,9 @@ fn check(
     if let Some(prev) = previous {
         let was: HashMap<&str, u32> =
             before.users.iter().map(|u| (u.external_id.as_str(), u.deactivations)).collect();
-        let stayed = prev.values().filter(|p| p.active && by_id.get(p.id.as_str()).is_some_and(|q| q.active));
+        let stayed = prev
+            .values()
+            .filter(|p| p.active && by_id.get(p.id.as_str()).is_some_and(|q| q.active));
         for p in stayed {
             let now = users.get(p.id.as_str()).map_or(0, |u| u.deactivations);
             let then = was.get(p.id.as_str()).copied().unwrap_or(0);
@@ -484,7 +505,9 @@ async fn publish(
     let people: Vec<Person> = population.values().cloned().collect();
     match kind {
         SourceKind::Csv => common::write_csv(csv, &people),
-        SourceKind::Http => *http.data.lock().expect("lock") = people.iter().map(Person::json).collect(),
+        SourceKind::Http => {
+            *http.data.lock().expect("lock") = people.iter().map(Person::json).collect()
+        }
         SourceKind::DynamoDb => {
             let p = proxy.ok_or("no dynamodb")?;
             replace_items(&p.direct, table, &people).await?;
@@ -509,9 +532,8 @@ impl HttpSource {
             data: Arc::new(Mutex::new(Vec::new())),
             fail_offset: Arc::new(Mutex::new(None)),
         };
-        let app = axum::Router::new()
-            .route("/people", axum::routing::get(people))
-            .with_state(me.clone());
+        let app =
+            axum::Router::new().route("/people", axum::routing::get(people)).with_state(me.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -78,3 +78,44 @@ fn bad_values_are_all_reported_with_their_keys() {
         assert!(err.contains(want), "{want} not reported in:\n{err}");
     }
 }
+
+#[test]
+fn the_dynamodb_backend_has_defaults_and_checks_its_keys() {
+    use xaas::settings::DynamoStateSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let p = config(dir.path(), "state:\n  backend: dynamodb\n", "");
+    let s = load_with_env(&p, &[]).unwrap();
+    assert_eq!(
+        s.state.backend,
+        StateBackend::Dynamodb(DynamoStateSettings {
+            table_prefix: "xaas_".into(),
+            region: None,
+            endpoint_url: None,
+            lease: Duration::from_secs(15),
+        })
+    );
+    let p = config(
+        dir.path(),
+        "state:\n  backend: dynamodb\n  table_prefix: prod-xaas.\n  region: eu-west-1\n  endpoint_url: http://127.0.0.1:8000\n  lease_secs: 30\n",
+        "",
+    );
+    let StateBackend::Dynamodb(d) = load_with_env(&p, &[]).unwrap().state.backend else {
+        panic!("not dynamodb")
+    };
+    assert_eq!(d.table_prefix, "prod-xaas.");
+    assert_eq!(d.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(d.endpoint_url.as_deref(), Some("http://127.0.0.1:8000"));
+    assert_eq!(d.lease, Duration::from_secs(30));
+    let p = config(
+        dir.path(),
+        "state:\n  backend: dynamodb\n  table_prefix: 'no spaces'\n  lease_secs: 1\n",
+        "",
+    );
+    let err = load_with_env(&p, &[]).unwrap_err().to_string();
+    for want in ["state.table_prefix", "state.lease_secs"] {
+        assert!(err.contains(want), "{want} not reported in:\n{err}");
+    }
+    let p = config(dir.path(), "state:\n  backend: redis\n", "");
+    let err = load_with_env(&p, &[]).unwrap_err().to_string();
+    assert!(err.contains("state.backend"), "{err}");
+}

@@ -12,6 +12,8 @@
 //!   ([`crate::state::events`]) before the 202.
 //! - [`push`]: coalesces queued events into import sessions; terminations are urgent.
 //! - [`health`] and [`metrics`]: `/healthz`, `/readyz`, Prometheus `/metrics`.
+//! - [`lease`]: with the DynamoDB state backend, several replicas share the work; each identity
+//!   source is worked by its lease owner only (every replica accepts webhook events).
 //!
 //! Shutdown (SIGTERM) stops intake, lets the running import finish or cancels its open session
 //! before a deadline, and exits 0. SIGHUP reloads the config and mappings, keeping the old ones
@@ -19,6 +21,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 pub mod push;
 pub mod queue;
@@ -99,6 +102,9 @@ struct Live {
     client: OktaClient,
 }
 
+/// An Okta client bound to one lease term (its cancellation) and one version of the settings.
+type TermClient = (CancellationToken, Arc<Settings>, OktaClient);
+
 /// The running daemon, shared by the HTTP handlers, the scheduler and the queue workers.
 pub struct Daemon {
     config_path: PathBuf,
@@ -106,6 +112,9 @@ pub struct Daemon {
     events: EventStore,
     queues: RwLock<HashMap<String, Arc<SourceQueue>>>,
     spacing: Mutex<HashMap<String, SpacingClock>>,
+    /// With leases: each source's Okta client for the current lease term and settings (one
+    /// client, so one OAuth token, per term rather than per run).
+    source_clients: Mutex<HashMap<String, TermClient>>,
     /// Fired at the shutdown deadline: the Okta client stops and cancels its open session.
     okta_cancel: CancellationToken,
     /// Fired when intake stops: queue workers finish the item in hand and return.
@@ -114,6 +123,8 @@ pub struct Daemon {
     readiness: Arc<health::Readiness>,
     /// The webhook's settings, swapped on reload.
     webhook: tokio::sync::watch::Sender<Option<Arc<crate::settings::webhook::WebhookSettings>>>,
+    /// `None` (SQLite): one replica, which owns every identity source.
+    leases: Option<Arc<lease::Leases>>,
     self_ref: std::sync::Weak<Daemon>,
 }
 
@@ -129,6 +140,43 @@ impl Daemon {
 
     pub fn events(&self) -> &EventStore {
         &self.events
+    }
+
+    /// Whether this replica works `source` (holds its lease; always, without leases).
+    pub fn owns(&self, source: &str) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.holds(source))
+    }
+
+    /// The Okta client to work `source` with, `None` when this replica does not own it. With
+    /// leases, the client's cancellation is the lease term's: losing the lease stops it before
+    /// its next session create or upload.
+    fn client_for(&self, live: &Live, source: &str) -> Option<OktaClient> {
+        let Some(leases) = &self.leases else { return Some(live.client.clone()) };
+        let term = leases.term(source)?;
+        let mut clients = self.source_clients.lock().unwrap_or_else(|e| e.into_inner());
+        // A lost term is cancelled, and a reload swaps the settings: both build a new client.
+        if let Some((t, settings, client)) = clients.get(source)
+            && !t.is_cancelled()
+            && Arc::ptr_eq(settings, &live.settings)
+        {
+            return Some(client.clone());
+        }
+        match crate::cli::build_client(&live.settings) {
+            Ok(c) => {
+                let c = c.with_cancellation(term.clone());
+                clients.insert(source.to_string(), (term, live.settings.clone(), c.clone()));
+                Some(c)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot build the okta client");
+                None
+            }
+        }
+    }
+
+    /// job → identity source, for the state's fencing.
+    fn job_sources(settings: &Settings) -> HashMap<String, String> {
+        settings.jobs.iter().map(|j| (j.name.clone(), j.identity_source_id.clone())).collect()
     }
 
     fn queue(&self, source: &str) -> Option<Arc<SourceQueue>> {
@@ -196,6 +244,9 @@ impl Daemon {
         let client =
             crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
+        if let crate::state::events::EventStore::Dynamo(d) = &self.events {
+            d.dynamo().enable_fencing(Self::job_sources(&settings));
+        }
         self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));
         // Read first: a `borrow()` guard in the match would deadlock `send_replace`.
         let webhook_on = self.webhook.borrow().is_some();
@@ -218,9 +269,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Runs missed while the daemon was down (`missed: once`): one run per job whose last
-    /// scheduled time is after its last run's start.
-    fn queue_missed_runs(&self, now: DateTime<Utc>) {
+    /// Runs missed while the daemon was down (`missed: once`): one run per job (of `only`'s
+    /// identity source, when given) whose last scheduled time is after its last run's start.
+    fn queue_missed_runs(&self, now: DateTime<Utc>, only: Option<&str>) {
         let settings = self.settings();
         let store = match crate::state::open(&settings.state) {
             Ok(s) => s,
@@ -230,6 +281,9 @@ impl Daemon {
             }
         };
         for job in &settings.jobs {
+            if only.is_some_and(|s| s != job.identity_source_id) {
+                continue;
+            }
             let (Some(expr), MissedRuns::Once) = (&job.schedule, job.missed) else { continue };
             let Ok(schedule) = Schedule::parse(expr, job.timezone) else { continue };
             let Some(due) = schedule.last_at_or_before(now) else { continue };
@@ -291,7 +345,9 @@ impl Dispatch for Daemon {
 
     fn events_stored(&self, job: &str, urgent: bool) {
         let settings = self.settings();
+        // Another replica's events reach their owner through its poll (see `lease`).
         if let Some(j) = settings.jobs.iter().find(|j| j.name == job)
+            && self.owns(&j.identity_source_id)
             && let Some(q) = self.queue(&j.identity_source_id)
         {
             q.events_stored(urgent);
@@ -299,6 +355,24 @@ impl Dispatch for Daemon {
     }
 
     fn trigger(&self, job: &str) -> TriggerAck {
+        let settings = self.settings();
+        let source = settings.jobs.iter().find(|j| j.name == job).map(|j| &j.identity_source_id);
+        if let Some(source) = source
+            && let crate::state::events::EventStore::Dynamo(d) = &self.events
+        {
+            // Stored durably for the owner (this replica or another), which claims it within
+            // a poll and deletes it once the run is over: it survives the owner's death.
+            return match d.dynamo().store_trigger(job) {
+                Ok(()) => {
+                    info!(job, identity_source = %source, "trigger stored for the lease owner");
+                    TriggerAck { status: "forwarded", position: 0 }
+                }
+                Err(e) => {
+                    warn!(job, error = %e, "cannot store the trigger for the lease owner");
+                    TriggerAck { status: "not_stored", position: 0 }
+                }
+            };
+        }
         self.enqueue_run(job, RunReason::Trigger)
     }
 
@@ -311,6 +385,10 @@ impl Fired for Daemon {
     fn fire(&self, job: &str, at: DateTime<Utc>) {
         let settings = self.settings();
         let Some(j) = settings.jobs.iter().find(|j| j.name == job) else { return };
+        if !self.owns(&j.identity_source_id) {
+            tracing::debug!(job, "scheduled run left to the lease owner of its identity source");
+            return;
+        }
         let delay = schedule::jitter_delay(j.jitter);
         let Some(me) = self.self_ref.upgrade() else { return };
         let job = job.to_string();
@@ -336,6 +414,7 @@ impl Runner for DaemonRunner {
         let daemon = self.0.clone();
         let spacing = daemon.spacing(source);
         let job = job.to_string();
+        let source = source.to_string();
         off_worker(
             move || async move {
                 let live = daemon.live();
@@ -343,10 +422,21 @@ impl Runner for DaemonRunner {
                     warn!(job = %job, "the job is no longer configured: run dropped");
                     return;
                 };
+                let Some(client) = daemon.client_for(&live, &source) else {
+                    info!(job = %job, "not the lease owner of the identity source: run dropped");
+                    return;
+                };
                 let options = RunOptions { spacing: Some(spacing), ..RunOptions::default() };
                 let report =
-                    sync::run_job_with(&live.settings, j, Mode::Send(&live.client), &options).await;
+                    sync::run_job_with(&live.settings, j, Mode::Send(&client), &options).await;
                 let outcome = report.outcome.as_str();
+                // The stored trigger this run answered (if any) is done.
+                if let (Some(leases), EventStore::Dynamo(d)) = (&daemon.leases, &daemon.events)
+                    && let Some(token) = leases.token(&source)
+                    && let Err(e) = d.dynamo().finish_trigger(&job, token)
+                {
+                    warn!(job = %job, error = %e, "cannot clear the stored trigger");
+                }
                 daemon.readiness.record_run(&job, outcome);
                 daemon.publish_gauges();
                 match &report.error {
@@ -369,10 +459,13 @@ impl Runner for DaemonRunner {
         off_worker(
             move || async move {
                 let live = daemon.live();
+                let Some(client) = daemon.client_for(&live, &source) else {
+                    return PushProgress { more: false, retry_after: None };
+                };
                 let spacing = daemon.spacing(&source);
                 let ctx = push::PushContext {
                     settings: &live.settings,
-                    client: &live.client,
+                    client: &client,
                     events: &daemon.events,
                     spacing: &spacing,
                 };
@@ -393,6 +486,65 @@ impl Runner for DaemonRunner {
             .map(|j| j.name.clone())
             .collect();
         self.0.events.has_pending(&jobs).unwrap_or((0, false))
+    }
+
+    fn owns(&self, source: &str) -> bool {
+        self.0.owns(source)
+    }
+}
+
+/// With leases: keep them, and work the sources held (see [`lease`]). Runs until aborted.
+async fn lease_loop(daemon: Arc<Daemon>) {
+    let (Some(leases), EventStore::Dynamo(events)) = (daemon.leases.clone(), daemon.events.clone())
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(lease::POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if daemon.stop.is_cancelled() {
+            return;
+        }
+        let settings = daemon.settings();
+        let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
+        for j in &settings.jobs {
+            by_source.entry(j.identity_source_id.clone()).or_default().push(j.name.clone());
+        }
+        let mut sources: Vec<String> = by_source.keys().cloned().collect();
+        sources.sort();
+        let changed = leases.tick(&sources).await;
+        for source in &changed.acquired {
+            // Another replica may have created sessions since this one last looked.
+            daemon.spacing.lock().unwrap_or_else(|e| e.into_inner()).remove(source);
+            let d = daemon.clone();
+            let s = source.clone();
+            // Reads the run history (blocking calls): off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || d.queue_missed_runs(Utc::now(), Some(&s)))
+                .await;
+        }
+        for source in leases.owned() {
+            let Some(jobs) = by_source.get(&source) else { continue };
+            let Some(q) = daemon.queue(&source) else { continue };
+            match events.has_pending_async(jobs).await {
+                Ok((n, urgent)) if n > 0 => q.events_stored(urgent),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(identity_source = %source, error = %e, "cannot poll the pending events")
+                }
+            }
+            let Some(token) = leases.token(&source) else { continue };
+            for job in jobs {
+                match events.dynamo().claim_trigger(job, token).await {
+                    Ok(true) => {
+                        info!(job = %job, "running a stored trigger");
+                        daemon.enqueue_run(job, RunReason::Trigger);
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(job = %job, error = %e, "cannot read stored triggers"),
+                }
+            }
+        }
     }
 }
 
@@ -454,11 +606,18 @@ pub async fn serve(
     let client = crate::cli::build_client(&settings)
         .map_err(ServeError::Okta)?
         .with_cancellation(okta_cancel.clone());
-    // Opening the store runs its migrations; the event log lives in the same file.
+    // Opening the store runs its migrations (SQLite) or creates missing tables (DynamoDB);
+    // the event log lives in the same file or tables.
     drop(crate::state::open(&settings.state)?);
     readiness.set_state_store_ok(true);
-    let events = match &settings.state.backend {
-        crate::settings::StateBackend::Sqlite { path } => EventStore::open(path)?,
+    let events = crate::state::open_events(&settings.state)?;
+    let leases = match &events {
+        EventStore::Sqlite(_) => None,
+        EventStore::Dynamo(d) => {
+            d.dynamo().enable_fencing(Daemon::job_sources(&settings));
+            info!(replica = %d.dynamo().replica(), lease_secs = d.dynamo().lease_duration().as_secs(), "distributed state: identity sources are worked by their lease owner");
+            Some(Arc::new(lease::Leases::new(d.dynamo().clone(), okta_cancel.clone())))
+        }
     };
     let listen = settings.serve.listen;
     let settings = Arc::new(settings);
@@ -468,16 +627,25 @@ pub async fn serve(
         events,
         queues: RwLock::new(HashMap::new()),
         spacing: Mutex::new(HashMap::new()),
+        source_clients: Mutex::new(HashMap::new()),
         okta_cancel: okta_cancel.clone(),
         stop: CancellationToken::new(),
         workers: TaskTracker::new(),
         readiness: readiness.clone(),
         webhook: tokio::sync::watch::channel(settings.serve.webhook.clone().map(Arc::new)).0,
+        leases,
         self_ref: me.clone(),
     });
     daemon.ensure_queues(&settings);
-    daemon.queue_pending_events();
-    daemon.queue_missed_runs(Utc::now());
+    let lease_loop = match &daemon.leases {
+        // Pending events and missed runs are the owner's: see `lease_loop`.
+        Some(_) => Some(tokio::spawn(lease_loop(daemon.clone()))),
+        None => {
+            daemon.queue_pending_events();
+            daemon.queue_missed_runs(Utc::now(), None);
+            None
+        }
+    };
 
     // Schedules.
     let scheduled: Vec<(String, Schedule)> = settings
@@ -548,6 +716,13 @@ pub async fn serve(
         {
             warn!("the import did not stop in time");
         }
+    }
+    // Hand the identity sources over at once instead of after the lease time.
+    if let Some(task) = lease_loop {
+        task.abort();
+    }
+    if let Some(leases) = &daemon.leases {
+        leases.release_all().await;
     }
     match http.await {
         Ok(Ok(())) => {}

@@ -70,6 +70,12 @@ pub trait Runner: Send + Sync + 'static {
     fn push(&self, source: &str) -> BoxFuture<'static, PushProgress>;
     /// The source's pending pushed events: how many records, and whether one is urgent.
     fn pending(&self, source: &str) -> (usize, bool);
+    /// Whether this replica works `source` now (its lease owner; always with one replica).
+    /// Items taken while it does not are dropped: runs are the owner's, pushed events stay
+    /// stored for it.
+    fn owns(&self, _source: &str) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +263,11 @@ impl SourceQueue {
     /// (the runner sees the cancellation through its Okta client and cancels open sessions).
     pub async fn work(self: Arc<Self>, runner: Arc<dyn Runner>, cancel: CancellationToken) {
         while let Some((item, due)) = self.next(&cancel).await {
+            if !runner.owns(&self.source) {
+                info!(source = %self.source, "not the lease owner of this identity source: queue item dropped");
+                self.done();
+                continue;
+            }
             match item {
                 Item::Run { job, reason } => {
                     info!(source = %self.source, job = %job, reason = reason.as_str(), "run starting");

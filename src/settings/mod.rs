@@ -74,7 +74,28 @@ pub struct StateSettings {
 pub enum StateBackend {
     /// A SQLite file, resolved against the config file's directory.
     Sqlite { path: PathBuf },
+    /// DynamoDB tables, shared by every replica (see `crate::state::dynamodb`).
+    Dynamodb(DynamoStateSettings),
 }
+
+/// `state:` with `backend: dynamodb`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DynamoStateSettings {
+    /// Prefix of every table name.
+    pub table_prefix: String,
+    /// The AWS region; `None`: the default chain's.
+    pub region: Option<String>,
+    /// Another endpoint than the regional one (dynalite in tests).
+    pub endpoint_url: Option<String>,
+    /// How long a lease on an identity source lasts without renewal.
+    pub lease: Duration,
+}
+
+/// The default DynamoDB table prefix.
+pub const DEFAULT_TABLE_PREFIX: &str = "xaas_";
+
+/// The default lease on an identity source, in seconds.
+pub const DEFAULT_LEASE_SECS: u64 = 15;
 
 /// The default state file, next to the config file.
 pub const DEFAULT_STATE_FILE: &str = "xaas-state.db";
@@ -413,6 +434,31 @@ fn validate(
             StateBackendKind::Sqlite => StateBackend::Sqlite {
                 path: base_dir.join(raw_state.path.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),
             },
+            StateBackendKind::Dynamodb => {
+                let table_prefix =
+                    raw_state.table_prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.into());
+                // Table names: 3-255 of [A-Za-z0-9_.-]; the longest suffix is `open_events`.
+                if table_prefix.len() > 200
+                    || !table_prefix
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    diags.push(index.diag(
+                        "state.table_prefix",
+                        "a table prefix takes only letters, digits, `_`, `-` and `.` (at most 200)",
+                    ));
+                }
+                let lease_secs = raw_state.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+                if lease_secs < 2 {
+                    diags.push(index.diag("state.lease_secs", "a lease lasts at least 2 seconds"));
+                }
+                StateBackend::Dynamodb(DynamoStateSettings {
+                    table_prefix,
+                    region: raw_state.region,
+                    endpoint_url: raw_state.endpoint_url,
+                    lease: Duration::from_secs(lease_secs.max(2)),
+                })
+            }
         },
         store_profiles: raw_state.store_profiles,
     };

@@ -82,12 +82,30 @@ fn default_max_batch_records() -> usize {
 /// `state:`: where xaas remembers what Okta confirmed (see `crate::state`).
 #[derive(Debug, Deserialize)]
 pub struct RawState {
-    /// The backend. Only `sqlite` (a single local file) today.
+    /// The backend: `sqlite` (a single local file, the default) or `dynamodb` (shared tables,
+    /// for several `xaas serve` replicas).
     #[serde(default)]
     pub backend: StateBackendKind,
     /// The SQLite file, relative to the config file. Default: `xaas-state.db` next to it.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// DynamoDB: the prefix of every table name (`{prefix}users`, `{prefix}runs`,
+    /// `{prefix}events`, `{prefix}open_events`, `{prefix}meta`, `{prefix}leases`). Default
+    /// `xaas_`. The tables are created on first use (on-demand billing) when missing.
+    #[serde(default)]
+    pub table_prefix: Option<String>,
+    /// DynamoDB: the AWS region; the default chain's (`AWS_REGION`, profile) when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// DynamoDB: send requests here instead of the regional endpoint (dynalite, DynamoDB
+    /// Local, a VPC endpoint).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// DynamoDB: how long a replica's lease on an identity source lasts without renewal, in
+    /// seconds (renewed every third of it). A dead replica's sources move to another replica
+    /// within this time. Default 15.
+    #[serde(default)]
+    pub lease_secs: Option<u64>,
     /// Keep the last profile Okta confirmed for each user, so `plan` can show an
     /// attribute-level diff. This is personal data at rest: `false` keeps only a hash.
     #[serde(default = "default_true")]
@@ -96,19 +114,30 @@ pub struct RawState {
 
 impl Default for RawState {
     fn default() -> Self {
-        Self { backend: StateBackendKind::Sqlite, path: None, store_profiles: true }
+        Self {
+            backend: StateBackendKind::Sqlite,
+            path: None,
+            table_prefix: None,
+            region: None,
+            endpoint_url: None,
+            lease_secs: None,
+            store_profiles: true,
+        }
     }
 }
 
-const STATE_KEYS: &[&str] = &["backend", "path", "store_profiles"];
+const STATE_KEYS: &[&str] =
+    &["backend", "path", "table_prefix", "region", "endpoint_url", "lease_secs", "store_profiles"];
 
-/// The state backends (a closed set; a distributed one comes later).
+/// The state backends (a closed set).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StateBackendKind {
     /// An embedded SQLite file.
     #[default]
     Sqlite,
+    /// DynamoDB tables shared by every replica, with leases per identity source.
+    Dynamodb,
 }
 
 fn default_true() -> bool {

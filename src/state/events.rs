@@ -2,10 +2,12 @@
 //! import session has carried them to Okta.
 //!
 //! The webhook answers 202 only once the event is committed, so a crash after the 202 loses
-//! nothing: on restart the queue finds it with [`EventStore::pending`]. The events live in the
-//! state's SQLite file (migration 2 of [`super::sqlite`]), next to the users they update.
+//! nothing: on restart the queue finds it with [`EventStore::pending`]. [`EventStore`] is the
+//! backend-neutral log: with SQLite the events live in the state's file (migration 2 of
+//! [`super::sqlite`]), next to the users they update, written as below; with DynamoDB they live
+//! in the shared tables of [`super::dynamodb`], where every replica appends.
 //!
-//! # Group commit
+//! # Group commit (SQLite)
 //!
 //! A durable commit costs one fsync of the WAL (`synchronous = FULL`), a millisecond or more
 //! on ordinary disks; one commit per request would cap the webhook at a few hundred requests
@@ -127,18 +129,119 @@ pub struct QueuedEvent {
 
 type Reply = oneshot::Sender<Result<Stored, StateError>>;
 
-/// The webhook event log. Cheap to clone; every clone shares the writer thread, which stops
+/// The webhook event log, on the configured backend. Cheap to clone.
+///
+/// SQLite (the embedded default, group-committed) or DynamoDB (shared by every replica, see
+/// [`super::dynamodb`]). Both keep the same contract, checked by `tests/state_contract.rs`.
+#[derive(Clone, Debug)]
+pub enum EventStore {
+    Sqlite(SqliteEventStore),
+    Dynamo(super::dynamodb::DynamoEventStore),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            EventStore::Sqlite($s) => $e,
+            EventStore::Dynamo($s) => $e,
+        }
+    };
+}
+
+impl EventStore {
+    /// Open the SQLite event log in the state file at `path` (see [`SqliteEventStore::open`]).
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        SqliteEventStore::open(path).map(EventStore::Sqlite)
+    }
+
+    /// Store `e` durably. Returns once it is committed (or is a duplicate of a committed one).
+    pub async fn append(&self, e: NewEvent) -> Result<Stored, StateError> {
+        each!(self, s => s.append(e).await)
+    }
+
+    /// One event, by id.
+    pub fn get(&self, id: &str) -> Result<Option<EventView>, StateError> {
+        each!(self, s => s.get(id))
+    }
+
+    /// The most recent events, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<EventView>, StateError> {
+        each!(self, s => s.recent(limit))
+    }
+
+    /// Events of `jobs` still to import (queued, or processing when a session was
+    /// interrupted), oldest first, up to about `max_records` records: it stops after the event
+    /// that reaches `max_records`, and always returns at least one event when there is one.
+    ///
+    /// When an open event is urgent (a termination), only the urgent events are returned,
+    /// together with the events already processing and every earlier open event that touches
+    /// one of their users (transitively), so no user's events are imported out of order.
+    pub fn pending(
+        &self,
+        jobs: &[String],
+        max_records: usize,
+    ) -> Result<Vec<QueuedEvent>, StateError> {
+        each!(self, s => s.pending(jobs, max_records))
+    }
+
+    /// How many events of `jobs` are still to import, and whether any of them is urgent.
+    pub fn has_pending(&self, jobs: &[String]) -> Result<(usize, bool), StateError> {
+        each!(self, s => s.has_pending(jobs))
+    }
+
+    /// The events `ids` are in an import session (`session_id`, once Okta gave one).
+    pub fn mark_processing(
+        &self,
+        ids: &[String],
+        session_id: Option<&str>,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.mark_processing(ids, session_id))
+    }
+
+    /// Record how the events ended: their status and the import's outcome (JSON).
+    pub fn finish(
+        &self,
+        outcomes: &[(String, EventStatus, serde_json::Value)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.finish(outcomes, at))
+    }
+
+    /// Events not finished yet (queued or processing), across every job: the queue depth.
+    pub fn queued_total(&self) -> Result<u64, StateError> {
+        each!(self, s => s.queued_total())
+    }
+
+    /// Record that xaas created or triggered a session of `identity_source` at `at`.
+    pub fn record_session_activity(
+        &self,
+        identity_source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.record_session_activity(identity_source, at))
+    }
+
+    /// When xaas last created or triggered a session of `identity_source`, if ever.
+    pub fn session_activity(
+        &self,
+        identity_source: &str,
+    ) -> Result<Option<DateTime<Utc>>, StateError> {
+        each!(self, s => s.session_activity(identity_source))
+    }
+}
+
+/// The SQLite event log. Cheap to clone; every clone shares the writer thread, which stops
 /// once the last clone is dropped.
 #[derive(Clone)]
-pub struct EventStore {
+pub struct SqliteEventStore {
     appends: mpsc::Sender<(NewEvent, Reply)>,
     reader: Arc<Mutex<Connection>>,
     location: Arc<str>,
 }
 
-impl std::fmt::Debug for EventStore {
+impl std::fmt::Debug for SqliteEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStore").field("location", &self.location).finish()
+        f.debug_struct("SqliteEventStore").field("location", &self.location).finish()
     }
 }
 
@@ -161,7 +264,7 @@ fn connect(path: &Path, location: &str) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
-impl EventStore {
+impl SqliteEventStore {
     /// Open the state file at `path` (creating and migrating it like the state store does)
     /// and start the writer thread.
     pub fn open(path: &Path) -> Result<Self, StateError> {

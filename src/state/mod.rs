@@ -4,8 +4,10 @@
 //! to know what it sent before: to skip unchanged users (delta uploads), and to tell a leaver
 //! (an id this job sent as active that has disappeared from the source) from an id it never
 //! owned. That knowledge lives behind [`StateStore`], so the embedded SQLite file
-//! ([`sqlite::SqliteStore`]) and a distributed backend (a later issue) are interchangeable; the
-//! trait speaks only in the domain types below.
+//! ([`sqlite::SqliteStore`]) and the distributed DynamoDB tables ([`dynamodb::DynamoStore`],
+//! shared by several `xaas serve` replicas, with leases and fencing) are interchangeable; the
+//! trait speaks only in the domain types below, and `tests/state_contract.rs` runs the same
+//! tests against both.
 //!
 //! # The write rules that make crashes harmless
 //!
@@ -22,6 +24,7 @@
 //! A crash anywhere leaves users either confirmed (Okta has them) or pending/unchanged in state
 //! (the next run resends them), so the next run converges on the source.
 
+pub mod dynamodb;
 pub mod events;
 pub mod sqlite;
 
@@ -245,6 +248,9 @@ pub fn open(settings: &crate::settings::StateSettings) -> Result<Box<dyn StateSt
         crate::settings::StateBackend::Sqlite { path } => {
             Ok(Box::new(sqlite::SqliteStore::open(path, settings.store_profiles)?))
         }
+        crate::settings::StateBackend::Dynamodb(d) => {
+            Ok(Box::new(dynamodb::DynamoStore::open(d, settings.store_profiles)?))
+        }
     }
 }
 
@@ -259,6 +265,22 @@ pub fn open_read_only(
         }
         crate::settings::StateBackend::Sqlite { path } => {
             Ok(Box::new(sqlite::SqliteStore::open_read_only(path, settings.store_profiles)?))
+        }
+        // Reads only, but opening creates missing tables (they are empty then).
+        crate::settings::StateBackend::Dynamodb(d) => {
+            Ok(Box::new(dynamodb::DynamoStore::open(d, settings.store_profiles)?))
+        }
+    }
+}
+
+/// Open the webhook event log of the configured backend.
+pub fn open_events(
+    settings: &crate::settings::StateSettings,
+) -> Result<events::EventStore, StateError> {
+    match &settings.backend {
+        crate::settings::StateBackend::Sqlite { path } => events::EventStore::open(path),
+        crate::settings::StateBackend::Dynamodb(d) => {
+            dynamodb::DynamoEventStore::open(d).map(events::EventStore::Dynamo)
         }
     }
 }

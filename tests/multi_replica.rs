@@ -1,0 +1,459 @@
+//! Several `xaas serve` replicas on the DynamoDB state backend: three real processes share one
+//! dynalite (`XAAS_TEST_DYNAMODB_ENDPOINT`, started by `tests/run`; under `CI=true` a missing
+//! endpoint fails) and one emulator with two identity sources, one job each. Signed pushes and
+//! triggers go to random replicas. The lease owner of one source is killed (SIGKILL) mid-run:
+//! its job moves to another replica within the lease time (the takeover time is printed), and
+//! the emulator ends with exactly the source state, no overlapping sessions on any source and
+//! no duplicate externalId in any session.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use common::{Person, TOKEN};
+use xaas::sim::{SimConfig, SimHandle};
+
+const SECRET: &str = "test-webhook-secret-0123456789";
+const SOURCE_A: &str = "0oasimaaaaaaaaaaaaa";
+const SOURCE_B: &str = "0oasimbbbbbbbbbbbbb";
+const LEASE_SECS: u64 = 3;
+
+fn endpoint() -> Option<String> {
+    match std::env::var("XAAS_TEST_DYNAMODB_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("XAAS_TEST_DYNAMODB_ENDPOINT is not set: run the tests through tests/run")
+        }
+        _ => {
+            eprintln!("skipped: XAAS_TEST_DYNAMODB_ENDPOINT is not set (run tests/run)");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Replica {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn start(dir: &Path, config: &Path, port: u16, tag: &str) -> Replica {
+        let log = dir.join(format!("serve-{tag}.log"));
+        // XAAS_TEST_BIN: a copy of the binary, for a target directory shared between
+        // checkouts (another build may replace `target/debug/xaas` mid-test).
+        let bin =
+            std::env::var("XAAS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_xaas").into());
+        let child = Command::new(bin)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("XAAS_TEST_TOKEN", TOKEN)
+            .env("XAAS_TEST_WEBHOOK_SECRET", SECRET)
+            .env("XAAS_LOG", "xaas=debug")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/xaas-test")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/xaas-test")
+            .env_remove("AWS_PROFILE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Replica { child, base: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(format!("{}/healthz", self.base)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("xaas serve did not start:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, sim: &SimHandle, endpoint: &str, prefix: &str, port: u16) -> PathBuf {
+    let path = dir.join(format!("xaas-{port}.yaml"));
+    let job = |name: &str, source: &str| {
+        format!(
+            "  - name: {name}
+    identity_source_id: {source}
+    source:
+      type: csv
+      path: {csv}
+    mapping: {mapping}
+    leavers:
+      deactivate_missing: false
+",
+            csv = dir.join(format!("{name}.csv")).display(),
+            mapping = common::mapping_path().display(),
+        )
+    };
+    let text = format!(
+        "okta:
+  org_url: {url}
+  auth:
+    type: api_token
+    token_env: XAAS_TEST_TOKEN
+  session_spacing_secs: 1
+  poll_initial_ms: 20
+  poll_max_secs: 1
+state:
+  backend: dynamodb
+  table_prefix: {prefix}
+  region: us-east-1
+  endpoint_url: {endpoint}
+  lease_secs: {LEASE_SECS}
+serve:
+  listen: 127.0.0.1:{port}
+  shutdown_deadline_secs: 2
+  batch_window_ms: 200
+  webhook:
+    auth:
+      type: hmac
+      secrets:
+        - env: XAAS_TEST_WEBHOOK_SECRET
+    rate_limit_per_second: 100000
+    rate_limit_burst: 100000
+jobs:
+{a}{b}",
+        url = sim.base_url(),
+        a = job("hr", SOURCE_A),
+        b = job("contractors", SOURCE_B),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn signed_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let signature = xaas::daemon::auth::sign(SECRET.as_bytes(), ts, &body);
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-xaas-timestamp", ts.to_string())
+        .header("x-xaas-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test");
+    let conf = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// The pid of the replica holding `source`'s unexpired lease (owner ids are
+/// `{host}/{pid}/{random}`).
+async fn lease_owner(client: &aws_sdk_dynamodb::Client, prefix: &str, source: &str) -> Option<u32> {
+    let out = client
+        .get_item()
+        .table_name(format!("{prefix}leases"))
+        .key("source", Av::S(source.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()?;
+    let item = out.item?;
+    let expires: i64 = item.get("expires_at")?.as_n().ok()?.parse().ok()?;
+    if expires < chrono::Utc::now().timestamp_millis() {
+        return None;
+    }
+    item.get("owner")?.as_s().ok()?.split('/').nth(1)?.parse().ok()
+}
+
+/// What a source must end with: externalId → (status, profile).
+type Expected = BTreeMap<String, (&'static str, BTreeMap<String, String>)>;
+
+fn matches(sim: &SimHandle, source: &str, expected: &Expected) -> Result<(), String> {
+    let snap = sim.snapshot();
+    let users: HashMap<&str, _> = snap
+        .users
+        .iter()
+        .filter(|u| u.identity_source_id == source)
+        .map(|u| (u.external_id.as_str(), u))
+        .collect();
+    if users.len() != expected.len() {
+        return Err(format!("{source}: {} users, expected {}", users.len(), expected.len()));
+    }
+    for (id, (status, profile)) in expected {
+        let Some(u) = users.get(id.as_str()) else { return Err(format!("{source}: {id} missing")) };
+        if u.status != *status || &u.profile != profile {
+            return Err(format!("{source}: {id} is {} with {:?}", u.status, u.profile));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
+    let Some(endpoint) = endpoint() else { return };
+    let test_started = Instant::now();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = xaas::sim::spawn(
+        SimConfig {
+            identity_sources: vec![SOURCE_A.into(), SOURCE_B.into()],
+            clock_scale: 300.0,
+            processing_delay: Duration::from_millis(20),
+            rate_limit_per_minute: 100_000,
+            ..SimConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("mr_{}_", uuid::Uuid::now_v7().simple());
+
+    // The exports: 60 employees (hr → A), 40 contractors (contractors → B).
+    let employees: Vec<Person> = (0..60).map(|i| Person::generate(i, true)).collect();
+    let contractors: Vec<Person> = (1000..1040).map(|i| Person::generate(i, true)).collect();
+    common::write_csv(&dir.path().join("hr.csv"), &employees);
+    common::write_csv(&dir.path().join("contractors.csv"), &contractors);
+    // Pushed people (not in the exports): hires, then some leave again.
+    let pushed_a: Vec<Person> = (5000..5120).map(|i| Person::generate(i, true)).collect();
+    let pushed_b: Vec<Person> = (7000..7080).map(|i| Person::generate(i, true)).collect();
+
+    let mut replicas: Vec<Option<Replica>> = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let config = write_config(dir.path(), &sim, &endpoint, &prefix, port);
+        replicas.push(Some(Replica::start(dir.path(), &config, port, &format!("r{i}"))));
+    }
+    for r in replicas.iter().flatten() {
+        r.wait_ready().await;
+    }
+    let ddb = dynamo_client(&endpoint);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lease_owner(&ddb, &prefix, SOURCE_A).await.is_none()
+        || lease_owner(&ddb, &prefix, SOURCE_B).await.is_none()
+    {
+        assert!(Instant::now() < deadline, "no lease owners");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let http = reqwest::Client::new();
+    let alive = |replicas: &Vec<Option<Replica>>| -> Vec<String> {
+        replicas.iter().flatten().map(|r| r.base.clone()).collect()
+    };
+    let random = |bases: &[String]| bases[rand::random_range(0..bases.len())].clone();
+
+    // Wave 1: trigger both pulls and push the hires, each to a random replica.
+    let bases = alive(&replicas);
+    for job in ["hr", "contractors"] {
+        let (status, body) = signed_post(
+            &http,
+            &format!("{}/v1/jobs/{job}/trigger", random(&bases)),
+            &serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let push = |job: &'static str, people: Vec<Person>, bases: Vec<String>| {
+        let http = http.clone();
+        async move {
+            for chunk in people.chunks(4) {
+                let body: Vec<serde_json::Value> = chunk.iter().map(Person::json).collect();
+                let url = format!("{}/v1/jobs/{job}/records", random(&bases));
+                let (status, resp) =
+                    signed_post(&http, &url, &serde_json::Value::Array(body)).await;
+                assert_eq!(status, 202, "{url}: {resp}");
+            }
+        }
+    };
+    tokio::join!(
+        push("hr", pushed_a[..60].to_vec(), bases.clone()),
+        push("contractors", pushed_b[..40].to_vec(), bases.clone()),
+    );
+
+    // Kill A's owner while it works: once A has had a session.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sim.snapshot().sessions.iter().any(|s| s.identity_source_id == SOURCE_A) {
+        assert!(Instant::now() < deadline, "no session on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let owner = lease_owner(&ddb, &prefix, SOURCE_A).await.expect("A has an owner");
+    let owner_b = lease_owner(&ddb, &prefix, SOURCE_B).await;
+    println!("owners: {SOURCE_A} pid {owner}, {SOURCE_B} pid {owner_b:?}");
+    let victim = replicas
+        .iter()
+        .position(|r| r.as_ref().is_some_and(|r| r.child.id() == owner))
+        .expect("the owner is one of the replicas");
+    let killed_at = Instant::now();
+    {
+        let r = replicas[victim].as_mut().unwrap();
+        r.child.kill().unwrap(); // SIGKILL
+        r.child.wait().unwrap();
+    }
+    let victim_log = replicas[victim].as_ref().unwrap().log();
+    replicas[victim] = None;
+    println!("killed replica r{victim} (pid {owner}), the owner of {SOURCE_A}");
+
+    // Wave 2, meanwhile, to the survivors: the other hires; once every hire is in Okta, some
+    // of them leave; then a pull of A again. All to random survivors (a trigger is stored for
+    // the owner, whichever replica receives it).
+    let bases = alive(&replicas);
+    let mut leavers_a: Vec<Person> = pushed_a[..30].to_vec();
+    let mut leavers_b: Vec<Person> = pushed_b[..20].to_vec();
+    leavers_a.iter_mut().for_each(|p| p.active = false);
+    leavers_b.iter_mut().for_each(|p| p.active = false);
+    let hired = |sim: &SimHandle, source: &str, people: &[Person]| {
+        let snap = sim.snapshot();
+        people.iter().all(|p| {
+            snap.users.iter().any(|u| {
+                u.identity_source_id == source && u.external_id == p.id && u.status == "ACTIVE"
+            })
+        })
+    };
+    let wave2 = async {
+        tokio::join!(
+            push("hr", pushed_a[60..].to_vec(), bases.clone()),
+            push("contractors", pushed_b[40..].to_vec(), bases.clone()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(hired(&sim, SOURCE_A, &pushed_a) && hired(&sim, SOURCE_B, &pushed_b)) {
+            assert!(Instant::now() < deadline, "the hires did not all reach okta");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::join!(
+            push("hr", leavers_a.clone(), bases.clone()),
+            push("contractors", leavers_b.clone(), bases.clone()),
+        );
+        let (status, body) = signed_post(
+            &http,
+            &format!("{}/v1/jobs/hr/trigger", random(&bases)),
+            &serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    };
+    let takeover = async {
+        loop {
+            if let Some(pid) = lease_owner(&ddb, &prefix, SOURCE_A).await
+                && pid != owner
+            {
+                return killed_at.elapsed();
+            }
+            assert!(killed_at.elapsed() < Duration::from_secs(30), "no takeover of A");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let ((), takeover) = tokio::join!(wave2, takeover);
+    println!(
+        "takeover of {SOURCE_A}: {} ms after the SIGKILL (lease {LEASE_SECS} s)",
+        takeover.as_millis()
+    );
+    assert!(
+        // The lease, plus a poll per source the taker holds already, plus a poll.
+        takeover <= Duration::from_secs(LEASE_SECS) + Duration::from_millis(1_500),
+        "takeover took {takeover:?}, over the lease time"
+    );
+
+    // The end state.
+    let mut expected_a: Expected = Expected::new();
+    let mut expected_b: Expected = Expected::new();
+    for p in &employees {
+        expected_a.insert(p.id.clone(), ("ACTIVE", p.expected_profile()));
+    }
+    for p in &contractors {
+        expected_b.insert(p.id.clone(), ("ACTIVE", p.expected_profile()));
+    }
+    for (people, expected, leavers) in
+        [(&pushed_a, &mut expected_a, 30), (&pushed_b, &mut expected_b, 20)]
+    {
+        for (i, p) in people.iter().enumerate() {
+            let status = if i < leavers { "DEACTIVATED" } else { "ACTIVE" };
+            expected.insert(p.id.clone(), (status, p.expected_profile()));
+        }
+    }
+    let open = |sim: &SimHandle| {
+        sim.snapshot()
+            .sessions
+            .iter()
+            .any(|s| matches!(s.status.as_str(), "CREATED" | "IN_PROGRESS" | "TRIGGERED"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let a = matches(&sim, SOURCE_A, &expected_a);
+        let b = matches(&sim, SOURCE_B, &expected_b);
+        if a.is_ok() && b.is_ok() && !open(&sim) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = replicas.iter().flatten().map(Replica::log).collect();
+            panic!(
+                "the emulator does not hold the source state: {a:?} {b:?}\n--- killed:\n{victim_log}\n--- survivors:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let a stray late session show itself.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    matches(&sim, SOURCE_A, &expected_a).unwrap();
+    matches(&sim, SOURCE_B, &expected_b).unwrap();
+
+    let snap = sim.snapshot();
+    // No concurrency or spacing violation, no duplicate externalId in a session.
+    assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
+    // No two sessions of one source open at once: each was triggered (or cancelled) before
+    // the next one of its source was created; the emulator refuses (and records) a create
+    // while one is open.
+    for source in [SOURCE_A, SOURCE_B] {
+        let mut sessions: Vec<_> =
+            snap.sessions.iter().filter(|s| s.identity_source_id == source).collect();
+        sessions.sort_by(|a, b| a.created.cmp(&b.created));
+        for pair in sessions.windows(2) {
+            if let Some(t) = &pair[0].triggered {
+                assert!(
+                    t <= &pair[1].created,
+                    "{source}: session {} was created at {} while {} was open (triggered {t})",
+                    pair[1].id,
+                    pair[1].created,
+                    pair[0].id
+                );
+            }
+        }
+        println!("{source}: {} sessions", sessions.len());
+    }
+    let survivors: Vec<String> = replicas.iter().flatten().map(Replica::log).collect();
+    assert!(
+        survivors.iter().any(|l| l.contains("lease acquired") && l.contains(SOURCE_A)),
+        "a survivor took A over"
+    );
+    println!("multi-replica test: {} ms", test_started.elapsed().as_millis());
+}
