@@ -11,6 +11,7 @@
 //! what lets `xaas validate` run in CI.
 
 mod raw;
+pub mod ui;
 pub mod webhook;
 
 use std::net::IpAddr;
@@ -59,6 +60,8 @@ pub struct ServeSettings {
     pub max_batch_records: usize,
     /// `None`: the webhook is off (its routes answer 404).
     pub webhook: Option<webhook::WebhookSettings>,
+    /// `None`: the UI is off (its routes answer 404).
+    pub ui: Option<ui::UiSettings>,
 }
 
 /// `state:`, resolved.
@@ -496,6 +499,7 @@ fn validate_serve(
         None => None,
         Some(w) => webhook::resolve(w, "serve.webhook", index, diags),
     };
+    let ui = raw.ui.and_then(|u| ui::resolve(u, "serve.ui", index, diags));
     if diags.len() > before {
         return None;
     }
@@ -505,6 +509,7 @@ fn validate_serve(
         batch_window: Duration::from_millis(raw.batch_window_ms),
         max_batch_records: raw.max_batch_records,
         webhook,
+        ui,
     })
 }
 

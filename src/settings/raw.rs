@@ -49,6 +49,9 @@ pub struct RawServe {
     /// The webhook HR systems push to; off when absent.
     #[serde(default)]
     pub webhook: Option<crate::settings::webhook::RawWebhook>,
+    /// The monitoring pages (`/ui`) and their JSON; off when absent.
+    #[serde(default)]
+    pub ui: Option<crate::settings::ui::RawUi>,
 }
 
 impl Default for RawServe {
@@ -59,12 +62,13 @@ impl Default for RawServe {
             batch_window_ms: default_batch_window_ms(),
             max_batch_records: default_max_batch_records(),
             webhook: None,
+            ui: None,
         }
     }
 }
 
 pub(crate) const SERVE_KEYS: &[&str] =
-    &["listen", "shutdown_deadline_secs", "batch_window_ms", "max_batch_records", "webhook"];
+    &["listen", "shutdown_deadline_secs", "batch_window_ms", "max_batch_records", "webhook", "ui"];
 
 fn default_listen() -> String {
     "0.0.0.0:8080".into()
@@ -536,8 +540,10 @@ fn unknown_key(index: &YamlIndex, parent: &str, key: &str, known: &[&str]) -> Di
 
 /// Deserialize `value` (found at `key`), reporting unknown keys and type errors.
 /// Sub-sections whose unknown keys get a did-you-mean from their own key list.
-const NESTED_KEYS: &[(&str, &[&str])] =
-    &[("serve.webhook", crate::settings::webhook::WEBHOOK_KEYS)];
+const NESTED_KEYS: &[(&str, &[&str])] = &[
+    ("serve.webhook", crate::settings::webhook::WEBHOOK_KEYS),
+    ("serve.ui", crate::settings::ui::UI_KEYS),
+];
 
 fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     index: &YamlIndex,

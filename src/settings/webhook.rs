@@ -241,7 +241,7 @@ pub fn resolve(
 }
 
 /// Where one secret is written.
-enum Place {
+pub(super) enum Place {
     Inline(SecretString),
     Env(String),
     File(PathBuf),
@@ -250,7 +250,7 @@ enum Place {
 /// The one place a secret is given in (`names`: the inline, env and file keys); a
 /// diagnostic when none or several are.
 #[allow(clippy::too_many_arguments)]
-fn one_of(
+pub(super) fn one_of(
     at: &str,
     what: &str,
     names: [&str; 3],
@@ -279,7 +279,7 @@ fn one_of(
 
 /// Read a secret now; a diagnostic (naming where it was looked for, never the value) when it
 /// is missing or empty.
-fn read_secret(
+pub(super) fn read_secret(
     place: Place,
     at: &str,
     base: &Path,

@@ -136,6 +136,106 @@ pub struct RunRecord {
     pub consumed_by: Option<RunId>,
 }
 
+/// What a run decided for one record (the run page's per-record list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Created,
+    Updated,
+    Reactivated,
+    /// With a reason: `inactive_in_source`, `missing_from_source` or
+    /// `inactive_not_sent_before`.
+    Deactivated,
+    Unchanged,
+    /// Not sent, with the reason and the line (or position) of the record.
+    Rejected,
+    /// A joiner whose pre-hire window has not opened.
+    NotYet,
+}
+
+impl Decision {
+    /// Every decision, in the order pages list them.
+    pub const ALL: [Decision; 7] = [
+        Decision::Created,
+        Decision::Updated,
+        Decision::Reactivated,
+        Decision::Deactivated,
+        Decision::Rejected,
+        Decision::NotYet,
+        Decision::Unchanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Created => "created",
+            Decision::Updated => "updated",
+            Decision::Reactivated => "reactivated",
+            Decision::Deactivated => "deactivated",
+            Decision::Unchanged => "unchanged",
+            Decision::Rejected => "rejected",
+            Decision::NotYet => "not_yet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// One record's decision in one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    pub external_id: String,
+    pub decision: Decision,
+    /// Why (deactivations and rejections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where the record was in the source (`line 12`, `record #3`), for rejections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// The profile sent (JSON object), kept only with `serve.ui.show_profiles: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<serde_json::Value>,
+}
+
+/// Which decisions of a run to read: one page, after a key (keyset pagination).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionQuery {
+    /// Only externalIds starting with this.
+    pub q: Option<String>,
+    pub decision: Option<Decision>,
+    /// Only externalIds after this one (the previous page's `next_after`).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of a run's decisions, in externalId order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DecisionPage {
+    pub items: Vec<DecisionRecord>,
+    /// Pass as `after` for the next page; `None` on the last one.
+    pub next_after: Option<String>,
+}
+
+/// An approval of a held run, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    pub job: String,
+    pub run: RunId,
+    pub approved_at: String,
+    /// `cli`, or who signed in to the UI (`token`, or the basic-auth user name).
+    pub approved_by: String,
+    /// The client's address, for approvals through the UI.
+    pub remote_addr: Option<String>,
+}
+
+fn unsupported(what: &str) -> StateError {
+    StateError::Backend {
+        location: "state store".into(),
+        message: format!("{what} is not supported by this backend yet"),
+    }
+}
+
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -240,6 +340,58 @@ pub trait StateStore: Send {
         creations: u64,
         by: RunId,
     ) -> Result<Option<RunId>, StateError>;
+
+    /// Record what `run` decided for each record, in one transaction (at the end of the run),
+    /// with the counts per decision.
+    fn record_decisions(
+        &mut self,
+        run: RunId,
+        decisions: &mut dyn Iterator<Item = DecisionRecord>,
+    ) -> Result<u64, StateError> {
+        let _ = (run, decisions);
+        Err(unsupported("recording decisions"))
+    }
+
+    /// One page of a run's decisions.
+    fn decisions(&self, run: RunId, query: &DecisionQuery) -> Result<DecisionPage, StateError> {
+        let _ = (run, query);
+        Err(unsupported("reading decisions"))
+    }
+
+    /// How many records of `run` got each decision (kept at write time: no scan).
+    fn decision_counts(&self, run: RunId) -> Result<BTreeMap<Decision, u64>, StateError> {
+        let _ = run;
+        Ok(BTreeMap::new())
+    }
+
+    /// Runs newest first, of one job or all, with an id below `before` (pagination).
+    fn runs(
+        &self,
+        job: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let _ = (job, before, limit);
+        Err(unsupported("listing runs"))
+    }
+
+    /// One run by id, whatever its job.
+    fn run_by_id(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        let _ = run;
+        Err(unsupported("reading a run by id"))
+    }
+
+    /// Write an approval to the audit trail.
+    fn record_approval(&mut self, approval: &ApprovalRecord) -> Result<(), StateError> {
+        let _ = approval;
+        Err(unsupported("the approval audit trail"))
+    }
+
+    /// The audit trail of one run's approvals.
+    fn approvals(&self, run: RunId) -> Result<Vec<ApprovalRecord>, StateError> {
+        let _ = run;
+        Ok(Vec::new())
+    }
 }
 
 /// Open the configured backend.

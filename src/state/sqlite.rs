@@ -12,7 +12,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Confirmed, Entry, Hold, JobState, RunId, RunRecord, SentStatus, StateError, StateStore,
+    ApprovalRecord, Confirmed, Decision, DecisionPage, DecisionQuery, DecisionRecord, Entry, Hold,
+    JobState, RunId, RunRecord, SentStatus, StateError, StateStore,
 };
 
 /// Migrations, in order; the schema version is the number applied (`PRAGMA user_version`).
@@ -86,7 +87,83 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_event_users_id ON webhook_event_users (external_id, seq);
     CREATE INDEX webhook_events_urgent ON webhook_events (job, seq)
         WHERE urgent = 1 AND status IN ('queued', 'processing');",
+    // 5: what each run decided per record (the UI's run page), their counts per decision
+    // (so a page never counts 100,000 rows), and the audit trail of approvals.
+    "CREATE TABLE run_decisions (
+        run INTEGER NOT NULL,
+        external_id TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        reason TEXT,
+        line TEXT,
+        profile TEXT,
+        PRIMARY KEY (run, external_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_decisions_by_decision ON run_decisions (run, decision, external_id);
+    CREATE TABLE run_decision_counts (
+        run INTEGER NOT NULL,
+        decision TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (run, decision)
+    ) WITHOUT ROWID;
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL,
+        run INTEGER NOT NULL,
+        approved_at TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        remote_addr TEXT
+    );
+    CREATE INDEX approvals_run ON approvals (run);",
 ];
+
+/// The columns [`run_row`] reads.
+const RUN_COLUMNS: &str = "id, job, started_at, finished_at, outcome, hold, hold_deactivations,
+    hold_creations, approved_at, consumed_by";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let reasons: Option<String> = r.get(5)?;
+    let hold = reasons.map(|text| Hold {
+        reasons: serde_json::from_str(&text).unwrap_or_default(),
+        deactivations: r.get::<_, Option<i64>>(6).ok().flatten().unwrap_or(0) as u64,
+        creations: r.get::<_, Option<i64>>(7).ok().flatten().unwrap_or(0) as u64,
+    });
+    Ok(RunRecord {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        outcome: r.get(4)?,
+        hold,
+        approved_at: r.get(8)?,
+        consumed_by: r.get(9)?,
+    })
+}
+
+fn decision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
+    let decision: String = r.get(1)?;
+    let profile: Option<String> = r.get(4)?;
+    Ok(DecisionRecord {
+        external_id: r.get(0)?,
+        // Written by this module from `Decision::as_str`; an unknown one reads as unchanged.
+        decision: Decision::parse(&decision).unwrap_or(Decision::Unchanged),
+        reason: r.get(2)?,
+        line: r.get(3)?,
+        profile: profile.and_then(|p| serde_json::from_str(&p).ok()),
+    })
+}
+
+/// The smallest string greater than every string starting with `prefix` (for a prefix
+/// search as a range on the primary key); `None` when there is none.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
 /// The SQLite state store.
 pub struct SqliteStore {
@@ -463,28 +540,9 @@ impl StateStore for SqliteStore {
     fn run(&self, job: &str, run: RunId) -> Result<Option<RunRecord>, StateError> {
         self.conn
             .query_row(
-                "SELECT id, job, started_at, finished_at, outcome, hold, hold_deactivations,
-                    hold_creations, approved_at, consumed_by FROM runs WHERE id = ?1 AND job = ?2",
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1 AND job = ?2"),
                 params![run, job],
-                |r| {
-                    let reasons: Option<String> = r.get(5)?;
-                    let hold = reasons.map(|text| Hold {
-                        reasons: serde_json::from_str(&text).unwrap_or_default(),
-                        deactivations: r.get::<_, Option<i64>>(6).ok().flatten().unwrap_or(0)
-                            as u64,
-                        creations: r.get::<_, Option<i64>>(7).ok().flatten().unwrap_or(0) as u64,
-                    });
-                    Ok(RunRecord {
-                        id: r.get(0)?,
-                        job: r.get(1)?,
-                        started_at: r.get(2)?,
-                        finished_at: r.get(3)?,
-                        outcome: r.get(4)?,
-                        hold,
-                        approved_at: r.get(8)?,
-                        consumed_by: r.get(9)?,
-                    })
-                },
+                run_row,
             )
             .optional()
             .map_err(|e| self.err(e))
@@ -542,6 +600,173 @@ impl StateStore for SqliteStore {
                 .map_err(|e| self.err(e))?;
         }
         Ok(found)
+    }
+
+    fn record_decisions(
+        &mut self,
+        run: RunId,
+        decisions: &mut dyn Iterator<Item = DecisionRecord>,
+    ) -> Result<u64, StateError> {
+        let location = self.location.clone();
+        let e = |e| backend(&location, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut counts: BTreeMap<Decision, u64> = BTreeMap::new();
+        let mut written = 0u64;
+        {
+            // A record rejected twice (or rejected and kept) keeps its first decision.
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO run_decisions
+                        (run, external_id, decision, reason, line, profile)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(e)?;
+            for d in decisions {
+                let profile = d.profile.as_ref().map(|p| p.to_string());
+                let n = stmt
+                    .execute(params![
+                        run,
+                        d.external_id,
+                        d.decision.as_str(),
+                        d.reason,
+                        d.line,
+                        profile
+                    ])
+                    .map_err(e)?;
+                if n > 0 {
+                    *counts.entry(d.decision).or_default() += 1;
+                    written += 1;
+                }
+            }
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO run_decision_counts (run, decision, n) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(e)?;
+            for (d, n) in &counts {
+                stmt.execute(params![run, d.as_str(), *n as i64]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(written)
+    }
+
+    fn decisions(&self, run: RunId, query: &DecisionQuery) -> Result<DecisionPage, StateError> {
+        // Keyset pagination on (run, [decision,] external_id): every page, however deep, is
+        // one index range read of `limit + 1` rows.
+        let limit = query.limit.clamp(1, 1_000);
+        let q = query.q.as_deref().filter(|q| !q.is_empty());
+        let low = match (q, query.after.as_deref()) {
+            (Some(q), Some(a)) if a >= q => (a.to_string(), false),
+            (Some(q), _) => (q.to_string(), true),
+            (None, Some(a)) => (a.to_string(), false),
+            (None, None) => (String::new(), true),
+        };
+        let high = q.and_then(prefix_end);
+        let mut sql = String::from(
+            "SELECT external_id, decision, reason, line, profile FROM run_decisions WHERE run = ?1",
+        );
+        sql.push_str(if low.1 { " AND external_id >= ?2" } else { " AND external_id > ?2" });
+        if high.is_some() {
+            sql.push_str(" AND external_id < ?3");
+        }
+        if query.decision.is_some() {
+            sql.push_str(" AND decision = ?4");
+        }
+        sql.push_str(" ORDER BY external_id LIMIT ?5");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        // `?5` is always there, so the statement takes five parameters whichever are used.
+        let decision = query.decision.map(Decision::as_str);
+        let rows = stmt
+            .query_map(params![run, low.0, high, decision, (limit + 1) as i64], decision_row)
+            .map_err(|e| self.err(e))?;
+        let mut items: Vec<DecisionRecord> =
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        let next_after = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.external_id.clone())
+        } else {
+            None
+        };
+        Ok(DecisionPage { items, next_after })
+    }
+
+    fn decision_counts(&self, run: RunId) -> Result<BTreeMap<Decision, u64>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT decision, n FROM run_decision_counts WHERE run = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (d, n) = row.map_err(|e| self.err(e))?;
+            if let Some(d) = Decision::parse(&d) {
+                out.insert(d, n.max(0) as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    fn runs(
+        &self,
+        job: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND id < ?2
+                 ORDER BY id DESC LIMIT ?3"
+            ))
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![job, before.unwrap_or(RunId::MAX), limit], run_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn run_by_id(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        self.conn
+            .query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [run], run_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn record_approval(&mut self, a: &ApprovalRecord) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO approvals (job, run, approved_at, approved_by, remote_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.job, a.run, a.approved_at, a.approved_by, a.remote_addr],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn approvals(&self, run: RunId) -> Result<Vec<ApprovalRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT job, run, approved_at, approved_by, remote_addr FROM approvals
+                 WHERE run = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(ApprovalRecord {
+                    job: r.get(0)?,
+                    run: r.get(1)?,
+                    approved_at: r.get(2)?,
+                    approved_by: r.get(3)?,
+                    remote_addr: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 }
 
