@@ -439,8 +439,19 @@ fn approve(config: &Path, job: &str, run: i64) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match store.approve(job, run, chrono::Utc::now()) {
+    let now = chrono::Utc::now();
+    match store.approve(job, run, now) {
         Ok(()) => {
+            let audit = crate::state::ApprovalRecord {
+                job: job.to_string(),
+                run,
+                approved_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                approved_by: "cli".into(),
+                remote_addr: None,
+            };
+            if let Err(e) = store.record_approval(&audit) {
+                eprintln!("warning: the approval is not in the audit trail: {e}");
+            }
             if let Some(hold) = record.and_then(|r| r.hold) {
                 println!(
                     "approved run {run} of job {job}: the next run may deactivate up to {} and create up to {} user(s)",

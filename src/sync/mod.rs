@@ -237,6 +237,10 @@ pub struct Prepared {
     pub held: bool,
     /// Missing-run counters may advance (absence detection was on).
     pub count_missing: bool,
+    /// Per spill slot: what the diff decided (recorded per run for the UI).
+    pub actions: Vec<Action>,
+    /// Owned users missing from the pull, due for deactivation (sent only when not held).
+    pub leavers: Vec<String>,
 }
 
 /// Pull, diff, check safeguards and plan sessions; fills `report`. `Err(())` means the report
@@ -446,6 +450,8 @@ pub async fn prepare(
         extra_deletes,
         held: held && !upserts_only,
         count_missing: delta.absence_off.is_none() && !held,
+        actions: delta.actions,
+        leavers: delta.leavers,
     })
 }
 
@@ -562,7 +568,7 @@ async fn run_job_inner(
         }
     }
     let prepared = prepare(settings, job, store.as_mut(), options, &mut report).await;
-    if let Ok(prepared) = prepared {
+    if let Ok(prepared) = &prepared {
         if options.announce {
             let mut text = String::new();
             report.render_plan(&mut text);
@@ -571,10 +577,10 @@ async fn run_job_inner(
         if let Mode::Send(client) = mode {
             let push_started = Instant::now();
             if !prepared.held && !report.sessions.is_empty() {
-                push(settings, job, client, &prepared, store.as_mut(), &mut report, options).await;
+                push(settings, job, client, prepared, store.as_mut(), &mut report, options).await;
             }
             report.timings.push_ms = elapsed_ms(push_started);
-            finish_state(job, &prepared, store.as_mut(), &mut report);
+            finish_state(job, prepared, store.as_mut(), &mut report);
         }
     }
     if !matches!(report.outcome, JobOutcome::Failed | JobOutcome::Held)
@@ -595,8 +601,91 @@ async fn run_job_inner(
         {
             warn!(error = %e, "cannot record the run in the state's history");
         }
+        let show_profiles = settings.serve.ui.as_ref().is_some_and(|u| u.show_profiles);
+        let prepared = prepared.as_ref().ok();
+        if let Err(e) = record_decisions(store.as_mut(), run, prepared, &report, show_profiles) {
+            warn!(error = %e, "cannot record the run's per-record decisions");
+        }
     }
     report
+}
+
+/// Record what the run decided for every record (the UI's run page), in one transaction.
+///
+/// Planned decisions: a held run records what it would have done, and a failed session's
+/// users keep theirs (the run's outcome and sessions say what reached Okta). Rejections are
+/// written first, so a user rejected as too large to send reads as rejected, not created.
+/// `report.details` is capped per part, so this reads the full diff from `prepared`.
+fn record_decisions(
+    store: &mut dyn StateStore,
+    run: state::RunId,
+    prepared: Option<&Prepared>,
+    report: &JobReport,
+    show_profiles: bool,
+) -> Result<u64, String> {
+    use state::{Decision, DecisionRecord};
+    let record = |external_id: String, decision, reason: Option<&str>| DecisionRecord {
+        external_id,
+        decision,
+        reason: reason.map(str::to_string),
+        line: None,
+        profile: None,
+    };
+    let rejected = report.rejected.iter().map(|r| DecisionRecord {
+        // Records without an externalId are keyed by where they were.
+        external_id: r.external_id.clone().unwrap_or_else(|| format!("({})", r.origin)),
+        decision: Decision::Rejected,
+        reason: Some(match &r.field {
+            Some(f) => format!("{f}: {}", r.reason),
+            None => r.reason.clone(),
+        }),
+        line: Some(r.origin.to_string()),
+        profile: None,
+    });
+    let Some(p) = prepared else {
+        return store.record_decisions(run, &mut rejected.into_iter()).map_err(|e| e.to_string());
+    };
+    let users = &p.pulled.users;
+    // The externalId (and profile, when shown) of each spill slot.
+    let mut by_slot: Vec<(String, Option<serde_json::Value>)> = vec![Default::default(); users.len()];
+    if show_profiles {
+        for (slot, user) in users.iter().enumerate() {
+            let user = user.map_err(|e| format!("cannot read back the pulled users: {e}"))?;
+            let profile = serde_json::to_value(&user.profile).ok();
+            by_slot[slot] = (user.external_id, profile);
+        }
+    } else {
+        for id in users.ids() {
+            if let Some(slot) = users.slot_of(id) {
+                by_slot[slot].0 = id.to_string();
+            }
+        }
+    }
+    let planned = p.actions.iter().zip(by_slot).map(|(action, (id, profile))| {
+        let (decision, reason) = match action {
+            Action::Create => (Decision::Created, None),
+            Action::Update => (Decision::Updated, None),
+            Action::Reactivate => (Decision::Reactivated, None),
+            Action::Unchanged => (Decision::Unchanged, None),
+            Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
+            Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
+            Action::DeactivateUnowned => (Decision::Deactivated, Some("inactive_not_sent_before")),
+        };
+        DecisionRecord { profile, ..record(id, decision, reason) }
+    });
+    let leavers = p
+        .leavers
+        .iter()
+        .map(|id| record(id.clone(), Decision::Deactivated, Some("missing_from_source")));
+    let not_yet = p.pulled.not_yet.iter().map(|n| {
+        let reason = format!("starts {}, imported from {}", n.start_date, n.import_from);
+        DecisionRecord {
+            line: Some(n.origin.to_string()),
+            ..record(n.external_id.clone(), Decision::NotYet, Some(&reason))
+        }
+    });
+    let mut all = rejected.chain(planned).chain(leavers).chain(not_yet);
+    store.record_decisions(run, &mut all).map_err(|e| e.to_string())
 }
 
 /// After the push: record the pull (a complete one that was not held) and a completed full
