@@ -14,11 +14,14 @@
 //! - [`health`] and [`metrics`]: `/healthz`, `/readyz`, Prometheus `/metrics`.
 //! - [`lease`]: with the DynamoDB state backend, several replicas share the work; each identity
 //!   source is worked by its lease owner only (every replica accepts webhook events).
+//! - [`ui`] and [`api`]: the monitoring pages (`/ui`) and their JSON (`/v1/jobs`, `/v1/runs`),
+//!   when `serve.ui` is on.
 //!
 //! Shutdown (SIGTERM) stops intake, lets the running import finish or cancels its open session
 //! before a deadline, and exits 0. SIGHUP reloads the config and mappings, keeping the old ones
 //! when the new ones are invalid.
 
+pub mod api;
 pub mod auth;
 pub mod health;
 pub mod lease;
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod push;
 pub mod queue;
 pub mod schedule;
+pub mod ui;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -733,7 +737,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// The daemon's HTTP routes: the webhook (when configured), health and metrics.
+/// The daemon's HTTP routes: the webhook and the UI (when configured), health and metrics.
 pub fn router(daemon: &Arc<Daemon>, health: health::HealthState) -> axum::Router {
     let mut app = health::router(health);
     let current = daemon.webhook.borrow().clone();
@@ -756,6 +760,9 @@ pub fn router(daemon: &Arc<Daemon>, health: health::HealthState) -> axum::Router
             events: daemon.events.clone(),
             settings: rx,
         }));
+    }
+    if let Some(ui) = ui::router(daemon) {
+        app = app.merge(ui);
     }
     app
 }

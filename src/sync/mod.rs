@@ -647,7 +647,8 @@ fn record_decisions(
     };
     let users = &p.pulled.users;
     // The externalId (and profile, when shown) of each spill slot.
-    let mut by_slot: Vec<(String, Option<serde_json::Value>)> = vec![Default::default(); users.len()];
+    let mut by_slot: Vec<(String, Option<serde_json::Value>)> =
+        vec![Default::default(); users.len()];
     if show_profiles {
         for (slot, user) in users.iter().enumerate() {
             let user = user.map_err(|e| format!("cannot read back the pulled users: {e}"))?;

@@ -1,0 +1,505 @@
+//! The monitoring data, as JSON for scripts (`/v1/jobs`, `/v1/runs`, `/v1/runs/{id}`) and as
+//! the structs the UI's templates render ([`super::ui`]).
+//!
+//! One code path: every page and every JSON answer is built by a function of this module
+//! from the state store, so what a script reads is what the page shows. Reads open their own
+//! state-store connection on a blocking thread (SQLite calls are synchronous); pages are
+//! bounded by construction: a run's decisions come one keyset page at a time, and counts per
+//! decision are kept at write time, so a run of 100,000 records costs what a run of 10 does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Daemon;
+use super::schedule::Schedule;
+use crate::settings::Settings;
+use crate::state::events::EventView;
+use crate::state::{
+    ApprovalRecord, Decision, DecisionPage, DecisionQuery, RunId, RunRecord, StateError, StateStore,
+};
+
+/// Decisions per page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 50;
+/// Webhook events on the webhook page.
+pub const RECENT_EVENTS: usize = 100;
+
+/// Why a monitoring request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("the request was cancelled: {0}")]
+    Join(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::State(_) | ApiError::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// One run, as lists show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub job: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// `success`, `completed_with_rejections`, `failed`, `held`; `running` while unfinished.
+    pub outcome: String,
+    /// Records per decision (`created`, `updated`, …).
+    pub counts: BTreeMap<Decision, u64>,
+    /// Records that changed something (every decision but `unchanged`).
+    pub changed: u64,
+    pub total: u64,
+    pub held: bool,
+    pub approved_at: Option<String>,
+    /// The run that used this run's approval.
+    pub consumed_by: Option<RunId>,
+}
+
+/// A job on the jobs page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub name: String,
+    pub identity_source_id: String,
+    pub schedule: Option<String>,
+    pub timezone: String,
+    pub next_run: Option<String>,
+    pub last_run: Option<RunSummary>,
+    /// The last `runs_per_job` runs, oldest first (the bars).
+    pub recent: Vec<RunSummary>,
+    /// The most changed records of one run among `recent` (the bars' scale).
+    pub max_changed: u64,
+}
+
+/// `/v1/jobs` and the jobs page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobsView {
+    pub jobs: Vec<JobView>,
+    /// Runs awaiting an approval.
+    pub held: usize,
+    pub now: String,
+}
+
+/// An Okta session of a run, from its report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionView {
+    pub id: Option<String>,
+    pub kind: String,
+    pub requests: u64,
+    pub profiles: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+    /// `COMPLETED`, `ERROR`, …; `not sent` when the session was never attempted.
+    pub final_status: String,
+    pub error: Option<String>,
+    /// Okta's error, when it answered with one.
+    pub okta_error: Option<serde_json::Value>,
+    pub duration_ms: Option<u64>,
+}
+
+/// Why a run was held and what it would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldView {
+    pub reasons: Vec<String>,
+    pub deactivations: u64,
+    pub creations: u64,
+    /// `awaiting_approval`, `approved` (the next run may go), `used` (by a later run).
+    pub status: String,
+}
+
+/// `/v1/runs/{id}` and the run page.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    pub run: RunSummary,
+    pub full: bool,
+    pub mode_reason: Option<String>,
+    pub error: Option<String>,
+    pub released_by: Option<String>,
+    /// The report's counts (read, rejected, upserted, deactivated, not imported, …).
+    pub report_counts: serde_json::Value,
+    pub sessions: Vec<SessionView>,
+    pub hold: Option<HoldView>,
+    pub approvals: Vec<ApprovalRecord>,
+    pub decisions: DecisionPage,
+    pub query: QueryView,
+    pub show_profiles: bool,
+}
+
+/// The decision query, echoed back (for the page's search form and links).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueryView {
+    pub q: Option<String>,
+    pub decision: Option<Decision>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A held run on the held page.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldRun {
+    pub run: RunSummary,
+    pub hold: HoldView,
+    pub approvals: Vec<ApprovalRecord>,
+}
+
+/// The held page.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldView {
+    pub runs: Vec<HeldRun>,
+}
+
+/// The webhook page.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookView {
+    pub enabled: bool,
+    pub events: Vec<EventView>,
+}
+
+/// `?job=&limit=&before=` of `/v1/runs`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RunsParams {
+    pub job: Option<String>,
+    pub limit: Option<usize>,
+    pub before: Option<RunId>,
+}
+
+/// `?q=&after=&decision=&limit=` of a run.
+#[derive(Debug, Default, Deserialize)]
+pub struct DecisionParams {
+    pub q: Option<String>,
+    pub after: Option<String>,
+    pub decision: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl DecisionParams {
+    pub fn query(&self) -> Result<DecisionQuery, ApiError> {
+        fn nonempty(s: &Option<String>) -> Option<&str> {
+            s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        }
+        let decision = match nonempty(&self.decision) {
+            None => None,
+            Some(d) => Some(Decision::parse(d).ok_or_else(|| {
+                let valid: Vec<&str> = Decision::ALL.iter().map(|d| d.as_str()).collect();
+                ApiError::BadRequest(format!("unknown decision `{d}`; valid: {}", valid.join(", ")))
+            })?),
+        };
+        Ok(DecisionQuery {
+            q: nonempty(&self.q).map(str::to_string),
+            decision,
+            after: self.after.clone().filter(|a| !a.is_empty()),
+            limit: self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, 1_000),
+        })
+    }
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}
+
+/// A run with its counts per decision.
+pub fn summary(store: &dyn StateStore, r: RunRecord) -> Result<RunSummary, ApiError> {
+    let counts = store.decision_counts(r.id)?;
+    let total = counts.values().sum();
+    let changed = counts.iter().filter(|(d, _)| **d != Decision::Unchanged).map(|(_, n)| n).sum();
+    let duration_ms = match (parse_ts(&r.started_at), r.finished_at.as_deref().and_then(parse_ts)) {
+        (Some(a), Some(b)) => Some((b - a).num_milliseconds()),
+        _ => None,
+    };
+    Ok(RunSummary {
+        id: r.id,
+        job: r.job,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        duration_ms,
+        outcome: r.outcome.unwrap_or_else(|| "running".into()),
+        counts,
+        changed,
+        total,
+        held: r.hold.is_some(),
+        approved_at: r.approved_at,
+        consumed_by: r.consumed_by,
+    })
+}
+
+/// The jobs, their schedule, last run and recent runs.
+pub fn jobs(
+    settings: &Settings,
+    store: &dyn StateStore,
+    now: DateTime<Utc>,
+) -> Result<JobsView, ApiError> {
+    let per_job = settings.serve.ui.as_ref().map_or(20, |u| u.runs_per_job);
+    let mut jobs = Vec::new();
+    for job in &settings.jobs {
+        let next_run = job
+            .schedule
+            .as_deref()
+            .and_then(|e| Schedule::parse(e, job.timezone).ok())
+            .and_then(|s| s.next_after(now))
+            .map(ts);
+        let mut recent = store
+            .runs(Some(&job.name), None, per_job)?
+            .into_iter()
+            .map(|r| summary(store, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        recent.reverse();
+        jobs.push(JobView {
+            name: job.name.clone(),
+            identity_source_id: job.identity_source_id.clone(),
+            schedule: job.schedule.clone(),
+            timezone: job.timezone.to_string(),
+            next_run,
+            last_run: recent.last().cloned(),
+            max_changed: recent.iter().map(|r| r.changed).max().unwrap_or(0),
+            recent,
+        });
+    }
+    let held = held(settings, store)?.runs.iter().filter(|r| r.hold.status != "used").count();
+    Ok(JobsView { jobs, held, now: ts(now) })
+}
+
+/// Runs newest first.
+pub fn runs(store: &dyn StateStore, params: &RunsParams) -> Result<Vec<RunSummary>, ApiError> {
+    let limit = params.limit.unwrap_or(20).clamp(1, 500);
+    store
+        .runs(params.job.as_deref(), params.before, limit)?
+        .into_iter()
+        .map(|r| summary(store, r))
+        .collect()
+}
+
+/// The parts of a stored run report the run page shows (the rest is ignored).
+#[derive(Debug, Default, Deserialize)]
+struct StoredReport {
+    #[serde(default)]
+    mode: Option<StoredMode>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    released_by: Option<String>,
+    #[serde(default)]
+    counts: serde_json::Value,
+    #[serde(default)]
+    sessions: Vec<StoredSession>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StoredMode {
+    #[serde(default)]
+    full: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StoredSession {
+    #[serde(default)]
+    kind: serde_json::Value,
+    #[serde(default)]
+    planned_requests: u64,
+    #[serde(default)]
+    planned_upserts: u64,
+    #[serde(default)]
+    planned_deletes: u64,
+    #[serde(default)]
+    outcome: Option<StoredOutcome>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StoredOutcome {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    requests: u64,
+    #[serde(default)]
+    profiles: u64,
+    #[serde(default)]
+    final_status: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    okta_error: Option<serde_json::Value>,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+}
+
+fn hold_view(r: &RunRecord) -> Option<HoldView> {
+    let h = r.hold.as_ref()?;
+    let status = match (&r.approved_at, r.consumed_by) {
+        (_, Some(_)) => "used",
+        (Some(_), None) => "approved",
+        (None, None) => "awaiting_approval",
+    };
+    Some(HoldView {
+        reasons: h.reasons.clone(),
+        deactivations: h.deactivations,
+        creations: h.creations,
+        status: status.into(),
+    })
+}
+
+/// One run: summary, sessions, hold, approvals and one page of decisions.
+pub fn run_detail(
+    store: &dyn StateStore,
+    id: RunId,
+    query: &DecisionQuery,
+    show_profiles: bool,
+) -> Result<RunDetail, ApiError> {
+    let record = store.run_by_id(id)?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
+    let report: StoredReport = store
+        .run_report(&record.job, id)?
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    let sessions = report
+        .sessions
+        .into_iter()
+        .map(|s| {
+            let o = s.outcome.unwrap_or_default();
+            SessionView {
+                id: o.id,
+                kind: text(&s.kind),
+                requests: if o.requests > 0 { o.requests } else { s.planned_requests },
+                profiles: o.profiles,
+                upserts: s.planned_upserts,
+                deletes: s.planned_deletes,
+                final_status: o.final_status.unwrap_or_else(|| "not sent".into()),
+                error: o.error,
+                okta_error: o.okta_error,
+                duration_ms: o.duration_ms,
+            }
+        })
+        .collect();
+    let hold = hold_view(&record);
+    let approvals = store.approvals(id)?;
+    let mut decisions = store.decisions(id, query)?;
+    if !show_profiles {
+        // Stored only when shown, but a setting turned off later hides them again.
+        decisions.items.iter_mut().for_each(|d| d.profile = None);
+    }
+    let mode = report.mode.unwrap_or_default();
+    Ok(RunDetail {
+        run: summary(store, record)?,
+        full: mode.full,
+        mode_reason: mode.reason,
+        error: report.error,
+        released_by: report.released_by,
+        report_counts: report.counts,
+        sessions,
+        hold,
+        approvals,
+        decisions,
+        query: QueryView {
+            q: query.q.clone(),
+            decision: query.decision,
+            after: query.after.clone(),
+            limit: query.limit,
+        },
+        show_profiles,
+    })
+}
+
+/// Held runs not used by a later run, newest first, among each job's recent runs.
+pub fn held(settings: &Settings, store: &dyn StateStore) -> Result<HeldView, ApiError> {
+    let per_job = settings.serve.ui.as_ref().map_or(20, |u| u.runs_per_job);
+    let mut runs = Vec::new();
+    for job in &settings.jobs {
+        let recent = store.runs(Some(&job.name), None, per_job)?;
+        // A later run that went through (not held) supersedes earlier holds.
+        let cleared =
+            recent.iter().find(|r| r.outcome.as_deref().is_some_and(|o| o != "held")).map(|r| r.id);
+        for r in recent {
+            if r.consumed_by.is_some() || cleared.is_some_and(|c| c > r.id) {
+                continue;
+            }
+            let Some(hold) = hold_view(&r) else { continue };
+            let approvals = store.approvals(r.id)?;
+            runs.push(HeldRun { run: summary(store, r)?, hold, approvals });
+        }
+    }
+    runs.sort_by(|a, b| b.run.id.cmp(&a.run.id));
+    Ok(HeldView { runs })
+}
+
+/// Recent webhook events.
+pub fn webhook(daemon: &Daemon) -> Result<WebhookView, ApiError> {
+    let enabled = daemon.settings().serve.webhook.is_some();
+    Ok(WebhookView { enabled, events: daemon.events().recent(RECENT_EVENTS)? })
+}
+
+/// Run `f` with a read connection to the state store, on a blocking thread.
+pub async fn with_store<T, F>(daemon: &Arc<Daemon>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Settings, &dyn StateStore) -> Result<T, ApiError> + Send + 'static,
+{
+    let settings = daemon.settings();
+    tokio::task::spawn_blocking(move || {
+        let store = crate::state::open_read_only(&settings.state)?;
+        f(&settings, store.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::Join(e.to_string()))?
+}
+
+/// `GET /v1/jobs`.
+pub async fn get_jobs(State(daemon): State<Arc<Daemon>>) -> Result<Json<JobsView>, ApiError> {
+    with_store(&daemon, |s, store| jobs(s, store, Utc::now())).await.map(Json)
+}
+
+/// `GET /v1/runs?job=&limit=&before=`.
+pub async fn get_runs(
+    State(daemon): State<Arc<Daemon>>,
+    Query(params): Query<RunsParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let runs = with_store(&daemon, move |_, store| runs(store, &params)).await?;
+    let next_before = runs.last().map(|r| r.id);
+    Ok(Json(serde_json::json!({ "runs": runs, "next_before": next_before })))
+}
+
+/// `GET /v1/runs/{id}?q=&after=&decision=&limit=`.
+pub async fn get_run(
+    State(daemon): State<Arc<Daemon>>,
+    Path(id): Path<RunId>,
+    Query(params): Query<DecisionParams>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let query = params.query()?;
+    with_store(&daemon, move |s, store| {
+        let show = s.serve.ui.as_ref().is_some_and(|u| u.show_profiles);
+        run_detail(store, id, &query, show)
+    })
+    .await
+    .map(Json)
+}

@@ -1,0 +1,448 @@
+//! The monitoring pages at `/ui`: jobs, a run, held runs (with Approve), webhook events.
+//!
+//! Server-rendered with minijinja; the templates and the stylesheet are compiled into the
+//! binary (`include_str!`), auto-escaped (`.html`), and take the very structs `/v1/*` returns
+//! ([`super::api`]): one code path for people and scripts.
+//!
+//! # Access
+//!
+//! Off unless `serve.ui.enabled` (the routes are not mounted: 404). When on, every page and
+//! `/v1/jobs`, `/v1/runs*` need one of:
+//! - `type: token`: `Authorization: Bearer <token>`, or the login form, which sets an
+//!   HttpOnly, SameSite=Strict cookie holding an HMAC of the token (never the token);
+//! - `type: basic`: HTTP basic auth.
+//!
+//! The Approve action is a POST that carries a CSRF token (an HMAC of the credential, so a
+//! forged cross-site form cannot know it), needs a ticked confirmation, is written to the
+//! audit trail (who, when, from which address), then queues the job's next run.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use chrono::Utc;
+use hmac::{Hmac, KeyInit, Mac};
+use minijinja::{Environment, context};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::Daemon;
+use super::api::{self, ApiError, DecisionParams, with_store};
+use super::queue::RunReason;
+use crate::settings::ui::{UiAuth, UiSettings};
+use crate::state::{ApprovalRecord, RunId};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The session cookie set by the login form.
+pub const COOKIE: &str = "xaas_ui";
+/// How long a login lasts, in seconds.
+const COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("ui/base.html")),
+        ("jobs.html", include_str!("ui/jobs.html")),
+        ("run.html", include_str!("ui/run.html")),
+        ("held.html", include_str!("ui/held.html")),
+        ("confirm.html", include_str!("ui/confirm.html")),
+        ("webhook.html", include_str!("ui/webhook.html")),
+        ("login.html", include_str!("ui/login.html")),
+        ("error.html", include_str!("ui/error.html")),
+    ] {
+        // The templates ship inside the binary and are covered by the tests; a broken one
+        // shows up as a render error on its page, not a panic.
+        if let Err(e) = env.add_template(name, source) {
+            warn!(template = name, error = %e, "a UI template does not compile");
+        }
+    }
+    env.add_filter("when", when);
+    env.add_filter("duration", duration);
+    env.add_filter("pct", |n: u64, max: u64| if max == 0 { 0 } else { (n * 100).div_ceil(max) });
+    env
+});
+
+const STYLE: &str = include_str!("ui/style.css");
+
+/// `2026-11-23T06:41:12.345Z` → `2026-11-23 06:41:12 UTC`.
+fn when(s: Option<String>) -> String {
+    match s.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
+        Some(d) => d.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => "—".into(),
+    }
+}
+
+/// Milliseconds → `850 ms`, `12.3 s`, `4 min 5 s`.
+fn duration(ms: Option<i64>) -> String {
+    match ms {
+        None => "—".into(),
+        Some(ms) if ms < 1_000 => format!("{ms} ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms) => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+/// The UI's shared state.
+#[derive(Clone)]
+struct Ui {
+    daemon: Arc<Daemon>,
+    settings: Arc<UiSettings>,
+}
+
+/// Who is signed in.
+#[derive(Debug, Clone)]
+struct Signed {
+    /// For the audit trail: `token`, or the basic-auth user name.
+    who: String,
+    /// The CSRF token of this credential.
+    csrf: String,
+}
+
+fn hmac_hex(key: &[u8], message: &str) -> String {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
+}
+
+/// The cookie value of a token login: an HMAC of the token, so the cookie never holds it.
+fn session_value(token: &str) -> String {
+    hmac_hex(token.as_bytes(), "xaas-ui-session-v1")
+}
+
+fn signed(auth: &UiAuth) -> Signed {
+    match auth {
+        UiAuth::Token { token } => Signed {
+            who: "token".into(),
+            csrf: hmac_hex(token.expose_secret().as_bytes(), "xaas-ui-csrf-v1"),
+        },
+        UiAuth::Basic { username, password } => Signed {
+            who: username.clone(),
+            csrf: hmac_hex(
+                password.expose_secret().as_bytes(),
+                &format!("xaas-ui-csrf-v1:{username}"),
+            ),
+        },
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The credential in `headers`, checked.
+fn authenticate(auth: &UiAuth, headers: &HeaderMap) -> Option<Signed> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let ok = match auth {
+        UiAuth::Token { token } => {
+            let token = token.expose_secret();
+            let bearer = authorization.and_then(|a| a.strip_prefix("Bearer "));
+            bearer.is_some_and(|b| same(b.trim(), token))
+                || cookie(headers, COOKIE).is_some_and(|c| same(&c, &session_value(token)))
+        }
+        UiAuth::Basic { username, password } => authorization
+            .and_then(|a| a.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+            .is_some_and(|(u, p)| same(&u, username) & same(&p, password.expose_secret())),
+    };
+    ok.then(|| signed(auth))
+}
+
+/// Refuses requests without a valid credential: JSON routes get 401 JSON, pages get the
+/// login form (token) or a basic-auth challenge.
+async fn require_auth(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
+    match authenticate(&ui.settings.auth, request.headers()) {
+        Some(s) => {
+            request.extensions_mut().insert(s);
+            next.run(request).await
+        }
+        None => refuse(&ui.settings.auth, request.uri().path().starts_with("/v1/"), None),
+    }
+}
+
+fn refuse(auth: &UiAuth, json: bool, message: Option<&str>) -> Response {
+    let challenge = match auth {
+        UiAuth::Token { .. } => "Bearer realm=\"xaas\"",
+        UiAuth::Basic { .. } => "Basic realm=\"xaas\", charset=\"UTF-8\"",
+    };
+    let mut response = if json {
+        let body = serde_json::json!({ "error": "authentication required" });
+        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+    } else {
+        let basic = matches!(auth, UiAuth::Basic { .. });
+        let html = render("login.html", context! { basic, message });
+        (StatusCode::UNAUTHORIZED, html).into_response()
+    };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+fn render(name: &str, ctx: minijinja::Value) -> Html<String> {
+    match TEMPLATES.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => Html(html),
+        Err(e) => {
+            warn!(template = name, error = %e, "cannot render a UI page");
+            Html(format!("<h1>cannot render this page</h1><p>{}</p>", escape(&e.to_string())))
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn page(name: &str, signed: &Signed, nav: &str, page: impl serde::Serialize) -> Response {
+    let ctx = context! {
+        page => minijinja::Value::from(minijinja::value::Serde(page)), csrf => signed.csrf.clone(), who => signed.who.clone(), nav
+    };
+    render(name, ctx).into_response()
+}
+
+fn error_page(e: ApiError, signed: &Signed) -> Response {
+    let status = e.status();
+    let ctx =
+        context! { message => e.to_string(), status => status.as_u16(), who => signed.who.clone() };
+    (status, render("error.html", ctx)).into_response()
+}
+
+async fn jobs_page(State(ui): State<Ui>, axum::Extension(s): axum::Extension<Signed>) -> Response {
+    match with_store(&ui.daemon, |st, store| api::jobs(st, store, Utc::now())).await {
+        Ok(view) => page("jobs.html", &s, "jobs", view),
+        Err(e) => error_page(e, &s),
+    }
+}
+
+async fn run_page(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+    Path(id): Path<RunId>,
+    Query(params): Query<DecisionParams>,
+) -> Response {
+    let query = match params.query() {
+        Ok(q) => q,
+        Err(e) => return error_page(e, &s),
+    };
+    let show = ui.settings.show_profiles;
+    match with_store(&ui.daemon, move |_, store| api::run_detail(store, id, &query, show)).await {
+        Ok(view) => {
+            let decisions: Vec<&str> =
+                crate::state::Decision::ALL.iter().map(|d| d.as_str()).collect();
+            let page = minijinja::Value::from(minijinja::value::Serde(view));
+            let ctx = context! { page, csrf => s.csrf, who => s.who, nav => "jobs", decisions };
+            render("run.html", ctx).into_response()
+        }
+        Err(e) => error_page(e, &s),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HeldParams {
+    approved: Option<RunId>,
+    queued: Option<String>,
+}
+
+async fn held_page(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+    Query(params): Query<HeldParams>,
+) -> Response {
+    match with_store(&ui.daemon, |st, store| api::held(st, store)).await {
+        Ok(view) => {
+            let page = minijinja::Value::from(minijinja::value::Serde(view));
+            let ctx = context! {
+                page, csrf => s.csrf, who => s.who, nav => "held",
+                approved => params.approved, queued => params.queued,
+            };
+            render("held.html", ctx).into_response()
+        }
+        Err(e) => error_page(e, &s),
+    }
+}
+
+/// The confirmation step: what approving will allow, and a checkbox to tick.
+async fn confirm_page(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+    Path(id): Path<RunId>,
+) -> Response {
+    let query = crate::state::DecisionQuery {
+        decision: Some(crate::state::Decision::Deactivated),
+        limit: 20,
+        ..Default::default()
+    };
+    match with_store(&ui.daemon, move |_, store| api::run_detail(store, id, &query, false)).await {
+        Ok(view) if view.hold.is_some() => page("confirm.html", &s, "held", view),
+        Ok(_) => error_page(ApiError::BadRequest(format!("run {id} was not held")), &s),
+        Err(e) => error_page(e, &s),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ApproveForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// `POST /ui/held/{id}/approve`: CSRF-checked, confirmed, audited, then the job runs.
+async fn approve(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<RunId>,
+    Form(form): Form<ApproveForm>,
+) -> Response {
+    if !same(&form.csrf, &s.csrf) {
+        let e = ApiError::BadRequest("the form's CSRF token is missing or wrong".into());
+        return (StatusCode::FORBIDDEN, error_page(e, &s)).into_response();
+    }
+    if form.confirm.as_deref() != Some("yes") {
+        let e = ApiError::BadRequest("tick the confirmation box to approve".into());
+        return error_page(e, &s);
+    }
+    let who = s.who.clone();
+    let result = {
+        let settings = ui.daemon.settings();
+        tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+            let mut store = crate::state::open(&settings.state)?;
+            let record =
+                store.run_by_id(id)?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
+            let now = Utc::now();
+            store.approve(&record.job, id, now)?;
+            store.record_approval(&ApprovalRecord {
+                job: record.job.clone(),
+                run: id,
+                approved_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                approved_by: who,
+                remote_addr: Some(peer.ip().to_string()),
+            })?;
+            Ok(record.job)
+        })
+        .await
+        .map_err(|e| ApiError::Join(e.to_string()))
+        .and_then(|r| r)
+    };
+    match result {
+        Ok(job) => {
+            info!(job = %job, run = id, by = %s.who, from = %peer.ip(), "held run approved in the UI");
+            // The approval releases the job's next run: run it now.
+            let ack = ui.daemon.enqueue_run(&job, RunReason::Trigger);
+            Redirect::to(&format!("/ui/held?approved={id}&queued={}", ack.status)).into_response()
+        }
+        Err(ApiError::State(e @ crate::state::StateError::AlreadyUsed { .. }))
+        | Err(ApiError::State(e @ crate::state::StateError::NotHeld { .. })) => {
+            error_page(ApiError::BadRequest(e.to_string()), &s)
+        }
+        Err(e) => error_page(e, &s),
+    }
+}
+
+async fn webhook_page(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+) -> Response {
+    match api::webhook(&ui.daemon) {
+        Ok(view) => page("webhook.html", &s, "webhook", view),
+        Err(e) => error_page(e, &s),
+    }
+}
+
+async fn login_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
+    if authenticate(&ui.settings.auth, &headers).is_some() {
+        return Redirect::to("/ui").into_response();
+    }
+    let basic = matches!(ui.settings.auth, UiAuth::Basic { .. });
+    render("login.html", context! { basic }).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /ui/login`: a right token sets the session cookie.
+async fn login(State(ui): State<Ui>, Form(form): Form<LoginForm>) -> Response {
+    let UiAuth::Token { token } = &ui.settings.auth else {
+        return Redirect::to("/ui").into_response();
+    };
+    if !same(form.token.trim(), token.expose_secret()) {
+        return refuse(&ui.settings.auth, false, Some("that token is not valid"));
+    }
+    let value = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}",
+        session_value(token.expose_secret())
+    );
+    let mut response = Redirect::to("/ui").into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = Redirect::to("/ui/login").into_response();
+    let value = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// The UI's routes (pages and `/v1/jobs`, `/v1/runs*`); `None` when `serve.ui` is off.
+pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
+    let settings = Arc::new(daemon.settings().serve.ui.clone()?);
+    let ui = Ui { daemon: daemon.clone(), settings };
+    let protected = Router::new()
+        .route("/ui", get(jobs_page))
+        .route("/ui/runs/{id}", get(run_page))
+        .route("/ui/held", get(held_page))
+        .route("/ui/held/{id}/approve", get(confirm_page).post(approve))
+        .route("/ui/webhook", get(webhook_page))
+        .route("/ui/logout", axum::routing::post(logout))
+        .with_state(ui.clone())
+        .merge(
+            Router::new()
+                .route("/v1/jobs", get(api::get_jobs))
+                .route("/v1/runs", get(api::get_runs))
+                .route("/v1/runs/{id}", get(api::get_run))
+                .with_state(daemon.clone()),
+        )
+        .layer(middleware::from_fn_with_state(ui.clone(), require_auth));
+    let open = Router::new()
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/style.css", get(style))
+        .with_state(ui);
+    Some(protected.merge(open))
+}
