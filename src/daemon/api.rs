@@ -103,6 +103,8 @@ pub struct JobsView {
     /// Runs awaiting an approval.
     pub held: usize,
     pub now: String,
+    /// How many runs per job `recent` holds at most.
+    pub runs_per_job: usize,
 }
 
 /// An Okta session of a run, from its report.
@@ -284,7 +286,7 @@ pub fn jobs(
         });
     }
     let held = held(settings, store)?.runs.iter().filter(|r| r.hold.status != "used").count();
-    Ok(JobsView { jobs, held, now: ts(now) })
+    Ok(JobsView { jobs, held, now: ts(now), runs_per_job: per_job })
 }
 
 /// Runs newest first.

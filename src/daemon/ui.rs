@@ -293,7 +293,7 @@ async fn confirm_page(
 ) -> Response {
     let query = crate::state::DecisionQuery {
         decision: Some(crate::state::Decision::Deactivated),
-        limit: 20,
+        limit: 10,
         ..Default::default()
     };
     match with_store(&ui.daemon, move |_, store| api::run_detail(store, id, &query, false)).await {

@@ -640,7 +640,8 @@ impl StateStore for SqliteStore {
             }
             let mut stmt = tx
                 .prepare(
-                    "INSERT OR REPLACE INTO run_decision_counts (run, decision, n) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO run_decision_counts (run, decision, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run, decision) DO UPDATE SET n = n + excluded.n",
                 )
                 .map_err(e)?;
             for (d, n) in &counts {
@@ -851,6 +852,52 @@ mod tests {
         assert_eq!(s.take_approval("hr", 90, 0, r2).unwrap(), None, "used once");
         assert!(matches!(s.approve("hr", r1, now()), Err(StateError::AlreadyUsed { .. })));
         assert!(matches!(s.approve("hr", 999, now()), Err(StateError::NoSuchRun { .. })));
+    }
+
+    #[test]
+    fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
+        let mut s = SqliteStore::in_memory(false).unwrap();
+        let run = s.begin_run("hr", now()).unwrap();
+        let d = |id: &str, decision| DecisionRecord {
+            external_id: id.into(),
+            decision,
+            reason: None,
+            line: None,
+            profile: None,
+        };
+        let mut rows = vec![d("b1", Decision::Rejected), d("a2", Decision::Created)].into_iter();
+        let mut more =
+            [d("a1", Decision::Created), d("b1", Decision::Created), d("ab", Decision::Unchanged)]
+                .into_iter();
+        assert_eq!(s.record_decisions(run, &mut rows).unwrap(), 2);
+        // Written again for the same key: the first decision stays.
+        assert_eq!(s.record_decisions(run, &mut more).unwrap(), 2);
+        let page = |q: Option<&str>, after: Option<&str>, decision| {
+            let query = DecisionQuery {
+                q: q.map(str::to_string),
+                after: after.map(str::to_string),
+                decision,
+                limit: 2,
+            };
+            let p = s.decisions(run, &query).unwrap();
+            (p.items.iter().map(|d| d.external_id.clone()).collect::<Vec<_>>(), p.next_after)
+        };
+        assert_eq!(page(None, None, None), (vec!["a1".into(), "a2".into()], Some("a2".into())));
+        assert_eq!(page(None, Some("a2"), None), (vec!["ab".into(), "b1".into()], None));
+        assert_eq!(page(Some("a"), Some("a1"), None), (vec!["a2".into(), "ab".into()], None));
+        assert_eq!(page(Some("b"), None, None), (vec!["b1".into()], None));
+        assert_eq!(page(None, None, Some(Decision::Created)).0, ["a1", "a2"]);
+        let counts = s.decision_counts(run).unwrap();
+        assert_eq!(counts.get(&Decision::Created), Some(&2));
+        assert_eq!(counts.get(&Decision::Rejected), Some(&1));
+        assert_eq!(counts.get(&Decision::Unchanged), Some(&1));
+        assert!(
+            s.decisions(run + 1, &DecisionQuery { limit: 5, ..Default::default() })
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert_eq!(prefix_end("ab"), Some("ac".into()));
     }
 
     #[test]

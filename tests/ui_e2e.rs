@@ -1,0 +1,334 @@
+//! The monitoring pages in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), driven over WebDriver by fantoccini, against the real `xaas serve`
+//! binary importing into the emulator.
+//!
+//! One scenario, in the order an on-call engineer would go: unauthenticated access is refused
+//! (the login form, and 401s), sign in, the jobs page, open a run, search an externalId, then
+//! approve a held run (confirm step, CSRF-protected POST) and see its deactivations reach
+//! the emulator. Screenshots go to `target/ui-screenshots/`.
+//!
+//! Without chromium the test is skipped with a message, except under `CI=true`, where it
+//! fails: `tests/run` installs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Person, SOURCE, TOKEN};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use xaas::sim::SimHandle;
+
+const UI_TOKEN: &str = "ui-e2e-admin-token-0123456789";
+const WEBHOOK_TOKEN: &str = "ui-e2e-webhook-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let find =
+        |names: &[&str]| names.iter().map(|n| Path::new("/usr/bin").join(n)).find(|p| p.exists());
+    Some((find(&["chromium", "chromium-browser"])?, find(&["chromedriver"])?))
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, port: u16) -> PathBuf {
+    let path = dir.join("xaas.yaml");
+    let text = format!(
+        "okta:
+  org_url: {url}
+  auth:
+    type: api_token
+    token_env: XAAS_TEST_TOKEN
+  session_spacing_secs: 1
+  poll_initial_ms: 20
+  poll_max_secs: 1
+state:
+  path: {state}
+serve:
+  listen: 127.0.0.1:{port}
+  shutdown_deadline_secs: 2
+  webhook:
+    auth:
+      type: bearer
+      token_env: XAAS_TEST_WEBHOOK_TOKEN
+  ui:
+    enabled: true
+    auth:
+      type: token
+      token_env: XAAS_TEST_UI_TOKEN
+jobs:
+  - name: hr
+    identity_source_id: {SOURCE}
+    schedule: \"0 2 * * *\"
+    timezone: Europe/Paris
+    source:
+      type: csv
+      path: {csv}
+    mapping: {mapping}
+  - name: contractors
+    identity_source_id: 0oasim0000000000001
+    schedule: \"*/30 * * * *\"
+    source:
+      type: csv
+      path: {csv}
+    mapping: {mapping}
+",
+        url = sim.base_url(),
+        state = dir.join("state.db").display(),
+        csv = csv.display(),
+        mapping = common::mapping_path().display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Trigger a run of `job` and wait until a run newer than `after` has finished; its JSON.
+async fn run_and_wait(http: &reqwest::Client, base: &str, job: &str, after: i64) -> Value {
+    let resp = http
+        .post(format!("{base}/v1/jobs/{job}/trigger"))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().await.unwrap_or_default());
+    wait_for_run(http, base, job, after).await
+}
+
+async fn wait_for_run(http: &reqwest::Client, base: &str, job: &str, after: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs: Value = http
+            .get(format!("{base}/v1/runs?job={job}&limit=1"))
+            .bearer_auth(UI_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let run = &runs["runs"][0];
+        if run["id"].as_i64().is_some_and(|id| id > after) && run["outcome"] != "running" {
+            return run.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished run of {job} after {after}: {runs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn deactivated(sim: &SimHandle) -> usize {
+    sim.snapshot().users.iter().filter(|u| u.status == "DEACTIVATED").count()
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser() {
+    let Some((chrome, driver)) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium and chromedriver are required under CI (tests/run installs them)"
+        );
+        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+        return;
+    };
+    // The emulator's 5 minutes take 1 s, like the client's spacing.
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let people: Vec<Person> = (0..200).map(|i| Person::generate(i, true)).collect();
+    common::write_csv(&csv, &people);
+    let port = free_port();
+    let config = write_config(dir.path(), &sim, &csv, port);
+    let log = dir.path().join("serve.log");
+    let _serve = Proc(
+        Command::new(env!("CARGO_BIN_EXE_xaas"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("XAAS_TEST_TOKEN", TOKEN)
+            .env("XAAS_TEST_UI_TOKEN", UI_TOKEN)
+            .env("XAAS_TEST_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+            .env("XAAS_LOG", "xaas=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "xaas serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Run 1 creates everyone; run 2 sees a quarter gone and is held.
+    let first = run_and_wait(&http, &base, "hr", 0).await;
+    assert_eq!(first["outcome"], "success", "{first}\n{}", serve_log());
+    assert_eq!(first["counts"]["created"], 200, "{first}");
+    common::write_csv(&csv, &people[..150]);
+    let held = run_and_wait(&http, &base, "hr", first["id"].as_i64().unwrap()).await;
+    assert_eq!(held["outcome"], "held", "{held}\n{}", serve_log());
+    let held_id = held["id"].as_i64().unwrap();
+    assert_eq!(deactivated(&sim), 0, "a held run sends nothing");
+
+    // Unauthenticated access is refused.
+    for path in ["/ui", "/ui/held", &format!("/ui/runs/{held_id}"), "/v1/runs", "/v1/jobs"] {
+        let status = http.get(format!("{base}{path}")).send().await.unwrap().status();
+        assert_eq!(status.as_u16(), 401, "{path}");
+    }
+
+    // The browser.
+    let driver_port = free_port();
+    let _driver = Proc(
+        Command::new(&driver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chrome,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
+                "--window-size=1360,900",
+            ],
+        }),
+    );
+    let webdriver = format!("http://127.0.0.1:{driver_port}");
+    let browser = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ClientBuilder::rustls()
+                .unwrap()
+                .capabilities(caps.clone())
+                .connect(&webdriver)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot start chromium through chromedriver: {e}"),
+            }
+        }
+    };
+
+    // Signed out: the login form, not the page.
+    browser.goto(&format!("{base}/ui")).await.unwrap();
+    let source = browser.source().await.unwrap();
+    assert!(source.contains("Sign in to xaas") && !source.contains("id=\"jobs\""), "{source}");
+    shot(&browser, "login").await;
+    browser.find(Locator::Id("token")).await.unwrap().send_keys("wrong").await.unwrap();
+    browser.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    assert!(browser.source().await.unwrap().contains("that token is not valid"));
+    browser.find(Locator::Id("token")).await.unwrap().send_keys(UI_TOKEN).await.unwrap();
+    browser.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+
+    // The jobs page.
+    let jobs = text_of(&browser, "#jobs").await;
+    assert!(jobs.contains("hr") && jobs.contains("contractors"), "{jobs}");
+    assert!(jobs.contains("held"), "the last run's outcome: {jobs}");
+    assert!(jobs.contains("0 2 * * *") && jobs.contains("Europe/Paris"), "{jobs}");
+    let bars = browser.find_all(Locator::Css("tr[data-job=hr] .bar")).await.unwrap();
+    assert_eq!(bars.len(), 2, "one bar per run");
+    shot(&browser, "jobs").await;
+
+    // Open the first run from its bar.
+    browser
+        .find(Locator::Css(&format!("tr[data-job=hr] a.bar[href='/ui/runs/{}']", first["id"])))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let cards = text_of(&browser, ".cards").await;
+    assert!(cards.contains("200") && cards.to_lowercase().contains("created"), "{cards}");
+    let sessions = text_of(&browser, "#sessions").await;
+    assert!(sessions.contains("COMPLETED"), "{sessions}");
+    shot(&browser, "run").await;
+
+    // Search one externalId.
+    let wanted = &people[123].id;
+    browser.find(Locator::Id("q")).await.unwrap().send_keys(wanted).await.unwrap();
+    browser.find(Locator::Id("search")).await.unwrap().click().await.unwrap();
+    let rows =
+        browser.find_all(Locator::Css("#decisions tbody tr[data-external-id]")).await.unwrap();
+    assert_eq!(rows.len(), 1, "exactly the searched user");
+    let row = rows[0].text().await.unwrap();
+    assert!(row.contains(wanted.as_str()) && row.contains("created"), "{row}");
+    shot(&browser, "search").await;
+
+    // The held run: why, and Approve through the confirmation step.
+    browser.goto(&format!("{base}/ui/held")).await.unwrap();
+    let held_table = text_of(&browser, "#held").await;
+    assert!(held_table.contains("50"), "it would deactivate 50: {held_table}");
+    shot(&browser, "held").await;
+    browser.find(Locator::Id(&format!("approve-{held_id}"))).await.unwrap().click().await.unwrap();
+    // Submitting without ticking the box does nothing (the checkbox is required).
+    browser.find(Locator::Id("do-approve")).await.unwrap().click().await.unwrap();
+    assert!(browser.current_url().await.unwrap().path().ends_with("/approve"));
+    assert_eq!(deactivated(&sim), 0);
+    shot(&browser, "confirm").await;
+    browser.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    browser.find(Locator::Id("do-approve")).await.unwrap().click().await.unwrap();
+    let done = text_of(&browser, "#approved").await;
+    assert!(done.contains(&format!("#{held_id} approved")), "{done}");
+
+    // The approval queued the next run, which sends the 50 deactivations to Okta.
+    let released = wait_for_run(&http, &base, "hr", held_id).await;
+    assert_eq!(released["outcome"], "success", "{released}\n{}", serve_log());
+    assert_eq!(released["counts"]["deactivated"], 50, "{released}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deactivated(&sim) < 50 {
+        assert!(Instant::now() < deadline, "the deactivations did not reach okta");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(deactivated(&sim), 50);
+    assert!(serve_log().contains("held run approved in the UI"));
+    browser.goto(&format!("{base}/ui/runs/{held_id}")).await.unwrap();
+    let approvals = browser.source().await.unwrap();
+    assert!(approvals.contains("127.0.0.1") && approvals.contains("token"), "audited");
+    browser.goto(&format!("{base}/ui")).await.unwrap();
+    shot(&browser, "jobs-after").await;
+
+    // Signed out again: refused.
+    browser.delete_all_cookies().await.unwrap();
+    browser.goto(&format!("{base}/ui/held")).await.unwrap();
+    assert!(browser.source().await.unwrap().contains("Sign in to xaas"));
+    browser.close().await.unwrap();
+    assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+}
