@@ -174,6 +174,18 @@ fn authenticate(auth: &UiAuth, headers: &HeaderMap) -> Option<Signed> {
     ok.then(|| signed(auth))
 }
 
+/// Adds `Server-Timing: app;dur=<ms>` (the time spent building the answer, auth included), so
+/// `bench/ui.sh` and a browser's dev tools can read the server time of a page.
+async fn server_timing(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
+}
+
 /// Refuses requests without a valid credential: JSON routes get 401 JSON, pages get the
 /// login form (token) or a basic-auth challenge.
 async fn require_auth(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
@@ -439,7 +451,8 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
                 .route("/v1/runs/{id}", get(api::get_run))
                 .with_state(daemon.clone()),
         )
-        .layer(middleware::from_fn_with_state(ui.clone(), require_auth));
+        .layer(middleware::from_fn_with_state(ui.clone(), require_auth))
+        .layer(middleware::from_fn(server_timing));
     let open = Router::new()
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/style.css", get(style))
