@@ -14,7 +14,9 @@
 //! - [`sources`]: where records come from (CSV today); a closed, `type`-tagged enum.
 //! - [`mapping`]: record → Okta profile. Pure: no I/O.
 //! - [`sync`]: one run of a job: pull → map → de-duplicate → plan → push → report.
-//! - [`state`]: what Okta confirmed per job and user, run history, per-record decisions and approvals; SQLite by default.
+//! - [`state`]: what Okta confirmed per job and user, run history, per-record decisions and
+//!   approvals; SQLite by default.
+//! - [`daemon`]: `xaas serve`: schedules, queues, webhook, health, and the monitoring UI.
 //! - [`okta`]: the typed Identity Sources client and the session lifecycle.
 //! - [`sim`]: a faithful Okta emulator for tests, the demo and benchmarks.
 //! - [`diag`]: diagnostics with file, line and key for the files ops edit.
