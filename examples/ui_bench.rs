@@ -139,28 +139,23 @@ async fn main() {
     let base = format!("http://{}", bound_rx.await.expect("bound"));
     let client = reqwest::Client::new();
     let mid = ids[ids.len() / 2];
+    let last = id(records.saturating_sub(1_000));
     let pages = [
-        ("jobs page       GET /ui".to_string(), "/ui".to_string()),
-        (format!("run page        GET /ui/runs/{mid}"), format!("/ui/runs/{mid}")),
+        ("jobs page", "/ui".to_string()),
+        ("run page", format!("/ui/runs/{mid}")),
+        ("search", format!("/ui/runs/{mid}?q={}", id(records * 54 / 100))),
+        ("deep page", format!("/ui/runs/{mid}?after={last}")),
         (
-            "search          GET /ui/runs/{id}?q=emp0054321".into(),
-            format!("/ui/runs/{mid}?q={}", id(54_321)),
-        ),
-        (
-            "deep page       GET /ui/runs/{id}?after=emp0099000".into(),
-            format!("/ui/runs/{mid}?after={}", id(records.saturating_sub(1_000))),
-        ),
-        (
-            "filtered page   GET /ui/runs/{id}?decision=deactivated&after=emp0050000".into(),
+            "filtered deep page",
             format!("/ui/runs/{mid}?decision=deactivated&after={}", id(records / 2)),
         ),
-        (
-            "json            GET /v1/runs/{id}?after=emp0099000".into(),
-            format!("/v1/runs/{mid}?after={}", id(records.saturating_sub(1_000))),
-        ),
+        ("json deep page", format!("/v1/runs/{mid}?after={last}")),
     ];
     println!("{requests} requests per page, one at a time (ms)");
-    println!("{:<62} {:>9} {:>9} {:>11} {:>11}", "page", "server p50", "p99", "client p50", "p99");
+    println!(
+        "{:<20} {:<58} {:>10} {:>7} {:>10} {:>7}",
+        "page", "GET", "server p50", "p99", "client p50", "p99"
+    );
     for (name, path) in pages {
         let mut server_ms = Vec::new();
         let mut client_ms = Vec::new();
@@ -188,7 +183,7 @@ async fn main() {
         server_ms.sort_by(f64::total_cmp);
         client_ms.sort_by(f64::total_cmp);
         println!(
-            "{name:<62} {:>9.2} {:>9.2} {:>11.2} {:>11.2}",
+            "{name:<20} {path:<58} {:>10.2} {:>7.2} {:>10.2} {:>7.2}",
             percentile(&server_ms, 0.5),
             percentile(&server_ms, 0.99),
             percentile(&client_ms, 0.5),

@@ -187,12 +187,25 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     }
     let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    // Run 1 creates everyone; run 2 sees a quarter gone and is held.
+    // Run 1 creates 200 people; run 2 hires 10 and renames 15; run 3 sees 60 gone and is held.
     let first = run_and_wait(&http, &base, "hr", 0).await;
     assert_eq!(first["outcome"], "success", "{first}\n{}", serve_log());
     assert_eq!(first["counts"]["created"], 200, "{first}");
+    let mut people = people;
+    people.extend((200..210).map(|i| Person::generate(i, true)));
+    for p in people.iter_mut().skip(30).take(15) {
+        p.first = format!("{}-renamed", p.first);
+    }
+    common::write_csv(&csv, &people);
+    let second = run_and_wait(&http, &base, "hr", first["id"].as_i64().unwrap()).await;
+    assert_eq!(second["outcome"], "success", "{second}\n{}", serve_log());
+    assert_eq!(
+        (second["counts"]["created"].as_u64(), second["counts"]["updated"].as_u64()),
+        (Some(10), Some(15)),
+        "{second}"
+    );
     common::write_csv(&csv, &people[..150]);
-    let held = run_and_wait(&http, &base, "hr", first["id"].as_i64().unwrap()).await;
+    let held = run_and_wait(&http, &base, "hr", second["id"].as_i64().unwrap()).await;
     assert_eq!(held["outcome"], "held", "{held}\n{}", serve_log());
     let held_id = held["id"].as_i64().unwrap();
     assert_eq!(deactivated(&sim), 0, "a held run sends nothing");
@@ -264,7 +277,7 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     assert!(jobs.contains("held"), "the last run's outcome: {jobs}");
     assert!(jobs.contains("0 2 * * *") && jobs.contains("Europe/Paris"), "{jobs}");
     let bars = browser.find_all(Locator::Css("tr[data-job=hr] .bar")).await.unwrap();
-    assert_eq!(bars.len(), 2, "one bar per run");
+    assert_eq!(bars.len(), 3, "one bar per run");
     shot(&browser, "jobs").await;
 
     // Open the first run from its bar.
@@ -295,7 +308,7 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     // The held run: why, and Approve through the confirmation step.
     browser.goto(&format!("{base}/ui/held")).await.unwrap();
     let held_table = text_of(&browser, "#held").await;
-    assert!(held_table.contains("50"), "it would deactivate 50: {held_table}");
+    assert!(held_table.contains("60"), "it would deactivate 60: {held_table}");
     shot(&browser, "held").await;
     browser.find(Locator::Id(&format!("approve-{held_id}"))).await.unwrap().click().await.unwrap();
     // Submitting without ticking the box does nothing (the checkbox is required).
@@ -308,16 +321,16 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     let done = text_of(&browser, "#approved").await;
     assert!(done.contains(&format!("#{held_id} approved")), "{done}");
 
-    // The approval queued the next run, which sends the 50 deactivations to Okta.
+    // The approval queued the next run, which sends the 60 deactivations to Okta.
     let released = wait_for_run(&http, &base, "hr", held_id).await;
     assert_eq!(released["outcome"], "success", "{released}\n{}", serve_log());
-    assert_eq!(released["counts"]["deactivated"], 50, "{released}");
+    assert_eq!(released["counts"]["deactivated"], 60, "{released}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while deactivated(&sim) < 50 {
+    while deactivated(&sim) < 60 {
         assert!(Instant::now() < deadline, "the deactivations did not reach okta");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(deactivated(&sim), 50);
+    assert_eq!(deactivated(&sim), 60);
     assert!(serve_log().contains("held run approved in the UI"));
     browser.goto(&format!("{base}/ui/runs/{held_id}")).await.unwrap();
     let approvals = browser.source().await.unwrap();
