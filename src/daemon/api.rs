@@ -451,7 +451,7 @@ pub fn held(settings: &Settings, store: &dyn StateStore) -> Result<HeldView, Api
             runs.push(HeldRun { run: summary(store, r)?, hold, approvals });
         }
     }
-    runs.sort_by(|a, b| b.run.id.cmp(&a.run.id));
+    runs.sort_by_key(|h| std::cmp::Reverse(h.run.id));
     Ok(HeldView { runs })
 }
 
