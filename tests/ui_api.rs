@@ -336,3 +336,24 @@ async fn basic_auth_and_an_approval_needs_its_csrf_token_and_is_audited() {
     assert!(store.run("hr", run).unwrap().unwrap().approved_at.is_some());
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_approvals_are_audited_as_cli_and_listed_on_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &token_ui(false));
+    let run = seed(dir.path(), true);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+        .args(["approve", "--config", config.to_str().unwrap(), "--job", "hr", "--run"])
+        .arg(run.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let served = serve(&config).await;
+    let client = reqwest::Client::new();
+    let detail = get_json(&client, &format!("{}/v1/runs/{run}", served.base)).await;
+    assert_eq!(detail["approvals"][0]["approved_by"], "cli", "{detail}");
+    assert_eq!(detail["hold"]["status"], "approved", "{detail}");
+    let held = get_json(&client, &format!("{}/v1/jobs", served.base)).await;
+    assert_eq!(held["held"], 1, "approved but not used yet: still listed");
+    served.stop().await;
+}
