@@ -143,8 +143,25 @@ fn deactivated(sim: &SimHandle) -> usize {
     sim.snapshot().users.iter().filter(|u| u.status == "DEACTIVATED").count()
 }
 
+/// Wait for the element at `css` (the page may still be loading), then click it.
+async fn click(browser: &Client, css: &str) {
+    let found =
+        browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await;
+    match found {
+        Ok(e) => e.click().await.unwrap(),
+        Err(e) => panic!("no {css} ({e}) on:\n{}", browser.source().await.unwrap_or_default()),
+    }
+}
+
+/// The text of the element at `css`, waiting for it (a click's navigation may still be
+/// loading); the page's source when it never shows up.
 async fn text_of(browser: &Client, css: &str) -> String {
-    browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    let found =
+        browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await;
+    match found {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!("no {css} ({e}) on:\n{}", browser.source().await.unwrap_or_default()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,14 +213,32 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     for p in people.iter_mut().skip(30).take(15) {
         p.first = format!("{}-renamed", p.first);
     }
-    common::write_csv(&csv, &people);
+    // One record without a last name: rejected (the mapping requires it), with its line.
+    let nameless = Person { last: String::new(), ..Person::generate(300, true) };
+    let mut with_bad = people.clone();
+    with_bad.push(nameless.clone());
+    common::write_csv(&csv, &with_bad);
     let second = run_and_wait(&http, &base, "hr", first["id"].as_i64().unwrap()).await;
-    assert_eq!(second["outcome"], "success", "{second}\n{}", serve_log());
+    assert_eq!(second["outcome"], "completed_with_rejections", "{second}\n{}", serve_log());
+    let counts = &second["counts"];
     assert_eq!(
-        (second["counts"]["created"].as_u64(), second["counts"]["updated"].as_u64()),
-        (Some(10), Some(15)),
+        (counts["created"].as_u64(), counts["updated"].as_u64(), counts["rejected"].as_u64()),
+        (Some(10), Some(15), Some(1)),
         "{second}"
     );
+    let rejected: Value = http
+        .get(format!("{base}/v1/runs/{}?decision=rejected", second["id"]))
+        .bearer_auth(UI_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = &rejected["decisions"]["items"][0];
+    assert_eq!(r["external_id"], nameless.id.as_str(), "{rejected}");
+    assert_eq!(r["line"], "line 212", "header, 210 people, then the bad one: {rejected}");
+    assert!(r["reason"].as_str().unwrap().contains("lastName"), "{rejected}");
     common::write_csv(&csv, &people[..150]);
     let held = run_and_wait(&http, &base, "hr", second["id"].as_i64().unwrap()).await;
     assert_eq!(held["outcome"], "held", "{held}\n{}", serve_log());
@@ -266,10 +301,11 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     assert!(source.contains("Sign in to xaas") && !source.contains("id=\"jobs\""), "{source}");
     shot(&browser, "login").await;
     browser.find(Locator::Id("token")).await.unwrap().send_keys("wrong").await.unwrap();
-    browser.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
-    assert!(browser.source().await.unwrap().contains("that token is not valid"));
+    click(&browser, "#login").await;
+    let refused = text_of(&browser, ".alert.bad").await;
+    assert!(refused.contains("that token is not valid"), "{refused}");
     browser.find(Locator::Id("token")).await.unwrap().send_keys(UI_TOKEN).await.unwrap();
-    browser.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    click(&browser, "#login").await;
 
     // The jobs page.
     let jobs = text_of(&browser, "#jobs").await;
@@ -297,7 +333,7 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     // Search one externalId.
     let wanted = &people[123].id;
     browser.find(Locator::Id("q")).await.unwrap().send_keys(wanted).await.unwrap();
-    browser.find(Locator::Id("search")).await.unwrap().click().await.unwrap();
+    click(&browser, "#search").await;
     let rows =
         browser.find_all(Locator::Css("#decisions tbody tr[data-external-id]")).await.unwrap();
     assert_eq!(rows.len(), 1, "exactly the searched user");
@@ -310,14 +346,14 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     let held_table = text_of(&browser, "#held").await;
     assert!(held_table.contains("60"), "it would deactivate 60: {held_table}");
     shot(&browser, "held").await;
-    browser.find(Locator::Id(&format!("approve-{held_id}"))).await.unwrap().click().await.unwrap();
+    click(&browser, &format!("#approve-{held_id}")).await;
     // Submitting without ticking the box does nothing (the checkbox is required).
-    browser.find(Locator::Id("do-approve")).await.unwrap().click().await.unwrap();
+    click(&browser, "#do-approve").await;
     assert!(browser.current_url().await.unwrap().path().ends_with("/approve"));
     assert_eq!(deactivated(&sim), 0);
     shot(&browser, "confirm").await;
-    browser.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
-    browser.find(Locator::Id("do-approve")).await.unwrap().click().await.unwrap();
+    click(&browser, "#confirm").await;
+    click(&browser, "#do-approve").await;
     let done = text_of(&browser, "#approved").await;
     assert!(done.contains(&format!("#{held_id} approved")), "{done}");
 

@@ -380,7 +380,12 @@ async fn webhook_page(
     State(ui): State<Ui>,
     axum::Extension(s): axum::Extension<Signed>,
 ) -> Response {
-    match api::webhook(&ui.daemon) {
+    let daemon = ui.daemon.clone();
+    let view = tokio::task::spawn_blocking(move || api::webhook(&daemon))
+        .await
+        .map_err(|e| ApiError::Join(e.to_string()))
+        .and_then(|r| r);
+    match view {
         Ok(view) => page("webhook.html", &s, "webhook", view),
         Err(e) => error_page(e, &s),
     }
