@@ -603,8 +603,11 @@ async fn run_job_inner(
         }
         let show_profiles = settings.serve.ui.as_ref().is_some_and(|u| u.show_profiles);
         let prepared = prepared.as_ref().ok();
-        if let Err(e) = record_decisions(store.as_mut(), run, prepared, &report, show_profiles) {
-            warn!(error = %e, "cannot record the run's per-record decisions");
+        match record_decisions(store.as_mut(), run, prepared, &report, show_profiles) {
+            Ok(_) => {}
+            // A backend without the run history of the UI: nothing to record.
+            Err(state::StateError::Unsupported(_)) => {}
+            Err(e) => warn!(error = %e, "cannot record the run's per-record decisions"),
         }
     }
     report
@@ -622,7 +625,7 @@ fn record_decisions(
     prepared: Option<&Prepared>,
     report: &JobReport,
     show_profiles: bool,
-) -> Result<u64, String> {
+) -> Result<u64, state::StateError> {
     use state::{Decision, DecisionRecord};
     let record = |external_id: String, decision, reason: Option<&str>| DecisionRecord {
         external_id,
@@ -643,7 +646,7 @@ fn record_decisions(
         profile: None,
     });
     let Some(p) = prepared else {
-        return store.record_decisions(run, &mut rejected.into_iter()).map_err(|e| e.to_string());
+        return store.record_decisions(run, &mut rejected.into_iter());
     };
     let users = &p.pulled.users;
     // The externalId (and profile, when shown) of each spill slot.
@@ -651,7 +654,10 @@ fn record_decisions(
         vec![Default::default(); users.len()];
     if show_profiles {
         for (slot, user) in users.iter().enumerate() {
-            let user = user.map_err(|e| format!("cannot read back the pulled users: {e}"))?;
+            let user = user.map_err(|e| state::StateError::Backend {
+                location: "the pulled users' temporary file".into(),
+                message: format!("cannot read them back: {e}"),
+            })?;
             let profile = serde_json::to_value(&user.profile).ok();
             by_slot[slot] = (user.external_id, profile);
         }
@@ -686,7 +692,7 @@ fn record_decisions(
         }
     });
     let mut all = rejected.chain(planned).chain(leavers).chain(not_yet);
-    store.record_decisions(run, &mut all).map_err(|e| e.to_string())
+    store.record_decisions(run, &mut all)
 }
 
 /// After the push: record the pull (a complete one that was not held) and a completed full
