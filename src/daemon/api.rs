@@ -48,6 +48,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::State(StateError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             ApiError::State(_) | ApiError::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
