@@ -330,10 +330,7 @@ fn kind(v: &Value) -> &'static str {
 /// The records of a push body: one object or a non-empty array of objects.
 /// Parse a push body: one JSON object or an array of them, at most `max_records`. Public for
 /// fuzzing.
-pub fn parse_records(
-    body: &[u8],
-    max_records: usize,
-) -> Result<Vec<Map<String, Value>>, Refusal> {
+pub fn parse_records(body: &[u8], max_records: usize) -> Result<Vec<Map<String, Value>>, Refusal> {
     let bad = |msg: String| Refusal::new(StatusCode::BAD_REQUEST, msg);
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         bad(format!("invalid json at line {} column {}: {}", e.line(), e.column(), json_reason(&e)))
