@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Person, SOURCE, TOKEN};
+use common::{Person, SOURCE, TOKEN, free_port, signed_post};
 use xaas::sim::SimHandle;
 
-const SECRET: &str = "test-webhook-secret-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+const SECRET: &str = common::WEBHOOK_SECRET;
 
 struct Daemon {
     child: Child,
@@ -129,28 +125,6 @@ jobs:
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// POST a signed body; (status, json).
-async fn signed_post(
-    client: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let body = serde_json::to_vec(body).unwrap();
-    let ts = chrono::Utc::now().timestamp();
-    let signature = xaas::daemon::auth::sign(SECRET.as_bytes(), ts, &body);
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-xaas-timestamp", ts.to_string())
-        .header("x-xaas-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 async fn signed_get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {

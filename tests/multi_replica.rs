@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue as Av;
-use common::{Person, TOKEN};
+use common::{Person, TOKEN, free_port, signed_post};
 use xaas::sim::{SimConfig, SimHandle};
 
-const SECRET: &str = "test-webhook-secret-0123456789";
+const SECRET: &str = common::WEBHOOK_SECRET;
 const SOURCE_A: &str = "0oasimaaaaaaaaaaaaa";
 const SOURCE_B: &str = "0oasimbbbbbbbbbbbbb";
 const LEASE_SECS: u64 = 3;
@@ -33,10 +33,6 @@ fn endpoint() -> Option<String> {
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Replica {
@@ -144,27 +140,6 @@ jobs:
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn signed_post(
-    client: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let body = serde_json::to_vec(body).unwrap();
-    let ts = chrono::Utc::now().timestamp();
-    let signature = xaas::daemon::auth::sign(SECRET.as_bytes(), ts, &body);
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-xaas-timestamp", ts.to_string())
-        .header("x-xaas-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {

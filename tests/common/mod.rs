@@ -227,3 +227,33 @@ impl Person {
         })
     }
 }
+
+/// The webhook secret the daemon tests configure (`XAAS_TEST_WEBHOOK_SECRET`).
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789";
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// POST `body` signed with [`WEBHOOK_SECRET`]; (status, JSON answer or null).
+pub async fn signed_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let signature = xaas::daemon::auth::sign(WEBHOOK_SECRET.as_bytes(), ts, &body);
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-xaas-timestamp", ts.to_string())
+        .header("x-xaas-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
