@@ -483,12 +483,7 @@ impl Runner for DaemonRunner {
 
     fn pending(&self, source: &str) -> (usize, bool) {
         let settings = self.0.settings();
-        let jobs: Vec<String> = settings
-            .jobs
-            .iter()
-            .filter(|j| j.identity_source_id == source)
-            .map(|j| j.name.clone())
-            .collect();
+        let jobs = settings.jobs_of(source);
         self.0.events.has_pending(&jobs).unwrap_or((0, false))
     }
 

@@ -78,12 +78,7 @@ pub async fn push_batch(ctx: &PushContext<'_>, source: &str) -> PushProgress {
 async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
     let retry = PushProgress { more: true, retry_after: Some(RETRY_AFTER) };
     let settings = ctx.settings;
-    let jobs: Vec<String> = settings
-        .jobs
-        .iter()
-        .filter(|j| j.identity_source_id == source)
-        .map(|j| j.name.clone())
-        .collect();
+    let jobs = settings.jobs_of(source);
     let mut events = match ctx.events.pending(&jobs, settings.serve.max_batch_records) {
         Ok(e) => e,
         Err(e) => {
@@ -509,12 +504,7 @@ fn confirmed_of(job: &Job, event: &QueuedEvent, keep_profiles: bool) -> Vec<Conf
 }
 
 fn more(ctx: &PushContext<'_>, settings: &Settings, source: &str) -> PushProgress {
-    let jobs: Vec<String> = settings
-        .jobs
-        .iter()
-        .filter(|j| j.identity_source_id == source)
-        .map(|j| j.name.clone())
-        .collect();
+    let jobs = settings.jobs_of(source);
     let more = ctx.events.has_pending(&jobs).map(|(n, _)| n > 0).unwrap_or(true);
     PushProgress { more, retry_after: None }
 }

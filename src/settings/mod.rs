@@ -335,6 +335,15 @@ impl<'de> serde::Deserialize<'de> for ErrorBudget {
 }
 
 impl Settings {
+    /// The names of the jobs that import into identity source `source`.
+    pub fn jobs_of(&self, source: &str) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|j| j.identity_source_id == source)
+            .map(|j| j.name.clone())
+            .collect()
+    }
+
     /// The jobs selected by `--job NAME` (all when `None`).
     pub fn select_jobs(&self, name: Option<&str>) -> Result<Vec<&Job>, String> {
         match name {
