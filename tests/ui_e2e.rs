@@ -153,6 +153,21 @@ async fn click(browser: &Client, css: &str) {
     }
 }
 
+/// Waits until the browser has navigated to a URL whose query contains `part`, so the next
+/// lookup reads the new page and not the one the click left.
+async fn wait_for_query(browser: &Client, part: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.current_url().await.unwrap();
+        let ready = browser.execute("return document.readyState", vec![]).await.unwrap();
+        if url.query().is_some_and(|q| q.contains(part)) && ready == "complete" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never navigated to a URL with {part}: at {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The text of the element at `css`, waiting for it (a click's navigation may still be
 /// loading); the page's source when it never shows up.
 async fn text_of(browser: &Client, css: &str) -> String {
@@ -334,6 +349,8 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     let wanted = &people[123].id;
     browser.find(Locator::Id("q")).await.unwrap().send_keys(wanted).await.unwrap();
     click(&browser, "#search").await;
+    // The run page already lists decisions: wait for the search's page, not the old one.
+    wait_for_query(&browser, "q=").await;
     let rows =
         browser.find_all(Locator::Css("#decisions tbody tr[data-external-id]")).await.unwrap();
     assert_eq!(rows.len(), 1, "exactly the searched user");
