@@ -252,11 +252,7 @@ async fn a_session_is_created_loaded_triggered_and_followed_to_completed() {
     let paths = happy_path(
         &server,
         "aps10",
-        vec![
-            session("aps10", "IN_PROGRESS"),
-            session("aps10", "TRIGGERED"),
-            session("aps10", "COMPLETED"),
-        ],
+        vec![session("aps10", "TRIGGERED"), session("aps10", "COMPLETED")],
     )
     .await;
     never(&server, "DELETE", &format!("{BASE}/aps10")).await;
@@ -271,22 +267,17 @@ async fn a_session_is_created_loaded_triggered_and_followed_to_completed() {
     assert!(!outcome.cancelled_untriggerable);
     assert_eq!(paths.upsert.calls().len(), 3);
     assert_eq!(paths.start.calls().len(), 1);
+    // Accepted user upserts put the session IN_PROGRESS: no status read before the trigger,
+    // only the two polls after it.
+    let (gets, start) = (paths.get.calls(), paths.start.calls()[0]);
+    assert_eq!(gets.len(), 2, "two polls, no read before the trigger");
+    assert!(gets.iter().all(|&at| at > start), "every read follows the trigger");
 }
 
 #[tokio::test]
 async fn two_runs_keep_okta_five_minute_spacing() {
     let server = MockServer::start().await;
-    let paths = happy_path(
-        &server,
-        "aps20",
-        vec![
-            session("aps20", "IN_PROGRESS"),
-            session("aps20", "COMPLETED"),
-            session("aps20", "IN_PROGRESS"),
-            session("aps20", "COMPLETED"),
-        ],
-    )
-    .await;
+    let paths = happy_path(&server, "aps20", vec![session("aps20", "COMPLETED")]).await;
 
     let mut importer = importer(&server, options());
     let first = importer.run(&upsert_plan(1)).await;
@@ -312,7 +303,7 @@ async fn a_create_refused_by_the_five_minute_rule_is_retried_after_the_spacing()
     mount(&server, "POST", BASE, &create).await;
     let ok = Script::new(vec![ResponseTemplate::new(202)]);
     mount(&server, "POST", &format!("{BASE}/aps30/bulk-upsert"), &ok).await;
-    let get = Script::new(vec![session("aps30", "IN_PROGRESS"), session("aps30", "COMPLETED")]);
+    let get = Script::new(vec![session("aps30", "COMPLETED")]);
     mount(&server, "GET", &format!("{BASE}/aps30"), &get).await;
     let start = Script::new(vec![session("aps30", "TRIGGERED")]);
     mount(&server, "POST", &format!("{BASE}/aps30/start-import"), &start).await;
@@ -432,16 +423,8 @@ async fn an_upload_failure_whose_cancel_fails_still_reports_the_upload_error() {
 #[tokio::test]
 async fn okta_reporting_error_is_an_error() {
     let server = MockServer::start().await;
-    happy_path(
-        &server,
-        "aps60",
-        vec![
-            session("aps60", "IN_PROGRESS"),
-            session("aps60", "TRIGGERED"),
-            session("aps60", "ERROR"),
-        ],
-    )
-    .await;
+    happy_path(&server, "aps60", vec![session("aps60", "TRIGGERED"), session("aps60", "ERROR")])
+        .await;
     let outcome = importer(&server, options()).run(&upsert_plan(1)).await;
     assert_eq!(outcome.final_status, Some(SessionStatus::Error));
     let error = outcome.error.expect("error");
@@ -451,12 +434,7 @@ async fn okta_reporting_error_is_an_error() {
 #[tokio::test]
 async fn following_a_session_gives_up_after_the_session_timeout() {
     let server = MockServer::start().await;
-    happy_path(
-        &server,
-        "aps70",
-        vec![session("aps70", "IN_PROGRESS"), session("aps70", "TRIGGERED")],
-    )
-    .await;
+    happy_path(&server, "aps70", vec![session("aps70", "TRIGGERED")]).await;
     let opts = SessionOptions { session_timeout: Duration::from_millis(150), ..options() };
     let started = Instant::now();
     let outcome = importer(&server, opts).run(&upsert_plan(1)).await;

@@ -33,7 +33,7 @@ fn oauth_auth_and_defaults() {
     assert_eq!(kid.as_deref(), Some("k1"));
     assert!(scopes.is_empty(), "empty means the default scopes");
     let c = &s.okta.client;
-    assert_eq!(c.max_concurrent_requests, 4);
+    assert_eq!(c.max_concurrent_requests, 10);
     assert_eq!(c.rate.org_share_percent, 50);
     assert_eq!(c.rate.requests_per_minute, None);
     assert_eq!(c.max_retries, 3);

@@ -60,6 +60,11 @@ pub struct ClientOptions {
     pub rate: RateOptions,
 }
 
+/// Requests in flight at once by default. Okta allows 75 concurrent requests per org (35 on
+/// Integrator Free, FACTS §7), shared with every other integration: 10 leaves most of them
+/// free while uploading a full session's 50 bulk loads in five rounds.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10;
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
@@ -68,7 +73,7 @@ impl Default for ClientOptions {
             max_rate_limit_wait: Duration::from_secs(120),
             max_retries: 3,
             retry_backoff: Duration::from_millis(500),
-            max_concurrent_requests: 4,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             rate: RateOptions::default(),
         }
     }

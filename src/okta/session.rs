@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batch::{SessionKind, SessionPlan};
+use super::batch::{RequestKind, SessionKind, SessionPlan};
 use super::client::OktaClient;
 use super::error::OktaError;
 use super::model::SessionStatus;
@@ -43,11 +43,16 @@ pub struct SessionOptions {
     pub max_replays: u32,
 }
 
+/// First poll of a triggered session. Okta processes a session in seconds to minutes; polls
+/// then back off by [`POLL_GROWTH`] up to `poll_max`, so a short first interval costs a few
+/// calls and finds a quick import done a second after it finished.
+pub const DEFAULT_POLL_INITIAL: Duration = Duration::from_secs(1);
+
 impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             spacing: Duration::from_secs(300),
-            poll_initial: Duration::from_secs(2),
+            poll_initial: DEFAULT_POLL_INITIAL,
             poll_max: Duration::from_secs(30),
             session_timeout: Duration::from_secs(3 * 3600),
             max_replays: 2,
@@ -429,6 +434,7 @@ impl Importer {
         //    memberships, upserts before deletes), since Okta applies loads in arrival order.
         let total = plan.requests.len();
         let concurrency = self.client.options().max_concurrent_requests.max(1);
+        let mut upserted_users = false;
         let mut start = 0;
         while start < total {
             let kind = plan.requests[start].kind;
@@ -478,6 +484,7 @@ impl Importer {
                     Some(None) => break,
                     Some(Some((_, _, None))) => {}
                     Some(Some((_, request, Some(Ok(()))))) => {
+                        upserted_users |= request.kind == RequestKind::Upsert;
                         outcome.requests += 1;
                         outcome.profiles += request.external_ids.len();
                         tracing::debug!(
@@ -518,9 +525,17 @@ impl Importer {
             start = end;
         }
 
-        // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it.
-        let status = match self.client.get_session(&self.source_id, &id).await {
-            Ok(session) => session.status,
+        // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it. Only loads
+        //    that can all be no-ops (deletes of users Okta does not know) leave it CREATED; an
+        //    accepted user upsert moves it to IN_PROGRESS, so then the read would cost a call
+        //    per session for nothing (and if Okta disagreed, the trigger's 400 cancels it).
+        let status = if upserted_users {
+            Ok(SessionStatus::InProgress)
+        } else {
+            self.client.get_session(&self.source_id, &id).await.map(|s| s.status)
+        };
+        let status = match status {
+            Ok(status) => status,
             Err(err) => {
                 let error = format!("could not read session {id} after the uploads: {err}");
                 outcome.okta_error = err.detail();

@@ -235,7 +235,7 @@ fn default_session_spacing_secs() -> f64 {
     300.0
 }
 fn default_poll_initial_ms() -> u64 {
-    2_000
+    crate::okta::session::DEFAULT_POLL_INITIAL.as_millis() as u64
 }
 fn default_poll_max_secs() -> u64 {
     30
@@ -244,7 +244,7 @@ fn default_session_timeout_secs() -> u64 {
     3 * 3600
 }
 fn default_max_concurrent_requests() -> usize {
-    4
+    crate::okta::client::DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 fn default_rate_limit_share_percent() -> u8 {
     50
