@@ -5,7 +5,8 @@
 set -eu
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-600}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
+# Its own build directory: fuzz builds use other flags than the main crate's.
+export CARGO_TARGET_DIR=${XAAS_FUZZ_TARGET_DIR:-$(pwd)/target}
 RUSTC_BOOTSTRAP=1 cargo fuzz build -O
 bin=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
 echo "machine: $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); $seconds s per target"

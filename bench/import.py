@@ -1,131 +1,243 @@
 #!/usr/bin/env python3
-"""Import benchmark: N users (+ leavers) through `xaas run` into `xaas sim`.
+"""Import benchmark: full and delta imports of 10k, 25k and 100k users into the emulator, next
+to the floor Okta's limits set and to a sequential Workflows-style client.
 
-Builds xaas in release mode, generates the data, starts the emulator with the given latency,
-rate limit and clock scale, seeds the leavers as existing Okta users, runs one import and
-prints a table: wall time, Okta calls, sessions, 429s, spacing waits, and the floor that Okta's
-limits set (the larger of (sessions - 1) x spacing and calls x latency, calls being sequential).
+For each size, against a fresh `xaas sim` (1.5 s added to every API call, 600 requests/min,
+1 s to process a session, its clock sped up by --spacing-factor so Okta's 5-minute spacing
+takes 300/factor real seconds):
 
-    bench/import.py --users 25000 --leavers-pct 10 --latency-ms 0 --clock-scale 300
+1. **full**: `xaas run` on an empty state: every user is uploaded.
+2. **delta**: a day later (the spacing has passed), 1% of the people changed (80% profile
+   updates, 10% terminations, 5% deleted rows, 5% new hires), and the default `xaas run`.
 
-Only loopback traffic; the emulator is stopped at the end.
+xaas runs on its default settings, except `session_spacing_secs`, set to the emulator's scaled
+spacing. Both runs are timed from the start of `xaas run` to its exit (every session COMPLETED).
+
+**Floor.** The least time Okta's rules allow for the same sessions and loads: one list of open
+sessions (needed to find stale ones), then per session a create, its loads in rounds of the
+allowed concurrency, and a trigger, each costing one latency; the spacing between one session's
+trigger and the next create; and the last session's processing (or the one read that sees it
+COMPLETED, whichever is longer). It is also never less than the calls at the token's share of
+the rate limit (50%). The allowed concurrency is xaas's `max_concurrent_requests` (10 by
+default); "floor @75" is the same bound if one client took all of the org's 75 concurrent
+requests.
+
+**Baseline.** What the Okta Workflows template does, as a sequential client (below, in Python):
+list and delete stale sessions, then for every 10,000 active users create a session, upload
+them 200 at a time, one request after the other, and trigger; between sessions it waits out the
+spacing; at the end it polls every second until COMPLETED, like xaas. It re-uploads everyone on
+every run. It is measured for sizes up to --baseline-max (10,000 by default) and computed for the
+others from the same per-call costs (marked "est.").
+
+    bench/import.py                                    # 10k, 25k, 100k; about 10 minutes
+    bench/import.py --sizes 10000 --latency-ms 2000 --spacing-factor 10
 """
-import argparse, json, os, random, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, math, os, random, sys, tempfile, shutil, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEADER = "id,active,title,first_name,last_name,street_number,street_name,city,state,country,postcode,email,phone,cell,dob"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as c  # noqa: E402
+
+ORG_CONCURRENCY = 75
+DEFAULT_CONCURRENCY = 10
+PER_REQUEST = 200
+PER_SESSION = 10000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def sessions_of(state, since):
+    """Sessions the run created (those after the first `since`) that received loads."""
+    return [s for s in state["sessions"][since:] if s["loads"]]
 
 
-def person(i, active, rnd):
-    first = rnd.choice(["Ana", "Jörg", "Zoë", "Łukasz", "Chloé", "Søren", "Nuño", "Amélie"])
-    last = rnd.choice(["García", "Müller", "Østergaard", "Nowak", "Dubois", "Smith"])
-    email = f"emp{i:07}@example.com"
-    row = [email, "true" if active else "false", "Mr", first, last, str(1 + i % 9000),
-           "Calle del Arenal", "Las Palmas", "Andalucía", "ES", f"{i % 100000:05}", email,
-           f"973-{i % 1000:03}-{(i // 1000) % 1000:03}", f"630-{(i * 7) % 1000:03}-000",
-           "1990-01-01T00:00:00.000Z"]
-    profile = {"userName": email, "email": email, "firstName": first, "lastName": last}
-    return ",".join(row), profile
+def floor(sessions, latency, spacing, processing, concurrency, rate_per_min):
+    """The least wall time Okta's rules allow for these sessions (see the module doc)."""
+    if not sessions:
+        return latency
+    chain = latency  # list sessions
+    calls = 1
+    for s in sessions:
+        loads = len(s["loads"])
+        chain += (2 + math.ceil(loads / concurrency)) * latency
+        calls += 2 + loads
+    chain += (len(sessions) - 1) * spacing + max(processing, latency)
+    calls += 1
+    share = rate_per_min * 0.5 / 60  # requests per second
+    burst = rate_per_min * 0.5 / 6
+    return max(chain, max(0, calls - burst) / share)
+
+
+class Sequential:
+    """The Workflows template's sequence, one request at a time."""
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.root = f"{sim.base}/api/v1/identity-sources/{c.SOURCE}/sessions"
+
+    def call(self, method, url, body=None):
+        if body is not None:
+            data = json.dumps(body).encode()
+        else:
+            data = None if method == "GET" else b""  # Okta wants Content-Length: 0 on empty POSTs
+        req = urllib.request.Request(url, method=method, data=data,
+                                     headers={"Authorization": f"SSWS {c.TOKEN}", "Accept": "application/json",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def run(self, people):
+        for s in self.call("GET", self.root) or []:
+            if s["status"] in ("CREATED", "IN_PROGRESS"):
+                self.call("DELETE", f"{self.root}/{s['id']}")
+        active = [p for p in people if p["active"]]
+        profiles = [{"externalId": p["id"], "profile": {
+            "userName": p["id"], "email": p["id"], "firstName": p["first"], "lastName": p["last"],
+            "city": p["city"], "countryCode": "ES"}} for p in active]
+        last_trigger, sid = None, None
+        for start in range(0, len(profiles), PER_SESSION):
+            if last_trigger is not None:
+                time.sleep(max(0.0, last_trigger + self.sim.spacing_s - time.monotonic()))
+            sid = self.call("POST", self.root)["id"]
+            chunk = profiles[start:start + PER_SESSION]
+            for k in range(0, len(chunk), PER_REQUEST):
+                self.call("POST", f"{self.root}/{sid}/bulk-upsert",
+                          {"entityType": "USERS", "profiles": chunk[k:k + PER_REQUEST]})
+            self.call("POST", f"{self.root}/{sid}/start-import")
+            last_trigger = time.monotonic()
+        while sid and self.call("GET", f"{self.root}/{sid}")["status"] not in ("COMPLETED", "ERROR"):
+            time.sleep(1.0)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=25000, help="active users")
-    ap.add_argument("--leavers-pct", type=float, default=10.0, help="leavers, as a percentage of --users")
-    ap.add_argument("--latency-ms", type=int, default=0)
-    ap.add_argument("--rate-limit", type=int, default=600)
-    ap.add_argument("--clock-scale", type=float, default=300.0)
-    ap.add_argument("--processing-ms", type=int, default=100)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,25000,100000", help="users, comma-separated")
+    ap.add_argument("--latency-ms", type=int, default=1500, help="added to every API call (FACTS: 1-2 s)")
+    ap.add_argument("--rate-limit", type=int, default=600, help="the emulator's requests per minute")
+    ap.add_argument("--processing-ms", type=int, default=1000, help="the emulator's time to process a session")
+    ap.add_argument("--spacing-factor", type=float, default=20.0,
+                    help="Okta's 5-minute spacing is divided by this (the emulator's clock runs this much faster)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="okta.max_concurrent_requests (default: xaas's default)")
+    ap.add_argument("--extra-concurrency", type=int, default=50,
+                    help="also run the smallest full import at this concurrency (0: no)")
+    ap.add_argument("--baseline-max", type=int, default=10000, help="measure the baseline up to this size")
     args = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=ROOT, check=True)
-    exe = os.path.join(ROOT, "target", "release", "xaas")
-    work = tempfile.mkdtemp(prefix="xaas-bench-")
-    rnd = random.Random(42)
-    leavers = int(args.users * args.leavers_pct / 100)
-    lines, leaver_profiles = [HEADER], []
-    for i in range(args.users + leavers):
-        active = i >= leavers
-        row, profile = person(i, active, rnd)
-        lines.append(row)
-        if not active:
-            leaver_profiles.append(profile)
-    csv_path = os.path.join(work, "users.csv")
-    with open(csv_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    c.build()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    lat, proc = args.latency_ms / 1000, args.processing_ms / 1000
+    conc = args.concurrency or DEFAULT_CONCURRENCY
+    rows, baselines = [], {}
+    work = tempfile.mkdtemp(prefix="xaas-bench-import-")
+    sim_opts = dict(clock_scale=args.spacing_factor, latency_ms=args.latency_ms, rate_limit=args.rate_limit,
+                    processing_ms=args.processing_ms)
+    okta_extra = f"  max_concurrent_requests: {args.concurrency}\n" if args.concurrency else ""
+    violations = 0
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    sim = subprocess.Popen([exe, "sim", "--listen", f"127.0.0.1:{port}", "--clock-scale", str(args.clock_scale),
-                            "--latency-ms", str(args.latency_ms), "--rate-limit", str(args.rate_limit),
-                            "--processing-ms", str(args.processing_ms)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def one_run(sim, cfg, label, size, run_conc, *extra):
+        before = sim.state()
+        wall, job = c.run_xaas(cfg, *extra)
+        after = sim.state()
+        made = sessions_of(after, len(before["sessions"]))
+        rows.append({
+            "size": size, "run": label, "conc": run_conc, "wall": wall,
+            "up": job["counts"]["upserted"], "deact": job["counts"]["deactivated"],
+            "sessions": len(made), "loads": sum(len(s["loads"]) for s in made),
+            "calls": after["requests_total"] - before["requests_total"],
+            "r429": after["rate_limited_total"] - before["rate_limited_total"],
+            "waits": sum((s.get("outcome") or {}).get("spacing_wait_ms", 0) for s in job["sessions"]) / 1000,
+            "pull": job["timings"]["pull_ms"] / 1000,
+            "floor": floor(made, lat, sim.spacing_s, proc, run_conc, args.rate_limit),
+            "floor75": floor(made, lat, sim.spacing_s, proc, ORG_CONCURRENCY, args.rate_limit),
+        })
+        return made
+
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/__sim/state", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        for p in leaver_profiles:
-            req = urllib.request.Request(base + "/__sim/users", method="POST",
-                                         data=json.dumps({"externalId": p["userName"], "profile": p, "active": True}).encode(),
-                                         headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=5).read()
-        spacing = 300.0 / args.clock_scale * 1.05
-        cfg = os.path.join(work, "xaas.yaml")
-        with open(cfg, "w") as f:
-            f.write(f"""okta:
-  org_url: {base}
-  auth: {{type: api_token, token: sim-token}}
-  session_spacing_secs: {spacing}
-  poll_initial_ms: 50
-  poll_max_secs: 1
-jobs:
-  - name: bench
-    identity_source_id: 0oasim0000000000000
-    source: {{type: csv, path: users.csv}}
-    mapping: {os.path.join(ROOT, 'mappings', 'seed-dynamodb.yaml')}
-""")
-        report = os.path.join(work, "report.json")
-        t0 = time.monotonic()
-        run = subprocess.run([exe, "run", "--config", cfg, "--report", report], capture_output=True, text=True,
-                             env={**os.environ, "XAAS_LOG": "xaas=warn"})
-        wall = time.monotonic() - t0
-        if run.returncode != 0:
-            print(run.stdout, run.stderr, file=sys.stderr)
-            sys.exit(f"xaas run exited {run.returncode}")
-        state = json.loads(urllib.request.urlopen(base + "/__sim/state", timeout=10).read())
-        rep = json.load(open(report))
+        for size in sizes:
+            rnd = random.Random(size)
+            people = [c.person(i, rnd) for i in range(size)]
+            d = os.path.join(work, str(size))
+            os.makedirs(d)
+            c.write_csv(os.path.join(d, "users.csv"), people)
+            with c.Sim(**sim_opts) as sim:
+                cfg = os.path.join(d, "xaas.yaml")
+                c.write_config(cfg, sim, okta_extra=okta_extra)
+                one_run(sim, cfg, "full", size, conc)
+                if size == min(sizes) and args.extra_concurrency:
+                    # The same full import at a higher concurrency, into its own emulator.
+                    d2 = os.path.join(work, f"{size}-c{args.extra_concurrency}")
+                    os.makedirs(d2)
+                    shutil.copy(os.path.join(d, "users.csv"), d2)
+                    with c.Sim(**sim_opts) as sim2:
+                        cfg2 = os.path.join(d2, "xaas.yaml")
+                        c.write_config(cfg2, sim2,
+                                       okta_extra=f"  max_concurrent_requests: {args.extra_concurrency}\n")
+                        one_run(sim2, cfg2, "full", size, args.extra_concurrency)
+                        violations += len(sim2.state()["violations"])
+                time.sleep(sim.spacing_s)  # the next day: no spacing pending
+                c.change_one_percent(people, rnd, size, 1)
+                c.write_csv(os.path.join(d, "users.csv"), people)
+                one_run(sim, cfg, "delta 1%", size, conc)
+                violations += len(sim.state()["violations"])
+            if size <= args.baseline_max:
+                with c.Sim(**sim_opts) as sim:
+                    t0 = time.monotonic()
+                    Sequential(sim).run(people)
+                    wall = time.monotonic() - t0
+                    st = sim.state()
+                    baselines[size] = {"wall": wall, "calls": st["requests_total"], "measured": True,
+                                       "sessions": len(sessions_of(st, 0))}
+                    violations += len(st["violations"])
     finally:
-        sim.terminate()
-        sim.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    job = rep["jobs"][0]
-    sessions = len(job["sessions"])
-    waits = sum((s.get("outcome") or {}).get("spacing_wait_ms", 0) for s in job["sessions"]) / 1000
-    calls = state["requests_total"]
-    # A lower bound: the spacing between session creations, and the calls at concurrency 1,
-    # must both elapse (they can overlap: polling a session counts toward the next spacing).
-    floor = max((sessions - 1) * spacing, calls * args.latency_ms / 1000)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    print(f"machine: {os.cpu_count()} cores, {mem:.0f} GiB")
-    print(f"inputs: {args.users} active + {leavers} leavers, latency {args.latency_ms} ms/call, "
-          f"rate limit {args.rate_limit}/min, clock x{args.clock_scale:g} (5-minute spacing = {spacing:.2f} s real)")
+    # The baseline for sizes not measured: the same sequence's calls at the same latency, and
+    # the measured run's tail (the final polling) when there is one.
+    spacing = c.OKTA_SPACING_S / args.spacing_factor
+    measured = next(iter(baselines.items()), None)
+    for size in sizes:
+        if size in baselines:
+            continue
+        k = math.ceil(size / PER_SESSION)
+        loads = math.ceil(size / PER_REQUEST)
+        calls = 1 + 2 * k + loads
+        tail = max(proc, lat)
+        if measured:
+            m_size, m = measured
+            tail = m["wall"] - (1 + 2 * math.ceil(m_size / PER_SESSION) + math.ceil(m_size / PER_REQUEST)) * lat
+        baselines[size] = {"wall": calls * lat + (k - 1) * spacing + tail, "calls": calls + 1, "measured": False,
+                           "sessions": k}
+
+    print(c.machine())
+    print(f"inputs: sizes {sizes}; latency {args.latency_ms} ms per call; rate limit {args.rate_limit}/min; "
+          f"processing {args.processing_ms} ms per session; spacing factor {args.spacing_factor:g} "
+          f"(Okta's 300 s spacing = {spacing:.1f} s); xaas defaults (max_concurrent_requests "
+          f"{DEFAULT_CONCURRENCY}) unless the row says otherwise")
     print()
-    print("| users sent | sessions | okta calls | 429s | spacing waits (s) | wall (s) | floor (s) | pull+map (s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    c = job["counts"]
-    print(f"| {c['upserted']} up + {c['deactivated']} deact | {sessions} | {calls} | {state['rate_limited_total']} | "
-          f"{waits:.1f} | {wall:.1f} | {max(floor, 0):.1f} | {job['timings']['pull_ms'] / 1000:.2f} |")
-    print(f"\nviolations recorded by the emulator: {len(state['violations'])}")
+    print("| users | run | in flight | sent | sessions | loads | okta calls | 429s | wall (s) | floor (s) "
+          "| wall / floor | floor @75 (s) | baseline (s) | faster than baseline | pull+map (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b = baselines[r["size"]]
+        mark = "" if b["measured"] else " est."
+        print(f"| {r['size']:,} | {r['run']} | {r['conc']} | {r['up']:,} up + {r['deact']:,} deact | {r['sessions']} "
+              f"| {r['loads']} | {r['calls']} | {r['r429']} | {r['wall']:.1f} | {r['floor']:.1f} "
+              f"| {r['wall'] / r['floor']:.2f} | {r['floor75']:.1f} | {b['wall']:.1f}{mark} "
+              f"| {b['wall'] / r['wall']:.1f}x | {r['pull']:.2f} |")
+    print()
+    print("| users | baseline | sessions | okta calls | wall (s) |")
+    print("|---|---|---|---|---|")
+    for size in sizes:
+        b = baselines[size]
+        print(f"| {size:,} | {'measured' if b['measured'] else 'computed'} | {b['sessions']} | {b['calls']} "
+              f"| {b['wall']:.1f} |")
+    print()
+    for size in sizes:
+        full = next(r for r in rows if r["size"] == size and r["run"] == "full" and r["conc"] == conc)
+        delta = next(r for r in rows if r["size"] == size and r["run"] == "delta 1%")
+        print(f"{size:,} users, 1% changed: the delta run made {delta['calls']} Okta calls, the full upload "
+              f"{full['calls']}: {full['calls'] / delta['calls']:.1f}x fewer; at Okta's real spacing the full "
+              f"upload needs {(full['sessions'] - 1) * 5} min of spacing, the delta {(delta['sessions'] - 1) * 5} min")
+    print(f"\nrule violations recorded by the emulators: {violations}")
 
 
 if __name__ == "__main__":

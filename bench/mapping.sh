@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --example mapping_bench
-bin=./target/release/examples/mapping_bench
+bin=${CARGO_TARGET_DIR:-target}/release/examples/mapping_bench
 if command -v taskset >/dev/null 2>&1; then
   exec taskset -c 0 "$bin" "$@"
 fi

@@ -37,7 +37,7 @@ jobs:
     mapping: ../../mappings/seed-dynamodb.yaml
 YAML
 echo "xaas plan over $rows rows ($(du -h "$csv" | cut -f1)):" >&2
-/usr/bin/time -f "peak_rss_kb=%M wall_s=%e" target/release/xaas plan --config "$dir/xaas.yaml" \
+/usr/bin/time -f "peak_rss_kb=%M wall_s=%e" "${CARGO_TARGET_DIR:-target}/release/xaas" plan --config "$dir/xaas.yaml" \
   > "$dir/plan.txt" 2> "$dir/time.txt" || true
 grep -E "read|would" "$dir/plan.txt" | head -3 >&2
 tail -1 "$dir/time.txt" | awk -F'[ =]' '{printf "peak RSS: %.1f MB\nwall time: %s s\n", $2/1024, $4}'

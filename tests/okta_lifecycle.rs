@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use xaas::okta::batch::{PlannedRequest, RequestKind, SessionKind, SessionPlan};
 use xaas::okta::client::{ClientOptions, OktaClient};
 use xaas::okta::model::SessionStatus;
-use xaas::okta::session::{Importer, SessionOptions};
+use xaas::okta::session::{Importer, PlanHints, SessionOptions};
 
 const SOURCE: &str = "0oasrc";
 const BASE: &str = "/api/v1/identity-sources/0oasrc/sessions";
@@ -359,6 +359,32 @@ async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
     assert_eq!(outcome.requests, 1);
     assert_eq!(outcome.profiles, 2);
     assert_eq!(cancel.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn deactivating_users_okta_confirmed_triggers_without_reading_the_session_first() {
+    let server = MockServer::start().await;
+    mount(&server, "POST", BASE, &Script::new(vec![created("aps41")])).await;
+    let delete = Script::new(vec![ResponseTemplate::new(202)]);
+    mount(&server, "POST", &format!("{BASE}/aps41/bulk-delete"), &delete).await;
+    let get = Script::new(vec![session("aps41", "COMPLETED")]);
+    mount(&server, "GET", &format!("{BASE}/aps41"), &get).await;
+    let start = Script::new(vec![session("aps41", "TRIGGERED")]);
+    mount(&server, "POST", &format!("{BASE}/aps41/start-import"), &start).await;
+    never(&server, "DELETE", &format!("{BASE}/aps41")).await;
+
+    let plan = SessionPlan {
+        kind: SessionKind::Delete,
+        requests: vec![request(RequestKind::Delete, &["LEFT1", "LEFT2"])],
+    };
+    let hints = PlanHints { deletes_known_users: true };
+    let outcome = importer(&server, options()).run_with(&plan, hints).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert_eq!(start.calls().len(), 1);
+    let (gets, triggered) = (get.calls(), start.calls()[0]);
+    assert_eq!(gets.len(), 1, "one poll");
+    assert!(gets[0] > triggered, "no read between the upload and the trigger");
 }
 
 #[tokio::test]

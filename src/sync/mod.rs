@@ -21,7 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::mapping::{Mapped, NotYet, Origin, Rejection};
 use crate::okta::OktaClient;
 use crate::okta::batch::{Limits, Oversized, RequestKind, SessionPlan};
-use crate::okta::session::Importer;
+use crate::okta::session::{Importer, PlanHints};
 use crate::settings::{Job, OnHold, Settings};
 use crate::state::{self, Confirmed, SentStatus, StateStore};
 use delta::Action;
@@ -752,6 +752,22 @@ async fn push(
     push_sessions(settings, job, client, prepared, store, report, &mut importer).await;
 }
 
+/// Whether a user this plan deactivates is one Okta confirmed active: then its bulk delete
+/// takes the session to IN_PROGRESS. A state read failure only costs the status read it saves.
+fn plan_hints(store: &dyn StateStore, job: &str, plan: &SessionPlan) -> PlanHints {
+    let deleted: Vec<&str> = plan
+        .requests
+        .iter()
+        .filter(|r| r.kind == RequestKind::Delete)
+        .flat_map(|r| r.external_ids.iter().map(String::as_str))
+        .collect();
+    let deletes_known_users = !deleted.is_empty()
+        && store
+            .entries(job, &deleted)
+            .is_ok_and(|entries| entries.iter().any(|e| e.status == Some(SentStatus::Active)));
+    PlanHints { deletes_known_users }
+}
+
 async fn push_sessions(
     settings: &Settings,
     job: &Job,
@@ -817,7 +833,7 @@ async fn push_sessions(
             report.counts.not_imported += (up + del) as u64;
             continue;
         }
-        let outcome = importer.run(plan).await;
+        let outcome = importer.run_with(plan, plan_hints(store, &job.name, plan)).await;
         let confirmed = match outcome.final_status {
             Some(crate::okta::model::SessionStatus::Completed) => {
                 report.counts.upserted += up as u64;
@@ -908,4 +924,52 @@ fn confirmed_users(
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::okta::batch::{PlannedRequest, SessionKind};
+    use crate::state::sqlite::SqliteStore;
+
+    fn plan(kind: RequestKind, ids: &[&str]) -> SessionPlan {
+        let session =
+            if kind == RequestKind::Delete { SessionKind::Delete } else { SessionKind::Upsert };
+        SessionPlan {
+            kind: session,
+            requests: vec![PlannedRequest {
+                kind,
+                external_ids: ids.iter().map(|s| s.to_string()).collect(),
+                body: Vec::new(),
+            }],
+        }
+    }
+
+    fn confirmed(id: &str, status: SentStatus) -> Confirmed {
+        Confirmed { external_id: id.into(), status, hash: Some("h".into()), profile: None }
+    }
+
+    #[test]
+    fn only_a_deactivation_of_a_user_okta_confirmed_active_skips_the_status_read() {
+        let mut store = SqliteStore::in_memory(false).unwrap();
+        let at = chrono::Utc::now();
+        store
+            .confirm(
+                "hr",
+                &[confirmed("known", SentStatus::Active), confirmed("gone", SentStatus::Inactive)],
+                at,
+            )
+            .unwrap();
+        store.mark_pending("hr", &[("sent-once", SentStatus::Active)], at).unwrap();
+        let hints = |kind, ids: &[&str]| plan_hints(&store, "hr", &plan(kind, ids));
+        assert!(hints(RequestKind::Delete, &["never-seen", "known"]).deletes_known_users);
+        // Unknown to Okta, only pending (the session may have failed), or already inactive:
+        // Okta may keep the session CREATED, so it is read before any trigger.
+        assert!(!hints(RequestKind::Delete, &["never-seen"]).deletes_known_users);
+        assert!(!hints(RequestKind::Delete, &["sent-once"]).deletes_known_users);
+        assert!(!hints(RequestKind::Delete, &["gone"]).deletes_known_users);
+        assert!(!hints(RequestKind::Upsert, &["known"]).deletes_known_users);
+        let other_job = plan_hints(&store, "contractors", &plan(RequestKind::Delete, &["known"]));
+        assert!(!other_job.deletes_known_users, "known to another job's state only");
+    }
 }
