@@ -18,6 +18,7 @@ node "$DYNALITE_DIR/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port
 dynalite=$!
 trap 'kill "$dynalite" 2>/dev/null || true' EXIT
 sleep 1
-echo "machine: $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); $trials trials from seed $seed"
+bench/machine
+echo "inputs: $trials trials from seed $seed (the test profile CI builds)"
 XAAS_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" XAAS_CHAOS_TRIALS="$trials" \
-  XAAS_CHAOS_SEED="$seed" cargo test --release --test chaos -- --nocapture 2>&1 | grep -E '^chaos:|panicked|FAILED'
+  XAAS_CHAOS_SEED="$seed" cargo test --test chaos -- --nocapture 2>&1 | grep -E '^chaos:|panicked|FAILED'

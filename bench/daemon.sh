@@ -54,7 +54,7 @@ for _ in $(seq 100); do
   "$target/xaas" healthcheck --url "http://127.0.0.1:$serve_port/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%dT%H:%MZ)"
+bench/machine
 echo "== termination latency, daemon idle"
 "$target/examples/termination_probe" "http://127.0.0.1:$serve_port" "http://127.0.0.1:$sim_port" 5 1 idle
 echo "== webhook load: $connections connections, $seconds s, into xaas serve (durable before 202)"

@@ -9,7 +9,8 @@ seconds=${1:-600}
 export CARGO_TARGET_DIR=${XAAS_FUZZ_TARGET_DIR:-$(pwd)/target}
 RUSTC_BOOTSTRAP=1 cargo fuzz build -O
 bin=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
-echo "machine: $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); $seconds s per target"
+../bench/machine
+echo "inputs: $seconds s per target, the four targets in parallel"
 pids=""
 for t in csv mapping webhook config; do
   mkdir -p "corpus/$t" "artifacts/$t"

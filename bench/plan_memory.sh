@@ -36,6 +36,7 @@ jobs:
       path: users-$rows.csv
     mapping: ../../mappings/seed-dynamodb.yaml
 YAML
+bench/machine
 echo "xaas plan over $rows rows ($(du -h "$csv" | cut -f1)):" >&2
 /usr/bin/time -f "peak_rss_kb=%M wall_s=%e" "${CARGO_TARGET_DIR:-target}/release/xaas" plan --config "$dir/xaas.yaml" \
   > "$dir/plan.txt" 2> "$dir/time.txt" || true

@@ -13,4 +13,6 @@ cargo build --release --quiet --example ui_bench
 target=${CARGO_TARGET_DIR:-target}/release
 dir=target/ui-bench/${runs}x${records}
 mkdir -p "$dir"
+bench/machine
+echo "inputs: $runs runs x $records decisions in the history, $requests requests per page"
 "$target/examples/ui_bench" --runs "$runs" --records "$records" --requests "$requests" --dir "$dir"

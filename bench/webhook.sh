@@ -19,6 +19,8 @@ for _ in $(seq 100); do
 done
 addr=$(sed -n 's/^listening on //p' "$out")
 [ -n "$addr" ] || { echo "the server did not start" >&2; exit 1; }
+bench/machine
+echo "inputs: $connections connections, $seconds s of unique signed one-record pushes"
 "$bin/webhook_load" "http://$addr" "$connections" "$seconds"
 kill -TERM "$server"
 wait "$server" || true

@@ -15,7 +15,7 @@ use url::Url;
 use xaas::okta::batch::{PlannedRequest, RequestKind, SessionKind, SessionPlan};
 use xaas::okta::client::{ClientOptions, OktaClient};
 use xaas::okta::model::SessionStatus;
-use xaas::okta::session::{Importer, SessionOptions};
+use xaas::okta::session::{Importer, PlanHints, SessionOptions};
 use xaas::sim::{SimConfig, SimHandle, SimLimits};
 
 const SOURCE: &str = "0oasim0000000000000";
@@ -200,6 +200,31 @@ async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
     let id = outcome.id.expect("created");
     assert_eq!(session_status(&sim, &id), SessionStatus::Closed);
     assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
+/// The state says Okta knows a deactivated user, but Okta does not (the identity source was
+/// reset, or the state came from another org): the trigger is refused, and the session is
+/// cancelled as "nothing to import", not failed, so the next run does not fail the same way.
+#[tokio::test]
+async fn a_wrong_hint_that_okta_knows_the_deactivated_users_still_ends_cancelled_not_failed() {
+    let sim = sim(SimLimits::default()).await;
+    let plan = SessionPlan {
+        kind: SessionKind::Delete,
+        requests: vec![request(RequestKind::Delete, &["NOBODY1"])],
+    };
+    let hints = PlanHints { deletes_known_users: true };
+    let outcome = importer(&sim).run_with(&plan, hints).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert!(outcome.cancelled_untriggerable);
+    assert_eq!(outcome.final_status, Some(SessionStatus::Closed));
+    assert!(outcome.note.as_deref().unwrap_or("").contains("nothing to import"));
+    let id = outcome.id.expect("created");
+    assert_eq!(session_status(&sim, &id), SessionStatus::Closed);
+    // The one cost of the wrong hint: a refused start-import.
+    let violations = sim.snapshot().violations;
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert!(violations[0].message.contains("CREATED"), "{violations:#?}");
     sim.shutdown().await;
 }
 

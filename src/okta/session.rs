@@ -546,9 +546,11 @@ impl Importer {
         // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it. Only loads
         //    that can all be no-ops (deletes of users Okta does not know) leave it CREATED; an
         //    accepted user upsert, or a delete of a user Okta confirmed, moves it to
-        //    IN_PROGRESS, so then the read would cost a call per session for nothing (and if
-        //    Okta disagreed, the trigger's 400 cancels the session).
-        let status = if upserted_users || (deleted_users && hints.deletes_known_users) {
+        //    IN_PROGRESS, so then the read would cost a call per session for nothing. If Okta
+        //    disagrees (the state says it knows users it does not), the trigger's 400 sends us
+        //    back to the read below.
+        let assumed = upserted_users || (deleted_users && hints.deletes_known_users);
+        let status = if assumed {
             Ok(SessionStatus::InProgress)
         } else {
             self.client.get_session(&self.source_id, &id).await.map(|s| s.status)
@@ -564,23 +566,7 @@ impl Importer {
         };
         outcome.final_status = Some(status);
         if status == SessionStatus::Created {
-            outcome.cancelled_untriggerable = true;
-            match self.client.cancel_session(&self.source_id, &id).await {
-                Ok(()) => {
-                    outcome.final_status = Some(SessionStatus::Closed);
-                    let note = format!(
-                        "nothing to import: okta kept session {id} in CREATED after the uploads \
-                         (all deactivations were for users it does not know), so it was cancelled"
-                    );
-                    tracing::info!(session_id = %id, "{note}");
-                    outcome.note = Some(note);
-                }
-                Err(err) => {
-                    outcome.error = Some(format!(
-                        "okta kept session {id} in CREATED after the uploads and cancelling it failed: {err}"
-                    ));
-                }
-            }
+            self.cancel_untriggerable(&id, outcome).await;
             return Attempt::Done;
         }
         if self.cancel.is_cancelled() {
@@ -598,6 +584,18 @@ impl Importer {
                 tracing::info!(session_id = %id, status = %status, "triggered okta import");
             }
             Err(err) => {
+                // We assumed IN_PROGRESS without reading it: a refusal may mean Okta kept the
+                // session CREATED after all (every deactivated user unknown to it, whatever
+                // the state said). That is "nothing to import", not a failure.
+                if assumed
+                    && !err.is_ambiguous()
+                    && let Ok(session) = self.client.get_session(&self.source_id, &id).await
+                    && session.status == SessionStatus::Created
+                {
+                    tracing::warn!(session_id = %id, "okta kept the session CREATED although the state says it knows users in it");
+                    self.cancel_untriggerable(&id, outcome).await;
+                    return Attempt::Done;
+                }
                 // Not triggered (the trigger's own check said so): cancel.
                 let error = format!("start import of session {id} failed: {err}");
                 outcome.okta_error = err.detail();
@@ -646,6 +644,29 @@ impl Importer {
             }
         }
         Attempt::Done
+    }
+
+    /// Cancel a session Okta kept CREATED after its uploads (every load was a deactivation of
+    /// a user it does not know): there is nothing to import, and it cannot be triggered.
+    async fn cancel_untriggerable(&self, id: &str, outcome: &mut SessionOutcome) {
+        outcome.final_status = Some(SessionStatus::Created);
+        outcome.cancelled_untriggerable = true;
+        match self.client.cancel_session(&self.source_id, id).await {
+            Ok(()) => {
+                outcome.final_status = Some(SessionStatus::Closed);
+                let note = format!(
+                    "nothing to import: okta kept session {id} in CREATED after the uploads \
+                     (all deactivations were for users it does not know), so it was cancelled"
+                );
+                tracing::info!(session_id = %id, "{note}");
+                outcome.note = Some(note);
+            }
+            Err(err) => {
+                outcome.error = Some(format!(
+                    "okta kept session {id} in CREATED after the uploads and cancelling it failed: {err}"
+                ));
+            }
+        }
     }
 
     /// `start-import`. After an ambiguous failure the session's status tells whether it went
