@@ -29,7 +29,7 @@ spacing; at the end it polls every second until COMPLETED, like xaas. It re-uplo
 every run. It is measured for sizes up to --baseline-max (10,000 by default) and computed for the
 others from the same per-call costs (marked "est.").
 
-    bench/import.py                                    # 10k, 25k, 100k; about 10 minutes
+    bench/import.py                                    # 10k, 25k, 100k; about 12 minutes
     bench/import.py --sizes 10000 --latency-ms 2000 --spacing-factor 10
 """
 import argparse, json, math, os, random, sys, tempfile, shutil, time, urllib.request
@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--latency-ms", type=int, default=1500, help="added to every API call (FACTS: 1-2 s)")
     ap.add_argument("--rate-limit", type=int, default=600, help="the emulator's requests per minute")
     ap.add_argument("--processing-ms", type=int, default=1000, help="the emulator's time to process a session")
-    ap.add_argument("--spacing-factor", type=float, default=30.0,
+    ap.add_argument("--spacing-factor", type=float, default=15.0,
                     help="Okta's 5-minute spacing is divided by this (the emulator's clock runs this much faster)")
     ap.add_argument("--concurrency", type=int, default=None,
                     help="okta.max_concurrent_requests (default: xaas's default)")
