@@ -145,6 +145,18 @@ fn upsert_plan(requests: usize) -> SessionPlan {
     }
 }
 
+/// One session deactivating `ids` in one bulk delete.
+fn delete_plan(ids: &[&str]) -> SessionPlan {
+    SessionPlan { kind: SessionKind::Delete, requests: vec![request(RequestKind::Delete, ids)] }
+}
+
+/// Session `id` is created and takes bulk deletes.
+async fn mount_created_with_delete(server: &MockServer, id: &str) {
+    mount(server, "POST", BASE, &Script::new(vec![created(id)])).await;
+    let delete = Script::new(vec![ResponseTemplate::new(202)]);
+    mount(server, "POST", &format!("{BASE}/{id}/bulk-delete"), &delete).await;
+}
+
 async fn mount(server: &MockServer, verb: &str, p: &str, script: &Script) {
     Mock::given(method(verb)).and(path(p)).respond_with(script.clone()).mount(server).await;
 }
@@ -333,9 +345,7 @@ async fn a_create_refused_too_often_is_an_error_without_a_session() {
 #[tokio::test]
 async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
     let server = MockServer::start().await;
-    mount(&server, "POST", BASE, &Script::new(vec![created("aps40")])).await;
-    let delete = Script::new(vec![ResponseTemplate::new(202)]);
-    mount(&server, "POST", &format!("{BASE}/aps40/bulk-delete"), &delete).await;
+    mount_created_with_delete(&server, "aps40").await;
     mount(
         &server,
         "GET",
@@ -347,10 +357,7 @@ async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
     mount(&server, "DELETE", &format!("{BASE}/aps40"), &cancel).await;
     never(&server, "POST", &format!("{BASE}/aps40/start-import")).await;
 
-    let plan = SessionPlan {
-        kind: SessionKind::Delete,
-        requests: vec![request(RequestKind::Delete, &["GONE1", "GONE2"])],
-    };
+    let plan = delete_plan(&["GONE1", "GONE2"]);
     let outcome = importer(&server, options()).run(&plan).await;
     assert_eq!(outcome.error, None);
     assert!(outcome.cancelled_untriggerable);
@@ -364,19 +371,14 @@ async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
 #[tokio::test]
 async fn deactivating_users_okta_confirmed_triggers_without_reading_the_session_first() {
     let server = MockServer::start().await;
-    mount(&server, "POST", BASE, &Script::new(vec![created("aps41")])).await;
-    let delete = Script::new(vec![ResponseTemplate::new(202)]);
-    mount(&server, "POST", &format!("{BASE}/aps41/bulk-delete"), &delete).await;
+    mount_created_with_delete(&server, "aps41").await;
     let get = Script::new(vec![session("aps41", "COMPLETED")]);
     mount(&server, "GET", &format!("{BASE}/aps41"), &get).await;
     let start = Script::new(vec![session("aps41", "TRIGGERED")]);
     mount(&server, "POST", &format!("{BASE}/aps41/start-import"), &start).await;
     never(&server, "DELETE", &format!("{BASE}/aps41")).await;
 
-    let plan = SessionPlan {
-        kind: SessionKind::Delete,
-        requests: vec![request(RequestKind::Delete, &["LEFT1", "LEFT2"])],
-    };
+    let plan = delete_plan(&["LEFT1", "LEFT2"]);
     let hints = PlanHints { deletes_known_users: true };
     let outcome = importer(&server, options()).run_with(&plan, hints).await;
     assert_eq!(outcome.error, None, "{outcome:?}");
