@@ -217,6 +217,35 @@ async fn a_timeout_after_the_load_was_applied_replays_the_session() {
 }
 
 #[tokio::test]
+async fn a_load_held_before_processing_lands_after_the_cancel_and_settle_waits_for_it() {
+    // The network holds the second load past the client's timeout: the client cancels the
+    // session and replays it. The held load reaches Okta only afterwards and meets a CLOSED
+    // session, which Okta refuses (no data changes). `settle` lets a test wait for it before
+    // judging the emulator's violations.
+    let faults = FaultPlan {
+        seed: 0,
+        rules: vec![rule("bulk-upsert", &[2], Fault::Delay { ms: 4_000, applied: false })],
+    };
+    let sim = sim(faults).await;
+    let (plan, ids) = plan();
+    let mut importer = importer(&sim, options());
+    let outcome = importer.run(&plan).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.replays, 1);
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert!(sim.requests_in_flight() >= 1, "the held load is still on its way");
+    assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+
+    assert!(sim.settle(Duration::from_secs(10)).await, "the held load ends");
+    assert_eq!(sim.requests_in_flight(), 0);
+    let snap = sim.snapshot();
+    let late: Vec<_> =
+        snap.violations.iter().map(|v| (v.rule.as_str(), v.session_id.clone())).collect();
+    assert_eq!(late, [("load_not_open_session", Some(outcome.replayed_session_ids[0].clone()))]);
+    assert_eq!(snap.users.len(), ids.len());
+}
+
+#[tokio::test]
 async fn dropped_connections_on_upload_and_trigger() {
     let faults = FaultPlan {
         seed: 0,

@@ -73,7 +73,9 @@ pub enum Fault {
         applied: bool,
     },
     /// Answer `ms` late. With `applied` (the default) the request is processed first, so a
-    /// client that times out has had its request applied; without, the wait comes first.
+    /// client that times out has had its request applied; without, the wait comes first (the
+    /// request is held on its way): a client that times out may see its request applied later,
+    /// whether or not it is still connected, as with a real network.
     Delay {
         ms: u64,
         #[serde(default = "yes")]

@@ -203,6 +203,28 @@ impl SimHandle {
         self.sim.set_faults(FaultPlan::default());
     }
 
+    /// Requests the emulator is still handling: the API's in-flight count plus those an
+    /// injected fault holds (a delayed request may yet be applied after its client gave up).
+    pub fn requests_in_flight(&self) -> u32 {
+        let shared = &self.sim.shared;
+        shared.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+            + shared.faulted_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until no request is in flight (see [`SimHandle::requests_in_flight`]), for at most
+    /// `timeout`; `false` if some still were. Tests call it before judging the emulator's
+    /// state, so that a request a client abandoned lands in the step that sent it.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.requests_in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Stop serving and processing. Open keep-alive connections get 5 s to finish.
     pub async fn shutdown(self) {
         self.sim.shutdown();

@@ -92,6 +92,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts a request held by an injected fault until it ends, however it ends; it moves into
+/// the task that processes the request, so that work is counted even after the client left.
+struct Faulted(Sim);
+
+impl Faulted {
+    fn new(sim: &Sim) -> Self {
+        sim.shared.faulted_in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(sim.clone())
+    }
+}
+
+impl Drop for Faulted {
+    fn drop(&mut self) {
+        self.0.shared.faulted_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// `(limit, remaining, reset epoch)` for the rate-limit headers.
 type RateHeaders = (u32, u32, u64);
 
@@ -206,10 +223,18 @@ async fn fault_middleware(State(sim): State<Sim>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     tracing::debug!(endpoint, ?fault, "emulator injecting a fault");
-    // Processing runs in its own task: it completes even when the client hangs up, which is
-    // the point of an "applied" fault.
-    let apply = |req: Request, next: Next| {
-        let task = tokio::spawn(next.run(req));
+    // Processing runs in its own task, after `wait`: it completes even when the client hangs
+    // up, which is the point of an "applied" fault, and of a request held on its way (the
+    // client gives up on it, Okta still gets it).
+    let apply = |req: Request, next: Next, wait: Duration| {
+        let held = Faulted::new(&sim);
+        let task = tokio::spawn(async move {
+            let _held = held;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            next.run(req).await
+        });
         async move { task.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()) }
     };
     let rate_headers = |mut r: Response, limit: u32, reset: u64| {
@@ -236,7 +261,7 @@ async fn fault_middleware(State(sim): State<Sim>, req: Request, next: Next) -> R
         }
         Fault::ServerError { status, applied } => {
             if applied {
-                let _ = apply(req, next).await;
+                let _ = apply(req, next, Duration::ZERO).await;
             }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut err = ApiError::validation("injected_fault", "server", "injected server error");
@@ -250,17 +275,16 @@ async fn fault_middleware(State(sim): State<Sim>, req: Request, next: Next) -> R
         Fault::Delay { ms, applied } => {
             let wait = Duration::from_millis(ms);
             if applied {
-                let response = apply(req, next).await;
+                let response = apply(req, next, Duration::ZERO).await;
                 tokio::time::sleep(wait).await;
                 response
             } else {
-                tokio::time::sleep(wait).await;
-                next.run(req).await
+                apply(req, next, wait).await
             }
         }
         Fault::Drop { applied } => {
             if applied {
-                let _ = apply(req, next).await;
+                let _ = apply(req, next, Duration::ZERO).await;
             }
             // A body that fails at once: hyper aborts the connection, and the client sees it
             // closed before a complete answer.

@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     pub rate: Mutex<RateWindow>,
     pub in_flight: AtomicU32,
+    /// Requests held by an injected fault (a delay before processing may still apply them).
+    pub faulted_in_flight: AtomicU32,
     pub oauth: Mutex<super::oauth::OAuthState>,
     pub faults: Mutex<super::faults::FaultState>,
 }
@@ -250,6 +252,7 @@ impl Sim {
                 count: 0,
             }),
             in_flight: AtomicU32::new(0),
+            faulted_in_flight: AtomicU32::new(0),
             oauth: Mutex::new(super::oauth::OAuthState::default()),
             faults: Mutex::new(super::faults::FaultState::new(config.faults.clone())),
             config,
