@@ -321,6 +321,81 @@ async fn a_new_importer_can_carry_over_the_spacing_clock() {
     sim.shutdown().await;
 }
 
+/// A process killed between sending a trigger and hearing back must leave its successor a
+/// clock that covers the trigger: Okta counts its 5 minutes from there, and a create inside
+/// them is refused (a violation here). The killed importer wrote "the request's timeout from
+/// now" before sending, and the successor, reading it back, waits that out.
+#[tokio::test]
+async fn a_process_killed_while_triggering_leaves_a_clock_its_successor_waits_out() {
+    use std::sync::{Arc, Mutex};
+    use xaas::okta::session::SpacingClock;
+    use xaas::sim::{Fault, FaultPlan, FaultRule};
+
+    let rule = |endpoint: &str, ms| FaultRule {
+        endpoint: endpoint.into(),
+        requests: vec![1],
+        probability: None,
+        fault: Fault::Delay { ms, applied: true },
+    };
+    let config = SimConfig {
+        clock_scale: CLOCK_SCALE,
+        processing_delay: Duration::from_millis(50),
+        // The load is answered late (so the trigger comes well after the create), and the
+        // trigger is applied at once but answered only after the "kill".
+        faults: FaultPlan {
+            seed: 0,
+            rules: vec![rule("bulk-upsert", 200), rule("start-import", 2_000)],
+        },
+        ..SimConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let sim = xaas::sim::spawn(config, listener).await.expect("spawn emulator");
+    let importer = |sim: &SimHandle, clock: SpacingClock| {
+        let client = OktaClient::new(
+            Url::parse(&sim.base_url()).expect("url"),
+            SecretString::from(TOKEN),
+            ClientOptions { request_timeout: Duration::from_secs(1), ..ClientOptions::default() },
+        )
+        .expect("client");
+        let options = SessionOptions {
+            spacing: Duration::from_millis(350),
+            poll_initial: Duration::from_millis(20),
+            poll_max: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(10),
+            ..SessionOptions::default()
+        };
+        Importer::new(client, SOURCE, options).with_spacing_clock(clock)
+    };
+
+    // What the first process persisted, last write wins (the state file).
+    let saved: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>> = Arc::default();
+    let write = {
+        let saved = saved.clone();
+        move |at| *saved.lock().unwrap() = Some(at)
+    };
+    let mut first = importer(&sim, SpacingClock::persisted(None, write));
+    let plan = upsert_plan(&["E1"]);
+    let triggered = async {
+        while !sim.snapshot().sessions.iter().any(|s| s.triggered.is_some()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        outcome = first.run(&plan) => panic!("the run ended before the trigger was answered: {outcome:?}"),
+        // The "kill": the run is dropped the moment Okta has applied the trigger.
+        () = triggered => {}
+    }
+    drop(first);
+
+    let last = *saved.lock().unwrap();
+    let mut successor = importer(&sim, SpacingClock::persisted(last, |_| {}));
+    let outcome = successor.run(&upsert_plan(&["E2"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert!(outcome.spacing_wait_ms >= 350, "{outcome:?}");
+    assert_no_violations(&sim);
+    sim.shutdown().await;
+}
+
 /// Every bulk endpoint of FACTS §2a, in one session: users, groups and memberships are
 /// uploaded, the session completes, and the emulator holds the result with zero violations.
 #[tokio::test]

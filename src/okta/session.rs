@@ -163,9 +163,15 @@ impl SpacingClock {
     ) -> Self {
         let clock = Self { last: Default::default(), persist: Some(std::sync::Arc::new(persist)) };
         if let Some(at) = last {
-            // The same moment on this process's monotonic clock (never in the future).
-            let ago = (chrono::Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
-            *clock.lock() = Instant::now().checked_sub(ago);
+            // The same moment on this process's monotonic clock. It may lie ahead: a process
+            // that died while creating or triggering left the latest moment Okta could have
+            // acted (see [`SpacingClock::pending`]).
+            let now = Instant::now();
+            let delta = at - chrono::Utc::now();
+            *clock.lock() = match delta.to_std() {
+                Ok(ahead) => now.checked_add(ahead),
+                Err(_) => now.checked_sub((-delta).to_std().unwrap_or(Duration::ZERO)),
+            };
         }
         clock
     }
@@ -181,9 +187,22 @@ impl SpacingClock {
 
     /// A session was created or triggered now.
     pub fn touch(&self) {
-        *self.lock() = Some(Instant::now());
+        self.set(Duration::ZERO);
+    }
+
+    /// A create or trigger is about to be sent, and Okta may act on it at any moment until
+    /// `within` has passed (the request's timeout): until the answer replaces it, the clock
+    /// says "then". A process killed while waiting for the answer leaves this mark behind,
+    /// so its successor waits long enough whether or not Okta acted.
+    pub fn pending(&self, within: Duration) {
+        self.set(within);
+    }
+
+    fn set(&self, ahead: Duration) {
+        *self.lock() = Some(Instant::now() + ahead);
         if let Some(p) = &self.persist {
-            p(chrono::Utc::now());
+            let ahead = chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::zero());
+            p(chrono::Utc::now() + ahead);
         }
     }
 }
@@ -216,6 +235,17 @@ impl Importer {
         self.last_activity = Some(Instant::now());
         if let Some(c) = &self.clock {
             c.touch();
+        }
+    }
+
+    /// A create or trigger is about to go out: see [`SpacingClock::pending`]. Its answer, or
+    /// its failure, calls [`Importer::touch`]: a request that failed ambiguously may have been
+    /// applied, and one that certainly was not costs at most one spacing wait.
+    fn pending(&mut self) {
+        let within = self.client.options().request_timeout;
+        self.last_activity = Some(Instant::now() + within);
+        if let Some(c) = &self.clock {
+            c.pending(within);
         }
     }
 
@@ -575,11 +605,13 @@ impl Importer {
             return Attempt::Done;
         }
 
-        // 4. Trigger and follow.
-        match self.trigger(&id).await {
+        // 4. Trigger and follow. Triggering restarts Okta's 5-minute clock as well, whatever
+        //    the answer: a trigger that failed ambiguously may have gone through.
+        self.pending();
+        let triggered = self.trigger(&id).await;
+        self.touch();
+        match triggered {
             Ok(status) => {
-                // Triggering restarts Okta's 5-minute clock as well.
-                self.touch();
                 outcome.final_status = Some(status);
                 tracing::info!(session_id = %id, status = %status, "triggered okta import");
             }
@@ -723,12 +755,13 @@ impl Importer {
         }
         let mut retries = 0;
         loop {
-            match self.client.create_session(&self.source_id).await {
-                Ok(session) => {
-                    // Counted from the answer: later is the safe side of Okta's clock.
-                    self.touch();
-                    return Ok(session);
-                }
+            // Counted from the answer, or the failure: later is the safe side of Okta's clock,
+            // and a create that failed ambiguously may have happened.
+            self.pending();
+            let created = self.client.create_session(&self.source_id).await;
+            self.touch();
+            match created {
+                Ok(session) => return Ok(session),
                 Err(err) if err.is_session_spacing() && retries < MAX_SPACING_RETRIES => {
                     retries += 1;
                     tracing::info!(error = %err, retry = retries, "okta refused the session under its 5-minute rule");
