@@ -240,8 +240,12 @@ async fn a_load_held_before_processing_lands_after_the_cancel_and_settle_waits_f
     assert_eq!(sim.requests_in_flight(), 0);
     let snap = sim.snapshot();
     let late: Vec<_> =
-        snap.violations.iter().map(|v| (v.rule.as_str(), v.session_id.clone())).collect();
-    assert_eq!(late, [("load_not_open_session", Some(outcome.replayed_session_ids[0].clone()))]);
+        snap.violations.iter().map(|v| (v.rule.as_str(), v.session_id.clone(), v.held)).collect();
+    assert_eq!(
+        late,
+        [("load_not_open_session", Some(outcome.replayed_session_ids[0].clone()), true)],
+        "recorded as held by the fault"
+    );
     assert_eq!(snap.users.len(), ids.len());
 }
 

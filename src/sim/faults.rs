@@ -98,6 +98,21 @@ fn yes() -> bool {
     true
 }
 
+tokio::task_local! {
+    /// Set while a request held by a [`Fault::Delay`] (without `applied`) is processed.
+    static HELD: bool;
+}
+
+/// Whether the request being processed was held on its way by an injected fault.
+pub(crate) fn held() -> bool {
+    HELD.try_with(|held| *held).unwrap_or(false)
+}
+
+/// Process `request` as one that an injected fault held on its way.
+pub(crate) async fn as_held<F: std::future::Future>(request: F) -> F::Output {
+    HELD.scope(true, request).await
+}
+
 /// The endpoint name a request is counted under.
 pub fn endpoint_of(method: &Method, path: &str) -> String {
     if path == "/oauth2/v1/token" {

@@ -230,10 +230,12 @@ async fn fault_middleware(State(sim): State<Sim>, req: Request, next: Next) -> R
         let held = Faulted::new(&sim);
         let task = tokio::spawn(async move {
             let _held = held;
-            if !wait.is_zero() {
+            if wait.is_zero() {
+                next.run(req).await
+            } else {
                 tokio::time::sleep(wait).await;
+                super::faults::as_held(next.run(req)).await
             }
-            next.run(req).await
         });
         async move { task.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()) }
     };

@@ -74,6 +74,10 @@ pub struct SimSessionView {
     pub loads: Vec<LoadView>,
     /// Distinct user external ids loaded (upserted or deleted) in this session.
     pub distinct_users: usize,
+    /// Created by a create request an injected fault held on its way ([`Violation::held`]):
+    /// the client had given up on it, so the session is the network's doing, not its own.
+    #[serde(default)]
+    pub created_by_held_request: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -94,6 +98,11 @@ pub struct Violation {
     pub method: String,
     pub path: String,
     pub session_id: Option<String>,
+    /// The request was held on its way by an injected fault (a delay before processing), so it
+    /// was judged later than its client sent it: the state it met may not be the one the
+    /// client saw. Tests may put such violations down to the fault.
+    #[serde(default)]
+    pub held: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -177,6 +186,7 @@ struct SessionRec {
     trigger_seq: u64,
     loads: Vec<LoadRec>,
     user_ids: HashSet<String>,
+    created_by_held_request: bool,
 }
 
 #[derive(Debug)]
@@ -323,6 +333,7 @@ impl Sim {
                     triggered: s.triggered.map(okta_time),
                     loads: s.loads.iter().map(|l| l.view.clone()).collect(),
                     distinct_users: s.user_ids.len(),
+                    created_by_held_request: s.created_by_held_request,
                 })
                 .collect(),
             violations: st.violations.clone(),
@@ -394,6 +405,7 @@ impl Sim {
             trigger_seq: seq,
             loads: Vec::new(),
             user_ids: HashSet::new(),
+            created_by_held_request: false,
         });
         drop(st);
         if triggered {
@@ -435,6 +447,7 @@ impl Sim {
                 method: ctx.method.clone(),
                 path: ctx.path.clone(),
                 session_id: ctx.session_id.clone(),
+                held: super::faults::held(),
             });
         }
     }
@@ -511,6 +524,7 @@ impl Sim {
             trigger_seq: 0,
             loads: Vec::new(),
             user_ids: HashSet::new(),
+            created_by_held_request: super::faults::held(),
         };
         let wire = rec.wire();
         st.sessions.push(rec);
