@@ -187,6 +187,25 @@ async fn a_session_from_an_earlier_process_is_waited_out_on_okta_refusal() {
 }
 
 #[tokio::test]
+async fn a_stray_open_session_that_blocks_the_create_is_cancelled_then_the_create_retried() {
+    // A create this importer gave up on reached Okta after `prepare`: the session it opened
+    // blocks ours. Okta's refusal reads like the 5-minute rule; waiting alone would never end
+    // it (three refusals, then failure), so the importer cancels the stray first.
+    let sim = sim(SimLimits::default()).await;
+    let mut importer = importer(&sim);
+    importer.prepare().await.expect("prepare");
+    let stray = sim.inject_session(SOURCE, SessionStatus::Created);
+    let outcome = importer.run(&upsert_plan(&["E1"])).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(outcome.final_status, Some(SessionStatus::Completed));
+    assert_eq!(session_status(&sim, &stray), SessionStatus::Closed);
+    let violations = sim.snapshot().violations;
+    assert_eq!(violations.len(), 1, "only the first, refused create: {violations:#?}");
+    assert!(violations[0].message.contains("still CREATED"), "{violations:#?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_delete_only_session_of_unknown_users_is_cancelled_not_triggered() {
     let sim = sim(SimLimits::default()).await;
     let plan = SessionPlan {

@@ -721,15 +721,16 @@ impl Importer {
         }
     }
 
-    /// Cancel every open session of the identity source (after an ambiguous create: it may
-    /// have created one we never heard of). Failures are logged: the next create tells.
+    /// Cancel every open session of the identity source: after an ambiguous create (it may
+    /// have created one we never heard of) or a refused one (such a session may be what
+    /// blocks it). Failures are logged: the next create tells.
     async fn cancel_open_sessions(&self) {
         match self.client.list_sessions(&self.source_id).await {
             Ok(sessions) => {
                 for s in sessions.into_iter().filter(|s| s.status.is_open()) {
                     match self.client.cancel_session(&self.source_id, &s.id).await {
                         Ok(()) => {
-                            tracing::info!(session_id = %s.id, "cancelled a session left by an ambiguous create")
+                            tracing::info!(session_id = %s.id, status = %s.status, "cancelled an open session we did not create knowingly (a create we gave up on)")
                         }
                         Err(err) => {
                             tracing::warn!(session_id = %s.id, error = %err, "could not cancel an open session")
@@ -765,6 +766,11 @@ impl Importer {
                 Err(err) if err.is_session_spacing() && retries < MAX_SPACING_RETRIES => {
                     retries += 1;
                     tracing::info!(error = %err, retry = retries, "okta refused the session under its 5-minute rule");
+                    // Okta words "a session is still open" and "too soon" alike. An open one
+                    // can only be a stray of ours (runs on a source never overlap): a create
+                    // we gave up on that reached Okta after `prepare`. Waiting would not
+                    // close it; cancelling does.
+                    self.cancel_open_sessions().await;
                     // We do not know when the other session started: wait a full period.
                     self.spacing_wait(self.options.spacing, outcome, "okta refused the session")
                         .await?;
