@@ -420,12 +420,9 @@ fn check(
             // A request a fault held on its way met a state its client never saw (e.g. a
             // create the client gave up on, landing within 5 minutes of the session it
             // created instead): the network's doing, recorded as such by the emulator.
-            !v.held
-                && !(late_requests
-                    && matches!(
-                        v.rule.as_str(),
-                        "load_not_open_session" | "cancel_not_open_session"
-                    ))
+            let explained_late = late_requests
+                && matches!(v.rule.as_str(), "load_not_open_session" | "cancel_not_open_session");
+            !(v.held || explained_late)
         })
         .collect();
     if !broken.is_empty() {
