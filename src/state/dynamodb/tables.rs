@@ -1,0 +1,209 @@
+//! The tables: the client, creating a missing table, and the paged and counted reads every
+//! part uses.
+
+use super::*;
+
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(super) async fn build_client(config: &DynamoStateSettings) -> Client {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(4)
+                .with_initial_backoff(Duration::from_millis(50))
+                .with_max_backoff(Duration::from_secs(2)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(3))
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    Client::new(&loader.load().await)
+}
+
+pub(super) async fn ensure_table(
+    client: &Client,
+    name: &str,
+    hash: &str,
+    range: Option<(&str, bool)>,
+) -> Result<(), StateError> {
+    let described = client.describe_table().table_name(name).send().await;
+    let status = match described {
+        Ok(d) => d.table.and_then(|t| t.table_status),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+            let attr = |a: &str, number: bool| {
+                AttributeDefinition::builder()
+                    .attribute_name(a)
+                    .attribute_type(if number {
+                        ScalarAttributeType::N
+                    } else {
+                        ScalarAttributeType::S
+                    })
+                    .build()
+                    .map_err(|e| err(name, e))
+            };
+            let key = |a: &str, kind: KeyType| {
+                KeySchemaElement::builder()
+                    .attribute_name(a)
+                    .key_type(kind)
+                    .build()
+                    .map_err(|e| err(name, e))
+            };
+            let mut req = client
+                .create_table()
+                .table_name(name)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(attr(hash, false)?)
+                .key_schema(key(hash, KeyType::Hash)?);
+            if let Some((r, number)) = range {
+                req =
+                    req.attribute_definitions(attr(r, number)?).key_schema(key(r, KeyType::Range)?);
+            }
+            match req.send().await {
+                Ok(_) => tracing::info!(table = name, "created the dynamodb state table"),
+                Err(e)
+                    if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
+                Err(e) => return Err(sdk_err(name, "create table", e)),
+            }
+            None
+        }
+        Err(e) => return Err(sdk_err(name, "describe table", e)),
+    };
+    if status == Some(TableStatus::Active) {
+        return Ok(());
+    }
+    for _ in 0..600 {
+        let d = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_err(name, "describe table", e))?;
+        if d.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(err(name, "the table did not become active within 2 minutes"))
+}
+
+/// Every item of a partition (`hash_key = value`), consistent, page by page.
+pub(super) async fn query_all(
+    ctx: &Ctx,
+    table: &str,
+    hash_key: &str,
+    value: &str,
+    projection: Option<&str>,
+    newest_first: bool,
+) -> Result<Vec<Item>, StateError> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let mut req = ctx
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#k = :k")
+            .expression_attribute_names("#k", hash_key)
+            .expression_attribute_values(":k", s(value))
+            .consistent_read(true)
+            .scan_index_forward(!newest_first)
+            .set_exclusive_start_key(start.take());
+        if let Some(p) = projection {
+            // Projections name attributes through `#p_<name>` (reserved words again).
+            let mut parts = Vec::new();
+            for a in p.split(',') {
+                let a = a.trim();
+                req = req.expression_attribute_names(format!("#p_{a}"), a);
+                parts.push(format!("#p_{a}"));
+            }
+            req = req.projection_expression(parts.join(", "));
+        }
+        let page = req.send().await.map_err(|e| sdk_err(table, "query", e))?;
+        out.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
+        }
+    }
+}
+
+pub(super) async fn get_item(
+    ctx: &Ctx,
+    table: &str,
+    key: Item,
+) -> Result<Option<Item>, StateError> {
+    let out = ctx
+        .client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| sdk_err(table, "get", e))?;
+    Ok(out.item.filter(|i| !i.is_empty()))
+}
+
+/// Refuse unless this replica still holds `source`'s lease with `token` (a consistent read).
+pub(super) async fn check_lease(ctx: &Ctx, source: &str, token: u64) -> Result<(), StateError> {
+    let item = get_item(ctx, &ctx.t.leases, key1("source", source)).await?;
+    let holds = item.as_ref().is_some_and(|i| {
+        get_s(i, "owner").as_deref() == Some(&*ctx.replica)
+            && get_n::<u64>(i, "token") == Some(token)
+    });
+    if holds { Ok(()) } else { Err(lease_lost(&ctx.t, source)) }
+}
+
+/// Run `updates` a few at a time; the first error wins.
+pub(super) async fn run_all(
+    updates: Vec<BoxFuture<'static, Result<(), StateError>>>,
+) -> Result<(), StateError> {
+    let mut results = futures::stream::iter(updates).buffer_unordered(WRITE_CONCURRENCY);
+    let mut first = None;
+    while let Some(r) = results.next().await {
+        if let Err(e) = r
+            && first.is_none()
+        {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Add one to the counter `name` (in `meta`) and return the new value.
+pub(super) async fn next_counter(ctx: &Ctx, name: &str) -> Result<i64, StateError> {
+    let item = Upd::new(&ctx.t.meta, key1("pk", &format!("counter#{name}")))
+        .add("n", n(1))
+        .send(&ctx.client)
+        .await
+        .map_err(|e| sdk_err(&ctx.t.meta, &format!("counter {name}"), e))?;
+    item.as_ref()
+        .and_then(|i| get_n(i, "n"))
+        .ok_or_else(|| err(&ctx.t.meta, format!("counter {name} has no value")))
+}
+
+/// Check the lease (when fenced) and return the token to stamp items with.
+pub(super) async fn fenced(
+    ctx: &Ctx,
+    fence: &Option<(String, u64)>,
+) -> Result<Option<u64>, StateError> {
+    match fence {
+        None => Ok(None),
+        Some((source, token)) => {
+            check_lease(ctx, source, *token).await?;
+            Ok(Some(*token))
+        }
+    }
+}
