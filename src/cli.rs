@@ -7,26 +7,16 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::warn;
 
-use crate::okta::{Credentials, OAuthConfig, OktaClient};
-use crate::settings::{self, Auth, Settings};
-use crate::sync::report::{JobReport, RunReport};
-use crate::sync::{self, Mode, RunOptions};
+use crate::settings::{self, Settings};
+use crate::sync::RunOptions;
 
-/// Success: every record was sent and every session completed.
-pub const EXIT_OK: i32 = 0;
-/// Failure: a job could not finish (Okta error, unreadable source, bad credentials...).
-pub const EXIT_FAILURE: i32 = 1;
+/// The exit codes of a run belong to its report.
+pub use crate::sync::report::{EXIT_FAILURE, EXIT_HELD, EXIT_OK, EXIT_REJECTED};
 /// The command line itself was wrong (clap's code).
 pub const EXIT_USAGE: i32 = 2;
-/// Completed, but some records were rejected (see the report).
-pub const EXIT_REJECTED: i32 = 3;
 /// The config or a mapping file is invalid; nothing was run.
 pub const EXIT_CONFIG: i32 = 4;
-/// A safeguard held a run: nothing risky was sent; approve it or rerun with
-/// `--allow-deactivations N`.
-pub const EXIT_HELD: i32 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -229,21 +219,9 @@ pub async fn execute(cli: Cli) -> i32 {
     }
 }
 
-/// Diagnostics with the source line each points at (the files are read again for this).
-pub fn render_diagnostics(diags: &crate::diag::Diagnostics) -> String {
-    let mut texts: std::collections::HashMap<PathBuf, Option<String>> = Default::default();
-    let mut out = Vec::with_capacity(diags.0.len());
-    for d in &diags.0 {
-        let text =
-            texts.entry(d.file.clone()).or_insert_with(|| std::fs::read_to_string(&d.file).ok());
-        out.push(d.render(text.as_deref()));
-    }
-    out.join("\n")
-}
-
 fn load_settings(config: &Path) -> Result<Settings, i32> {
     settings::load(config).map_err(|diags| {
-        eprintln!("{}", render_diagnostics(&diags));
+        eprintln!("{}", diags.render_with_sources());
         eprintln!("{} problem(s) in the configuration; nothing was run", diags.0.len());
         EXIT_CONFIG
     })
@@ -256,113 +234,7 @@ fn select<'a>(settings: &'a Settings, job: Option<&str>) -> Result<Vec<&'a setti
     })
 }
 
-/// How long a shutdown may take to cancel the open session before the process exits anyway.
-const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Build the Okta client from settings. The error names where the token was looked for.
-pub fn build_client(settings: &Settings) -> Result<OktaClient, String> {
-    let url = &settings.okta.org_url;
-    if settings::is_loopback_http(url) {
-        warn!(org_url = %url, "okta.org_url uses plain http: allowed only because it is a loopback address");
-    }
-    let credentials = match &settings.okta.auth {
-        Auth::ApiToken(source) => {
-            Credentials::ApiToken(source.resolve().map_err(|e| e.to_string())?)
-        }
-        Auth::OAuth { client_id, private_key, kid, scopes } => Credentials::OAuth(OAuthConfig {
-            client_id: client_id.clone(),
-            private_key_pem: private_key.resolve().map_err(|e| e.to_string())?,
-            kid: kid.clone(),
-            scopes: scopes.clone(),
-        }),
-    };
-    OktaClient::with_credentials(url.clone(), credentials, settings.okta.client.clone())
-        .map_err(|e| e.to_string())
-}
-
-/// Run jobs and report.
-pub async fn run_jobs(
-    settings: &Settings,
-    jobs: &[&settings::Job],
-    dry_run: bool,
-) -> Result<RunReport, String> {
-    run_jobs_with(settings, jobs, dry_run, &RunOptions::default()).await
-}
-
-/// [`run_jobs`] with options (`--full`, `--allow-deactivations`, printing the plan first).
-pub async fn run_jobs_with(
-    settings: &Settings,
-    jobs: &[&settings::Job],
-    dry_run: bool,
-    options: &RunOptions,
-) -> Result<RunReport, String> {
-    let started_at = chrono::Utc::now();
-    let started = std::time::Instant::now();
-    let client = if dry_run { None } else { Some(build_client(settings)?) };
-    // Ctrl-C (or SIGINT from the orchestrator) cancels the client's token: the session being
-    // uploaded is cancelled in Okta and no further session starts. A second Ctrl-C, or the
-    // deadline, ends the process without waiting.
-    let shutdown = client.as_ref().map(|c| {
-        let token = c.cancellation().clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            warn!(
-                deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
-                "shutdown requested: cancelling the open okta session"
-            );
-            token.cancel();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = tokio::time::sleep(SHUTDOWN_DEADLINE) => {}
-            }
-            eprintln!("error: shutdown did not finish in time; exiting");
-            std::process::exit(EXIT_FAILURE);
-        })
-    });
-    // Okta's 5-minute clock per identity source, kept in the state (file or tables): a run
-    // started right after one that was killed still waits out the spacing instead of being
-    // refused.
-    let events = match &client {
-        Some(_) => crate::state::open_events(&settings.state)
-            .map_err(|e| warn!(error = %e, "cannot open the state for the session clock"))
-            .ok(),
-        None => None,
-    };
-    let mut reports: Vec<JobReport> = Vec::new();
-    for job in jobs {
-        let mode = match &client {
-            Some(c) => Mode::Send(c),
-            None => Mode::DryRun,
-        };
-        let mut options = options.clone();
-        if options.spacing.is_none()
-            && let Some(events) = &events
-        {
-            options.spacing =
-                Some(crate::daemon::persisted_spacing_clock(events, &job.identity_source_id));
-        }
-        reports.push(sync::run_job_with(settings, job, mode, &options).await);
-    }
-    if let Some(task) = shutdown {
-        task.abort();
-    }
-    Ok(RunReport {
-        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        duration_ms: started.elapsed().as_millis() as u64,
-        dry_run,
-        jobs: reports,
-    })
-}
-
-/// Write the JSON report to `path`.
-pub fn write_report(path: &Path, report: &RunReport) -> Result<(), String> {
-    let json =
-        serde_json::to_vec_pretty(report).map_err(|e| format!("cannot encode the report: {e}"))?;
-    std::fs::write(path, json)
-        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
-}
+pub use crate::sync::jobs::{run_jobs, run_jobs_with, write_report};
 
 async fn run(
     config: &Path,
@@ -495,7 +367,22 @@ async fn plan(config: &Path, job: Option<&str>, format: OutputFormat, options: &
             let mut plans = Vec::new();
             let mut code = EXIT_OK;
             for job in jobs {
-                let p = crate::sync::plan::build(&settings, job, options).await;
+                let p = match crate::state::open_read_only(&settings.state) {
+                    Ok(mut store) => {
+                        let mut ctx = crate::sync::RunContext {
+                            store: store.as_mut(),
+                            okta: None,
+                            spacing: None,
+                            cancel: Default::default(),
+                            base_dir: &settings.base_dir,
+                        };
+                        crate::sync::plan::build(&mut ctx, job, options).await
+                    }
+                    Err(e) => crate::sync::plan::PlanDocument::failed(
+                        job,
+                        &crate::sync::SyncError::state("open the state store")(e),
+                    ),
+                };
                 code = code.max(p.exit_code());
                 plans.push(p);
             }
@@ -584,7 +471,7 @@ fn validate(config: &Path) -> i32 {
             EXIT_OK
         }
         Err(diags) => {
-            eprintln!("{}", render_diagnostics(&diags));
+            eprintln!("{}", diags.render_with_sources());
             eprintln!("{} problem(s) found", diags.0.len());
             EXIT_CONFIG
         }

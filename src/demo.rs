@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{self, EXIT_FAILURE};
 use crate::sim::{self, SimConfig};
+use crate::sync::report::EXIT_FAILURE;
 
 /// The sample users (100 synthetic people in the seed's DynamoDB schema).
 pub const SAMPLE_CSV: &str = include_str!("../sample-data/users.csv");
@@ -68,7 +68,9 @@ async fn run_inner(report_path: Option<&Path>) -> Result<i32, String> {
     let job = &settings.jobs[0];
 
     // The people who have left: present in Okta from an earlier import, inactive in HR now.
-    let pulled = crate::sync::pull_and_map(&settings, job).await.map_err(|f| f.message)?;
+    let pulled = crate::sync::pull_and_map(&settings.base_dir, job, &Default::default())
+        .await
+        .map_err(|f| f.to_string())?;
     let mut leavers = 0;
     for u in pulled.users.iter() {
         let u = u.map_err(|e| format!("cannot read back the sample users: {e}"))?;
@@ -84,10 +86,11 @@ async fn run_inner(report_path: Option<&Path>) -> Result<i32, String> {
     );
     println!("importing sample-data/users.csv into the emulator…\n");
 
-    let report = cli::run_jobs(&settings, &[job], false).await?;
+    let report =
+        crate::sync::jobs::run_jobs(&settings, &[job], false).await.map_err(|e| e.to_string())?;
     print!("{}", report.render_text());
     if let Some(path) = report_path {
-        cli::write_report(path, &report)?;
+        crate::sync::jobs::write_report(path, &report).map_err(|e| e.to_string())?;
     }
     let snap = handle.snapshot();
     let active = snap.users.iter().filter(|u| u.status == "ACTIVE").count();

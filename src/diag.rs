@@ -89,6 +89,22 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+impl Diagnostics {
+    /// Every diagnostic with the source line it points at (each file is read again for this;
+    /// one that cannot be read is rendered without its line).
+    pub fn render_with_sources(&self) -> String {
+        let mut texts: HashMap<PathBuf, Option<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(self.0.len());
+        for d in &self.0 {
+            let text = texts
+                .entry(d.file.clone())
+                .or_insert_with(|| std::fs::read_to_string(&d.file).ok());
+            out.push(d.render(text.as_deref()));
+        }
+        out.join("\n")
+    }
+}
+
 /// Where each key path of a YAML document starts.
 #[derive(Debug, Clone, Default)]
 pub struct YamlIndex {
@@ -199,6 +215,18 @@ pub fn suggest<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// The one rule for plain-http URLs in anything ops configure (Okta's org URL, an HTTP source):
+/// whether `url` is plain http to a loopback address (allowed, with a warning).
+pub fn is_loopback_http(url: &url::Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip).is_loopback(),
+            None => false,
+        }
 }
 
 #[cfg(test)]

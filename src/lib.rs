@@ -32,3 +32,4 @@ pub mod sim;
 pub mod sources;
 pub mod state;
 pub mod sync;
+pub mod telemetry;

@@ -4,7 +4,11 @@
 //! Emission goes through the [`metrics`] facade, so call sites anywhere in the crate are one
 //! line and nothing is threaded through: until [`install`] runs (the `serve` daemon and the
 //! tests call it; `run` and `plan` do not), every helper is a no-op costing a few
-//! nanoseconds. `GET /metrics` ([`super::health`]) renders the handle [`install`] returns.
+//! nanoseconds. `GET /metrics` (`daemon::health`) renders the handle [`install`] returns.
+//!
+//! This module sits at the bottom of the layers (like Quickwit's common metrics): it imports
+//! nothing of the crate, so `okta`, `sync` and `daemon` all record metrics without importing
+//! each other. Helpers take plain labels and numbers; each caller turns its own types into them.
 //!
 //! Labels are **bounded** by construction: job names and identity source ids come from the
 //! config, outcomes and kinds are closed sets (`&'static str` or an enum here), Okta endpoints
@@ -17,10 +21,6 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::okta::batch::SessionKind;
-use crate::okta::session::SessionOutcome;
-use crate::sync::report::JobReport;
 
 /// Finished runs of a job, by outcome (`success`, `completed_with_rejections`, `failed`,
 /// `held`). Labels: `job`, `outcome`.
@@ -77,10 +77,8 @@ pub const ALL: &[&str] = &[
 /// in the path, or a request refused before routing. Never the raw path segment.
 pub const UNKNOWN_JOB: &str = "_unknown";
 
-/// Fixed `endpoint` labels of the Okta calls. Bulk loads use [`RequestKind::endpoint`]
+/// Fixed `endpoint` labels of the Okta calls. Bulk loads use `RequestKind::endpoint`
 /// (`bulk-upsert`, `bulk-delete`, `bulk-groups-upsert`...), already a fixed template.
-///
-/// [`RequestKind::endpoint`]: crate::okta::batch::RequestKind::endpoint
 pub mod endpoint {
     /// `GET …/sessions`
     pub const SESSIONS_LIST: &str = "sessions.list";
@@ -220,24 +218,19 @@ pub fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs");
 }
 
-/// A finished run that took `elapsed`: its outcome and record counts, from its report. Dry
-/// runs (`plan`) are not runs and are not counted.
-pub fn job_report(report: &JobReport, elapsed: Duration) {
-    let job = report.job.clone();
-    counter!(RUNS_TOTAL, "job" => job.clone(), "outcome" => report.outcome.as_str()).increment(1);
-    histogram!(RUN_DURATION_SECONDS, "job" => job.clone()).record(elapsed.as_secs_f64());
-    let c = &report.counts;
-    for (outcome, n) in [
-        ("read", c.read),
-        ("rejected", c.rejected),
-        ("deduplicated", c.deduplicated),
-        ("upserted", c.upserted),
-        ("deactivated", c.deactivated),
-        ("unchanged", report.changes.unchanged),
-        ("not_imported", c.not_imported),
-        ("not_yet_started", c.not_yet_started),
-    ] {
-        records(&job, outcome, n);
+/// A finished run of `job` that took `elapsed`, with its `outcome` label and its record counts
+/// (`(outcome label, n)`, see [`RECORDS_TOTAL`]). Dry runs (`plan`) are not runs and are not
+/// counted.
+pub fn run_finished(
+    job: &str,
+    outcome: &'static str,
+    elapsed: Duration,
+    counts: &[(&'static str, u64)],
+) {
+    counter!(RUNS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(1);
+    histogram!(RUN_DURATION_SECONDS, "job" => job.to_owned()).record(elapsed.as_secs_f64());
+    for &(label, n) in counts {
+        records(job, label, n);
     }
 }
 
@@ -247,21 +240,12 @@ pub fn records(job: &str, outcome: &'static str, n: u64) {
     counter!(RECORDS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(n);
 }
 
-/// An import session that ended (planned sessions with nothing to send are not sessions).
-pub fn session_finished(outcome: &SessionOutcome) {
-    let kind = session_kind(outcome.kind);
-    let status = outcome.final_status.map_or("NOT_CREATED", |s| s.as_str());
+/// An import session of `kind` (`upsert`, `delete`, `combined`) that ended in `status` (an
+/// Okta status, or `NOT_CREATED`) after `elapsed` (planned sessions with nothing to send are
+/// not sessions).
+pub fn session_finished(kind: &'static str, status: &'static str, elapsed: Duration) {
     counter!(SESSIONS_TOTAL, "kind" => kind, "status" => status).increment(1);
-    histogram!(SESSION_DURATION_SECONDS, "kind" => kind)
-        .record(outcome.duration_ms as f64 / 1000.0);
-}
-
-fn session_kind(kind: SessionKind) -> &'static str {
-    match kind {
-        SessionKind::Upsert => "upsert",
-        SessionKind::Delete => "delete",
-        SessionKind::Combined => "combined",
-    }
+    histogram!(SESSION_DURATION_SECONDS, "kind" => kind).record(elapsed.as_secs_f64());
 }
 
 /// One HTTP attempt to Okta on a fixed `endpoint` label: the HTTP status, or `None` when no

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use common::*;
 use xaas::daemon::health::{self, HealthState, Readiness};
-use xaas::daemon::metrics;
+use xaas::telemetry as metrics;
 
 /// Serve `health::router` on 127.0.0.1:0.
 async fn serve(state: HealthState) -> SocketAddr {

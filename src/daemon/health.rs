@@ -8,7 +8,7 @@
 //!   not: the config on disk failed to (re)load, the state store is not open, a job's last
 //!   finished run failed, or the daemon is draining for shutdown. The daemon feeds it through
 //!   [`Readiness`]; the checks are pure and tested without sockets.
-//! - **`/metrics`** renders the Prometheus recorder ([`super::metrics::install`]).
+//! - **`/metrics`** renders the Prometheus recorder ([`crate::telemetry::install`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

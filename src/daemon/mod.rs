@@ -25,7 +25,6 @@ pub mod api;
 pub mod auth;
 pub mod health;
 pub mod lease;
-pub mod metrics;
 pub mod push;
 pub mod queue;
 pub mod schedule;
@@ -81,7 +80,8 @@ use crate::okta::OktaClient;
 use crate::okta::session::SpacingClock;
 use crate::settings::{MissedRuns, Settings};
 use crate::state::events::EventStore;
-use crate::sync::{self, Mode, RunOptions};
+use crate::sync::{self, RunOptions};
+use crate::telemetry as metrics;
 use queue::{PushProgress, RunReason, Runner, SourceQueue};
 use schedule::{Fired, Schedule};
 
@@ -165,7 +165,7 @@ impl Daemon {
         {
             return Some(client.clone());
         }
-        match crate::cli::build_client(&live.settings) {
+        match live.settings.okta.build_client() {
             Ok(c) => {
                 let c = c.with_cancellation(term.clone());
                 clients.insert(source.to_string(), (term, live.settings.clone(), c.clone()));
@@ -193,7 +193,7 @@ impl Daemon {
         let mut clocks = self.spacing.lock().unwrap_or_else(|e| e.into_inner());
         clocks
             .entry(source.to_string())
-            .or_insert_with(|| persisted_spacing_clock(&self.events, source))
+            .or_insert_with(|| self.events.spacing_clock(source))
             .clone()
     }
 
@@ -242,11 +242,14 @@ impl Daemon {
             format!(
                 "{} problem(s); the previous configuration stays in force:\n{}",
                 d.0.len(),
-                crate::cli::render_diagnostics(&d)
+                d.render_with_sources()
             )
         })?;
-        let client =
-            crate::cli::build_client(&settings)?.with_cancellation(self.okta_cancel.clone());
+        let client = settings
+            .okta
+            .build_client()
+            .map_err(|e| e.to_string())?
+            .with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
         if let crate::state::events::EventStore::Dynamo(d) = &self.events {
             d.dynamo().enable_fencing(Self::job_sources(&settings));
@@ -430,9 +433,25 @@ impl Runner for DaemonRunner {
                     info!(job = %job, "not the lease owner of the identity source: run dropped");
                     return;
                 };
-                let options = RunOptions { spacing: Some(spacing), ..RunOptions::default() };
-                let report =
-                    sync::run_job_with(&live.settings, j, Mode::Send(&client), &options).await;
+                let settings = &live.settings;
+                let report = match crate::state::open(&settings.state) {
+                    Ok(mut store) => {
+                        let mut ctx = sync::RunContext {
+                            store: store.as_mut(),
+                            okta: Some(&client),
+                            spacing: Some(spacing),
+                            cancel: client.cancellation().clone(),
+                            base_dir: &settings.base_dir,
+                        };
+                        sync::run_job(&mut ctx, settings, j, &RunOptions::default()).await
+                    }
+                    Err(e) => {
+                        let mut report = sync::report::JobReport::new(j);
+                        report.fail(&sync::SyncError::state("open the state store")(e), false);
+                        report.record_metrics(std::time::Duration::ZERO);
+                        report
+                    }
+                };
                 let outcome = report.outcome.as_str();
                 // The stored trigger this run answered (if any) is done.
                 if let (Some(leases), EventStore::Dynamo(d)) = (&daemon.leases, &daemon.events)
@@ -547,21 +566,6 @@ async fn lease_loop(daemon: Arc<Daemon>) {
     }
 }
 
-/// The 5-minute clock of `source`, read from and written through to the state file.
-pub fn persisted_spacing_clock(events: &EventStore, source: &str) -> SpacingClock {
-    let last = events.session_activity(source).unwrap_or_else(|e| {
-        warn!(error = %e, "cannot read the last session time: assuming none");
-        None
-    });
-    let events = events.clone();
-    let source = source.to_string();
-    SpacingClock::persisted(last, move |at| {
-        if let Err(e) = events.record_session_activity(&source, at) {
-            warn!(error = %e, "cannot record the session time");
-        }
-    })
-}
-
 /// Build and drive an import future on a blocking-pool thread, on the same runtime.
 ///
 /// The import's upload stream borrows the session plan inside `buffer_unordered`, and rustc
@@ -602,8 +606,10 @@ pub async fn serve(
     let prometheus = metrics::install().map_err(|e| ServeError::Config(e.to_string()))?;
     let readiness = Arc::new(health::Readiness::new());
     let okta_cancel = CancellationToken::new();
-    let client = crate::cli::build_client(&settings)
-        .map_err(ServeError::Okta)?
+    let client = settings
+        .okta
+        .build_client()
+        .map_err(|e| ServeError::Okta(e.to_string()))?
         .with_cancellation(okta_cancel.clone());
     // Opening the store runs its migrations (SQLite) or creates missing tables (DynamoDB);
     // the event log lives in the same file or tables.

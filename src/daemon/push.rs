@@ -20,7 +20,7 @@
 //!    became of each record. An Okta refusal that retrying cannot fix ends them `failed`;
 //!    anything else leaves them pending, retried after a pause.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -30,17 +30,23 @@ use tracing::{Instrument, info, info_span, warn};
 use super::queue::PushProgress;
 use crate::mapping::{Mapped, MappedUser, Origin, Record};
 use crate::okta::OktaClient;
-use crate::okta::batch::{self, Limits, SessionMode};
+use crate::okta::batch::{self, Limits, SessionMode, SessionPlan};
 use crate::okta::model::SessionStatus;
-use crate::okta::session::{Importer, SpacingClock};
+use crate::okta::session::{Importer, PlanHints, SpacingClock};
 use crate::settings::{Job, Settings};
 use crate::state::events::{EventStatus, EventStore, QueuedEvent};
 use crate::state::{self, Confirmed, SentStatus, StateStore};
-use crate::sync::spill;
+use crate::sync::SyncError;
+use crate::sync::delta::{self, Action};
+use crate::sync::safeguards;
+use crate::sync::stage::{self, Stage};
 
 /// Pause before retrying a batch that failed for a reason that may pass (Okta 5xx, network,
 /// state store busy).
 pub const RETRY_AFTER: Duration = Duration::from_secs(15);
+
+/// Try the batch again after [`RETRY_AFTER`].
+const RETRY: PushProgress = PushProgress { more: true, retry_after: Some(RETRY_AFTER) };
 
 /// Everything one batch needs.
 pub struct PushContext<'a> {
@@ -76,14 +82,13 @@ pub async fn push_batch(ctx: &PushContext<'_>, source: &str) -> PushProgress {
 }
 
 async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
-    let retry = PushProgress { more: true, retry_after: Some(RETRY_AFTER) };
     let settings = ctx.settings;
     let jobs = settings.jobs_of(source);
     let mut events = match ctx.events.pending(&jobs, settings.serve.max_batch_records) {
         Ok(e) => e,
         Err(e) => {
             warn!(error = %e, "cannot read the pending events");
-            return retry;
+            return RETRY;
         }
     };
     if events.is_empty() {
@@ -93,7 +98,7 @@ async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot open the state store");
-            return retry;
+            return RETRY;
         }
     };
     let mut importer =
@@ -109,12 +114,11 @@ async fn import(
     store: &mut dyn StateStore,
     importer: &mut Importer,
 ) -> PushProgress {
-    let retry = PushProgress { more: true, retry_after: Some(RETRY_AFTER) };
     let settings = ctx.settings;
     // Okta first: cancel sessions a crash left open, wait for triggered ones.
     if let Err(e) = importer.prepare().await {
         warn!(error = %e, "cannot prepare the identity source");
-        return retry;
+        return RETRY;
     }
     // Events a crash left in a session: if that session completed, they are done.
     if let Err(progress) = recover(ctx, source, events, store).await {
@@ -123,37 +127,79 @@ async fn import(
     if events.is_empty() {
         return more(ctx, settings, source);
     }
+    let mut batch = map_events(settings, events);
+    if let Err(e) = decide(&mut batch, settings, events, store) {
+        warn!(error = %e, "cannot read the state");
+        return RETRY;
+    }
+    let (plans, events_in) = fit_one_session(&mut batch, events.len());
+    let later = events.split_off(events_in);
+    let sent = match send(ctx, &batch, events, &plans, store, importer).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            warn!(error = %e, "pushed batch not sent");
+            return RETRY;
+        }
+    };
+    if let Some(e) = &sent.failure {
+        warn!(error = %e, permanent = !e.is_retryable(), "pushed batch did not complete");
+        if e.is_retryable() {
+            return RETRY;
+        }
+    }
+    if let Err(e) = finish(ctx, &mut batch, events, &sent) {
+        warn!(error = %e, "cannot finish the events; they will be checked again");
+        return RETRY;
+    }
+    if !later.is_empty() {
+        return PushProgress { more: true, retry_after: None };
+    }
+    more(ctx, settings, source)
+}
 
-    // Map, in arrival order; the last record per externalId wins.
+/// The mapped records of a batch, the last per job and externalId, and what becomes of each.
+struct Batch {
+    /// Per event, what became of its records so far.
+    outcomes: Vec<Vec<RecordOutcome>>,
+    mapped: Vec<Mapped1>,
+    /// Per mapped user: sent in the session.
+    send: Vec<bool>,
+    /// Per mapped user: held by a safeguard.
+    held: Vec<bool>,
+}
+
+/// Map every record with its job's mapping, in arrival order; the last record per job and
+/// externalId wins, and the earlier ones are `superseded`.
+fn map_events(settings: &Settings, events: &[QueuedEvent]) -> Batch {
     let mut outcomes: Vec<Vec<RecordOutcome>> = vec![Vec::new(); events.len()];
     let mut mapped: Vec<Mapped1> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let now = Utc::now();
+    let failed = |reason: String| RecordOutcome {
+        index: 0,
+        external_id: None,
+        outcome: "failed",
+        reason: Some(reason),
+    };
     for (e, event) in events.iter().enumerate() {
         let Some(job) = settings.jobs.iter().find(|j| j.name == event.job) else {
-            outcomes[e].push(RecordOutcome {
-                index: 0,
-                external_id: None,
-                outcome: "failed",
-                reason: Some(format!("job `{}` is no longer configured", event.job)),
-            });
+            outcomes[e].push(failed(format!("job `{}` is no longer configured", event.job)));
             continue;
         };
-        let records: Vec<serde_json::Map<String, Value>> =
-            match serde_json::from_str(&event.records) {
-                Ok(r) => r,
-                Err(err) => {
-                    outcomes[e].push(RecordOutcome {
-                        index: 0,
-                        external_id: None,
-                        outcome: "failed",
-                        reason: Some(format!("the stored records cannot be read: {err}")),
-                    });
-                    continue;
-                }
+        let records = match event_records(event) {
+            Ok(r) => r,
+            Err(err) => {
+                outcomes[e].push(failed(format!("the stored records cannot be read: {err}")));
+                continue;
+            }
+        };
+        for (index, record) in records.into_iter().enumerate() {
+            let rejected = |external_id, reason| RecordOutcome {
+                index,
+                external_id,
+                outcome: "rejected",
+                reason: Some(reason),
             };
-        for (index, fields) in records.into_iter().enumerate() {
-            let record = Record { origin: Origin::Index(index as u64), fields };
             match job.mapping.apply_at(&record, now) {
                 Ok(Mapped::User(user)) => {
                     let key = format!("{}\u{0}{}", job.name, user.external_id);
@@ -171,25 +217,39 @@ async fn import(
                         mapped.push(Mapped1 { event: e, index, user });
                     }
                 }
-                Ok(Mapped::NotYet(n)) => outcomes[e].push(RecordOutcome {
-                    index,
-                    external_id: Some(n.external_id.clone()),
-                    outcome: "rejected",
-                    reason: Some("the start date is outside the pre-hire window".into()),
-                }),
-                Err(r) => outcomes[e].push(RecordOutcome {
-                    index,
-                    external_id: r.external_id.clone(),
-                    outcome: "rejected",
-                    reason: Some(r.reason.clone()),
-                }),
+                Ok(Mapped::NotYet(n)) => outcomes[e].push(rejected(
+                    Some(n.external_id.clone()),
+                    "the start date is outside the pre-hire window".into(),
+                )),
+                Err(r) => outcomes[e].push(rejected(r.external_id.clone(), r.reason.clone())),
             }
         }
     }
+    let n = mapped.len();
+    Batch { outcomes, mapped, send: vec![true; n], held: vec![false; n] }
+}
 
-    // Delta against the state, and the per-batch termination threshold, per job.
-    let mut send: Vec<bool> = vec![true; mapped.len()];
-    let mut held: Vec<bool> = vec![false; mapped.len()];
+/// The records an event carries.
+fn event_records(event: &QueuedEvent) -> Result<Vec<Record>, serde_json::Error> {
+    let records: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&event.records)?;
+    Ok(records
+        .into_iter()
+        .enumerate()
+        .map(|(i, fields)| Record { origin: Origin::Index(i as u64), fields })
+        .collect())
+}
+
+/// The delta against the state (the pull's rule, [`delta::decide`]) and the safeguards, per
+/// job: unchanged users are not sent, and deactivations over the job's
+/// `safeguards.max_deactivations` are held (a batch is not a whole pull, so only the count
+/// applies: [`safeguards::deactivation_count`]).
+fn decide(
+    batch: &mut Batch,
+    settings: &Settings,
+    events: &[QueuedEvent],
+    store: &dyn StateStore,
+) -> Result<(), state::StateError> {
+    let mapped = &batch.mapped;
     let mut jobs_in_batch: Vec<&str> =
         mapped.iter().map(|m| events[m.event].job.as_str()).collect();
     jobs_in_batch.sort_unstable();
@@ -199,48 +259,45 @@ async fn import(
         let slots: Vec<usize> =
             (0..mapped.len()).filter(|&i| events[mapped[i].event].job == job_name).collect();
         let ids: Vec<&str> = slots.iter().map(|&i| mapped[i].user.external_id.as_str()).collect();
-        let entries = match store.entries(job_name, &ids) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "cannot read the state");
-                return retry;
-            }
-        };
+        let entries = store.entries(job_name, &ids)?;
         let known: HashMap<&str, &state::Entry> =
             entries.iter().map(|e| (e.external_id.as_str(), e)).collect();
         let mut deactivations = Vec::new();
+        let mut owned_deactivations = 0u64;
         for &i in &slots {
             let user = &mapped[i].user;
-            let status = if user.active { SentStatus::Active } else { SentStatus::Inactive };
-            if let Some(entry) = known.get(user.external_id.as_str())
-                && entry.pending.is_none()
-                && entry.status == Some(status)
-                && (!user.active
-                    || entry.hash.as_deref() == Some(&spill::hex(&spill::profile_hash(user))))
-            {
-                send[i] = false;
-                continue;
-            }
-            if !user.active {
+            let action = match known.get(user.external_id.as_str()) {
+                Some(entry) => delta::decide(entry, user.active, &user.content_hash_hex()),
+                None if user.active => Action::Create,
+                None => Action::DeactivateUnowned,
+            };
+            if !action.sends() {
+                batch.send[i] = false;
+            } else if !user.active {
                 deactivations.push(i);
+                owned_deactivations += u64::from(action == Action::Deactivate);
             }
         }
-        if let Some(max) = job.safeguards.max_deactivations
-            && deactivations.len() as u64 > max
-        {
-            warn!(job = %job.name, deactivations = deactivations.len(), max, "pushed terminations over safeguards.max_deactivations: held");
+        if let Some(breach) = safeguards::deactivation_count(&job.safeguards, owned_deactivations) {
+            warn!(job = %job.name, deactivations = deactivations.len(), breach = %breach.message, "pushed terminations held by a safeguard");
             for i in deactivations {
-                send[i] = false;
-                held[i] = true;
+                batch.send[i] = false;
+                batch.held[i] = true;
             }
         }
     }
+    Ok(())
+}
 
-    // One session: cut the batch down to the events whose users fit in one.
-    let mut events_in = events.len();
-    let plan = loop {
+/// One session: cut the batch down to the events whose users fit in one. Users too large to
+/// send are rejected. Returns the session (none when nothing is to be sent) and how many
+/// events it covers.
+fn fit_one_session(batch: &mut Batch, events: usize) -> (Vec<SessionPlan>, usize) {
+    let mut events_in = events;
+    loop {
+        let mapped = &batch.mapped;
         let users: Vec<MappedUser> = (0..mapped.len())
-            .filter(|&i| send[i] && mapped[i].event < events_in)
+            .filter(|&i| batch.send[i] && mapped[i].event < events_in)
             .map(|i| mapped[i].user.clone())
             .collect();
         let packed = batch::pack(&users, SessionMode::Combined, Limits::default());
@@ -248,127 +305,118 @@ async fn import(
             if let Some(i) =
                 (0..mapped.len()).find(|&i| mapped[i].user.external_id == o.external_id)
             {
-                send[i] = false;
-                outcomes[mapped[i].event].push(RecordOutcome {
+                batch.send[i] = false;
+                batch.outcomes[mapped[i].event].push(RecordOutcome {
                     index: mapped[i].index,
                     external_id: Some(o.external_id.clone()),
                     outcome: "rejected",
-                    reason: Some(format!(
-                        "the profile is {} bytes once encoded, over okta's 200 KB request limit",
-                        o.bytes
-                    )),
+                    reason: Some(o.reason()),
                 });
             }
         }
         if packed.sessions.len() <= 1 || events_in == 1 {
-            break packed.sessions;
+            return (packed.sessions, events_in);
         }
         events_in = events_in.div_ceil(2);
-    };
-    let later = events.split_off(events_in);
-    let in_batch = |i: usize| mapped[i].event < events_in;
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    }
+}
 
-    let mut failed: Option<(String, bool)> = None;
-    let mut confirmed = true;
-    let mut session_ids = Vec::new();
-    for plan in &plan {
-        // Pending before Okta sees them (see crate::state): a crash resends them.
-        for job_name in
-            events.iter().map(|e| e.job.as_str()).collect::<std::collections::BTreeSet<_>>()
-        {
-            let users: Vec<(&str, SentStatus)> = (0..mapped.len())
-                .filter(|&i| in_batch(i) && send[i] && events[mapped[i].event].job == job_name)
-                .map(|i| {
-                    let u = &mapped[i].user;
-                    (
-                        u.external_id.as_str(),
-                        if u.active { SentStatus::Active } else { SentStatus::Inactive },
-                    )
-                })
-                .collect();
-            if let Err(e) = store.mark_pending(job_name, &users, Utc::now()) {
-                warn!(error = %e, "cannot write the state");
-                return retry;
-            }
-        }
-        if let Err(e) = ctx.events.mark_processing(&ids, None) {
-            warn!(error = %e, "cannot mark the events");
-            return retry;
-        }
+/// What sending a batch's session came to.
+struct BatchSent {
+    session_ids: Vec<String>,
+    /// Why the session did not complete, if it did not.
+    failure: Option<SyncError>,
+}
+
+/// Send the batch's session through the send stage ([`crate::sync::stage`]): its users are
+/// marked pending first and confirmed once Okta completes it. The session id is written on
+/// the events as soon as it is created, before any upload (exactly-once recovery).
+async fn send(
+    ctx: &PushContext<'_>,
+    batch: &Batch,
+    events: &[QueuedEvent],
+    plans: &[SessionPlan],
+    store: &mut dyn StateStore,
+    importer: &mut Importer,
+) -> Result<BatchSent, SyncError> {
+    let in_session: Vec<usize> = (0..batch.mapped.len())
+        .filter(|&i| batch.send[i] && batch.mapped[i].event < events.len())
+        .collect();
+    let job_of = |i: usize| events[batch.mapped[i].event].job.as_str();
+    let mut owners: BTreeMap<&str, Vec<(&str, SentStatus)>> = BTreeMap::new();
+    for &i in &in_session {
+        let u = &batch.mapped[i].user;
+        owners
+            .entry(job_of(i))
+            .or_default()
+            .push((u.external_id.as_str(), SentStatus::of(u.active)));
+    }
+    let owners: Vec<(&str, Vec<(&str, SentStatus)>)> = owners.into_iter().collect();
+    let keep_profiles = ctx.settings.state.store_profiles;
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let mut sent = BatchSent { session_ids: Vec::new(), failure: None };
+    let mut stage = Stage { importer, store, cancel: ctx.client.cancellation() };
+    for plan in plans {
+        ctx.events.mark_processing(&ids, None).map_err(SyncError::state("mark the events"))?;
         let events_store = ctx.events.clone();
         let hook_ids = ids.clone();
-        importer.set_on_created(Some(Box::new(move |session_id| {
+        stage.importer.set_on_created(Some(Box::new(move |session_id| {
             events_store.mark_processing(&hook_ids, Some(session_id)).map_err(|e| e.to_string())
         })));
-        let outcome = importer.run(plan).await;
-        importer.set_on_created(None);
-        session_ids.extend(outcome.id.clone());
-        let ok = outcome.final_status == Some(SessionStatus::Completed)
-            || (outcome.error.is_none() && outcome.cancelled_untriggerable && plan.counts().0 == 0);
-        if !ok {
-            confirmed = false;
-            // Okta refused the content (a 4xx other than rate limiting) or processed it into
-            // ERROR: sending the same again would fail the same way. Anything else (network,
-            // 5xx, shutdown) may pass, so the events stay pending.
-            let refused = outcome
-                .okta_error
-                .as_ref()
-                .and_then(|d| d.status)
-                .is_some_and(|s| (400..500).contains(&s) && s != 429);
-            let permanent = (refused || outcome.final_status == Some(SessionStatus::Error))
-                && !ctx.client.cancellation().is_cancelled();
-            failed = Some((
-                outcome.error.clone().unwrap_or_else(|| {
-                    format!(
-                        "session ended {}",
-                        outcome.final_status.map(SessionStatus::as_str).unwrap_or("unknown")
-                    )
-                }),
-                permanent,
-            ));
-        }
-    }
-
-    if let Some((error, permanent)) = &failed {
-        warn!(error = %error, permanent, "pushed batch did not complete");
-        if !permanent {
-            let mut p = retry;
-            p.more = true;
-            return p;
-        }
-    }
-    // Confirm in the state, then finish the events.
-    if confirmed {
-        let mut per_job: HashMap<&str, Vec<Confirmed>> = HashMap::new();
-        for i in (0..mapped.len()).filter(|&i| in_batch(i) && send[i]) {
-            let u = &mapped[i].user;
-            per_job.entry(events[mapped[i].event].job.as_str()).or_default().push(Confirmed {
-                external_id: u.external_id.clone(),
-                status: if u.active { SentStatus::Active } else { SentStatus::Inactive },
-                hash: u.active.then(|| spill::hex(&spill::profile_hash(u))),
-                profile: (u.active && settings.state.store_profiles).then(|| u.profile.clone()),
-            });
-        }
-        for (job, users) in per_job {
-            if let Err(e) = store.confirm(job, &users, Utc::now()) {
-                warn!(error = %e, "okta completed the session but the state cannot be written; the events are retried");
-                return retry;
+        let confirmations = || {
+            let mut per_job: BTreeMap<&str, Vec<Confirmed>> = BTreeMap::new();
+            for &i in &in_session {
+                per_job
+                    .entry(job_of(i))
+                    .or_default()
+                    .push(Confirmed::of(&batch.mapped[i].user, keep_profiles));
+            }
+            Ok(per_job.into_iter().collect())
+        };
+        let result = stage.send(plan, PlanHints::default(), &owners, confirmations).await;
+        stage.importer.set_on_created(None);
+        let s = result?;
+        sent.session_ids.extend(s.outcome.id.clone());
+        match s.result {
+            Ok(true) => {}
+            // Ended without Okta's word: the events stay pending and are sent again.
+            Ok(false) => {
+                sent.failure = Some(SyncError::Session {
+                    id: s.outcome.id.clone(),
+                    kind: plan.kind,
+                    error: s.outcome.failure(),
+                    retryable: true,
+                });
+                break;
+            }
+            Err(e) => {
+                sent.failure = Some(e);
+                break;
             }
         }
     }
+    Ok(sent)
+}
+
+/// Finish the batch's events with what became of each record.
+fn finish(
+    ctx: &PushContext<'_>,
+    batch: &mut Batch,
+    events: &[QueuedEvent],
+    sent: &BatchSent,
+) -> Result<(), state::StateError> {
     let mut upserted = 0u64;
     let mut deactivated = 0u64;
-    for i in (0..mapped.len()).filter(|&i| in_batch(i)) {
-        let m = &mapped[i];
-        let (outcome, reason) = if held[i] {
+    let failure = sent.failure.as_ref().map(|e| e.describe(false));
+    for (i, m) in batch.mapped.iter().enumerate().filter(|(_, m)| m.event < events.len()) {
+        let (outcome, reason) = if batch.held[i] {
             ("held", Some("over safeguards.max_deactivations for one batch; the next scheduled run decides".to_string()))
-        } else if !send[i] {
-            if outcomes[m.event].iter().any(|o| o.index == m.index) {
+        } else if !batch.send[i] {
+            if batch.outcomes[m.event].iter().any(|o| o.index == m.index) {
                 continue;
             }
             ("unchanged", None)
-        } else if let Some((error, _)) = &failed {
+        } else if let Some(error) = &failure {
             ("failed", Some(error.clone()))
         } else if m.user.active {
             upserted += 1;
@@ -377,7 +425,7 @@ async fn import(
             deactivated += 1;
             ("deactivated", None)
         };
-        outcomes[m.event].push(RecordOutcome {
+        batch.outcomes[m.event].push(RecordOutcome {
             index: m.index,
             external_id: Some(m.user.external_id.clone()),
             outcome,
@@ -386,7 +434,7 @@ async fn import(
     }
     let finished: Vec<(String, EventStatus, Value)> = events
         .iter()
-        .zip(outcomes.iter_mut())
+        .zip(batch.outcomes.iter_mut())
         .map(|(event, records)| {
             records.sort_by_key(|r| r.index);
             let status = if records.iter().any(|r| r.outcome == "failed") {
@@ -396,24 +444,18 @@ async fn import(
             } else {
                 EventStatus::Done
             };
-            (event.id.clone(), status, json!({ "sessions": session_ids, "records": records }))
+            (event.id.clone(), status, json!({ "sessions": sent.session_ids, "records": records }))
         })
         .collect();
-    if let Err(e) = ctx.events.finish(&finished, Utc::now()) {
-        warn!(error = %e, "cannot finish the events; they will be checked again");
-        return retry;
-    }
+    ctx.events.finish(&finished, Utc::now())?;
     info!(
         events = events.len(),
         upserted,
         deactivated,
-        sessions = session_ids.len(),
+        sessions = sent.session_ids.len(),
         "pushed batch imported"
     );
-    if !later.is_empty() {
-        return PushProgress { more: true, retry_after: None };
-    }
-    more(ctx, settings, source)
+    Ok(())
 }
 
 /// Events already carrying a session (a crash came between its creation and the events'
@@ -424,7 +466,6 @@ async fn recover(
     events: &mut Vec<QueuedEvent>,
     store: &mut dyn StateStore,
 ) -> Result<(), PushProgress> {
-    let retry = PushProgress { more: true, retry_after: Some(RETRY_AFTER) };
     let mut by_session: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
         if e.status == EventStatus::Processing
@@ -444,7 +485,7 @@ async fn recover(
             Err(e) if e.status() == Some(404) => continue,
             Err(e) => {
                 warn!(error = %e, session_id = %session, "cannot ask okta how a session ended");
-                return Err(retry);
+                return Err(RETRY);
             }
         };
         if status != SessionStatus::Completed {
@@ -452,16 +493,17 @@ async fn recover(
         }
         info!(session_id = %session, events = idx.len(), "events were imported before a restart: not sent again");
         // Confirm what those events sent, as the batch would have.
-        let now = Utc::now();
         for &i in &idx {
             let event = &events[i];
             let Some(job) = ctx.settings.jobs.iter().find(|j| j.name == event.job) else {
                 continue;
             };
-            let users = confirmed_of(job, event, ctx.settings.state.store_profiles);
-            if let Err(e) = store.confirm(&job.name, &users, now) {
+            let keep_profiles = ctx.settings.state.store_profiles;
+            let confirmations =
+                || Ok(vec![(job.name.as_str(), confirmed_of(job, event, keep_profiles))]);
+            if let Err(e) = stage::confirm(store, confirmations) {
                 warn!(error = %e, "cannot write the state");
-                return Err(retry);
+                return Err(RETRY);
             }
             finished.push((
                 event.id.clone(),
@@ -473,7 +515,7 @@ async fn recover(
     }
     if let Err(e) = ctx.events.finish(&finished, Utc::now()) {
         warn!(error = %e, "cannot finish the events");
-        return Err(retry);
+        return Err(RETRY);
     }
     done.sort_unstable();
     for i in done.into_iter().rev() {
@@ -482,23 +524,15 @@ async fn recover(
     Ok(())
 }
 
+/// What a recovered event had sent, to confirm: its records mapped again as the batch did.
 fn confirmed_of(job: &Job, event: &QueuedEvent, keep_profiles: bool) -> Vec<Confirmed> {
-    let records: Vec<serde_json::Map<String, Value>> =
-        serde_json::from_str(&event.records).unwrap_or_default();
     let now = Utc::now();
-    records
+    event_records(event)
+        .unwrap_or_default()
         .into_iter()
-        .enumerate()
-        .filter_map(|(i, fields)| {
-            match job.mapping.apply_at(&Record { origin: Origin::Index(i as u64), fields }, now) {
-                Ok(Mapped::User(u)) => Some(Confirmed {
-                    external_id: u.external_id.clone(),
-                    status: if u.active { SentStatus::Active } else { SentStatus::Inactive },
-                    hash: u.active.then(|| spill::hex(&spill::profile_hash(&u))),
-                    profile: (u.active && keep_profiles).then(|| u.profile.clone()),
-                }),
-                _ => None,
-            }
+        .filter_map(|record| match job.mapping.apply_at(&record, now) {
+            Ok(Mapped::User(u)) => Some(Confirmed::of(&u, keep_profiles)),
+            _ => None,
         })
         .collect()
 }

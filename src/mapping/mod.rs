@@ -67,6 +67,35 @@ pub struct MappedUser {
     pub groups: Vec<GroupRef>,
 }
 
+/// Bytes of a user's content hash (128 bits of SHA-256: collisions are not a concern at any
+/// HR size, and the pull's in-memory index stays small).
+pub const HASH_BYTES: usize = 16;
+
+impl MappedUser {
+    /// The hash of what an upsert sends for this user: its profile and its groups. Stable
+    /// across runs and versions (a `BTreeMap` serializes in key order). The state keeps it (as
+    /// [`Self::content_hash_hex`]) for every user Okta confirmed; equal hashes mean unchanged.
+    pub fn content_hash(&self) -> [u8; HASH_BYTES] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        // serde_json cannot fail on string maps; an empty encoding would only mean "changed".
+        h.update(serde_json::to_vec(&self.profile).unwrap_or_default());
+        if !self.groups.is_empty() {
+            h.update(b"\0groups");
+            h.update(serde_json::to_vec(&self.groups).unwrap_or_default());
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; HASH_BYTES];
+        out.copy_from_slice(&digest[..HASH_BYTES]);
+        out
+    }
+
+    /// [`Self::content_hash`] in lowercase hex, as the state stores it.
+    pub fn content_hash_hex(&self) -> String {
+        hex::encode(self.content_hash())
+    }
+}
+
 /// An Okta group derived from a record, as sent with `bulk-groups-upsert` (FACTS §3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct GroupRef {

@@ -125,13 +125,20 @@ pub enum SessionKind {
     Combined,
 }
 
-impl std::fmt::Display for SessionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl SessionKind {
+    /// `upsert`, `delete` or `combined`: in reports, logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
             SessionKind::Upsert => "upsert",
             SessionKind::Delete => "delete",
             SessionKind::Combined => "combined",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for SessionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
     }
 }
 
@@ -194,6 +201,16 @@ impl SessionPlan {
 pub struct Oversized {
     pub external_id: String,
     pub bytes: usize,
+}
+
+impl Oversized {
+    /// Why the user is rejected, for every path that packs users.
+    pub fn reason(&self) -> String {
+        format!(
+            "the profile is {} bytes once encoded, over okta's 200 KB request limit",
+            self.bytes
+        )
+    }
 }
 
 /// The result of packing.

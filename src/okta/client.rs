@@ -16,7 +16,7 @@
 //!    computed backoff.
 //!
 //! Each attempt is counted in `xaas_okta_requests_total` under a fixed endpoint label (see
-//! [`crate::daemon::metrics::endpoint`]), and `X-Rate-Limit-Remaining` feeds a gauge.
+//! [`crate::telemetry::endpoint`]), and `X-Rate-Limit-Remaining` feeds a gauge.
 //!
 //! Non-2xx answers become a typed [`OktaError`] carrying Okta's errorCode, errorSummary,
 //! errorCauses and errorId, and are logged with those fields.
@@ -38,7 +38,7 @@ use super::batch::RequestKind;
 use super::error::{OktaError, Operation};
 use super::model::{ErrorBody, Session};
 use super::rate_limit::{RateBudget, RateOptions};
-use crate::daemon::metrics::{self, endpoint};
+use crate::telemetry::{self as metrics, endpoint};
 
 /// Transport settings of the client.
 #[derive(Debug, Clone)]

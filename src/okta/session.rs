@@ -115,6 +115,60 @@ pub struct SessionOutcome {
     pub okta_error: Option<crate::okta::error::OktaErrorDetail>,
 }
 
+/// What a finished [`SessionOutcome`] means for the users it carried: the one place that
+/// decides whether their state may be confirmed, and whether sending again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionVerdict {
+    /// Okta has every user of the session as sent: confirm them.
+    Applied,
+    /// Ended without an error but without Okta's word either: confirm nothing, no failure.
+    Unconfirmed,
+    /// Failed; sending the same again may pass (network, 5xx, 429, shutdown).
+    Retryable,
+    /// Failed for a reason sending the same again cannot fix: Okta refused the content (a 4xx
+    /// other than 429) or processed it into `ERROR`.
+    Refused,
+}
+
+impl SessionOutcome {
+    /// Classify this outcome (see [`SessionVerdict`]). `upserts` is the number of users the
+    /// session upserted; `shutdown` whether the run was being cancelled.
+    pub fn verdict(&self, upserts: usize, shutdown: bool) -> SessionVerdict {
+        if self.final_status == Some(SessionStatus::Completed) {
+            return SessionVerdict::Applied;
+        }
+        if self.error.is_none() {
+            // Okta kept a delete-only session CREATED: every id in it was unknown to Okta,
+            // which is what a deactivation asks for. Confirm them, or every run would resend.
+            return if self.cancelled_untriggerable && upserts == 0 {
+                SessionVerdict::Applied
+            } else {
+                SessionVerdict::Unconfirmed
+            };
+        }
+        let refused = self
+            .okta_error
+            .as_ref()
+            .and_then(|d| d.status)
+            .is_some_and(|s| (400..500).contains(&s) && s != 429);
+        if (refused || self.final_status == Some(SessionStatus::Error)) && !shutdown {
+            SessionVerdict::Refused
+        } else {
+            SessionVerdict::Retryable
+        }
+    }
+
+    /// Why the session did not complete, in words.
+    pub fn failure(&self) -> String {
+        self.error.clone().unwrap_or_else(|| {
+            format!(
+                "session ended {}",
+                self.final_status.map(SessionStatus::as_str).unwrap_or("unknown")
+            )
+        })
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -394,7 +448,11 @@ impl Importer {
                 "okta session failed"
             ),
         });
-        crate::daemon::metrics::session_finished(&outcome);
+        crate::telemetry::session_finished(
+            outcome.kind.label(),
+            outcome.final_status.map_or("NOT_CREATED", SessionStatus::as_str),
+            std::time::Duration::from_millis(outcome.duration_ms),
+        );
         outcome
     }
 

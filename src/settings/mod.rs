@@ -14,13 +14,11 @@ mod raw;
 pub mod ui;
 pub mod webhook;
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use url::Url;
 
 use crate::diag::{Diagnostic, Diagnostics, YamlIndex, suggest};
@@ -30,6 +28,14 @@ use crate::okta::client::ClientOptions;
 use crate::okta::rate_limit::RateOptions;
 use crate::okta::session::SessionOptions;
 use crate::sources::SourceConfig;
+
+/// Each component owns its resolved settings; they are re-exported here, where the config
+/// file is read.
+pub use crate::okta::config::{Auth, OktaSettings, SecretError, TokenSource};
+pub use crate::state::config::{
+    DEFAULT_LEASE_SECS, DEFAULT_STATE_FILE, DEFAULT_TABLE_PREFIX, DynamoStateSettings,
+    StateBackend, StateSettings,
+};
 
 pub use raw::{
     MissedRuns, RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawServe, RawState,
@@ -63,45 +69,6 @@ pub struct ServeSettings {
     /// `None`: the UI is off (its routes answer 404).
     pub ui: Option<ui::UiSettings>,
 }
-
-/// `state:`, resolved.
-#[derive(Debug, Clone)]
-pub struct StateSettings {
-    pub backend: StateBackend,
-    /// Keep each user's last confirmed profile (for the plan's attribute diff).
-    pub store_profiles: bool,
-}
-
-/// A state backend and its configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateBackend {
-    /// A SQLite file, resolved against the config file's directory.
-    Sqlite { path: PathBuf },
-    /// DynamoDB tables, shared by every replica (see `crate::state::dynamodb`).
-    Dynamodb(DynamoStateSettings),
-}
-
-/// `state:` with `backend: dynamodb`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DynamoStateSettings {
-    /// Prefix of every table name.
-    pub table_prefix: String,
-    /// The AWS region; `None`: the default chain's.
-    pub region: Option<String>,
-    /// Another endpoint than the regional one (dynalite in tests).
-    pub endpoint_url: Option<String>,
-    /// How long a lease on an identity source lasts without renewal.
-    pub lease: Duration,
-}
-
-/// The default DynamoDB table prefix.
-pub const DEFAULT_TABLE_PREFIX: &str = "xaas_";
-
-/// The default lease on an identity source, in seconds.
-pub const DEFAULT_LEASE_SECS: u64 = 15;
-
-/// The default state file, next to the config file.
-pub const DEFAULT_STATE_FILE: &str = "xaas-state.db";
 
 /// How users missing from the source become deactivations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,98 +116,6 @@ pub enum OnHold {
 
 /// The default `full_resync_every`.
 pub const DEFAULT_FULL_RESYNC_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Where and how to reach Okta.
-#[derive(Debug, Clone)]
-pub struct OktaSettings {
-    /// `https://{yourOktaDomain}`; plain `http://` only for loopback addresses (emulator).
-    pub org_url: Url,
-    pub auth: Auth,
-    pub client: ClientOptions,
-    pub sessions: SessionOptions,
-}
-
-/// How xaas authenticates to Okta.
-#[derive(Clone)]
-pub enum Auth {
-    /// An SSWS API token, from exactly one of these places.
-    ApiToken(TokenSource),
-    /// An OAuth service app: client credentials with a `private_key_jwt` assertion.
-    OAuth {
-        client_id: String,
-        /// Where the PEM private key comes from.
-        private_key: TokenSource,
-        kid: Option<String>,
-        /// Empty: the default scopes.
-        scopes: Vec<String>,
-    },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::ApiToken(src) => f.debug_tuple("ApiToken").field(src).finish(),
-            Auth::OAuth { client_id, private_key, kid, scopes } => f
-                .debug_struct("OAuth")
-                .field("client_id", client_id)
-                .field("private_key", private_key)
-                .field("kid", kid)
-                .field("scopes", scopes)
-                .finish(),
-        }
-    }
-}
-
-/// Where a secret comes from. The inline variant is redacted in `Debug`.
-#[derive(Clone)]
-pub enum TokenSource {
-    Inline(SecretString),
-    File(PathBuf),
-    Env(String),
-}
-
-impl std::fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenSource::Inline(_) => f.write_str("Inline([REDACTED])"),
-            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
-            TokenSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
-        }
-    }
-}
-
-/// A secret that could not be read. Names where it was looked for, never the value.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    #[error("cannot read the secret file {path} (okta.auth): {source}")]
-    File { path: PathBuf, source: std::io::Error },
-    #[error("the secret file {0} (okta.auth) is empty")]
-    EmptyFile(PathBuf),
-    #[error("the environment variable {0} named in okta.auth is not set or is empty")]
-    Env(String),
-}
-
-impl TokenSource {
-    /// Read the token now (at run time, so `validate` works without the secret present).
-    pub fn resolve(&self) -> Result<SecretString, SecretError> {
-        match self {
-            TokenSource::Inline(s) => Ok(s.clone()),
-            TokenSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| SecretError::File { path: path.clone(), source })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(SecretError::EmptyFile(path.clone()));
-                }
-                Ok(SecretString::from(token.to_string()))
-            }
-            TokenSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
-                _ => Err(SecretError::Env(var.clone())),
-            },
-        }
-    }
-}
 
 /// One job: a source, a mapping, and the identity source it feeds.
 #[derive(Debug, Clone)]
@@ -362,16 +237,7 @@ impl Settings {
     }
 }
 
-/// Whether `url` is plain http to a loopback address (allowed, with a warning).
-pub fn is_loopback_http(url: &Url) -> bool {
-    url.scheme() == "http"
-        && match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-            None => false,
-        }
-}
+pub use crate::diag::is_loopback_http;
 
 /// Load and validate `path`, with `XAAS_*` overrides from the process environment.
 pub fn load(path: &Path) -> Result<Settings, Diagnostics> {

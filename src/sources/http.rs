@@ -245,7 +245,7 @@ impl HttpSourceConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         match Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "https" || crate::settings::is_loopback_http(&u) => {}
+            Ok(u) if u.scheme() == "https" || crate::diag::is_loopback_http(&u) => {}
             Ok(_) => out.push((
                 "url".into(),
                 "must use https:// (plain http:// only for loopback addresses)".into(),
@@ -319,7 +319,7 @@ impl HttpSourceConfig {
             Some(HttpAuth::Oauth2ClientCredentials { token_url, client_secret, .. }) => {
                 client_secret.validate("auth.client_secret", &mut out);
                 match Url::parse(token_url) {
-                    Ok(u) if u.scheme() == "https" || crate::settings::is_loopback_http(&u) => {}
+                    Ok(u) if u.scheme() == "https" || crate::diag::is_loopback_http(&u) => {}
                     _ => out.push((
                         "auth.token_url".into(),
                         "must be an https:// url (plain http:// only for loopback)".into(),

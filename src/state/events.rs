@@ -154,6 +154,23 @@ impl EventStore {
         SqliteEventStore::open(path).map(EventStore::Sqlite)
     }
 
+    /// The 5-minute clock of the identity source `source`, read from and written through to
+    /// the state: a process started right after one that was killed still waits out the
+    /// spacing of the sessions created before it, instead of being refused.
+    pub fn spacing_clock(&self, source: &str) -> crate::okta::session::SpacingClock {
+        let last = self.session_activity(source).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the last session time: assuming none");
+            None
+        });
+        let events = self.clone();
+        let source = source.to_string();
+        crate::okta::session::SpacingClock::persisted(last, move |at| {
+            if let Err(e) = events.record_session_activity(&source, at) {
+                tracing::warn!(error = %e, "cannot record the session time");
+            }
+        })
+    }
+
     /// Store `e` durably. Returns once it is committed (or is a duplicate of a committed one).
     pub async fn append(&self, e: NewEvent) -> Result<Stored, StateError> {
         each!(self, s => s.append(e).await)

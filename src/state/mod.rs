@@ -24,6 +24,7 @@
 //! A crash anywhere leaves users either confirmed (Okta has them) or pending/unchanged in state
 //! (the next run resends them), so the next run converges on the source.
 
+pub mod config;
 pub mod dynamodb;
 pub mod events;
 pub mod sqlite;
@@ -52,6 +53,11 @@ impl SentStatus {
             SentStatus::Active => "active",
             SentStatus::Inactive => "inactive",
         }
+    }
+
+    /// The status an upsert (`active`) or a bulk delete sends.
+    pub fn of(active: bool) -> Self {
+        if active { SentStatus::Active } else { SentStatus::Inactive }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -95,6 +101,19 @@ pub struct Confirmed {
     pub hash: Option<String>,
     /// The profile sent, when profiles are kept; `None` keeps the stored one.
     pub profile: Option<BTreeMap<String, String>>,
+}
+
+impl Confirmed {
+    /// What confirming `user` as sent stores: its status, its content hash (upserts), and its
+    /// profile when profiles are kept.
+    pub fn of(user: &crate::mapping::MappedUser, keep_profiles: bool) -> Self {
+        Confirmed {
+            external_id: user.external_id.clone(),
+            status: SentStatus::of(user.active),
+            hash: user.active.then(|| user.content_hash_hex()),
+            profile: (user.active && keep_profiles).then(|| user.profile.clone()),
+        }
+    }
 }
 
 /// Job-level facts.
@@ -396,12 +415,12 @@ pub trait StateStore: Send {
 }
 
 /// Open the configured backend.
-pub fn open(settings: &crate::settings::StateSettings) -> Result<Box<dyn StateStore>, StateError> {
+pub fn open(settings: &config::StateSettings) -> Result<Box<dyn StateStore>, StateError> {
     match &settings.backend {
-        crate::settings::StateBackend::Sqlite { path } => {
+        config::StateBackend::Sqlite { path } => {
             Ok(Box::new(sqlite::SqliteStore::open(path, settings.store_profiles)?))
         }
-        crate::settings::StateBackend::Dynamodb(d) => {
+        config::StateBackend::Dynamodb(d) => {
             Ok(Box::new(dynamodb::DynamoStore::open(d, settings.store_profiles)?))
         }
     }
@@ -409,30 +428,26 @@ pub fn open(settings: &crate::settings::StateSettings) -> Result<Box<dyn StateSt
 
 /// Open the configured backend for reading only (`plan`): a store that does not exist yet
 /// reads as empty and is not created.
-pub fn open_read_only(
-    settings: &crate::settings::StateSettings,
-) -> Result<Box<dyn StateStore>, StateError> {
+pub fn open_read_only(settings: &config::StateSettings) -> Result<Box<dyn StateStore>, StateError> {
     match &settings.backend {
-        crate::settings::StateBackend::Sqlite { path } if !path.exists() => {
+        config::StateBackend::Sqlite { path } if !path.exists() => {
             Ok(Box::new(sqlite::SqliteStore::in_memory(settings.store_profiles)?))
         }
-        crate::settings::StateBackend::Sqlite { path } => {
+        config::StateBackend::Sqlite { path } => {
             Ok(Box::new(sqlite::SqliteStore::open_read_only(path, settings.store_profiles)?))
         }
         // Reads only, but opening creates missing tables (they are empty then).
-        crate::settings::StateBackend::Dynamodb(d) => {
+        config::StateBackend::Dynamodb(d) => {
             Ok(Box::new(dynamodb::DynamoStore::open(d, settings.store_profiles)?))
         }
     }
 }
 
 /// Open the webhook event log of the configured backend.
-pub fn open_events(
-    settings: &crate::settings::StateSettings,
-) -> Result<events::EventStore, StateError> {
+pub fn open_events(settings: &config::StateSettings) -> Result<events::EventStore, StateError> {
     match &settings.backend {
-        crate::settings::StateBackend::Sqlite { path } => events::EventStore::open(path),
-        crate::settings::StateBackend::Dynamodb(d) => {
+        config::StateBackend::Sqlite { path } => events::EventStore::open(path),
+        config::StateBackend::Dynamodb(d) => {
             dynamodb::DynamoEventStore::open(d).map(events::EventStore::Dynamo)
         }
     }

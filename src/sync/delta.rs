@@ -160,8 +160,9 @@ pub fn compute(
     Ok(Delta { actions, leavers, changes, absence_off })
 }
 
-/// One pulled user against its state entry.
-fn decide(e: &Entry, active: bool, hash: &str) -> Action {
+/// One user (active or not, with this content hash) against its state entry: the one
+/// "is this user unchanged" rule, for pulls and pushed batches alike.
+pub fn decide(e: &Entry, active: bool, hash: &str) -> Action {
     // A pending user was sent in a session whose outcome we never learnt: Okta may hold either
     // version, so it is sent again whatever the hash says.
     let pending = e.pending.is_some();

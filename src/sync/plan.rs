@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::delta::Changes;
-use super::report::{Counts, Details, Duplicate, HoldReport, JobReport, SyncMode};
-use super::{RunOptions, prepare};
+use super::report::{Counts, Details, Duplicate, HoldReport, JobOutcome, JobReport, SyncMode};
+use super::{RunContext, RunOptions, SyncError, prepare};
 use crate::mapping::Rejection;
 use crate::okta::batch::{Limits, RequestKind, SessionKind};
-use crate::settings::{Job, Settings};
+use crate::settings::Job;
 
 /// A job's plan.
 #[derive(Debug, Serialize)]
@@ -61,49 +61,57 @@ pub struct PlannedUserDoc {
 }
 
 impl PlanDocument {
-    /// `plan`'s exit code: failure, rejected records, or success.
+    /// `plan`'s exit code: the code the run would end with.
     pub fn exit_code(&self) -> i32 {
-        if self.error.is_some() {
-            crate::cli::EXIT_FAILURE
+        let outcome = if self.error.is_some() {
+            JobOutcome::Failed
         } else if self.hold.is_some() {
-            crate::cli::EXIT_HELD
+            JobOutcome::Held
         } else if !self.rejected.is_empty() {
-            crate::cli::EXIT_REJECTED
+            JobOutcome::CompletedWithRejections
         } else {
-            crate::cli::EXIT_OK
-        }
+            JobOutcome::Success
+        };
+        outcome.exit_code()
     }
 }
 
-/// Pull, map, diff against the state and pack `job`, sending nothing and writing nothing.
-pub async fn build(settings: &Settings, job: &Job, options: &RunOptions) -> PlanDocument {
-    let mut doc = PlanDocument {
-        job: job.name.clone(),
-        identity_source_id: job.identity_source_id.clone(),
-        error: None,
-        pull_complete: true,
-        mode: SyncMode { full: false, reason: None },
-        changes: Changes::default(),
-        hold: None,
-        details: Details::default(),
-        counts: Counts::default(),
-        rejected: Vec::new(),
-        deduplicated: Vec::new(),
-        sessions: Vec::new(),
-    };
-    let mut store = match crate::state::open_read_only(&settings.state) {
-        Ok(s) => s,
-        Err(e) => {
-            doc.error = Some(format!("cannot open the state store: {e}"));
-            return doc;
+impl PlanDocument {
+    /// The plan of `job`, empty so far.
+    fn new(job: &Job) -> Self {
+        PlanDocument {
+            job: job.name.clone(),
+            identity_source_id: job.identity_source_id.clone(),
+            error: None,
+            pull_complete: true,
+            mode: SyncMode { full: false, reason: None },
+            changes: Changes::default(),
+            hold: None,
+            details: Details::default(),
+            counts: Counts::default(),
+            rejected: Vec::new(),
+            deduplicated: Vec::new(),
+            sessions: Vec::new(),
         }
-    };
+    }
+
+    /// A plan that could not be made.
+    pub fn failed(job: &Job, e: &SyncError) -> Self {
+        PlanDocument { error: Some(e.describe(true)), ..Self::new(job) }
+    }
+}
+
+/// Pull, map, diff against the state and pack `job`, sending nothing and writing nothing
+/// (`ctx.okta` is not used; give a read-only store).
+pub async fn build(ctx: &mut RunContext<'_>, job: &Job, options: &RunOptions) -> PlanDocument {
+    let mut doc = PlanDocument::new(job);
     // Every user is listed in the JSON plan.
     let options = RunOptions { detail_limit: usize::MAX, announce: false, ..options.clone() };
     let mut report = JobReport::new(job);
-    let prepared = prepare(settings, job, store.as_mut(), &options, &mut report).await;
-    doc.error =
-        report.error.take().map(|e| e.replace("so nothing was sent", "so nothing would be sent"));
+    let prepared = prepare(ctx, job, &options, &mut report).await;
+    if let Err(e) = &prepared {
+        doc.error = Some(e.describe(true));
+    }
     doc.pull_complete = report.pull_complete;
     doc.mode = report.mode;
     doc.changes = report.changes;
@@ -127,7 +135,7 @@ pub async fn build(settings: &Settings, job: &Job, options: &RunOptions) -> Plan
             Ok(Some(s)) => s,
             Ok(None) => break,
             Err(e) => {
-                doc.error = Some(format!("cannot read back the pulled users: {e}"));
+                doc.error = Some(SyncError::spill("read back")(e).describe(true));
                 return doc;
             }
         };

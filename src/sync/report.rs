@@ -38,7 +38,37 @@ pub enum JobOutcome {
     Held,
 }
 
+/// Exit code: every record was sent and every session completed.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a job could not finish (Okta error, unreadable source, bad credentials...).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: completed, but some records were rejected (see the report).
+pub const EXIT_REJECTED: i32 = 3;
+/// Exit code: a safeguard held a run; nothing risky was sent. Approve it or rerun with
+/// `--allow-deactivations N`.
+pub const EXIT_HELD: i32 = 5;
+
 impl JobOutcome {
+    /// The process exit code of a run that ended so (the README's exit-code table).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            JobOutcome::Success => EXIT_OK,
+            JobOutcome::CompletedWithRejections => EXIT_REJECTED,
+            JobOutcome::Failed => EXIT_FAILURE,
+            JobOutcome::Held => EXIT_HELD,
+        }
+    }
+
+    /// How bad it is, for the exit code of several jobs: the worst wins.
+    fn severity(self) -> u8 {
+        match self {
+            JobOutcome::Success => 0,
+            JobOutcome::CompletedWithRejections => 1,
+            JobOutcome::Held => 2,
+            JobOutcome::Failed => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobOutcome::Success => "success",
@@ -229,18 +259,43 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
+impl JobReport {
+    /// The run failed with `e`: the outcome and the error say so, worded for a run or a plan.
+    pub fn fail(&mut self, e: &super::SyncError, dry_run: bool) {
+        self.outcome = JobOutcome::Failed;
+        self.error = Some(e.describe(dry_run));
+    }
+
+    /// Count this finished run in the metrics ([`crate::telemetry`]).
+    pub fn record_metrics(&self, elapsed: std::time::Duration) {
+        let c = &self.counts;
+        crate::telemetry::run_finished(
+            &self.job,
+            self.outcome.as_str(),
+            elapsed,
+            &[
+                ("read", c.read),
+                ("rejected", c.rejected),
+                ("deduplicated", c.deduplicated),
+                ("upserted", c.upserted),
+                ("deactivated", c.deactivated),
+                ("unchanged", self.changes.unchanged),
+                ("not_imported", c.not_imported),
+                ("not_yet_started", c.not_yet_started),
+            ],
+        );
+    }
+}
+
 impl RunReport {
-    /// The process exit code for this report (see the README's exit-code table).
+    /// The process exit code for this report: the worst job's (see [`JobOutcome::exit_code`]).
     pub fn exit_code(&self) -> i32 {
-        if self.jobs.iter().any(|j| j.outcome == JobOutcome::Failed) {
-            crate::cli::EXIT_FAILURE
-        } else if self.jobs.iter().any(|j| j.outcome == JobOutcome::Held) {
-            crate::cli::EXIT_HELD
-        } else if self.jobs.iter().any(|j| j.outcome == JobOutcome::CompletedWithRejections) {
-            crate::cli::EXIT_REJECTED
-        } else {
-            crate::cli::EXIT_OK
-        }
+        self.jobs
+            .iter()
+            .map(|j| j.outcome)
+            .max_by_key(|o| o.severity())
+            .unwrap_or(JobOutcome::Success)
+            .exit_code()
     }
 
     /// The human summary.

@@ -36,6 +36,18 @@ pub struct Breach {
     pub message: String,
 }
 
+/// The absolute deactivation threshold alone: what a pushed batch is checked against (a batch
+/// is not a whole pull, so shares and source shrink do not apply to it).
+pub fn deactivation_count(g: &Safeguards, deactivations: u64) -> Option<Breach> {
+    let max = g.max_deactivations?;
+    (deactivations > max).then(|| Breach {
+        kind: BreachKind::Deactivations,
+        message: format!(
+            "{deactivations} deactivation(s), over safeguards.max_deactivations ({max})"
+        ),
+    })
+}
+
 /// Check `changes` (for a pull of `pulled_users` distinct users) against the thresholds.
 pub fn check(
     g: &Safeguards,
@@ -47,14 +59,7 @@ pub fn check(
     let deact = changes.counted_deactivations();
     let known = state.known_active;
     let pct = |n: u64, of: u64| n as f64 * 100.0 / of as f64;
-    if let Some(max) = g.max_deactivations
-        && deact > max
-    {
-        out.push(Breach {
-            kind: BreachKind::Deactivations,
-            message: format!("{deact} deactivation(s), over safeguards.max_deactivations ({max})"),
-        });
-    }
+    out.extend(deactivation_count(g, deact));
     if let Some(max) = g.max_deactivations_percent
         && known > 0
         && pct(deact, known) > max

@@ -36,39 +36,11 @@ struct Slot {
     len: u32,
     active: bool,
     origin: Origin,
-    /// [`profile_hash`] of the user, compared with the state's to skip unchanged users.
+    /// [`MappedUser::content_hash`] of the user, compared with the state's to skip unchanged users.
     hash: [u8; HASH_BYTES],
 }
 
-/// Bytes of the profile hash kept per user (128 bits of SHA-256: collisions are not a concern
-/// at any HR size, and the index stays small).
-const HASH_BYTES: usize = 16;
-
-/// The hash of what an upsert would send for `user`: its profile and its groups. Stable across
-/// runs and versions (a `BTreeMap` serializes in key order), stored in state as hex.
-pub fn profile_hash(user: &MappedUser) -> [u8; HASH_BYTES] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    // serde_json cannot fail on string maps; an empty encoding would only mean "changed".
-    h.update(serde_json::to_vec(&user.profile).unwrap_or_default());
-    if !user.groups.is_empty() {
-        h.update(b"\0groups");
-        h.update(serde_json::to_vec(&user.groups).unwrap_or_default());
-    }
-    let digest = h.finalize();
-    let mut out = [0u8; HASH_BYTES];
-    out.copy_from_slice(&digest[..HASH_BYTES]);
-    out
-}
-
-/// Lowercase hex, as stored in state.
-pub fn hex(hash: &[u8]) -> String {
-    use std::fmt::Write as _;
-    hash.iter().fold(String::with_capacity(hash.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+use crate::mapping::HASH_BYTES;
 
 /// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned).
 #[derive(Serialize)]
@@ -163,7 +135,7 @@ impl Spill {
             len: u32::try_from(bytes.len()).map_err(std::io::Error::other)?,
             active: user.active,
             origin: user.origin.clone(),
-            hash: profile_hash(user),
+            hash: user.content_hash(),
         };
         self.written += bytes.len() as u64;
         match self.index.get(user.external_id.as_str()) {
@@ -199,7 +171,7 @@ impl Spill {
     /// Whether the user in `slot` is active, and its profile hash in hex.
     pub fn slot_info(&self, slot: usize) -> (bool, String) {
         let s = &self.slots[slot];
-        (s.active, hex(&s.hash))
+        (s.active, hex::encode(s.hash))
     }
 
     /// Every distinct externalId (in no particular order).

@@ -1,0 +1,156 @@
+//! After the push: record the pull, the run and its per-record decisions in the state.
+
+use tracing::warn;
+
+use super::delta::Action;
+use super::prepare::Prepared;
+use super::report::{JobOutcome, JobReport};
+use crate::settings::Job;
+use crate::state::{self, StateStore};
+
+/// Write the finished run to the history: its report, its hold (what an approval must cover)
+/// and what it decided for every record. Failures are logged: the run itself is over.
+pub fn finish_run(
+    store: &mut dyn StateStore,
+    run: state::RunId,
+    prepared: Option<&Prepared>,
+    report: &JobReport,
+    show_profiles: bool,
+) {
+    let hold = report.hold.as_ref().map(|h| state::Hold {
+        deactivations: report.changes.counted_deactivations(),
+        creations: report.changes.creates,
+        reasons: h.breaches.iter().map(|b| b.message.clone()).collect(),
+    });
+    let json = serde_json::to_string(report).unwrap_or_default();
+    if let Err(e) =
+        store.finish_run(run, report.outcome.as_str(), &json, hold.as_ref(), chrono::Utc::now())
+    {
+        warn!(error = %e, "cannot record the run in the state's history");
+    }
+    match record_decisions(store, run, prepared, report, show_profiles) {
+        Ok(_) => {}
+        // A backend without the run history of the UI: nothing to record.
+        Err(state::StateError::Unsupported(_)) => {}
+        Err(e) => warn!(error = %e, "cannot record the run's per-record decisions"),
+    }
+}
+
+/// Record what the run decided for every record (the UI's run page), in one transaction.
+///
+/// Planned decisions: a held run records what it would have done, and a failed session's
+/// users keep theirs (the run's outcome and sessions say what reached Okta). Rejections are
+/// written first, so a user rejected as too large to send reads as rejected, not created.
+/// `report.details` is capped per part, so this reads the full diff from `prepared`.
+fn record_decisions(
+    store: &mut dyn StateStore,
+    run: state::RunId,
+    prepared: Option<&Prepared>,
+    report: &JobReport,
+    show_profiles: bool,
+) -> Result<u64, state::StateError> {
+    use state::{Decision, DecisionRecord};
+    let record = |external_id: String, decision, reason: Option<&str>| DecisionRecord {
+        external_id,
+        decision,
+        reason: reason.map(str::to_string),
+        line: None,
+        profile: None,
+    };
+    let rejected = report.rejected.iter().map(|r| DecisionRecord {
+        // Records without an externalId are keyed by where they were.
+        external_id: r.external_id.clone().unwrap_or_else(|| format!("({})", r.origin)),
+        decision: Decision::Rejected,
+        reason: Some(match &r.field {
+            Some(f) => format!("{f}: {}", r.reason),
+            None => r.reason.clone(),
+        }),
+        line: Some(r.origin.to_string()),
+        profile: None,
+    });
+    let Some(p) = prepared else {
+        return store.record_decisions(run, &mut rejected.into_iter());
+    };
+    let users = &p.pulled.users;
+    // The externalId (and profile, when shown) of each spill slot.
+    let mut by_slot: Vec<(String, Option<serde_json::Value>)> =
+        vec![Default::default(); users.len()];
+    if show_profiles {
+        for (slot, user) in users.iter().enumerate() {
+            let user = user.map_err(|e| state::StateError::Backend {
+                location: "the pulled users' temporary file".into(),
+                message: format!("cannot read them back: {e}"),
+            })?;
+            let profile = serde_json::to_value(&user.profile).ok();
+            by_slot[slot] = (user.external_id, profile);
+        }
+    } else {
+        for id in users.ids() {
+            if let Some(slot) = users.slot_of(id) {
+                by_slot[slot].0 = id.to_string();
+            }
+        }
+    }
+    let planned = p.actions.iter().zip(by_slot).map(|(action, (id, profile))| {
+        let (decision, reason) = match action {
+            Action::Create => (Decision::Created, None),
+            Action::Update => (Decision::Updated, None),
+            Action::Reactivate => (Decision::Reactivated, None),
+            Action::Unchanged => (Decision::Unchanged, None),
+            Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
+            Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
+            Action::DeactivateUnowned => (Decision::Deactivated, Some("inactive_not_sent_before")),
+        };
+        DecisionRecord { profile, ..record(id, decision, reason) }
+    });
+    let leavers = p
+        .leavers
+        .iter()
+        .map(|id| record(id.clone(), Decision::Deactivated, Some("missing_from_source")));
+    let not_yet = p.pulled.not_yet.iter().map(|n| {
+        let reason = format!("starts {}, imported from {}", n.start_date, n.import_from);
+        DecisionRecord {
+            line: Some(n.origin.to_string()),
+            ..record(n.external_id.clone(), Decision::NotYet, Some(&reason))
+        }
+    });
+    let mut all = rejected.chain(planned).chain(leavers).chain(not_yet);
+    store.record_decisions(run, &mut all)
+}
+
+/// After the push: record the pull (a complete one that was not held) and a completed full
+/// resync.
+pub fn finish_state(
+    job: &Job,
+    prepared: &Prepared,
+    store: &mut dyn StateStore,
+    report: &mut JobReport,
+) {
+    let now = chrono::Utc::now();
+    if report.hold.is_none() {
+        // Rejected and pre-hire ids count as seen: they are in the source.
+        let mut present = prepared
+            .pulled
+            .users
+            .ids()
+            .chain(report.rejected.iter().filter_map(|r| r.external_id.as_deref()))
+            .chain(prepared.pulled.not_yet.iter().map(|n| n.external_id.as_str()));
+        if let Err(e) = store.record_pull(
+            &job.name,
+            &mut present,
+            prepared.count_missing,
+            prepared.pulled.users.len() as u64,
+            now,
+        ) {
+            report.outcome = JobOutcome::Failed;
+            report.error.get_or_insert(format!("cannot record the pull in the state: {e}"));
+        }
+    }
+    if report.mode.full
+        && report.hold.is_none()
+        && report.outcome != JobOutcome::Failed
+        && let Err(e) = store.record_full_resync(&job.name, now)
+    {
+        warn!(error = %e, "cannot record the full resync");
+    }
+}
