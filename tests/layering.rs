@@ -256,6 +256,6 @@ fn the_check_catches_an_upward_import_in_each_form() {
         assert!(check_file(file, &okta, text).is_empty(), "{text}");
     }
     // A peer of the same layer is refused too: peers never import each other.
-    let state = vec!["state".to_string(), "mod".to_string()];
-    assert_eq!(check_file(file, &state[..1], "use crate::sources::Source;").len(), 1);
+    let state = ["state".to_string()];
+    assert_eq!(check_file(file, &state, "use crate::sources::Source;").len(), 1);
 }

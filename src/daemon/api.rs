@@ -18,12 +18,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Daemon;
-use super::schedule::Schedule;
+use crate::okta::error::OktaErrorDetail;
 use crate::settings::Settings;
 use crate::state::events::EventView;
 use crate::state::{
     ApprovalRecord, Decision, DecisionPage, DecisionQuery, RunId, RunRecord, StateError, StateStore,
 };
+use crate::sync::report::{Counts, JobReport, SessionReport};
 
 /// Decisions per page unless `limit` says otherwise.
 pub const DEFAULT_PAGE: usize = 50;
@@ -121,7 +122,7 @@ pub struct SessionView {
     pub final_status: String,
     pub error: Option<String>,
     /// Okta's error, when it answered with one.
-    pub okta_error: Option<serde_json::Value>,
+    pub okta_error: Option<OktaErrorDetail>,
     pub duration_ms: Option<u64>,
 }
 
@@ -144,7 +145,7 @@ pub struct RunDetail {
     pub error: Option<String>,
     pub released_by: Option<String>,
     /// The report's counts (read, rejected, upserted, deactivated, not imported, …).
-    pub report_counts: serde_json::Value,
+    pub report_counts: Option<Counts>,
     pub sessions: Vec<SessionView>,
     pub hold: Option<HoldView>,
     pub approvals: Vec<ApprovalRecord>,
@@ -263,12 +264,7 @@ pub fn jobs(
     let per_job = settings.serve.ui.as_ref().map_or(20, |u| u.runs_per_job);
     let mut jobs = Vec::new();
     for job in &settings.jobs {
-        let next_run = job
-            .schedule
-            .as_deref()
-            .and_then(|e| Schedule::parse(e, job.timezone).ok())
-            .and_then(|s| s.next_after(now))
-            .map(ts);
+        let next_run = job.schedule.as_ref().and_then(|s| s.next_after(now)).map(ts);
         let mut recent = store
             .runs(Some(&job.name), None, per_job)?
             .into_iter()
@@ -278,7 +274,7 @@ pub fn jobs(
         jobs.push(JobView {
             name: job.name.clone(),
             identity_source_id: job.identity_source_id.clone(),
-            schedule: job.schedule.clone(),
+            schedule: job.schedule.as_ref().map(|s| s.written.clone()),
             timezone: job.timezone.to_string(),
             next_run,
             last_run: recent.last().cloned(),
@@ -300,63 +296,26 @@ pub fn runs(store: &dyn StateStore, params: &RunsParams) -> Result<Vec<RunSummar
         .collect()
 }
 
-/// The parts of a stored run report the run page shows (the rest is ignored).
-#[derive(Debug, Default, Deserialize)]
-struct StoredReport {
-    #[serde(default)]
-    mode: Option<StoredMode>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    released_by: Option<String>,
-    #[serde(default)]
-    counts: serde_json::Value,
-    #[serde(default)]
-    sessions: Vec<StoredSession>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StoredMode {
-    #[serde(default)]
-    full: bool,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StoredSession {
-    #[serde(default)]
-    kind: serde_json::Value,
-    #[serde(default)]
-    planned_requests: u64,
-    #[serde(default)]
-    planned_upserts: u64,
-    #[serde(default)]
-    planned_deletes: u64,
-    #[serde(default)]
-    outcome: Option<StoredOutcome>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StoredOutcome {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    requests: u64,
-    #[serde(default)]
-    profiles: u64,
-    #[serde(default)]
-    final_status: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    okta_error: Option<serde_json::Value>,
-    #[serde(default)]
-    duration_ms: Option<u64>,
-}
-
-fn text(v: &serde_json::Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+/// A session of a stored report, as the run page shows it.
+fn session_view(s: &SessionReport) -> SessionView {
+    let o = s.outcome.as_ref();
+    SessionView {
+        id: o.and_then(|o| o.id.clone()),
+        kind: s.kind.label().to_string(),
+        requests: match o {
+            Some(o) if o.requests > 0 => o.requests as u64,
+            _ => s.planned_requests as u64,
+        },
+        profiles: o.map_or(0, |o| o.profiles) as u64,
+        upserts: s.planned_upserts as u64,
+        deletes: s.planned_deletes as u64,
+        final_status: o
+            .and_then(|o| o.final_status)
+            .map_or_else(|| "not sent".to_string(), |st| st.as_str().to_string()),
+        error: o.and_then(|o| o.error.clone()),
+        okta_error: o.and_then(|o| o.okta_error.clone()),
+        duration_ms: o.map(|o| o.duration_ms),
+    }
 }
 
 fn hold_view(r: &RunRecord) -> Option<HoldView> {
@@ -382,29 +341,20 @@ pub fn run_detail(
     show_profiles: bool,
 ) -> Result<RunDetail, ApiError> {
     let record = store.run_by_id(id)?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
-    let report: StoredReport = store
-        .run_report(&record.job, id)?
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default();
-    let sessions = report
-        .sessions
-        .into_iter()
-        .map(|s| {
-            let o = s.outcome.unwrap_or_default();
-            SessionView {
-                id: o.id,
-                kind: text(&s.kind),
-                requests: if o.requests > 0 { o.requests } else { s.planned_requests },
-                profiles: o.profiles,
-                upserts: s.planned_upserts,
-                deletes: s.planned_deletes,
-                final_status: o.final_status.unwrap_or_else(|| "not sent".into()),
-                error: o.error,
-                okta_error: o.okta_error,
-                duration_ms: o.duration_ms,
+    // The report is read back with the type that wrote it (a run still in progress has none).
+    let report = match store.run_report(&record.job, id)? {
+        None => None,
+        Some(json) => match serde_json::from_str::<JobReport>(&json) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(run = id, error = %e, "the stored run report cannot be read");
+                None
             }
-        })
-        .collect();
+        },
+    };
+    let sessions = report.as_ref().map_or(&[][..], |r| &r.sessions[..]);
+    let sessions = sessions.iter().map(session_view).collect();
+    let mode = report.as_ref().map(|r| r.mode.clone());
     let hold = hold_view(&record);
     let approvals = store.approvals(id)?;
     let mut decisions = store.decisions(id, query)?;
@@ -412,14 +362,13 @@ pub fn run_detail(
         // Stored only when shown, but a setting turned off later hides them again.
         decisions.items.iter_mut().for_each(|d| d.profile = None);
     }
-    let mode = report.mode.unwrap_or_default();
     Ok(RunDetail {
         run: summary(store, record)?,
-        full: mode.full,
-        mode_reason: mode.reason,
-        error: report.error,
-        released_by: report.released_by,
-        report_counts: report.counts,
+        full: mode.as_ref().is_some_and(|m| m.full),
+        mode_reason: mode.and_then(|m| m.reason),
+        error: report.as_ref().and_then(|r| r.error.clone()),
+        released_by: report.as_ref().and_then(|r| r.released_by.clone()),
+        report_counts: report.map(|r| r.counts),
         sessions,
         hold,
         approvals,
@@ -505,4 +454,114 @@ pub async fn get_run(
     })
     .await
     .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::okta::batch::SessionKind;
+    use crate::okta::model::SessionStatus;
+    use crate::okta::session::SessionOutcome;
+    use crate::state::sqlite::SqliteStore;
+    use crate::sync::report::{JobOutcome, SyncMode};
+
+    /// A report with every part the run page reads filled in, as a run writes it.
+    fn report() -> JobReport {
+        let mut r = JobReport::named("hr", "0oasource");
+        r.outcome = JobOutcome::Failed;
+        r.mode = SyncMode { full: true, reason: Some("--full".into()) };
+        r.error = Some("session s2 (delete) did not complete: okta answered 400".into());
+        r.released_by = Some("the approval of run 3".into());
+        r.counts.read = 120;
+        r.counts.upserted = 100;
+        r.counts.not_imported = 7;
+        let outcome = |id: &str, status, requests, error: Option<&str>| SessionOutcome {
+            id: Some(id.into()),
+            kind: SessionKind::Upsert,
+            requests,
+            profiles: requests * 50,
+            final_status: Some(status),
+            error: error.map(str::to_string),
+            note: None,
+            spacing_wait_ms: 0,
+            duration_ms: 1_234,
+            cancelled_untriggerable: false,
+            replays: 0,
+            replayed_session_ids: Vec::new(),
+            okta_error: error.map(|_| crate::okta::error::OktaErrorDetail {
+                status: Some(400),
+                error_code: "E0000001".into(),
+                ..Default::default()
+            }),
+        };
+        let session = |kind, upserts, deletes, outcome| SessionReport {
+            kind,
+            planned_requests: 2,
+            planned_upserts: upserts,
+            planned_deletes: deletes,
+            planned_groups: 0,
+            planned_memberships: 0,
+            largest_request_bytes: 1_000,
+            outcome,
+        };
+        r.sessions = vec![
+            session(
+                SessionKind::Upsert,
+                100,
+                0,
+                Some(outcome("s1", SessionStatus::Completed, 2, None)),
+            ),
+            session(
+                SessionKind::Delete,
+                0,
+                7,
+                Some(outcome("s2", SessionStatus::Error, 1, Some("okta answered 400"))),
+            ),
+            session(SessionKind::Delete, 0, 3, None),
+        ];
+        r
+    }
+
+    #[test]
+    fn the_stored_report_reads_back_as_the_type_that_wrote_it() {
+        let written = serde_json::to_value(report()).unwrap();
+        let read: JobReport = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(serde_json::to_value(read).unwrap(), written);
+    }
+
+    #[test]
+    fn the_run_page_shows_what_the_run_wrote() {
+        let mut store = SqliteStore::in_memory(false).unwrap();
+        let at = Utc::now();
+        let id = store.begin_run("hr", at).unwrap();
+        let json = serde_json::to_string(&report()).unwrap();
+        store.finish_run(id, "failed", &json, None, at).unwrap();
+        let query = DecisionQuery { limit: 10, ..DecisionQuery::default() };
+        let d = run_detail(&store, id, &query, false).unwrap();
+        assert!(d.full);
+        assert_eq!(d.mode_reason.as_deref(), Some("--full"));
+        assert_eq!(d.error, report().error);
+        assert_eq!(d.released_by.as_deref(), Some("the approval of run 3"));
+        let counts = d.report_counts.unwrap();
+        assert_eq!((counts.read, counts.upserted, counts.not_imported), (120, 100, 7));
+        let s: Vec<(Option<&str>, &str, &str, u64)> = d
+            .sessions
+            .iter()
+            .map(|s| (s.id.as_deref(), s.kind.as_str(), s.final_status.as_str(), s.requests))
+            .collect();
+        assert_eq!(
+            s,
+            vec![
+                (Some("s1"), "upsert", "COMPLETED", 2),
+                (Some("s2"), "delete", "ERROR", 1),
+                (None, "delete", "not sent", 2),
+            ]
+        );
+        assert_eq!(d.sessions[1].error.as_deref(), Some("okta answered 400"));
+        assert_eq!(
+            d.sessions[1].okta_error.as_ref().map(|e| e.error_code.as_str()),
+            Some("E0000001")
+        );
+        assert_eq!(d.sessions[0].duration_ms, Some(1_234));
+    }
 }

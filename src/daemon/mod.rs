@@ -291,8 +291,7 @@ impl Daemon {
             if only.is_some_and(|s| s != job.identity_source_id) {
                 continue;
             }
-            let (Some(expr), MissedRuns::Once) = (&job.schedule, job.missed) else { continue };
-            let Ok(schedule) = Schedule::parse(expr, job.timezone) else { continue };
+            let (Some(schedule), MissedRuns::Once) = (&job.schedule, job.missed) else { continue };
             let Some(due) = schedule.last_at_or_before(now) else { continue };
             let last = store.last_run(&job.name).ok().flatten();
             let last_start = last
@@ -653,14 +652,8 @@ pub async fn serve(
     };
 
     // Schedules.
-    let scheduled: Vec<(String, Schedule)> = settings
-        .jobs
-        .iter()
-        .filter_map(|j| {
-            let expr = j.schedule.as_ref()?;
-            Schedule::parse(expr, j.timezone).ok().map(|s| (j.name.clone(), s))
-        })
-        .collect();
+    let scheduled: Vec<(String, Schedule)> =
+        settings.jobs.iter().filter_map(|j| Some((j.name.clone(), j.schedule.clone()?))).collect();
     let mut cron = schedule::start_cron(&scheduled, daemon.clone())
         .await
         .map_err(|e| ServeError::Scheduler(e.to_string()))?;

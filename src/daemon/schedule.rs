@@ -14,60 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
-/// A job's parsed schedule.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    cron: croner::Cron,
-    /// The expression with seconds (`0 */15 * * * *`), as tokio-cron-scheduler wants it.
-    pub expression: String,
-    pub timezone: Tz,
-}
-
-/// Why a schedule could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cron expression `{expr}`: {message}")]
-pub struct ScheduleError {
-    pub expr: String,
-    pub message: String,
-}
-
-impl Schedule {
-    /// Parse a 5-field (minute first) or 6-field (seconds first) cron expression.
-    pub fn parse(expr: &str, timezone: Tz) -> Result<Self, ScheduleError> {
-        let fields = expr.split_whitespace().count();
-        let expression =
-            if fields == 5 { format!("0 {}", expr.trim()) } else { expr.trim().to_string() };
-        let cron = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(&expression)
-            .map_err(|e| ScheduleError { expr: expr.to_string(), message: e.to_string() })?;
-        Ok(Self { cron, expression, timezone })
-    }
-
-    /// The first scheduled time strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&t.with_timezone(&self.timezone), false)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
-    }
-
-    /// The last scheduled time at or before `t` (at most a year back), to tell a run missed
-    /// while the daemon was down.
-    pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.timezone), true)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
-            .filter(|d| t - *d < chrono::Duration::days(366))
-    }
-}
+pub use crate::settings::schedule::{Schedule, ScheduleError};
 
 /// Where firings go (the daemon's queues, or a test's recorder).
 pub trait Fired: Send + Sync + 'static {

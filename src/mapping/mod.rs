@@ -26,7 +26,7 @@ use serde::Serialize;
 pub use compile::Mapping;
 
 /// Where a record came from, so a rejection can point at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// 1-based line in a file (CSV): the line the record starts on.
@@ -128,7 +128,7 @@ pub struct NotYet {
 }
 
 /// A record that could not be read or mapped, with the reason. The run goes on without it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rejection {
     pub origin: Origin,
     /// The record's externalId, when it could be determined.

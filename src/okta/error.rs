@@ -13,19 +13,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 /// Okta's error body fields, for the JSON report (FACTS §9): what ops quote to Okta support.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OktaErrorDetail {
     /// HTTP status, when Okta answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `errorCode`, e.g. `E0000001`.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error_code: String,
     /// `errorSummary`.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error_summary: String,
     /// `errorCauses[].errorSummary`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_causes: Vec<String>,
     /// `errorId`, unique per error.
     #[serde(skip_serializing_if = "Option::is_none")]

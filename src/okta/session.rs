@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -67,7 +67,7 @@ const MAX_SPACING_RETRIES: u32 = 3;
 const POLL_GROWTH: f64 = 1.5;
 
 /// What happened to a session found open at the start of a run.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StaleSession {
     pub id: String,
     /// The status it was found in.
@@ -79,7 +79,7 @@ pub struct StaleSession {
 }
 
 /// The outcome of one planned session.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionOutcome {
     /// Okta's session id, once created.
     pub id: Option<String>,

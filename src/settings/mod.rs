@@ -11,6 +11,7 @@
 //! what lets `xaas validate` run in CI.
 
 mod raw;
+pub mod schedule;
 pub mod ui;
 pub mod webhook;
 
@@ -126,8 +127,8 @@ pub struct Job {
     /// The mapping file, resolved against the config file's directory.
     pub mapping_path: PathBuf,
     pub mapping: Arc<Mapping>,
-    /// Cron expression for the daemon (`xaas serve`); `run` ignores it.
-    pub schedule: Option<String>,
+    /// When the daemon (`xaas serve`) runs the job, in `timezone`; `run` ignores it.
+    pub schedule: Option<schedule::Schedule>,
     /// The time zone of `schedule`.
     pub timezone: chrono_tz::Tz,
     /// Scheduled runs start up to this long after their time (random).
@@ -565,16 +566,6 @@ fn validate_job(
             "missing: the id of the Custom Identity Source app (it starts with 0oa)",
         ));
     }
-    if let Some(expr) = &raw.schedule
-        && let Err(e) = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Optional)
-            .build()
-            .parse(expr)
-    {
-        diags.push(
-            index.diag(format!("{key}.schedule"), format!("invalid cron expression `{expr}`: {e}")),
-        );
-    }
     let timezone = match raw.timezone.as_deref().map(str::trim) {
         None => chrono_tz::UTC,
         Some(name) => match name.parse::<chrono_tz::Tz>() {
@@ -588,6 +579,14 @@ fn validate_job(
             }
         },
     };
+    let schedule =
+        raw.schedule.as_deref().and_then(|expr| match schedule::Schedule::parse(expr, timezone) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                diags.push(index.diag(format!("{key}.schedule"), e.to_string()));
+                None
+            }
+        });
     if raw.schedule.is_none() && (raw.timezone.is_some() || raw.jitter_secs > 0) {
         diags.push(
             index.diag(format!("{key}.schedule"), "`timezone` and `jitter_secs` need a `schedule`"),
@@ -664,7 +663,7 @@ fn validate_job(
         source: raw.source,
         mapping_path,
         mapping: mapping?,
-        schedule: raw.schedule,
+        schedule,
         timezone,
         jitter: Duration::from_secs(raw.jitter_secs),
         missed: raw.missed,

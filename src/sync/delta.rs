@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::spill::Spill;
 use crate::settings::Job;
@@ -57,7 +57,7 @@ impl Action {
 }
 
 /// Counts of a delta, for the report and the safeguards.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     pub creates: u64,
     pub updates: u64,

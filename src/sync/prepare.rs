@@ -286,9 +286,9 @@ fn details(
             a => d.deactivations.push(report::DeactivationDetail {
                 external_id: user.external_id,
                 reason: if a == Action::Deactivate {
-                    "inactive_in_source"
+                    report::DeactivationReason::InactiveInSource
                 } else {
-                    "inactive_not_sent_before"
+                    report::DeactivationReason::InactiveNotSentBefore
                 },
             }),
         }
@@ -300,7 +300,7 @@ fn details(
         }
         d.deactivations.push(report::DeactivationDetail {
             external_id: id.clone(),
-            reason: "missing_from_source",
+            reason: report::DeactivationReason::MissingFromSource,
         });
     }
     d

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::delta::Changes;
 use super::safeguards::Breach;
@@ -14,7 +14,7 @@ use crate::okta::batch::{SessionKind, SessionPlan};
 use crate::okta::session::{SessionOutcome, StaleSession};
 
 /// A whole invocation: one or more jobs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     /// RFC 3339 start time.
     pub started_at: String,
@@ -25,7 +25,7 @@ pub struct RunReport {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobOutcome {
     /// Everything read was mapped and every session completed.
@@ -80,7 +80,7 @@ impl JobOutcome {
 }
 
 /// Delta or full, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncMode {
     /// `true`: every pulled user is sent.
     pub full: bool,
@@ -90,7 +90,7 @@ pub struct SyncMode {
 }
 
 /// Why a run was held and how to release it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldReport {
     pub breaches: Vec<Breach>,
     /// What still went out: `nothing` or `upserts`.
@@ -101,7 +101,7 @@ pub struct HoldReport {
 }
 
 /// One attribute of an update, against the last profile Okta confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeChange {
     pub attribute: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,7 +111,7 @@ pub struct AttributeChange {
 }
 
 /// An update and what changed in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateDetail {
     pub external_id: String,
     /// Empty when no confirmed profile is stored (`state.store_profiles: false`), or only
@@ -120,15 +120,36 @@ pub struct UpdateDetail {
 }
 
 /// A deactivation and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeactivationDetail {
     pub external_id: String,
-    /// `inactive_in_source`, `missing_from_source` or `inactive_not_sent_before`.
-    pub reason: &'static str,
+    pub reason: DeactivationReason,
+}
+
+/// Why a user is deactivated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeactivationReason {
+    /// The source marks it inactive, and this job sent it as active.
+    InactiveInSource,
+    /// This job sent it as active, and it is missing from complete pulls.
+    MissingFromSource,
+    /// The source marks it inactive, and this job never sent it as active.
+    InactiveNotSentBefore,
+}
+
+impl DeactivationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeactivationReason::InactiveInSource => "inactive_in_source",
+            DeactivationReason::MissingFromSource => "missing_from_source",
+            DeactivationReason::InactiveNotSentBefore => "inactive_not_sent_before",
+        }
+    }
 }
 
 /// Who is in each part of the plan (lists capped; see `truncated`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Details {
     pub creates: Vec<String>,
     pub updates: Vec<UpdateDetail>,
@@ -139,7 +160,7 @@ pub struct Details {
 }
 
 /// One job's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobReport {
     pub job: String,
     pub identity_source_id: String,
@@ -178,7 +199,7 @@ pub struct JobReport {
 }
 
 /// The counts ops look at first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Rows/records read from the source, including those rejected.
     pub read: u64,
@@ -206,7 +227,7 @@ pub struct Counts {
 }
 
 /// An externalId seen more than once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Duplicate {
     pub external_id: String,
     /// Where the record that was kept came from.
@@ -216,7 +237,7 @@ pub struct Duplicate {
 }
 
 /// One planned session and, after `run`, what became of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionReport {
     pub kind: SessionKind,
     /// Bulk requests planned.
@@ -250,7 +271,7 @@ impl SessionReport {
 }
 
 /// Where the time went.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     /// Reading and mapping the source.
     pub pull_ms: u64,
@@ -315,9 +336,14 @@ const TEXT_LIST_LIMIT: usize = 20;
 impl JobReport {
     /// An empty report for `job`, before anything happened.
     pub fn new(job: &crate::settings::Job) -> Self {
+        Self::named(&job.name, &job.identity_source_id)
+    }
+
+    /// An empty report of the job `job` on `identity_source_id`.
+    pub fn named(job: &str, identity_source_id: &str) -> Self {
         Self {
-            job: job.name.clone(),
-            identity_source_id: job.identity_source_id.clone(),
+            job: job.to_string(),
+            identity_source_id: identity_source_id.to_string(),
             run_id: None,
             outcome: JobOutcome::Success,
             mode: SyncMode { full: false, reason: None },
@@ -424,7 +450,7 @@ impl JobReport {
                 out,
                 "    - deactivate {} ({})",
                 x.external_id,
-                x.reason.replace('_', " ")
+                x.reason.as_str().replace('_', " ")
             );
         }
         let shown =

@@ -14,14 +14,14 @@
 //!   everyone, by definition).
 //! - Source shrink: the pull's distinct users against the last complete pull that was not held.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::delta::Changes;
 use crate::settings::Safeguards;
 use crate::state::JobState;
 
 /// Which threshold was crossed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreachKind {
     Deactivations,
@@ -30,7 +30,7 @@ pub enum BreachKind {
 }
 
 /// One crossed threshold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breach {
     pub kind: BreachKind,
     pub message: String,
