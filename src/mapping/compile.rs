@@ -274,66 +274,10 @@ impl Mapping {
 /// Turn a well-shaped spec into a mapping, adding a diagnostic for every semantic problem.
 /// The mapping returned when `diags` is non-empty is incomplete and must not be used.
 fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) -> Mapping {
-    let mut env = Environment::new();
-    // Undefined fields render empty (and so are omitted), even `{{ a.b }}` when `a` is
-    // missing: sources differ in which fields they fill, and that is not an error.
-    env.set_undefined_behavior(UndefinedBehavior::Chainable);
-    // Profiles are plain strings, not HTML.
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    // Print like the rest of the mapping does: booleans as `true`/`false` (minijinja would
-    // write Python's `True`), and null as nothing (not `none`), so it is omitted when alone.
-    env.set_formatter(|out, state, value| match value.kind() {
-        ValueKind::Bool => {
-            out.write_str(if value.is_true() { "true" } else { "false" }).map_err(|e| {
-                minijinja::Error::new(ErrorKind::WriteFailure, "cannot write output").with_source(e)
-            })
-        }
-        ValueKind::None => Ok(()),
-        _ => minijinja::escape_formatter(out, state, value),
-    });
-    let tables: Tables = spec
-        .lookups
-        .iter()
-        .map(|(name, rows)| (name.clone(), rows.iter().cloned().collect::<HashMap<_, _>>()))
-        .collect();
-    filters::register(&mut env, Arc::new(tables));
+    let mut env = environment(&spec);
     let mut source_fields = BTreeSet::new();
 
-    let version = match &spec.version {
-        Some(v) => match v.as_u64().filter(|v| SUPPORTED_VERSIONS.contains(v)) {
-            Some(v) => v,
-            None => {
-                let supported: Vec<String> =
-                    SUPPORTED_VERSIONS.iter().map(u64::to_string).collect();
-                diags.push(index.diag(
-                    "version",
-                    format!(
-                        "unsupported version `{v}`, supported versions: {}",
-                        supported.join(", ")
-                    ),
-                ));
-                2
-            }
-        },
-        None => 2,
-    };
-    if version == 1 {
-        for key in &spec.v2_keys {
-            let short = key.rsplit('.').next().unwrap_or(key);
-            diags.push(
-                index.diag(
-                    key,
-                    format!("`{short}` needs `version: 2` (this file says `version: 1`)"),
-                ),
-            );
-        }
-    } else if spec.status.is_none() && spec.version.as_ref().and_then(Value::as_u64) == Some(2) {
-        diags.push(index.diag(
-            "",
-            "missing key `status`: version 2 needs an explicit rule for who is active \
-             (`status: { active_if: \"true\" }` if everyone in the source is)",
-        ));
-    }
+    let version = version(&spec, index, diags);
 
     let mut ctx = Ctx {
         env: &mut env,
@@ -385,22 +329,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         });
     }
 
-    let names: Vec<&str> = spec.attributes.iter().map(|(n, _)| n.as_str()).collect();
-    let mut required_names = Vec::new();
-    for (i, name) in spec.required.iter().enumerate() {
-        if names.contains(&name.as_str()) {
-            required_names.push(name.clone());
-        } else {
-            let hint = match suggest(name, &names) {
-                Some(s) => format!(", did you mean `{s}`?"),
-                None => String::new(),
-            };
-            ctx.diags.push(index.diag(
-                format!("required[{i}]"),
-                format!("`{name}` is not an attribute of this mapping{hint}"),
-            ));
-        }
-    }
+    let required_names = required_names(&spec, index, ctx.diags);
     for a in &mut attributes {
         a.required |= required_names.contains(&a.name);
     }
@@ -411,22 +340,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
     let groups: Vec<GroupRule> =
         spec.groups.iter().enumerate().filter_map(|(i, g)| ctx.group_rule(g, i)).collect();
 
-    if let Some(declared) = &spec.source_fields {
-        let known: Vec<&str> = declared.iter().map(String::as_str).collect();
-        for (path, field) in &ctx.references {
-            if known.contains(&field.as_str()) {
-                continue;
-            }
-            let hint = match suggest(field, &known) {
-                Some(s) => format!(", did you mean `{s}`?"),
-                None => String::new(),
-            };
-            ctx.diags.push(index.diag(
-                path,
-                format!("field `{field}` is not one of the declared `source_fields`{hint}"),
-            ));
-        }
-    }
+    check_declared_fields(&spec, &ctx.references, index, ctx.diags);
     let template_fields = std::mem::take(&mut ctx.template_fields).into_iter().collect();
     let tests = spec
         .tests
@@ -446,6 +360,124 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         tests,
         file: index.file().to_path_buf(),
         version,
+    }
+}
+
+/// The template environment of one mapping: how values print, and its lookup tables.
+fn environment(spec: &MappingSpec) -> Environment<'static> {
+    let mut env = Environment::new();
+    // Undefined fields render empty (and so are omitted), even `{{ a.b }}` when `a` is
+    // missing: sources differ in which fields they fill, and that is not an error.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // Profiles are plain strings, not HTML.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Print like the rest of the mapping does: booleans as `true`/`false` (minijinja would
+    // write Python's `True`), and null as nothing (not `none`), so it is omitted when alone.
+    env.set_formatter(|out, state, value| match value.kind() {
+        ValueKind::Bool => {
+            out.write_str(if value.is_true() { "true" } else { "false" }).map_err(|e| {
+                minijinja::Error::new(ErrorKind::WriteFailure, "cannot write output").with_source(e)
+            })
+        }
+        ValueKind::None => Ok(()),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
+    let tables: Tables = spec
+        .lookups
+        .iter()
+        .map(|(name, rows)| (name.clone(), rows.iter().cloned().collect::<HashMap<_, _>>()))
+        .collect();
+    filters::register(&mut env, Arc::new(tables));
+    env
+}
+
+/// The mapping's `version` (2 when absent), and what the other version's keys need.
+fn version(spec: &MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) -> u64 {
+    let version = match &spec.version {
+        Some(v) => match v.as_u64().filter(|v| SUPPORTED_VERSIONS.contains(v)) {
+            Some(v) => v,
+            None => {
+                let supported: Vec<String> =
+                    SUPPORTED_VERSIONS.iter().map(u64::to_string).collect();
+                diags.push(index.diag(
+                    "version",
+                    format!(
+                        "unsupported version `{v}`, supported versions: {}",
+                        supported.join(", ")
+                    ),
+                ));
+                2
+            }
+        },
+        None => 2,
+    };
+    if version == 1 {
+        for key in &spec.v2_keys {
+            let short = key.rsplit('.').next().unwrap_or(key);
+            diags.push(
+                index.diag(
+                    key,
+                    format!("`{short}` needs `version: 2` (this file says `version: 1`)"),
+                ),
+            );
+        }
+    } else if spec.status.is_none() && spec.version.as_ref().and_then(Value::as_u64) == Some(2) {
+        diags.push(index.diag(
+            "",
+            "missing key `status`: version 2 needs an explicit rule for who is active \
+             (`status: { active_if: \"true\" }` if everyone in the source is)",
+        ));
+    }
+    version
+}
+
+/// The names in `required:`, each checked to be an attribute of the mapping.
+fn required_names(
+    spec: &MappingSpec,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let names: Vec<&str> = spec.attributes.iter().map(|(n, _)| n.as_str()).collect();
+    let mut required_names = Vec::new();
+    for (i, name) in spec.required.iter().enumerate() {
+        if names.contains(&name.as_str()) {
+            required_names.push(name.clone());
+        } else {
+            let hint = match suggest(name, &names) {
+                Some(s) => format!(", did you mean `{s}`?"),
+                None => String::new(),
+            };
+            diags.push(index.diag(
+                format!("required[{i}]"),
+                format!("`{name}` is not an attribute of this mapping{hint}"),
+            ));
+        }
+    }
+    required_names
+}
+
+/// With `source_fields:` declared, every field a value reads must be one of them.
+fn check_declared_fields(
+    spec: &MappingSpec,
+    references: &[(String, String)],
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Some(declared) = &spec.source_fields {
+        let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+        for (path, field) in references {
+            if known.contains(&field.as_str()) {
+                continue;
+            }
+            let hint = match suggest(field, &known) {
+                Some(s) => format!(", did you mean `{s}`?"),
+                None => String::new(),
+            };
+            diags.push(index.diag(
+                path,
+                format!("field `{field}` is not one of the declared `source_fields`{hint}"),
+            ));
+        }
     }
 }
 

@@ -490,30 +490,55 @@ impl Importer {
         }
     }
 
-    /// One try at a planned session: create, upload, trigger, follow.
+    /// One try at a planned session: create, upload, trigger, follow. Each step returns
+    /// `Err(attempt)` when the try ends there.
     async fn attempt(
         &mut self,
         plan: &SessionPlan,
         hints: PlanHints,
         outcome: &mut SessionOutcome,
     ) -> Attempt {
-        // 1. Create, respecting the 5-minute rule.
+        let id = match self.open_session(outcome).await {
+            Ok(id) => id,
+            Err(end) => return end,
+        };
+        let (upserted_users, deleted_users) = match self.upload(plan, &id, outcome).await {
+            Ok(kinds) => kinds,
+            Err(end) => return end,
+        };
+        // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it. Only loads
+        //    that can all be no-ops (deletes of users Okta does not know) leave it CREATED; an
+        //    accepted user upsert, or a delete of a user Okta confirmed, moves it to
+        //    IN_PROGRESS, so then the read would cost a call per session for nothing. If Okta
+        //    disagrees (the state says it knows users it does not), the trigger's 400 sends us
+        //    back to the read below.
+        let assumed = upserted_users || (deleted_users && hints.deletes_known_users);
+        if let Err(end) = self.check_triggerable(&id, assumed, outcome).await {
+            return end;
+        }
+        self.trigger_and_follow(&id, assumed, outcome).await
+    }
+
+    /// Step 1: create the session, respecting the 5-minute rule, and record its id.
+    async fn open_session(&mut self, outcome: &mut SessionOutcome) -> Result<String, Attempt> {
         let session = match self.create_spaced(outcome).await {
             Ok(session) => session,
             Err(CreateError::Cancelled) => {
                 outcome.error = Some("shutdown requested before the session was created".into());
-                return Attempt::Done;
+                return Err(Attempt::Done);
             }
             Err(CreateError::Okta(err)) if err.is_ambiguous() => {
                 // The create may have happened: an open session of ours would block the next
                 // one. Cancel whatever is open, then try again in a fresh session.
                 self.cancel_open_sessions().await;
-                return Attempt::Replay(format!("creating the session failed ambiguously: {err}"));
+                return Err(Attempt::Replay(format!(
+                    "creating the session failed ambiguously: {err}"
+                )));
             }
             Err(CreateError::Okta(err)) => {
                 outcome.error = Some(err.to_string());
                 outcome.okta_error = err.detail();
-                return Attempt::Done;
+                return Err(Attempt::Done);
             }
         };
         let id = session.id;
@@ -530,9 +555,18 @@ impl Importer {
             } else {
                 outcome.final_status = Some(SessionStatus::Closed);
             }
-            return Attempt::Done;
+            return Err(Attempt::Done);
         }
+        Ok(id)
+    }
 
+    /// Step 2: upload the plan's requests. Returns whether users were upserted and deleted.
+    async fn upload(
+        &mut self,
+        plan: &SessionPlan,
+        id: &str,
+        outcome: &mut SessionOutcome,
+    ) -> Result<(bool, bool), Attempt> {
         // 2. Upload. Requests of one kind go concurrently (up to the client's concurrency cap,
         //    inside its rate budget); kinds keep the packer's order (users before groups before
         //    memberships, upserts before deletes), since Okta applies loads in arrival order.
@@ -549,7 +583,7 @@ impl Importer {
                 .map_or(total, |n| start + n);
             let client = &self.client;
             let source_id = self.source_id.as_str();
-            let session_id = id.as_str();
+            let session_id = id;
             let first = start;
             // Set on the first failure or on shutdown: loads not yet sent are skipped, and
             // those in flight are waited for before the session is cancelled, so none of them
@@ -583,8 +617,8 @@ impl Importer {
                             "shutdown requested during the upload ({} of {total} requests sent), session {id} cancelled",
                             outcome.requests
                         );
-                        self.abort(&id, error, outcome).await;
-                        return Attempt::Done;
+                        self.abort(id, error, outcome).await;
+                        return Err(Attempt::Done);
                     }
                     Some(None) => break,
                     Some(Some((_, _, None))) => {}
@@ -609,7 +643,7 @@ impl Importer {
                             index + 1
                         );
                         outcome.okta_error = err.detail();
-                        self.abort(&id, error.clone(), outcome).await;
+                        self.abort(id, error.clone(), outcome).await;
                         // Why replay instead of retrying the request: after a timeout, a reset
                         // connection or a 5xx we cannot know whether Okta took the load. Sending
                         // it again into this session could put the same externalIds in it
@@ -622,51 +656,63 @@ impl Importer {
                         {
                             outcome.error = None;
                             outcome.okta_error = None;
-                            return Attempt::Replay(error);
+                            return Err(Attempt::Replay(error));
                         }
-                        return Attempt::Done;
+                        return Err(Attempt::Done);
                     }
                 }
             }
             start = end;
         }
+        Ok((upserted_users, deleted_users))
+    }
 
-        // 3. A session Okta kept CREATED cannot be triggered (FACTS §4b): cancel it. Only loads
-        //    that can all be no-ops (deletes of users Okta does not know) leave it CREATED; an
-        //    accepted user upsert, or a delete of a user Okta confirmed, moves it to
-        //    IN_PROGRESS, so then the read would cost a call per session for nothing. If Okta
-        //    disagrees (the state says it knows users it does not), the trigger's 400 sends us
-        //    back to the read below.
-        let assumed = upserted_users || (deleted_users && hints.deletes_known_users);
+    /// Step 3: the session's status before triggering (`assumed` IN_PROGRESS without reading
+    /// it); a session Okta kept CREATED is cancelled, and so is one a shutdown caught here.
+    async fn check_triggerable(
+        &mut self,
+        id: &str,
+        assumed: bool,
+        outcome: &mut SessionOutcome,
+    ) -> Result<(), Attempt> {
         let status = if assumed {
             Ok(SessionStatus::InProgress)
         } else {
-            self.client.get_session(&self.source_id, &id).await.map(|s| s.status)
+            self.client.get_session(&self.source_id, id).await.map(|s| s.status)
         };
         let status = match status {
             Ok(status) => status,
             Err(err) => {
                 let error = format!("could not read session {id} after the uploads: {err}");
                 outcome.okta_error = err.detail();
-                self.abort(&id, error, outcome).await;
-                return Attempt::Done;
+                self.abort(id, error, outcome).await;
+                return Err(Attempt::Done);
             }
         };
         outcome.final_status = Some(status);
         if status == SessionStatus::Created {
-            self.cancel_untriggerable(&id, outcome).await;
-            return Attempt::Done;
+            self.cancel_untriggerable(id, outcome).await;
+            return Err(Attempt::Done);
         }
         if self.cancel.is_cancelled() {
             let error = format!("shutdown requested before triggering, session {id} cancelled");
-            self.abort(&id, error, outcome).await;
-            return Attempt::Done;
+            self.abort(id, error, outcome).await;
+            return Err(Attempt::Done);
         }
+        Ok(())
+    }
 
+    /// Step 4: trigger the session and follow it to its end.
+    async fn trigger_and_follow(
+        &mut self,
+        id: &str,
+        assumed: bool,
+        outcome: &mut SessionOutcome,
+    ) -> Attempt {
         // 4. Trigger and follow. Triggering restarts Okta's 5-minute clock as well, whatever
         //    the answer: a trigger that failed ambiguously may have gone through.
         self.pending();
-        let triggered = self.trigger(&id).await;
+        let triggered = self.trigger(id).await;
         self.touch();
         match triggered {
             Ok(status) => {
@@ -679,17 +725,17 @@ impl Importer {
                 // the state said). That is "nothing to import", not a failure.
                 if assumed
                     && !err.is_ambiguous()
-                    && let Ok(session) = self.client.get_session(&self.source_id, &id).await
+                    && let Ok(session) = self.client.get_session(&self.source_id, id).await
                     && session.status == SessionStatus::Created
                 {
                     tracing::warn!(session_id = %id, "okta kept the session CREATED although the state says it knows users in it");
-                    self.cancel_untriggerable(&id, outcome).await;
+                    self.cancel_untriggerable(id, outcome).await;
                     return Attempt::Done;
                 }
                 // Not triggered (the trigger's own check said so): cancel.
                 let error = format!("start import of session {id} failed: {err}");
                 outcome.okta_error = err.detail();
-                self.abort(&id, error, outcome).await;
+                self.abort(id, error, outcome).await;
                 return Attempt::Done;
             }
         }
@@ -701,7 +747,7 @@ impl Importer {
                 ));
                 return Attempt::Done;
             }
-            followed = self.follow(&id) => followed,
+            followed = self.follow(id) => followed,
         };
         match followed {
             Ok(status) => {

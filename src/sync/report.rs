@@ -254,6 +254,57 @@ pub struct SessionReport {
 }
 
 impl SessionReport {
+    /// One line of the human summary: the `n`th session, planned and, after a run, its end.
+    fn render_line(&self, out: &mut String, n: usize, dry_run: bool) {
+        let s = self;
+        let _ = write!(
+            out,
+            "  session {}: {} — {} request(s), {} upsert(s), {} deactivation(s)",
+            n, s.kind, s.planned_requests, s.planned_upserts, s.planned_deletes
+        );
+        if s.planned_groups + s.planned_memberships > 0 {
+            let _ = write!(
+                out,
+                ", {} group(s), {} membership(s)",
+                s.planned_groups, s.planned_memberships
+            );
+        }
+        match &s.outcome {
+            None if dry_run => {}
+            None => {
+                let _ = write!(out, " — not sent");
+            }
+            Some(o) => {
+                let status = o.final_status.map(|s| s.as_str()).unwrap_or("not created");
+                let _ = write!(
+                    out,
+                    " — {} {status} ({} request(s), {} profile(s) accepted, {:.1}s",
+                    o.id.as_deref().unwrap_or("-"),
+                    o.requests,
+                    o.profiles,
+                    o.duration_ms as f64 / 1000.0
+                );
+                if o.spacing_wait_ms > 0 {
+                    let _ = write!(
+                        out,
+                        ", waited {:.1}s for session spacing",
+                        o.spacing_wait_ms as f64 / 1000.0
+                    );
+                }
+                let _ = write!(out, ")");
+                if let Some(note) = &o.note {
+                    let _ = write!(out, " — {note}");
+                }
+                if let Some(e) = &o.error {
+                    let _ = write!(out, " — error: {e}");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+}
+
+impl SessionReport {
     pub fn planned(plan: &SessionPlan) -> Self {
         let (up, del) = plan.counts();
         let (groups, memberships) = plan.group_counts();
@@ -529,54 +580,7 @@ impl JobReport {
             );
         }
         for (i, s) in self.sessions.iter().enumerate() {
-            let _ = write!(
-                out,
-                "  session {}: {} — {} request(s), {} upsert(s), {} deactivation(s)",
-                i + 1,
-                s.kind,
-                s.planned_requests,
-                s.planned_upserts,
-                s.planned_deletes
-            );
-            if s.planned_groups + s.planned_memberships > 0 {
-                let _ = write!(
-                    out,
-                    ", {} group(s), {} membership(s)",
-                    s.planned_groups, s.planned_memberships
-                );
-            }
-            match &s.outcome {
-                None if dry_run => {}
-                None => {
-                    let _ = write!(out, " — not sent");
-                }
-                Some(o) => {
-                    let status = o.final_status.map(|s| s.as_str()).unwrap_or("not created");
-                    let _ = write!(
-                        out,
-                        " — {} {status} ({} request(s), {} profile(s) accepted, {:.1}s",
-                        o.id.as_deref().unwrap_or("-"),
-                        o.requests,
-                        o.profiles,
-                        o.duration_ms as f64 / 1000.0
-                    );
-                    if o.spacing_wait_ms > 0 {
-                        let _ = write!(
-                            out,
-                            ", waited {:.1}s for session spacing",
-                            o.spacing_wait_ms as f64 / 1000.0
-                        );
-                    }
-                    let _ = write!(out, ")");
-                    if let Some(note) = &o.note {
-                        let _ = write!(out, " — {note}");
-                    }
-                    if let Some(e) = &o.error {
-                        let _ = write!(out, " — error: {e}");
-                    }
-                }
-            }
-            let _ = writeln!(out);
+            s.render_line(out, i + 1, dry_run);
         }
         for d in self.deduplicated.iter().take(TEXT_LIST_LIMIT) {
             let dropped: Vec<String> = d.dropped.iter().map(ToString::to_string).collect();
