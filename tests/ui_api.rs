@@ -12,8 +12,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use xaas::okta::batch::SessionKind;
+use xaas::okta::model::SessionStatus;
+use xaas::okta::session::SessionOutcome;
 use xaas::state::sqlite::SqliteStore;
 use xaas::state::{Decision, DecisionRecord, Hold, StateStore};
+use xaas::sync::report::{JobReport, SessionReport};
 
 const TOKEN: &str = "ui-test-token-0123456789";
 
@@ -96,12 +100,36 @@ fn seed(dir: &Path, held: bool) -> i64 {
     let run = store.begin_run("hr", now).unwrap();
     let hold =
         held.then(|| Hold { deactivations: 25, creations: 0, reasons: vec!["too many".into()] });
-    let report = json!({
-        "counts": {"read": 250, "upserted": 36, "deactivated": 25, "not_imported": 0, "deduplicated": 0},
-        "mode": {"full": false},
-        "sessions": [{"kind": "users", "planned_requests": 2, "planned_upserts": 36, "planned_deletes": 25,
-            "outcome": {"id": "aps123", "kind": "users", "requests": 2, "profiles": 61, "final_status": "COMPLETED", "duration_ms": 840}}]
-    });
+    // A report as a run writes it: the type the run page reads back.
+    let mut report = JobReport::named("hr", "0oaui0000000000000");
+    report.counts.read = 250;
+    report.counts.upserted = 36;
+    report.counts.deactivated = 25;
+    report.sessions = vec![SessionReport {
+        kind: SessionKind::Combined,
+        planned_requests: 2,
+        planned_upserts: 36,
+        planned_deletes: 25,
+        planned_groups: 0,
+        planned_memberships: 0,
+        largest_request_bytes: 9_000,
+        outcome: Some(SessionOutcome {
+            id: Some("aps123".into()),
+            kind: SessionKind::Combined,
+            requests: 2,
+            profiles: 61,
+            final_status: Some(SessionStatus::Completed),
+            error: None,
+            note: None,
+            spacing_wait_ms: 0,
+            duration_ms: 840,
+            cancelled_untriggerable: false,
+            replays: 0,
+            replayed_session_ids: Vec::new(),
+            okta_error: None,
+        }),
+    }];
+    let report = serde_json::to_value(&report).unwrap();
     let outcome = if held { "held" } else { "success" };
     store.finish_run(run, outcome, &report.to_string(), hold.as_ref(), now).unwrap();
     let mut decisions = (0..250).map(|i| {

@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod coordination;
 pub mod health;
 pub mod lease;
 pub mod push;
@@ -127,8 +128,8 @@ pub struct Daemon {
     readiness: Arc<health::Readiness>,
     /// The webhook's settings, swapped on reload.
     webhook: tokio::sync::watch::Sender<Option<Arc<crate::settings::webhook::WebhookSettings>>>,
-    /// `None` (SQLite): one replica, which owns every identity source.
-    leases: Option<Arc<lease::Leases>>,
+    /// How this replica shares the identity sources with others (none, with SQLite).
+    coordination: coordination::Coordination,
     self_ref: std::sync::Weak<Daemon>,
 }
 
@@ -148,15 +149,18 @@ impl Daemon {
 
     /// Whether this replica works `source` (holds its lease; always, without leases).
     pub fn owns(&self, source: &str) -> bool {
-        self.leases.as_ref().is_none_or(|l| l.holds(source))
+        self.coordination.owns(source)
     }
 
     /// The Okta client to work `source` with, `None` when this replica does not own it. With
     /// leases, the client's cancellation is the lease term's: losing the lease stops it before
     /// its next session create or upload.
     fn client_for(&self, live: &Live, source: &str) -> Option<OktaClient> {
-        let Some(leases) = &self.leases else { return Some(live.client.clone()) };
-        let term = leases.term(source)?;
+        let term = match self.coordination.term(source) {
+            coordination::Term::Always => return Some(live.client.clone()),
+            coordination::Term::NotOwned => return None,
+            coordination::Term::Lease(term) => term,
+        };
         let mut clients = self.source_clients.lock().unwrap_or_else(|e| e.into_inner());
         // A lost term is cancelled, and a reload swaps the settings: both build a new client.
         if let Some((t, settings, client)) = clients.get(source)
@@ -178,9 +182,12 @@ impl Daemon {
         }
     }
 
-    /// job → identity source, for the state's fencing.
-    fn job_sources(settings: &Settings) -> HashMap<String, String> {
-        settings.jobs.iter().map(|j| (j.name.clone(), j.identity_source_id.clone())).collect()
+    /// A connection to the state store of the settings in force: the daemon's one way to
+    /// open it (a run, a pushed batch, the UI's approvals and the missed-run check use it).
+    pub fn open_store(
+        &self,
+    ) -> Result<Box<dyn crate::state::StateStore>, crate::state::StateError> {
+        crate::state::open(&self.settings().state)
     }
 
     fn queue(&self, source: &str) -> Option<Arc<SourceQueue>> {
@@ -251,9 +258,7 @@ impl Daemon {
             .map_err(|e| e.to_string())?
             .with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
-        if let crate::state::events::EventStore::Dynamo(d) = &self.events {
-            d.dynamo().enable_fencing(Self::job_sources(&settings));
-        }
+        self.coordination.configure(&settings);
         self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));
         // Read first: a `borrow()` guard in the match would deadlock `send_replace`.
         let webhook_on = self.webhook.borrow().is_some();
@@ -280,7 +285,7 @@ impl Daemon {
     /// identity source, when given) whose last scheduled time is after its last run's start.
     fn queue_missed_runs(&self, now: DateTime<Utc>, only: Option<&str>) {
         let settings = self.settings();
-        let store = match crate::state::open(&settings.state) {
+        let store = match self.open_store() {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot read the run history: missed runs are not caught up");
@@ -364,11 +369,11 @@ impl Dispatch for Daemon {
         let settings = self.settings();
         let source = settings.jobs.iter().find(|j| j.name == job).map(|j| &j.identity_source_id);
         if let Some(source) = source
-            && let crate::state::events::EventStore::Dynamo(d) = &self.events
-        {
             // Stored durably for the owner (this replica or another), which claims it within
             // a poll and deletes it once the run is over: it survives the owner's death.
-            return match d.dynamo().store_trigger(job) {
+            && let Some(stored) = self.coordination.store_trigger(job)
+        {
+            return match stored {
                 Ok(()) => {
                     info!(job, identity_source = %source, "trigger stored for the lease owner");
                     TriggerAck { status: "forwarded", position: 0 }
@@ -433,7 +438,7 @@ impl Runner for DaemonRunner {
                     return;
                 };
                 let settings = &live.settings;
-                let report = match crate::state::open(&settings.state) {
+                let report = match daemon.open_store() {
                     Ok(mut store) => {
                         let mut ctx = sync::RunContext {
                             store: store.as_mut(),
@@ -453,12 +458,7 @@ impl Runner for DaemonRunner {
                 };
                 let outcome = report.outcome.as_str();
                 // The stored trigger this run answered (if any) is done.
-                if let (Some(leases), EventStore::Dynamo(d)) = (&daemon.leases, &daemon.events)
-                    && let Some(token) = leases.token(&source)
-                    && let Err(e) = d.dynamo().finish_trigger(&job, token)
-                {
-                    warn!(job = %job, error = %e, "cannot clear the stored trigger");
-                }
+                daemon.coordination.finish_trigger(&job, &source);
                 daemon.readiness.record_run(&job, outcome);
                 daemon.publish_gauges();
                 match &report.error {
@@ -485,13 +485,20 @@ impl Runner for DaemonRunner {
                     return PushProgress { more: false, retry_after: None };
                 };
                 let spacing = daemon.spacing(&source);
+                let mut store = match daemon.open_store() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot open the state store");
+                        return failed;
+                    }
+                };
                 let ctx = push::PushContext {
                     settings: &live.settings,
                     client: &client,
                     events: &daemon.events,
                     spacing: &spacing,
                 };
-                let progress = push::push_batch(&ctx, &source).await;
+                let progress = push::push_batch(&ctx, store.as_mut(), &source).await;
                 daemon.publish_gauges();
                 progress
             },
@@ -510,12 +517,9 @@ impl Runner for DaemonRunner {
     }
 }
 
-/// With leases: keep them, and work the sources held (see [`lease`]). Runs until aborted.
+/// With several replicas: keep the leases, and work the sources held (see [`lease`]). Runs
+/// until aborted.
 async fn lease_loop(daemon: Arc<Daemon>) {
-    let (Some(leases), EventStore::Dynamo(events)) = (daemon.leases.clone(), daemon.events.clone())
-    else {
-        return;
-    };
     let mut tick = tokio::time::interval(lease::POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -530,7 +534,7 @@ async fn lease_loop(daemon: Arc<Daemon>) {
         }
         let mut sources: Vec<String> = by_source.keys().cloned().collect();
         sources.sort();
-        let changed = leases.tick(&sources).await;
+        let Some(changed) = daemon.coordination.tick(&sources).await else { return };
         for source in &changed.acquired {
             // Another replica may have created sessions since this one last looked.
             daemon.spacing.lock().unwrap_or_else(|e| e.into_inner()).remove(source);
@@ -540,26 +544,16 @@ async fn lease_loop(daemon: Arc<Daemon>) {
             let _ = tokio::task::spawn_blocking(move || d.queue_missed_runs(Utc::now(), Some(&s)))
                 .await;
         }
-        for source in leases.owned() {
-            let Some(jobs) = by_source.get(&source) else { continue };
-            let Some(q) = daemon.queue(&source) else { continue };
-            match events.has_pending_async(jobs).await {
-                Ok((n, urgent)) if n > 0 => q.events_stored(urgent),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(identity_source = %source, error = %e, "cannot poll the pending events")
-                }
+        for (source, pending, triggered) in daemon.coordination.owned_work(&by_source).await {
+            if let Some((n, urgent)) = pending
+                && n > 0
+                && let Some(q) = daemon.queue(&source)
+            {
+                q.events_stored(urgent);
             }
-            let Some(token) = leases.token(&source) else { continue };
-            for job in jobs {
-                match events.dynamo().claim_trigger(job, token).await {
-                    Ok(true) => {
-                        info!(job = %job, "running a stored trigger");
-                        daemon.enqueue_run(job, RunReason::Trigger);
-                    }
-                    Ok(false) => {}
-                    Err(e) => warn!(job = %job, error = %e, "cannot read stored triggers"),
-                }
+            for job in triggered {
+                info!(job = %job, "running a stored trigger");
+                daemon.enqueue_run(&job, RunReason::Trigger);
             }
         }
     }
@@ -615,14 +609,8 @@ pub async fn serve(
     drop(crate::state::open(&settings.state)?);
     readiness.set_state_store_ok(true);
     let events = crate::state::open_events(&settings.state)?;
-    let leases = match &events {
-        EventStore::Sqlite(_) => None,
-        EventStore::Dynamo(d) => {
-            d.dynamo().enable_fencing(Daemon::job_sources(&settings));
-            info!(replica = %d.dynamo().replica(), lease_secs = d.dynamo().lease_duration().as_secs(), "distributed state: identity sources are worked by their lease owner");
-            Some(Arc::new(lease::Leases::new(d.dynamo().clone(), okta_cancel.clone())))
-        }
-    };
+    let coordination =
+        coordination::Coordination::for_store(&events, &settings, okta_cancel.clone());
     let listen = settings.serve.listen;
     let settings = Arc::new(settings);
     let daemon = Arc::new_cyclic(|me| Daemon {
@@ -637,14 +625,14 @@ pub async fn serve(
         workers: TaskTracker::new(),
         readiness: readiness.clone(),
         webhook: tokio::sync::watch::channel(settings.serve.webhook.clone().map(Arc::new)).0,
-        leases,
+        coordination,
         self_ref: me.clone(),
     });
     daemon.ensure_queues(&settings);
-    let lease_loop = match &daemon.leases {
+    let lease_loop = match daemon.coordination.is_shared() {
         // Pending events and missed runs are the owner's: see `lease_loop`.
-        Some(_) => Some(tokio::spawn(lease_loop(daemon.clone()))),
-        None => {
+        true => Some(tokio::spawn(lease_loop(daemon.clone()))),
+        false => {
             daemon.queue_pending_events();
             daemon.queue_missed_runs(Utc::now(), None);
             None
@@ -719,9 +707,7 @@ pub async fn serve(
     if let Some(task) = lease_loop {
         task.abort();
     }
-    if let Some(leases) = &daemon.leases {
-        leases.release_all().await;
-    }
+    daemon.coordination.release_all().await;
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "the http server ended with an error"),

@@ -76,12 +76,20 @@ struct Mapped1 {
 }
 
 /// Import one batch of `source`'s pending events.
-pub async fn push_batch(ctx: &PushContext<'_>, source: &str) -> PushProgress {
+pub async fn push_batch(
+    ctx: &PushContext<'_>,
+    store: &mut dyn StateStore,
+    source: &str,
+) -> PushProgress {
     let span = info_span!("push", identity_source = %source);
-    push_batch_inner(ctx, source).instrument(span).await
+    push_batch_inner(ctx, store, source).instrument(span).await
 }
 
-async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
+async fn push_batch_inner(
+    ctx: &PushContext<'_>,
+    store: &mut dyn StateStore,
+    source: &str,
+) -> PushProgress {
     let settings = ctx.settings;
     let jobs = settings.jobs_of(source);
     let mut events = match ctx.events.pending(&jobs, settings.serve.max_batch_records) {
@@ -94,17 +102,10 @@ async fn push_batch_inner(ctx: &PushContext<'_>, source: &str) -> PushProgress {
     if events.is_empty() {
         return PushProgress { more: false, retry_after: None };
     }
-    let mut store = match state::open(&settings.state) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot open the state store");
-            return RETRY;
-        }
-    };
     let mut importer =
         Importer::new(ctx.client.clone(), source.to_string(), settings.okta.sessions.clone())
             .with_spacing_clock(ctx.spacing.clone());
-    import(ctx, source, &mut events, store.as_mut(), &mut importer).await
+    import(ctx, source, &mut events, store, &mut importer).await
 }
 
 async fn import(

@@ -341,9 +341,9 @@ async fn approve(
     }
     let who = s.who.clone();
     let result = {
-        let settings = ui.daemon.settings();
+        let daemon = ui.daemon.clone();
         tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-            let mut store = crate::state::open(&settings.state)?;
+            let mut store = daemon.open_store()?;
             let record =
                 store.run_by_id(id)?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
             let now = Utc::now();
