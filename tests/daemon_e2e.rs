@@ -9,127 +9,23 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Person, SOURCE, TOKEN, free_port, signed_post};
+use common::serve::{Serve, ServeConfig};
+use common::{Person, SOURCE, signed_post};
 use xaas::sim::SimHandle;
 
-const SECRET: &str = common::WEBHOOK_SECRET;
-
-struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &Path, port: u16, tag: &str) -> Daemon {
-        let log = dir.join(format!("serve-{tag}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_xaas"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("XAAS_TEST_TOKEN", TOKEN)
-            .env("XAAS_TEST_WEBHOOK_SECRET", SECRET)
-            .env("XAAS_LOG", "xaas=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, base: format!("http://127.0.0.1:{port}"), log }
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client.get(format!("{}/healthz", self.base)).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("xaas serve did not start:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// Wait for the process to exit; its exit code.
-    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if started.elapsed() > within {
-                let _ = self.child.kill();
-                panic!("xaas serve did not exit within {within:?}:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A config with one CSV job and the webhook on `port`; `extra` is appended under `serve:`.
-fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, port: u16, serve_extra: &str) -> PathBuf {
-    let path = dir.join("xaas.yaml");
-    let text = format!(
-        "okta:
-  org_url: {url}
-  auth:
-    type: api_token
-    token_env: XAAS_TEST_TOKEN
-  session_spacing_secs: 1
-  poll_initial_ms: 20
-  poll_max_secs: 1
-state:
-  path: {state}
-serve:
-  listen: 127.0.0.1:{port}
-  shutdown_deadline_secs: 2
-{serve_extra}  webhook:
-    auth:
-      type: hmac
-      secrets:
-        - env: XAAS_TEST_WEBHOOK_SECRET
-    # One test client sends everything: lift the per-client limit.
-    rate_limit_per_second: 100000
-    rate_limit_burst: 100000
-jobs:
-  - name: hr
-    identity_source_id: {SOURCE}
-    source:
-      type: csv
-      path: {csv}
-    mapping: {mapping}
-",
-        url = sim.base_url(),
-        state = dir.join("state.db").display(),
-        csv = csv.display(),
-        mapping = common::mapping_path().display(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// The daemon config of these tests: one CSV job, the HMAC webhook; `serve_extra` lines go
+/// under `serve:`.
+fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, serve_extra: &str) -> PathBuf {
+    let mut config = ServeConfig::new(dir, &sim.base_url(), csv);
+    config.serve_extra = serve_extra.to_string();
+    config.write(&dir.join("xaas.yaml"))
 }
 
 async fn signed_get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
     let ts = chrono::Utc::now().timestamp();
-    let signature = xaas::daemon::auth::sign(SECRET.as_bytes(), ts, b"");
+    let signature = xaas::daemon::auth::sign(common::WEBHOOK_SECRET.as_bytes(), ts, b"");
     let resp = client
         .get(url)
         .header("x-xaas-timestamp", ts.to_string())
@@ -156,10 +52,8 @@ async fn a_pushed_termination_reaches_okta_within_five_seconds() {
     common::write_csv(&csv, &[]);
     let person = Person::generate(7, true);
     sim.seed_user(SOURCE, &person.id, person.expected_profile(), true);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port, "");
-    let daemon = Daemon::start(dir.path(), &config, port, "termination");
-    daemon.wait_ready().await;
+    let config = write_config(dir.path(), &sim, &csv, "");
+    let daemon = Serve::start(dir.path(), &config, "termination", &[]).await;
 
     let client = reqwest::Client::new();
     let leaver = Person { active: false, ..person.clone() };
@@ -206,10 +100,8 @@ async fn events_acknowledged_before_a_sigkill_each_reach_okta_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("people.csv");
     common::write_csv(&csv, &[]);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port, "  batch_window_ms: 300\n");
-    let daemon = Daemon::start(dir.path(), &config, port, "first");
-    daemon.wait_ready().await;
+    let config = write_config(dir.path(), &sim, &csv, "  batch_window_ms: 300\n");
+    let daemon = Serve::start(dir.path(), &config, "first", &[]).await;
 
     let client = reqwest::Client::new();
     let people: Vec<Person> = (0..1_000).map(|i| Person::generate(i, true)).collect();
@@ -238,8 +130,7 @@ async fn events_acknowledged_before_a_sigkill_each_reach_okta_exactly_once() {
     let before = sim.snapshot().users.len();
     println!("imported before the kill: {before} of 1000");
 
-    let daemon = Daemon::start(dir.path(), &config, port, "second");
-    daemon.wait_ready().await;
+    let daemon = Serve::start(dir.path(), &config, "second", &[]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let snap = sim.snapshot();
@@ -274,10 +165,8 @@ async fn sigterm_mid_import_exits_zero_and_leaves_no_open_session() {
     let csv = dir.path().join("people.csv");
     let people: Vec<Person> = (0..20_000).map(|i| Person::generate(i, true)).collect();
     common::write_csv(&csv, &people);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port, "");
-    let mut daemon = Daemon::start(dir.path(), &config, port, "sigterm");
-    daemon.wait_ready().await;
+    let config = write_config(dir.path(), &sim, &csv, "");
+    let mut daemon = Serve::start(dir.path(), &config, "sigterm", &[]).await;
     let client = reqwest::Client::new();
     let (status, body) = signed_post(
         &client,
@@ -312,10 +201,8 @@ async fn sighup_keeps_the_old_config_when_the_new_one_is_invalid() {
     let csv = dir.path().join("people.csv");
     let people: Vec<Person> = (0..10).map(|i| Person::generate(i, true)).collect();
     common::write_csv(&csv, &people);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port, "");
-    let daemon = Daemon::start(dir.path(), &config, port, "sighup");
-    daemon.wait_ready().await;
+    let config = write_config(dir.path(), &sim, &csv, "");
+    let daemon = Serve::start(dir.path(), &config, "sighup", &[]).await;
     let good = std::fs::read_to_string(&config).unwrap();
 
     // Invalid: refused, the old one keeps serving.
@@ -374,8 +261,7 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
     let csv = dir.path().join("people.csv");
     let people: Vec<Person> = (0..5).map(|i| Person::generate(i, true)).collect();
     common::write_csv(&csv, &people);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port, "  batch_window_ms: 100\n");
+    let config = write_config(dir.path(), &sim, &csv, "  batch_window_ms: 100\n");
     // A delta run (the first run of a job is otherwise a full resync, which resends all).
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -383,8 +269,7 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
         text.replace("    mapping:", "    full_resync_every: never\n    mapping:"),
     )
     .unwrap();
-    let daemon = Daemon::start(dir.path(), &config, port, "push-then-pull");
-    daemon.wait_ready().await;
+    let daemon = Serve::start(dir.path(), &config, "push-then-pull", &[]).await;
     let client = reqwest::Client::new();
     // The HR system pushes the same five people the export holds, in one request.
     let batch: Vec<serde_json::Value> = people.iter().map(Person::json).collect();
@@ -422,4 +307,73 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
         daemon.log()
     );
     assert!(snap.users.iter().all(|u| u.imports == 1));
+}
+
+/// Wait until the pushed event `id` is no longer pending; it, as `GET /v1/events/{id}` says.
+async fn finished_event(daemon: &Serve, id: &str) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, ev) = signed_get(&client, &format!("{}/v1/events/{id}", daemon.base)).await;
+        assert_eq!(s, 200, "{ev}");
+        if ev["status"] != "queued" && ev["status"] != "processing" {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "event still pending: {ev}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[]);
+    let mut config = ServeConfig::new(dir.path(), &sim.base_url(), &csv);
+    config.serve_extra = "  batch_window_ms: 100\n".into();
+    config.jobs = vec![common::serve::job(
+        "hr",
+        SOURCE,
+        &csv,
+        "    safeguards:\n      max_deactivations: 2\n",
+    )];
+    let config = config.write(&dir.path().join("xaas.yaml"));
+    let daemon = Serve::start(dir.path(), &config, "push-safeguard", &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/hr/records", daemon.base);
+    let people: Vec<Person> = (0..6).map(|i| Person::generate(i, true)).collect();
+    let batch =
+        |people: &[Person]| serde_json::Value::Array(people.iter().map(Person::json).collect());
+    let (status, body) = signed_post(&client, &url, &batch(&people)).await;
+    assert_eq!(status, 202, "{body}");
+    let joined = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    assert_eq!(joined["status"], "done", "{joined}");
+
+    // Three terminations in one push: over max_deactivations (2), held, nothing sent.
+    let leavers: Vec<Person> =
+        people[..3].iter().map(|p| Person { active: false, ..p.clone() }).collect();
+    let sessions_before = sim.snapshot().sessions.len();
+    let (status, body) = signed_post(&client, &url, &batch(&leavers)).await;
+    assert_eq!(status, 202, "{body}");
+    let held = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let outcomes: Vec<&str> = held["outcome"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["held", "held", "held"], "{held}");
+    assert_eq!(sim.snapshot().sessions.len(), sessions_before, "a held batch sends no session");
+    assert!(sim.snapshot().users.iter().all(|u| u.status == "ACTIVE"));
+
+    // Two are within the threshold: they go out.
+    let (status, body) = signed_post(&client, &url, &batch(&leavers[..2])).await;
+    assert_eq!(status, 202, "{body}");
+    let sent = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    assert_eq!(sent["status"], "done", "{sent}");
+    let deactivated = sim.snapshot().users.iter().filter(|u| u.status == "DEACTIVATED").count();
+    assert_eq!(deactivated, 2);
+    assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
 }

@@ -10,14 +10,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue as Av;
-use common::{Person, TOKEN, free_port, signed_post};
+use common::serve::{self, Serve, ServeConfig};
+use common::{Person, signed_post};
 use xaas::sim::{SimConfig, SimHandle};
 
-const SECRET: &str = common::WEBHOOK_SECRET;
 const SOURCE_A: &str = "0oasimaaaaaaaaaaaaa";
 const SOURCE_B: &str = "0oasimbbbbbbbbbbbbb";
 const LEASE_SECS: u64 = 3;
@@ -35,112 +34,29 @@ fn endpoint() -> Option<String> {
     }
 }
 
-struct Replica {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(dir: &Path, config: &Path, port: u16, tag: &str) -> Replica {
-        let log = dir.join(format!("serve-{tag}.log"));
-        // XAAS_TEST_BIN: a copy of the binary, for a target directory shared between
-        // checkouts (another build may replace `target/debug/xaas` mid-test).
-        let bin =
-            std::env::var("XAAS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_xaas").into());
-        let child = Command::new(bin)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("XAAS_TEST_TOKEN", TOKEN)
-            .env("XAAS_TEST_WEBHOOK_SECRET", SECRET)
-            .env("XAAS_LOG", "xaas=debug")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/xaas-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/xaas-test")
-            .env_remove("AWS_PROFILE")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Replica { child, base: format!("http://127.0.0.1:{port}"), log }
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if client.get(format!("{}/healthz", self.base)).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("xaas serve did not start:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &Path, sim: &SimHandle, endpoint: &str, prefix: &str, port: u16) -> PathBuf {
-    let path = dir.join(format!("xaas-{port}.yaml"));
+/// The replicas' shared config: two CSV jobs on two sources, DynamoDB state, the webhook.
+fn write_config(dir: &Path, sim: &SimHandle, endpoint: &str, prefix: &str) -> PathBuf {
     let job = |name: &str, source: &str| {
-        format!(
-            "  - name: {name}
-    identity_source_id: {source}
-    source:
-      type: csv
-      path: {csv}
-    mapping: {mapping}
-    leavers:
-      deactivate_missing: false
-",
-            csv = dir.join(format!("{name}.csv")).display(),
-            mapping = common::mapping_path().display(),
-        )
+        let csv = dir.join(format!("{name}.csv"));
+        serve::job(name, source, &csv, "    leavers:\n      deactivate_missing: false\n")
     };
-    let text = format!(
-        "okta:
-  org_url: {url}
-  auth:
-    type: api_token
-    token_env: XAAS_TEST_TOKEN
-  session_spacing_secs: 1
-  poll_initial_ms: 20
-  poll_max_secs: 1
-state:
-  backend: dynamodb
-  table_prefix: {prefix}
-  region: us-east-1
-  endpoint_url: {endpoint}
-  lease_secs: {LEASE_SECS}
-serve:
-  listen: 127.0.0.1:{port}
-  shutdown_deadline_secs: 2
-  batch_window_ms: 200
-  webhook:
-    auth:
-      type: hmac
-      secrets:
-        - env: XAAS_TEST_WEBHOOK_SECRET
-    rate_limit_per_second: 100000
-    rate_limit_burst: 100000
-jobs:
-{a}{b}",
-        url = sim.base_url(),
-        a = job("hr", SOURCE_A),
-        b = job("contractors", SOURCE_B),
+    let mut config = ServeConfig::new(dir, &sim.base_url(), &dir.join("hr.csv"));
+    config.state = format!(
+        "  backend: dynamodb\n  table_prefix: {prefix}\n  region: us-east-1\n  endpoint_url: {endpoint}\n  lease_secs: {LEASE_SECS}\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    config.serve_extra = "  batch_window_ms: 200\n".into();
+    config.jobs = vec![job("hr", SOURCE_A), job("contractors", SOURCE_B)];
+    config.write(&dir.join("xaas.yaml"))
 }
+
+/// What the replicas need to reach dynalite as AWS.
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/xaas-test"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/xaas-test"),
+];
 
 fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test");
@@ -224,15 +140,13 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
     let pushed_a: Vec<Person> = (5000..5120).map(|i| Person::generate(i, true)).collect();
     let pushed_b: Vec<Person> = (7000..7080).map(|i| Person::generate(i, true)).collect();
 
-    let mut replicas: Vec<Option<Replica>> = Vec::new();
-    for i in 0..3 {
-        let port = free_port();
-        let config = write_config(dir.path(), &sim, &endpoint, &prefix, port);
-        replicas.push(Some(Replica::start(dir.path(), &config, port, &format!("r{i}"))));
-    }
-    for r in replicas.iter().flatten() {
-        r.wait_ready().await;
-    }
+    let config = write_config(dir.path(), &sim, &endpoint, &prefix);
+    let tags: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    let started = futures::future::join_all(
+        tags.iter().map(|t| Serve::start(dir.path(), &config, t, AWS_ENV)),
+    )
+    .await;
+    let mut replicas: Vec<Option<Serve>> = started.into_iter().map(Some).collect();
     let ddb = dynamo_client(&endpoint);
     let deadline = Instant::now() + Duration::from_secs(15);
     while lease_owner(&ddb, &prefix, SOURCE_A).await.is_none()
@@ -242,7 +156,7 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let http = reqwest::Client::new();
-    let alive = |replicas: &Vec<Option<Replica>>| -> Vec<String> {
+    let alive = |replicas: &Vec<Option<Serve>>| -> Vec<String> {
         replicas.iter().flatten().map(|r| r.base.clone()).collect()
     };
     let random = |bases: &[String]| bases[rand::random_range(0..bases.len())].clone();
@@ -286,13 +200,11 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
     println!("owners: {SOURCE_A} pid {owner}, {SOURCE_B} pid {owner_b:?}");
     let victim = replicas
         .iter()
-        .position(|r| r.as_ref().is_some_and(|r| r.child.id() == owner))
+        .position(|r| r.as_ref().is_some_and(|r| r.pid() == owner))
         .expect("the owner is one of the replicas");
     let killed_at = Instant::now();
     {
-        let r = replicas[victim].as_mut().unwrap();
-        r.child.kill().unwrap(); // SIGKILL
-        r.child.wait().unwrap();
+        replicas[victim].as_mut().unwrap().kill(); // SIGKILL
     }
     let victim_log = replicas[victim].as_ref().unwrap().log();
     replicas[victim] = None;
@@ -389,7 +301,7 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
             break;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = replicas.iter().flatten().map(Replica::log).collect();
+            let logs: Vec<String> = replicas.iter().flatten().map(Serve::log).collect();
             panic!(
                 "the emulator does not hold the source state: {a:?} {b:?}\n--- killed:\n{victim_log}\n--- survivors:\n{}",
                 logs.join("\n---\n")
@@ -425,7 +337,7 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         }
         println!("{source}: {} sessions", sessions.len());
     }
-    let survivors: Vec<String> = replicas.iter().flatten().map(Replica::log).collect();
+    let survivors: Vec<String> = replicas.iter().flatten().map(Serve::log).collect();
     assert!(
         survivors.iter().any(|l| l.contains("lease acquired") && l.contains(SOURCE_A)),
         "a survivor took A over"

@@ -16,17 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Person, SOURCE, TOKEN};
+use common::serve::{self, Serve, ServeConfig};
+use common::{Person, SOURCE, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use xaas::sim::SimHandle;
 
 const UI_TOKEN: &str = "ui-e2e-admin-token-0123456789";
 const WEBHOOK_TOKEN: &str = "ui-e2e-webhook-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A child process killed (and reaped) on drop.
 struct Proc(Child);
@@ -55,55 +52,17 @@ async fn shot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
-fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, port: u16) -> PathBuf {
-    let path = dir.join("xaas.yaml");
-    let text = format!(
-        "okta:
-  org_url: {url}
-  auth:
-    type: api_token
-    token_env: XAAS_TEST_TOKEN
-  session_spacing_secs: 1
-  poll_initial_ms: 20
-  poll_max_secs: 1
-state:
-  path: {state}
-serve:
-  listen: 127.0.0.1:{port}
-  shutdown_deadline_secs: 2
-  webhook:
-    auth:
-      type: bearer
-      token_env: XAAS_TEST_WEBHOOK_TOKEN
-  ui:
-    enabled: true
-    auth:
-      type: token
-      token_env: XAAS_TEST_UI_TOKEN
-jobs:
-  - name: hr
-    identity_source_id: {SOURCE}
-    schedule: \"0 2 * * *\"
-    timezone: Europe/Paris
-    source:
-      type: csv
-      path: {csv}
-    mapping: {mapping}
-  - name: contractors
-    identity_source_id: 0oasim0000000000001
-    schedule: \"*/30 * * * *\"
-    source:
-      type: csv
-      path: {csv}
-    mapping: {mapping}
-",
-        url = sim.base_url(),
-        state = dir.join("state.db").display(),
-        csv = csv.display(),
-        mapping = common::mapping_path().display(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// Two scheduled jobs, the bearer webhook and the token-protected UI.
+fn write_config(dir: &Path, sim: &SimHandle, csv: &Path) -> PathBuf {
+    let mut config = ServeConfig::new(dir, &sim.base_url(), csv);
+    config.webhook =
+        "    auth:\n      type: bearer\n      token_env: XAAS_TEST_WEBHOOK_TOKEN\n".into();
+    config.serve_after = "  ui:\n    enabled: true\n    auth:\n      type: token\n      token_env: XAAS_TEST_UI_TOKEN\n".into();
+    config.jobs = vec![
+        serve::job("hr", SOURCE, csv, "    schedule: \"0 2 * * *\"\n    timezone: Europe/Paris\n"),
+        serve::job("contractors", "0oasim0000000000001", csv, "    schedule: \"*/30 * * * *\"\n"),
+    ];
+    config.write(&dir.join("xaas.yaml"))
 }
 
 /// Trigger a run of `job` and wait until a run newer than `after` has finished; its JSON.
@@ -195,29 +154,17 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     let csv = dir.path().join("people.csv");
     let people: Vec<Person> = (0..200).map(|i| Person::generate(i, true)).collect();
     common::write_csv(&csv, &people);
-    let port = free_port();
-    let config = write_config(dir.path(), &sim, &csv, port);
-    let log = dir.path().join("serve.log");
-    let _serve = Proc(
-        Command::new(env!("CARGO_BIN_EXE_xaas"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("XAAS_TEST_TOKEN", TOKEN)
-            .env("XAAS_TEST_UI_TOKEN", UI_TOKEN)
-            .env("XAAS_TEST_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
-            .env("XAAS_LOG", "xaas=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &sim, &csv);
+    let serve = Serve::start(
+        dir.path(),
+        &config,
+        "ui",
+        &[("XAAS_TEST_UI_TOKEN", UI_TOKEN), ("XAAS_TEST_WEBHOOK_TOKEN", WEBHOOK_TOKEN)],
+    )
+    .await;
+    let base = serve.base.clone();
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "xaas serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let serve_log = || serve.log();
 
     // Run 1 creates 200 people; run 2 hires 10 and renames 15; run 3 sees 60 gone and is held.
     let first = run_and_wait(&http, &base, "hr", 0).await;

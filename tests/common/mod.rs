@@ -2,6 +2,8 @@
 //! temporary directory, and the real `xaas` binary.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -231,7 +233,8 @@ impl Person {
 /// The webhook secret the daemon tests configure (`XAAS_TEST_WEBHOOK_SECRET`).
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789";
 
-/// A free loopback port (bound, read, released).
+/// A free loopback port (bound, read, released): only for third-party servers that cannot
+/// report a port they chose (chromedriver). Our own servers bind port 0 and say which port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
