@@ -378,7 +378,19 @@ const SDK_CALLS: &[(&str, &[&str])] = &[
 /// The IAM actions of the DynamoDB calls a source file makes (`.scan()`, `.put_item()`...),
 /// or `None` when the file does not exist.
 fn dynamodb_actions_called(rel: &str) -> Option<BTreeSet<String>> {
-    let text = std::fs::read_to_string(repo().join(rel)).ok()?;
+    // A file, or a module directory (every `.rs` file in it).
+    let path = repo().join(rel);
+    let text = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(&path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect::<String>()
+    } else {
+        std::fs::read_to_string(&path).ok()?
+    };
     let actions: BTreeSet<String> = SDK_CALLS
         .iter()
         .filter(|(call, _)| text.contains(&format!(".{call}()")))
@@ -386,21 +398,6 @@ fn dynamodb_actions_called(rel: &str) -> Option<BTreeSet<String>> {
         .collect();
     Some(actions)
 }
-
-/// What the DynamoDB state backend calls, for a build that does not have it yet (issue 8's
-/// backend as it stood when these manifests were written). Once `src/state/dynamodb.rs`
-/// exists, the policy is checked against the calls it makes instead.
-const STATE_ACTIONS_BEFORE_THE_BACKEND: &[&str] = &[
-    "BatchGetItem",
-    "CreateTable",
-    "DeleteItem",
-    "DescribeTable",
-    "GetItem",
-    "PutItem",
-    "Query",
-    "Scan",
-    "UpdateItem",
-];
 
 #[test]
 fn the_service_account_carries_the_irsa_role_and_the_policy_is_exactly_what_xaas_calls() {
@@ -421,9 +418,8 @@ fn the_service_account_carries_the_irsa_role_and_the_policy_is_exactly_what_xaas
     // AccessDenied in production), and nothing else is.
     let source_actions =
         dynamodb_actions_called("src/sources/dynamodb.rs").expect("the DynamoDB source exists");
-    let state_actions = dynamodb_actions_called("src/state/dynamodb.rs").unwrap_or_else(|| {
-        STATE_ACTIONS_BEFORE_THE_BACKEND.iter().map(|a| format!("dynamodb:{a}")).collect()
-    });
+    let state_actions = dynamodb_actions_called("src/state/dynamodb")
+        .expect("the DynamoDB state backend exists (src/state/dynamodb/)");
 
     let mut kinds = Vec::new();
     for s in policy["Statement"].as_array().expect("statements") {

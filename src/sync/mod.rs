@@ -6,7 +6,7 @@
 //! - [`pull`]: read and map the whole source into a [`spill::Spill`] (the whole pull is mapped
 //!   before anything is sent: Okta must never see one externalId twice in a session, and a
 //!   pull that fails half way must not send half a picture);
-//! - [`prepare`]: diff against the state ([`delta`]), apply the [`safeguards`], plan the
+//! - [`mod@prepare`]: diff against the state ([`delta`]), apply the [`safeguards`], plan the
 //!   sessions; `xaas plan` ([`plan`]) stops here;
 //! - [`stage`]: send the sessions and confirm the state: **the** send stage, which pushed
 //!   webhook batches (`daemon::push`) go through as well;

@@ -22,7 +22,7 @@ use crate::settings::Job;
 #[derive(Debug)]
 pub struct Pulled {
     /// Users to send, de-duplicated (last record wins), in first-seen order; on disk, so
-    /// memory holds only the externalId index (see [`spill`]).
+    /// memory holds only the externalId index (see [`super::spill`]).
     pub users: Spill,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// The webhook event log on DynamoDB (see [`super::events::EventStore`] for the contract).
+/// The webhook event log on DynamoDB (see [`crate::state::events::EventStore`] for the contract).
 #[derive(Clone, Debug)]
 pub struct DynamoEventStore {
     d: Dynamo,
