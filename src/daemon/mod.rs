@@ -86,6 +86,15 @@ use crate::telemetry as metrics;
 use queue::{PushProgress, RunReason, Runner, SourceQueue};
 use schedule::{Fired, Schedule};
 
+/// Why a configuration reload was refused; the previous configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{} problem(s); the previous configuration stays in force:\n{}", .0.0.len(), .0.render_with_sources())]
+    Invalid(crate::diag::Diagnostics),
+    #[error("the previous configuration stays in force: {0}")]
+    Okta(#[from] crate::okta::config::BuildError),
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -238,25 +247,15 @@ impl Daemon {
     }
 
     /// Reload the config file (SIGHUP): validated first, swapped in only when valid.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), ReloadError> {
         let result = self.try_reload();
-        self.readiness.set_config_error(result.as_ref().err().cloned());
+        self.readiness.set_config_error(result.as_ref().err().map(ToString::to_string));
         result
     }
 
-    fn try_reload(&self) -> Result<(), String> {
-        let settings = crate::settings::load(&self.config_path).map_err(|d| {
-            format!(
-                "{} problem(s); the previous configuration stays in force:\n{}",
-                d.0.len(),
-                d.render_with_sources()
-            )
-        })?;
-        let client = settings
-            .okta
-            .build_client()
-            .map_err(|e| e.to_string())?
-            .with_cancellation(self.okta_cancel.clone());
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let settings = crate::settings::load(&self.config_path).map_err(ReloadError::Invalid)?;
+        let client = settings.okta.build_client()?.with_cancellation(self.okta_cancel.clone());
         self.ensure_queues(&settings);
         self.coordination.configure(&settings);
         self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));

@@ -23,6 +23,7 @@ pub mod error;
 pub mod model;
 pub mod rate_limit;
 pub mod session;
+pub mod spacing;
 
 pub use auth::{Credentials, OAuthConfig};
 pub use client::OktaClient;

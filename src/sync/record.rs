@@ -2,6 +2,7 @@
 
 use tracing::warn;
 
+use super::SyncError;
 use super::delta::Action;
 use super::prepare::Prepared;
 use super::report::{JobOutcome, JobReport};
@@ -142,8 +143,10 @@ pub fn finish_state(
             prepared.pulled.users.len() as u64,
             now,
         ) {
+            // An earlier failure keeps its place as the run's error.
+            let e = SyncError::state("record the pull in the state")(e);
             report.outcome = JobOutcome::Failed;
-            report.error.get_or_insert(format!("cannot record the pull in the state: {e}"));
+            report.error.get_or_insert_with(|| e.describe(false));
         }
     }
     if report.mode.full
