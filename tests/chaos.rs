@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use common::config::{TestConfig, job_with_source};
 use common::{Person, SOURCE, TOKEN};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -502,41 +503,15 @@ fn write_config(
         ),
         _ => format!("      type: csv\n      path: {}\n", csv.display()),
     };
-    let text = format!(
-        "okta:
-  org_url: {url}
-  auth:
-    type: api_token
-    token_env: XAAS_TEST_TOKEN
-  session_spacing_secs: 0.3
-  poll_initial_ms: 20
-  poll_max_secs: 1
-  request_timeout_secs: 1
-  retry_backoff_ms: 20
-  max_rate_limit_wait_secs: 5
-state:
-  path: {state}
-jobs:
-  - name: hr
-    identity_source_id: {SOURCE}
-    source:
-{source}    mapping: {mapping}
-    leavers:
-      deactivate_missing: true
-      missing_runs: 1
-    safeguards:
-      max_deactivations: 1000000
-      max_deactivations_percent: 100
-      max_creations_percent: 100
-      min_source_percent: 0
-",
-        url = sim.base_url(),
-        state = dir.join("state.db").display(),
-        mapping = common::mapping_path().display(),
-    );
-    let path = dir.join("xaas.yaml");
-    std::fs::write(&path, text).expect("config written");
-    path
+    let mut config = TestConfig::for_run(dir, &sim.base_url());
+    config.okta = "  session_spacing_secs: 0.3\n  poll_initial_ms: 20\n  poll_max_secs: 1\n  request_timeout_secs: 1\n  retry_backoff_ms: 20\n  max_rate_limit_wait_secs: 5\n".into();
+    config.jobs = vec![job_with_source(
+        "hr",
+        SOURCE,
+        &source,
+        "    leavers:\n      deactivate_missing: true\n      missing_runs: 1\n    safeguards:\n      max_deactivations: 1000000\n      max_deactivations_percent: 100\n      max_creations_percent: 100\n      min_source_percent: 0\n",
+    )];
+    config.write(&dir.join("xaas.yaml"))
 }
 
 /// Make `population` the source's content.

@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::{
     WriteRequest,
 };
 use aws_smithy_types::Blob;
+use common::config::{TestConfig, job_with_source};
 use common::*;
 
 const TABLE: &str = "hr_users";
@@ -168,13 +169,14 @@ async fn seed(endpoint: &str) {
 }
 
 fn write_config(dir: &Path, base_url: &str, endpoint: &str, source_extra: &str) -> PathBuf {
-    let path = dir.join("xaas.yaml");
-    let text = format!(
-        "okta:\n  org_url: {base_url}\n  auth:\n    type: api_token\n    token_env: XAAS_TEST_TOKEN\n  session_spacing_secs: 1.05\n  poll_initial_ms: 20\n  poll_max_secs: 1\njobs:\n  - name: hr\n    identity_source_id: {SOURCE}\n    source:\n      type: dynamodb\n      table: {TABLE}\n      region: us-east-1\n      endpoint_url: {endpoint}\n{source_extra}    mapping: {mapping}\n",
-        mapping = mapping_path().display(),
+    let mut config = TestConfig::for_run(dir, base_url);
+    config.okta =
+        "  session_spacing_secs: 1.05\n  poll_initial_ms: 20\n  poll_max_secs: 1\n".into();
+    let source = format!(
+        "      type: dynamodb\n      table: {TABLE}\n      region: us-east-1\n      endpoint_url: {endpoint}\n{source_extra}"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    config.jobs = vec![job_with_source("hr", SOURCE, &source, "")];
+    config.write(&dir.join("xaas.yaml"))
 }
 
 /// The real binary with fake AWS credentials (dynalite checks their shape, not their value).

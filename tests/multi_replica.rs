@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue as Av;
-use common::serve::{self, Serve, ServeConfig};
+use common::config::{self, TestConfig};
+use common::serve::Serve;
 use common::{Person, signed_post};
 use xaas::sim::{SimConfig, SimHandle};
 
@@ -38,13 +39,13 @@ fn endpoint() -> Option<String> {
 fn write_config(dir: &Path, sim: &SimHandle, endpoint: &str, prefix: &str) -> PathBuf {
     let job = |name: &str, source: &str| {
         let csv = dir.join(format!("{name}.csv"));
-        serve::job(name, source, &csv, "    leavers:\n      deactivate_missing: false\n")
+        config::job(name, source, &csv, "    leavers:\n      deactivate_missing: false\n")
     };
-    let mut config = ServeConfig::new(dir, &sim.base_url(), &dir.join("hr.csv"));
+    let mut config = TestConfig::new(dir, &sim.base_url(), &dir.join("hr.csv"));
     config.state = format!(
         "  backend: dynamodb\n  table_prefix: {prefix}\n  region: us-east-1\n  endpoint_url: {endpoint}\n  lease_secs: {LEASE_SECS}\n"
     );
-    config.serve_extra = "  batch_window_ms: 200\n".into();
+    config.serve_mut().extra = "  batch_window_ms: 200\n".into();
     config.jobs = vec![job("hr", SOURCE_A), job("contractors", SOURCE_B)];
     config.write(&dir.join("xaas.yaml"))
 }

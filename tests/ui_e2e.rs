@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{self, Serve, ServeConfig};
+use common::config::{self, TestConfig};
+use common::serve::Serve;
 use common::{Person, SOURCE, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -54,13 +55,13 @@ async fn shot(browser: &Client, name: &str) {
 
 /// Two scheduled jobs, the bearer webhook and the token-protected UI.
 fn write_config(dir: &Path, sim: &SimHandle, csv: &Path) -> PathBuf {
-    let mut config = ServeConfig::new(dir, &sim.base_url(), csv);
-    config.webhook =
+    let mut config = TestConfig::new(dir, &sim.base_url(), csv);
+    config.serve_mut().webhook =
         "    auth:\n      type: bearer\n      token_env: XAAS_TEST_WEBHOOK_TOKEN\n".into();
-    config.serve_after = "  ui:\n    enabled: true\n    auth:\n      type: token\n      token_env: XAAS_TEST_UI_TOKEN\n".into();
+    config.serve_mut().after = "  ui:\n    enabled: true\n    auth:\n      type: token\n      token_env: XAAS_TEST_UI_TOKEN\n".into();
     config.jobs = vec![
-        serve::job("hr", SOURCE, csv, "    schedule: \"0 2 * * *\"\n    timezone: Europe/Paris\n"),
-        serve::job("contractors", "0oasim0000000000001", csv, "    schedule: \"*/30 * * * *\"\n"),
+        config::job("hr", SOURCE, csv, "    schedule: \"0 2 * * *\"\n    timezone: Europe/Paris\n"),
+        config::job("contractors", "0oasim0000000000001", csv, "    schedule: \"*/30 * * * *\"\n"),
     ];
     config.write(&dir.join("xaas.yaml"))
 }

@@ -2,6 +2,7 @@
 //! temporary directory, and the real `xaas` binary.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,8 @@ pub fn mapping_path() -> PathBuf {
 }
 
 /// Write a config for one CSV job against `base_url`; returns its path.
-/// `spacing_secs` is the client's session spacing in real seconds.
+/// `spacing_secs` is the client's session spacing in real seconds; `extra_job` lines (indented
+/// by four spaces) go into the job. The state is the default file next to the config.
 pub fn write_config(
     dir: &Path,
     base_url: &str,
@@ -39,14 +41,13 @@ pub fn write_config(
     spacing_secs: f64,
     extra_job: &str,
 ) -> PathBuf {
-    let path = dir.join("xaas.yaml");
-    let text = format!(
-        "okta:\n  org_url: {base_url}\n  auth:\n    type: api_token\n    token_env: XAAS_TEST_TOKEN\n  session_spacing_secs: {spacing_secs}\n  poll_initial_ms: 20\n  poll_max_secs: 1\njobs:\n  - name: hr\n    identity_source_id: {SOURCE}\n    source:\n      type: csv\n      path: {csv}\n    mapping: {mapping}\n{extra_job}",
-        csv = csv.display(),
-        mapping = mapping_path().display(),
+    let mut config = config::TestConfig::for_run(dir, base_url);
+    config.okta = format!(
+        "  session_spacing_secs: {spacing_secs}\n  poll_initial_ms: 20\n  poll_max_secs: 1\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    config.state = String::new();
+    config.jobs = vec![config::job("hr", SOURCE, csv, extra_job)];
+    config.write(&dir.join("xaas.yaml"))
 }
 
 /// Run the real binary with `args`, the token in XAAS_TEST_TOKEN.

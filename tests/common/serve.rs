@@ -1,101 +1,12 @@
-//! `xaas serve` as a child process: its config, its start (on port 0: the daemon reports the
-//! port it bound in its log), readiness, signals, exit and log. One harness for every test
-//! that runs the daemon.
+//! `xaas serve` as a child process: its start (on port 0: the daemon reports the port it
+//! bound in its log), readiness, signals, exit and log. One harness for every test that runs
+//! the daemon; its config comes from [`super::config::TestConfig`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{SOURCE, TOKEN, WEBHOOK_SECRET, mapping_path};
-
-/// A config file for the daemon tests, rendered as YAML. Every part has a test default; set
-/// what a test is about.
-pub struct ServeConfig {
-    pub org_url: String,
-    /// `state:` (indented body). Default: the SQLite file `state.db` in the test's directory.
-    pub state: String,
-    /// Lines under `serve:` before the webhook (indented by two spaces).
-    pub serve_extra: String,
-    /// `serve.webhook:` (indented body). Default: HMAC with [`WEBHOOK_SECRET`], no rate limit.
-    pub webhook: String,
-    /// More `serve:` sections after the webhook (`ui:`...), indented by two spaces.
-    pub serve_after: String,
-    /// The `jobs:` entries, each from [`job`].
-    pub jobs: Vec<String>,
-}
-
-/// The webhook section every daemon test uses unless it says otherwise.
-pub const HMAC_WEBHOOK: &str = "    auth:
-      type: hmac
-      secrets:
-        - env: XAAS_TEST_WEBHOOK_SECRET
-    # One test client sends everything: lift the per-client limit.
-    rate_limit_per_second: 100000
-    rate_limit_burst: 100000
-";
-
-impl ServeConfig {
-    /// One CSV job `hr` on [`SOURCE`] reading `csv`, SQLite state in `dir`.
-    pub fn new(dir: &Path, org_url: &str, csv: &Path) -> Self {
-        ServeConfig {
-            org_url: org_url.to_string(),
-            state: format!("  path: {}\n", dir.join("state.db").display()),
-            serve_extra: String::new(),
-            webhook: HMAC_WEBHOOK.to_string(),
-            serve_after: String::new(),
-            jobs: vec![job("hr", SOURCE, csv, "")],
-        }
-    }
-
-    /// The YAML text.
-    pub fn render(&self) -> String {
-        format!(
-            "okta:
-  org_url: {url}
-  auth:
-    type: api_token
-    token_env: XAAS_TEST_TOKEN
-  session_spacing_secs: 1
-  poll_initial_ms: 20
-  poll_max_secs: 1
-state:
-{state}serve:
-  listen: 127.0.0.1:0
-  shutdown_deadline_secs: 2
-{extra}  webhook:
-{webhook}{after}jobs:
-{jobs}",
-            url = self.org_url,
-            state = self.state,
-            extra = self.serve_extra,
-            webhook = self.webhook,
-            after = self.serve_after,
-            jobs = self.jobs.concat(),
-        )
-    }
-
-    /// Write it to `path`; returns the path.
-    pub fn write(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, self.render()).unwrap();
-        path.to_path_buf()
-    }
-}
-
-/// One `jobs:` entry reading `csv` with the repo's example mapping; `extra` lines (indented
-/// by four spaces) are appended.
-pub fn job(name: &str, source: &str, csv: &Path, extra: &str) -> String {
-    format!(
-        "  - name: {name}
-    identity_source_id: {source}
-    source:
-      type: csv
-      path: {csv}
-    mapping: {mapping}
-{extra}",
-        csv = csv.display(),
-        mapping = mapping_path().display(),
-    )
-}
+use super::{TOKEN, WEBHOOK_SECRET};
 
 /// A running `xaas serve`, killed (and reaped) on drop.
 pub struct Serve {
