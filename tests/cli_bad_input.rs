@@ -170,3 +170,37 @@ fn token_env_not_set_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("XAAS_TEST_TOKEN"), "{stderr}");
 }
+
+/// Logs written to a file carry no ANSI escape codes: colour is for a terminal only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_file_carry_no_escape_codes() {
+    let sim = start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("users.csv");
+    let people: Vec<Person> = (0..5).map(|i| Person::generate(i, true)).collect();
+    write_csv(&csv, &people);
+    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, "").display().to_string();
+    let log = dir.path().join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+            .args(["run", "--config", &config])
+            .env("XAAS_TEST_TOKEN", TOKEN)
+            .env("XAAS_LOG", "xaas=debug")
+            .env_remove("NO_COLOR")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let text = std::fs::read(&log).unwrap();
+    assert!(text.len() > 200, "the run logged: {}", String::from_utf8_lossy(&text));
+    assert!(
+        !text.contains(&0x1b),
+        "an escape byte in the log:\n{}",
+        String::from_utf8_lossy(&text)
+    );
+}
