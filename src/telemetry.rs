@@ -107,6 +107,8 @@ pub enum WebhookOutcome {
     RejectedMapping,
     /// Over the webhook's rate limit (429).
     RateLimited,
+    /// Not stored: the daemon could not map or store it (5xx); the sender retries.
+    Failed,
 }
 
 impl WebhookOutcome {
@@ -119,6 +121,7 @@ impl WebhookOutcome {
             WebhookOutcome::RejectedBody => "rejected_body",
             WebhookOutcome::RejectedMapping => "rejected_mapping",
             WebhookOutcome::RateLimited => "rate_limited",
+            WebhookOutcome::Failed => "failed",
         }
     }
 }

@@ -11,15 +11,16 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::serve::{Serve, ServeConfig};
+use common::config::TestConfig;
+use common::serve::Serve;
 use common::{Person, SOURCE, signed_post};
 use xaas::sim::SimHandle;
 
 /// The daemon config of these tests: one CSV job, the HMAC webhook; `serve_extra` lines go
 /// under `serve:`.
 fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, serve_extra: &str) -> PathBuf {
-    let mut config = ServeConfig::new(dir, &sim.base_url(), csv);
-    config.serve_extra = serve_extra.to_string();
+    let mut config = TestConfig::new(dir, &sim.base_url(), csv);
+    config.serve_mut().extra = serve_extra.to_string();
     config.write(&dir.join("xaas.yaml"))
 }
 
@@ -91,6 +92,14 @@ async fn a_pushed_termination_reaches_okta_within_five_seconds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+    // The push is counted, by job and outcome, and its acknowledgement timed.
+    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"xaas_webhook_events_total{job="hr",outcome="accepted"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("xaas_webhook_ack_duration_seconds_count 1"), "{metrics}");
 }
 
 #[tokio::test]
@@ -330,9 +339,9 @@ async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("people.csv");
     common::write_csv(&csv, &[]);
-    let mut config = ServeConfig::new(dir.path(), &sim.base_url(), &csv);
-    config.serve_extra = "  batch_window_ms: 100\n".into();
-    config.jobs = vec![common::serve::job(
+    let mut config = TestConfig::new(dir.path(), &sim.base_url(), &csv);
+    config.serve_mut().extra = "  batch_window_ms: 100\n".into();
+    config.jobs = vec![common::config::job(
         "hr",
         SOURCE,
         &csv,

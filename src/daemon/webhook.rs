@@ -57,6 +57,7 @@ use super::auth::{self, AuthError, MessageKey, ReplayCache, Signed};
 use crate::mapping::{Mapped, Origin, Record};
 use crate::settings::webhook::{WebhookAuth, WebhookSettings};
 use crate::state::events::{EventStore, NewEvent};
+use crate::telemetry;
 
 /// The longest `Idempotency-Key` accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -449,18 +450,41 @@ async fn push_records(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let client = client.ip();
     let route = format!("POST /v1/jobs/{job}/records");
-    let (settings, body, key) = match app.gate(client, &headers, body, Some(&route)).await {
-        Ok(g) => g,
-        Err(r) => return r.into_response(),
+    let response = match app.gate(client, &headers, body, Some(&route)).await {
+        Err(r) => r.into_response(),
+        Ok((settings, body, key)) => {
+            let outcome = accept_records(&app, &settings, &job, &headers, &body).await;
+            if outcome.as_ref().is_err_and(|r| r.status.is_server_error()) {
+                // Nothing was stored: let the sender retry the very same signed request.
+                app.forget(key);
+            }
+            finish(outcome)
+        }
     };
-    let outcome = accept_records(&app, &settings, &job, &headers, &body).await;
-    if outcome.as_ref().is_err_and(|r| r.status.is_server_error()) {
-        // Nothing was stored: let the sender retry the very same signed request.
-        app.forget(key);
+    // Labels stay bounded: a configured job name, never the raw path segment.
+    let known = app.ctx.dispatch.job_names().contains(&job);
+    let label = if known { job.as_str() } else { telemetry::UNKNOWN_JOB };
+    telemetry::webhook_event(label, webhook_outcome(response.status()));
+    telemetry::webhook_ack(started.elapsed());
+    response
+}
+
+/// What became of a push, from the status it was answered with.
+fn webhook_outcome(status: StatusCode) -> telemetry::WebhookOutcome {
+    use telemetry::WebhookOutcome as W;
+    match status {
+        StatusCode::ACCEPTED => W::Accepted,
+        // 200 answers a repeat of a stored event (idempotency key) with the first one's id.
+        StatusCode::OK => W::Duplicate,
+        StatusCode::UNAUTHORIZED => W::RejectedAuth,
+        StatusCode::TOO_MANY_REQUESTS => W::RateLimited,
+        StatusCode::UNPROCESSABLE_ENTITY => W::RejectedMapping,
+        s if s.is_server_error() => W::Failed,
+        _ => W::RejectedBody,
     }
-    finish(outcome)
 }
 
 async fn accept_records(
