@@ -55,6 +55,22 @@ pub const QUEUE_DEPTH: &str = "xaas_queue_depth";
 pub const EVENTS_PENDING: &str = "xaas_events_pending";
 /// Always 1; the label says which version runs. Labels: `version`.
 pub const BUILD_INFO: &str = "xaas_build_info";
+/// 1 for the outcome of a job's last finished run, 0 for the other outcomes (a state set).
+/// Labels: `job`, `outcome`.
+pub const JOB_LAST_RUN: &str = "xaas_job_last_run";
+/// Finished runs of a job that failed in a row, since its last run that did not. Labels: `job`.
+pub const JOB_CONSECUTIVE_FAILURES: &str = "xaas_job_consecutive_failures";
+/// Unix time of a job's last successful run (`success` or `completed_with_rejections`), in
+/// this process. Labels: `job`.
+pub const JOB_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "xaas_job_last_success_timestamp_seconds";
+/// Unix time since which a job's runs have been held by a safeguard (awaiting approval); 0
+/// when its last run was not held. Labels: `job`.
+pub const JOB_HELD_SINCE_TIMESTAMP_SECONDS: &str = "xaas_job_held_since_timestamp_seconds";
+/// The time between two scheduled runs of a job (the next two after now), for "no successful
+/// run in twice the schedule"; absent for a job without a schedule. Labels: `job`.
+pub const JOB_SCHEDULE_INTERVAL_SECONDS: &str = "xaas_job_schedule_interval_seconds";
+/// 1 while the last configuration reload failed (the previous configuration is in force).
+pub const CONFIG_RELOAD_FAILED: &str = "xaas_config_reload_failed";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -71,7 +87,16 @@ pub const ALL: &[&str] = &[
     QUEUE_DEPTH,
     EVENTS_PENDING,
     BUILD_INFO,
+    JOB_LAST_RUN,
+    JOB_CONSECUTIVE_FAILURES,
+    JOB_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    JOB_HELD_SINCE_TIMESTAMP_SECONDS,
+    JOB_SCHEDULE_INTERVAL_SECONDS,
+    CONFIG_RELOAD_FAILED,
 ];
+
+/// The outcomes of a run, as [`JOB_LAST_RUN`] labels them.
+pub const RUN_OUTCOMES: &[&str] = &["success", "completed_with_rejections", "failed", "held"];
 
 /// The `job` label of a webhook request whose job is not (or not yet) known: an unknown name
 /// in the path, or a request refused before routing. Never the raw path segment.
@@ -219,6 +244,59 @@ pub fn describe() {
     describe_gauge!(QUEUE_DEPTH, Unit::Count, "Items in an identity source's queue");
     describe_gauge!(EVENTS_PENDING, Unit::Count, "Webhook events stored and not yet imported");
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs");
+    describe_gauge!(JOB_LAST_RUN, "1 for the outcome of the job's last finished run");
+    describe_gauge!(
+        JOB_CONSECUTIVE_FAILURES,
+        Unit::Count,
+        "Finished runs of the job that failed in a row"
+    );
+    describe_gauge!(
+        JOB_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the job's last successful run"
+    );
+    describe_gauge!(
+        JOB_HELD_SINCE_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time since which the job's runs are held by a safeguard; 0 when not held"
+    );
+    describe_gauge!(
+        JOB_SCHEDULE_INTERVAL_SECONDS,
+        Unit::Seconds,
+        "Time between two scheduled runs of the job"
+    );
+    describe_gauge!(CONFIG_RELOAD_FAILED, "1 while the last configuration reload failed");
+}
+
+/// Where a job stands after a finished run: its `outcome` (one of [`RUN_OUTCOMES`]), its
+/// failures in a row, and the Unix times of its last success and of the hold it waits in.
+pub fn job_health(
+    job: &str,
+    outcome: &str,
+    consecutive_failures: u32,
+    last_success: Option<i64>,
+    held_since: Option<i64>,
+) {
+    for o in RUN_OUTCOMES {
+        let v = if *o == outcome { 1.0 } else { 0.0 };
+        gauge!(JOB_LAST_RUN, "job" => job.to_owned(), "outcome" => *o).set(v);
+    }
+    gauge!(JOB_CONSECUTIVE_FAILURES, "job" => job.to_owned()).set(f64::from(consecutive_failures));
+    if let Some(at) = last_success {
+        gauge!(JOB_LAST_SUCCESS_TIMESTAMP_SECONDS, "job" => job.to_owned()).set(at as f64);
+    }
+    gauge!(JOB_HELD_SINCE_TIMESTAMP_SECONDS, "job" => job.to_owned())
+        .set(held_since.unwrap_or(0) as f64);
+}
+
+/// The time between two scheduled runs of `job`.
+pub fn set_schedule_interval(job: &str, interval: Duration) {
+    gauge!(JOB_SCHEDULE_INTERVAL_SECONDS, "job" => job.to_owned()).set(interval.as_secs_f64());
+}
+
+/// Whether the last configuration reload failed.
+pub fn set_config_reload_failed(failed: bool) {
+    gauge!(CONFIG_RELOAD_FAILED).set(if failed { 1.0 } else { 0.0 });
 }
 
 /// A finished run of `job` that took `elapsed`, with its `outcome` label and its record counts

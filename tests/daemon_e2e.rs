@@ -386,3 +386,63 @@ async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
     assert_eq!(deactivated, 2);
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
 }
+
+/// Issue 18's readiness: a job whose CSV has disappeared fails, and the daemon stays ready,
+/// keeps taking signed pushes and imports them; the failure shows in /metrics and /v1/jobs.
+#[tokio::test]
+async fn a_failing_job_leaves_the_daemon_ready_and_pushes_flowing() {
+    const UI_TOKEN: &str = "e2e-ui-token-0123456789abcdef";
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("gone.csv");
+    let mut config = TestConfig::new(dir.path(), &sim.base_url(), &missing);
+    config.serve_mut().extra = "  batch_window_ms: 100\n".into();
+    config.serve_mut().after =
+        "  ui:\n    enabled: true\n    auth:\n      type: token\n      token_env: XAAS_TEST_UI_TOKEN\n"
+            .into();
+    let config = config.write(&dir.path().join("xaas.yaml"));
+    let env = [("XAAS_TEST_UI_TOKEN", UI_TOKEN)];
+    let daemon = Serve::start(dir.path(), &config, "failing-job", &env).await;
+    let client = reqwest::Client::new();
+    let trigger = format!("{}/v1/jobs/hr/trigger", daemon.base);
+    let (status, body) = signed_post(&client, &trigger, &serde_json::json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let jobs_url = format!("{}/v1/jobs", daemon.base);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let jobs = loop {
+        let jobs: serde_json::Value =
+            client.get(&jobs_url).bearer_auth(UI_TOKEN).send().await.unwrap().json().await.unwrap();
+        if jobs["jobs"][0]["last_run"]["outcome"] == "failed" {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "no failed run: {jobs}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(jobs["jobs"][0]["name"], "hr");
+
+    let readyz = client.get(format!("{}/readyz", daemon.base)).send().await.unwrap();
+    assert_eq!(readyz.status().as_u16(), 200);
+    let readyz: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(readyz["warnings"], serde_json::json!(["job hr: last run failed (1 in a row)"]));
+
+    // Pushes are still taken and imported.
+    let hire = Person::generate(42, true);
+    let records = format!("{}/v1/jobs/hr/records", daemon.base);
+    let (status, body) = signed_post(&client, &records, &hire.json()).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sim.snapshot().users.iter().any(|u| u.external_id == hire.id && u.status == "ACTIVE") {
+        assert!(Instant::now() < deadline, "the push was not imported:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        r#"xaas_job_consecutive_failures{job="hr"} 1"#,
+        r#"xaas_job_last_run{job="hr",outcome="failed"} 1"#,
+        r#"xaas_job_last_run{job="hr",outcome="success"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+}

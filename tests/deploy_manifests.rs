@@ -664,3 +664,41 @@ fn the_dockerfile_builds_with_the_ci_command_and_runs_hardened() {
     assert_eq!(commands, [format!("exec {BUILD_COMMAND}")], "deploy/build.sh");
     assert!(read("deploy/README.md").contains(BUILD_COMMAND), "the guide documents it");
 }
+
+/// The alerting rules shipped in deploy/prometheus: well formed, each documented, and every
+/// metric they read is one xaas exports (a renamed metric would silence an alert for good).
+#[test]
+fn the_alert_rules_use_only_metrics_xaas_exports_and_each_is_documented() {
+    let text = read("deploy/prometheus/xaas-alerts.yaml");
+    let rules: Value = serde_saphyr::from_str(&text).expect("the rules file is YAML");
+    let rules = rules["groups"][0]["rules"].as_array().expect("one group of rules");
+    let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().expect("alert")).collect();
+    for wanted in [
+        "XaasJobFailing",
+        "XaasNoSuccessfulRun",
+        "XaasRunHeld",
+        "XaasWebhookBacklogGrowing",
+        "XaasConfigReloadFailed",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} missing: {names:?}");
+    }
+    let guide = read("deploy/README.md");
+    let metric = regex::Regex::new(r"\bxaas_[a-z_]+").unwrap();
+    for r in rules {
+        let name = r["alert"].as_str().unwrap();
+        assert!(guide.contains(name), "{name} is not documented in deploy/README.md");
+        assert!(r["labels"]["severity"].is_string(), "{name}: a severity");
+        assert!(r["annotations"]["summary"].is_string(), "{name}: a summary");
+        let expr = r["expr"].as_str().unwrap_or_else(|| panic!("{name}: an expr"));
+        let used: Vec<&str> = metric.find_iter(expr).map(|m| m.as_str()).collect();
+        assert!(!used.is_empty(), "{name} reads no xaas metric: {expr}");
+        for m in used {
+            let base =
+                ["_bucket", "_count", "_sum"].iter().find_map(|s| m.strip_suffix(s)).unwrap_or(m);
+            assert!(
+                xaas::telemetry::ALL.contains(&base),
+                "{name} reads `{m}`, which xaas does not export"
+            );
+        }
+    }
+}

@@ -102,14 +102,15 @@ async fn healthz_is_ok_and_readyz_follows_the_readiness_over_http() {
     readiness.set_state_store_ok(true);
     assert_eq!(get(addr, "/readyz").await.0, 200);
 
-    readiness.record_run("hr", "failed");
+    // A failed run is a warning, never unreadiness: the webhook must stay in service.
+    readiness.record_run("hr", "failed", chrono::Utc::now());
     let (status, _, body) = get(addr, "/readyz").await;
-    assert_eq!(status, 503);
+    assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["status"], "not_ready");
-    assert_eq!(json["reasons"], serde_json::json!(["job hr: last run failed"]));
+    assert_eq!(json["status"], "ready");
+    assert_eq!(json["warnings"], serde_json::json!(["job hr: last run failed (1 in a row)"]));
 
-    readiness.record_run("hr", "success");
+    readiness.record_run("hr", "success", chrono::Utc::now());
     let (status, _, body) = get(addr, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
 
@@ -198,14 +199,18 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
 
     let before = scrape(addr).await;
 
-    // 1. A run whose session Okta fails: the run fails, the daemon is not ready.
+    // 1. A run whose session Okta fails: the run fails; the daemon stays ready, and the
+    //    job's gauges say it failed.
     sim.fail_next_session(SOURCE);
     let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
     let job = &report.jobs[0];
     assert_eq!(job.outcome.as_str(), "failed", "{:?}", job.error);
-    readiness.record_run(&job.job, job.outcome.as_str());
-    assert_eq!(get(addr, "/readyz").await.0, 503);
+    readiness.record_run(&job.job, job.outcome.as_str(), chrono::Utc::now());
+    assert_eq!(get(addr, "/readyz").await.0, 200);
     let failed = scrape(addr).await;
+    assert_eq!(sum(&failed, "xaas_job_consecutive_failures", &[("job", "hr")]), 1.0);
+    assert_eq!(sum(&failed, "xaas_job_last_run", &[("job", "hr"), ("outcome", "failed")]), 1.0);
+    assert_eq!(sum(&failed, "xaas_job_last_run", &[("job", "hr"), ("outcome", "success")]), 0.0);
     let delta = |after: &[Sample], name: &str, with: &[(&str, &str)]| {
         sum(after, name, with) - sum(&before, name, with)
     };
@@ -216,8 +221,11 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
     let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
     let job = &report.jobs[0];
     assert_eq!(job.outcome.as_str(), "success", "{:?}", job.error);
-    readiness.record_run(&job.job, job.outcome.as_str());
+    readiness.record_run(&job.job, job.outcome.as_str(), chrono::Utc::now());
     assert_eq!(get(addr, "/readyz").await.0, 200);
+    let succeeded = scrape(addr).await;
+    assert_eq!(sum(&succeeded, "xaas_job_consecutive_failures", &[("job", "hr")]), 0.0);
+    assert!(sum(&succeeded, "xaas_job_last_success_timestamp_seconds", &[("job", "hr")]) > 1.7e9);
 
     let after = scrape(addr).await;
     let d = |name: &str, with: &[(&str, &str)]| delta(&after, name, with);

@@ -4,13 +4,17 @@
 //!   HTTP. It never looks at Okta, the source or the state: a failing dependency is not cured
 //!   by a restart, so it must not get the container killed. `xaas healthcheck` (the image's
 //!   `HEALTHCHECK`; the image has no curl) asks this one.
-//! - **`/readyz`** (readiness) answers 200 `{"status":"ready"}`, or 503 with every reason it is
-//!   not: the config on disk failed to (re)load, the state store is not open, a job's last
-//!   finished run failed, or the daemon is draining for shutdown. The daemon feeds it through
-//!   [`Readiness`]; the checks are pure and tested without sockets.
+//! - **`/readyz`** (readiness) means "can take traffic": it answers 200 `{"status":"ready"}`
+//!   while the daemon can accept and store events, and 503 with every reason it cannot (the
+//!   state store is not open, or it is draining for shutdown). A failed run or a failed config
+//!   reload does **not** make it unready: in Kubernetes that would take the webhook out of the
+//!   Service while the HR source is down, and pushed terminations would fail at the ingress.
+//!   Those are alerts instead: listed as `warnings` in the 200 body, in `/v1/jobs`, the log
+//!   and the gauges ([`crate::telemetry::job_health`], `deploy/prometheus/xaas-alerts.yaml`).
+//!   The daemon feeds it through [`Readiness`]; the checks are pure and tested without sockets.
 //! - **`/metrics`** renders the Prometheus recorder ([`crate::telemetry::install`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -53,8 +57,8 @@ struct Inner {
     /// Why the config on disk could not be (re)loaded; the daemon keeps the old one.
     config_error: Option<String>,
     state_store_ok: bool,
-    /// Jobs whose last finished run failed.
-    failed_jobs: BTreeSet<String>,
+    /// Per job, where its finished runs stand.
+    jobs: BTreeMap<String, JobHealth>,
     /// Shutting down: no new work should be routed here.
     draining: bool,
 }
@@ -75,28 +79,54 @@ impl Readiness {
         self.lock().state_store_ok = ok;
     }
 
-    /// A run of `job` finished with this outcome ([`JobOutcome::as_str`]). Only `failed`
-    /// makes the daemon unready; `held` is a safeguard doing its job, not a failure. The next
-    /// run that does not fail makes it ready again.
+    /// A run of `job` finished with this outcome ([`JobOutcome::as_str`]) at `at`. `failed`
+    /// counts a failure in a row; `held` (a safeguard doing its job) is not a failure, and
+    /// starts the time it has been waiting for an approval. The gauges follow.
     ///
     /// [`JobOutcome::as_str`]: crate::sync::report::JobOutcome::as_str
-    pub fn record_run(&self, job: &str, outcome: &str) {
+    pub fn record_run(&self, job: &str, outcome: &str, at: chrono::DateTime<chrono::Utc>) {
+        use crate::sync::report::JobOutcome;
         let mut inner = self.lock();
-        if outcome == crate::sync::report::JobOutcome::Failed.as_str() {
-            inner.failed_jobs.insert(job.to_owned());
+        let h = inner.jobs.entry(job.to_owned()).or_default();
+        h.last_outcome = Some(outcome.to_owned());
+        if outcome == JobOutcome::Failed.as_str() {
+            h.consecutive_failures += 1;
         } else {
-            inner.failed_jobs.remove(job);
+            h.consecutive_failures = 0;
         }
+        if outcome == JobOutcome::Held.as_str() {
+            h.held_since.get_or_insert(at);
+        } else {
+            h.held_since = None;
+        }
+        if outcome == JobOutcome::Success.as_str()
+            || outcome == JobOutcome::CompletedWithRejections.as_str()
+        {
+            h.last_success = Some(at);
+        }
+        crate::telemetry::job_health(
+            job,
+            outcome,
+            h.consecutive_failures,
+            h.last_success.map(|t| t.timestamp()),
+            h.held_since.map(|t| t.timestamp()),
+        );
+    }
+
+    /// Where `job`'s finished runs stand (default: no run yet).
+    pub fn job(&self, job: &str) -> JobHealth {
+        self.lock().jobs.get(job).cloned().unwrap_or_default()
     }
 
     /// Forget runs of jobs that are no longer configured (after a SIGHUP reload).
     pub fn retain_jobs<'a>(&self, jobs: impl IntoIterator<Item = &'a str>) {
-        let keep: BTreeSet<&str> = jobs.into_iter().collect();
-        self.lock().failed_jobs.retain(|j| keep.contains(j.as_str()));
+        let keep: std::collections::BTreeSet<&str> = jobs.into_iter().collect();
+        self.lock().jobs.retain(|j, _| keep.contains(j.as_str()));
     }
 
     /// The last (re)load of the config failed with this error (`None`: it loaded).
     pub fn set_config_error(&self, error: Option<String>) {
+        crate::telemetry::set_config_reload_failed(error.is_some());
         self.lock().config_error = error;
     }
 
@@ -105,24 +135,51 @@ impl Readiness {
         self.lock().draining = draining;
     }
 
-    /// `Ok` when ready, otherwise every reason it is not, in a stable order.
+    /// `Ok` when the daemon can take traffic, otherwise every reason it cannot, in a stable
+    /// order.
     pub fn check(&self) -> Result<(), Vec<String>> {
         let inner = self.lock();
         let mut reasons = Vec::new();
         if inner.draining {
             reasons.push("draining: shutting down".to_string());
         }
-        if let Some(error) = &inner.config_error {
-            reasons.push(format!("config reload failed (the previous config is in use): {error}"));
-        }
         if !inner.state_store_ok {
             reasons.push("state store not open".to_string());
         }
-        for job in &inner.failed_jobs {
-            reasons.push(format!("job {job}: last run failed"));
-        }
         if reasons.is_empty() { Ok(()) } else { Err(reasons) }
     }
+
+    /// What needs attention but does not stop the daemon taking traffic: a failed reload and
+    /// the jobs whose last run failed.
+    pub fn warnings(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        if let Some(error) = &inner.config_error {
+            out.push(format!("config reload failed (the previous config is in use): {error}"));
+        }
+        for (job, h) in &inner.jobs {
+            if h.consecutive_failures > 0 {
+                out.push(format!(
+                    "job {job}: last run failed ({} in a row)",
+                    h.consecutive_failures
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Where a job's finished runs stand in this process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobHealth {
+    /// The last finished run's outcome.
+    pub last_outcome: Option<String>,
+    /// Failed runs in a row.
+    pub consecutive_failures: u32,
+    /// The last run that succeeded (`success` or `completed_with_rejections`).
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// Since when its runs are held by a safeguard, waiting for an approval.
+    pub held_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The router serving `/healthz`, `/readyz` and `/metrics`. Merge it into the daemon's router.
@@ -139,19 +196,23 @@ struct Status {
     status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok", reasons: Vec::new() })
+    Json(Status { status: "ok", reasons: Vec::new(), warnings: Vec::new() })
 }
 
 async fn readyz(State(state): State<HealthState>) -> Response {
+    let warnings = state.readiness.warnings();
     match state.readiness.check() {
-        Ok(()) => Json(Status { status: "ready", reasons: Vec::new() }).into_response(),
-        Err(reasons) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready", reasons }))
-                .into_response()
-        }
+        Ok(()) => Json(Status { status: "ready", reasons: Vec::new(), warnings }).into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status { status: "not_ready", reasons, warnings }),
+        )
+            .into_response(),
     }
 }
 
@@ -177,46 +238,57 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
     }
 
+    fn at(minute: u32) -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone;
+        chrono::Utc.with_ymd_and_hms(2026, 12, 1, 2, minute, 0).unwrap()
+    }
+
     #[test]
-    fn a_failed_run_makes_it_unready_until_the_next_run_of_that_job_does_not_fail() {
+    fn a_failed_run_is_a_warning_not_unreadiness_and_failures_are_counted_in_a_row() {
         let r = ready();
-        r.record_run("hr", "success");
-        r.record_run("contractors", "failed");
-        assert_eq!(r.check(), Err(vec!["job contractors: last run failed".to_string()]));
-        // Another job succeeding does not clear it.
-        r.record_run("hr", "success");
-        assert!(r.check().is_err());
-        // A held run is not a failure.
-        r.record_run("contractors", "held");
-        assert_eq!(r.check(), Ok(()));
-        r.record_run("contractors", "failed");
-        r.record_run("contractors", "completed_with_rejections");
-        assert_eq!(r.check(), Ok(()));
+        r.record_run("hr", "success", at(0));
+        r.record_run("contractors", "failed", at(1));
+        r.record_run("contractors", "failed", at(2));
+        assert_eq!(r.check(), Ok(()), "a failed job must not take the webhook out of service");
+        assert_eq!(r.warnings(), vec!["job contractors: last run failed (2 in a row)".to_string()]);
+        assert_eq!(r.job("contractors").consecutive_failures, 2);
+        assert_eq!(r.job("hr").last_success, Some(at(0)));
+        // A held run is not a failure; it waits for an approval from its first held run.
+        r.record_run("contractors", "held", at(3));
+        r.record_run("contractors", "held", at(4));
+        let c = r.job("contractors");
+        assert_eq!((c.consecutive_failures, c.held_since), (0, Some(at(3))));
+        assert!(r.warnings().is_empty());
+        r.record_run("contractors", "completed_with_rejections", at(5));
+        let c = r.job("contractors");
+        assert_eq!((c.held_since, c.last_success), (None, Some(at(5))));
     }
 
     #[test]
     fn jobs_removed_from_the_config_are_forgotten() {
         let r = ready();
-        r.record_run("old", "failed");
-        r.record_run("hr", "failed");
+        r.record_run("old", "failed", at(0));
+        r.record_run("hr", "failed", at(0));
         r.retain_jobs(["hr"]);
-        assert_eq!(r.check(), Err(vec!["job hr: last run failed".to_string()]));
+        assert_eq!(r.warnings(), vec!["job hr: last run failed (1 in a row)".to_string()]);
     }
 
     #[test]
-    fn every_reason_is_listed_and_draining_comes_first() {
+    fn only_draining_and_the_state_store_make_it_unready() {
         let r = Readiness::new();
-        r.record_run("hr", "failed");
+        r.record_run("hr", "failed", at(0));
         r.set_config_error(Some("xaas.yaml:3: unknown key `jobz`".into()));
         r.set_draining(true);
         let reasons = r.check().expect_err("not ready");
-        assert_eq!(reasons.len(), 4, "{reasons:?}");
-        assert_eq!(reasons[0], "draining: shutting down");
-        assert!(reasons[1].contains("unknown key `jobz`"), "{reasons:?}");
+        assert_eq!(reasons, vec!["draining: shutting down", "state store not open"]);
+        let warnings = r.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("unknown key `jobz`"), "{warnings:?}");
         r.set_draining(false);
-        r.set_config_error(None);
         r.set_state_store_ok(true);
-        r.record_run("hr", "success");
-        assert_eq!(r.check(), Ok(()));
+        assert_eq!(r.check(), Ok(()), "a failed reload and a failed job are warnings");
+        r.set_config_error(None);
+        r.record_run("hr", "success", at(1));
+        assert!(r.warnings().is_empty());
     }
 }

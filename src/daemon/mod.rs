@@ -215,6 +215,13 @@ impl Daemon {
 
     /// A queue and its worker for every identity source of `settings` that has none yet.
     fn ensure_queues(&self, settings: &Settings) {
+        // The gauge the "no successful run in twice the schedule" alert compares with.
+        let now = Utc::now();
+        for job in &settings.jobs {
+            if let Some(interval) = job.schedule.as_ref().and_then(|s| s.interval_after(now)) {
+                metrics::set_schedule_interval(&job.name, interval);
+            }
+        }
         let Some(me) = self.self_ref.upgrade() else { return };
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
         for job in &settings.jobs {
@@ -458,7 +465,7 @@ impl Runner for DaemonRunner {
                 let outcome = report.outcome.as_str();
                 // The stored trigger this run answered (if any) is done.
                 daemon.coordination.finish_trigger(&job, &source);
-                daemon.readiness.record_run(&job, outcome);
+                daemon.readiness.record_run(&job, outcome, chrono::Utc::now());
                 daemon.publish_gauges();
                 match &report.error {
                     None => {

@@ -48,6 +48,14 @@ impl Schedule {
             .map(|d| d.with_timezone(&Utc))
     }
 
+    /// The time between the next two scheduled times after `t` (what "twice the schedule"
+    /// means for an alert).
+    pub fn interval_after(&self, t: DateTime<Utc>) -> Option<std::time::Duration> {
+        let first = self.next_after(t)?;
+        let second = self.next_after(first)?;
+        (second - first).to_std().ok()
+    }
+
     /// The last scheduled time at or before `t` (at most a year back), to tell a run missed
     /// while the daemon was down.
     pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
