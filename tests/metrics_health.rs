@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common::*;
 use xaas::daemon::health::{self, HealthState, Readiness};
+use xaas::sync::report::JobOutcome;
 use xaas::telemetry as metrics;
 
 /// Serve `health::router` on 127.0.0.1:0.
@@ -103,14 +104,14 @@ async fn healthz_is_ok_and_readyz_follows_the_readiness_over_http() {
     assert_eq!(get(addr, "/readyz").await.0, 200);
 
     // A failed run is a warning, never unreadiness: the webhook must stay in service.
-    readiness.record_run("hr", "failed", chrono::Utc::now());
+    readiness.record_run("hr", JobOutcome::Failed, chrono::Utc::now());
     let (status, _, body) = get(addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "ready");
     assert_eq!(json["warnings"], serde_json::json!(["job hr: last run failed (1 in a row)"]));
 
-    readiness.record_run("hr", "success", chrono::Utc::now());
+    readiness.record_run("hr", JobOutcome::Success, chrono::Utc::now());
     let (status, _, body) = get(addr, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
 
@@ -205,7 +206,7 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
     let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
     let job = &report.jobs[0];
     assert_eq!(job.outcome.as_str(), "failed", "{:?}", job.error);
-    readiness.record_run(&job.job, job.outcome.as_str(), chrono::Utc::now());
+    readiness.record_run(&job.job, job.outcome, chrono::Utc::now());
     assert_eq!(get(addr, "/readyz").await.0, 200);
     let failed = scrape(addr).await;
     assert_eq!(sum(&failed, "xaas_job_consecutive_failures", &[("job", "hr")]), 1.0);
@@ -221,7 +222,7 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
     let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
     let job = &report.jobs[0];
     assert_eq!(job.outcome.as_str(), "success", "{:?}", job.error);
-    readiness.record_run(&job.job, job.outcome.as_str(), chrono::Utc::now());
+    readiness.record_run(&job.job, job.outcome, chrono::Utc::now());
     assert_eq!(get(addr, "/readyz").await.0, 200);
     let succeeded = scrape(addr).await;
     assert_eq!(sum(&succeeded, "xaas_job_consecutive_failures", &[("job", "hr")]), 0.0);

@@ -27,6 +27,16 @@ pub enum Coordination {
     Leased { leases: Arc<Leases>, events: DynamoEventStore },
 }
 
+/// What waits for an identity source this replica owns.
+pub struct OwnedWork {
+    pub source: String,
+    /// Pending events of its jobs, and whether one is urgent (any replica may have stored
+    /// them); `None` when they could not be read.
+    pub pending: Option<(usize, bool)>,
+    /// Its jobs whose stored trigger this replica claimed: run them.
+    pub triggered: Vec<String>,
+}
+
 /// Whether, and for how long, this replica works an identity source.
 pub enum Term {
     /// Always (one replica): the client's own cancellation applies.
@@ -39,19 +49,17 @@ pub enum Term {
 
 impl Coordination {
     /// The coordination the event store's backend calls for. `parent` ends every lease term
-    /// (the shutdown deadline).
-    pub fn for_store(events: &EventStore, settings: &Settings, parent: CancellationToken) -> Self {
+    /// (the shutdown deadline). Give it the settings with [`Self::configure`] before any run.
+    pub fn for_store(events: &EventStore, parent: CancellationToken) -> Self {
         match events {
             EventStore::Sqlite(_) => Coordination::Single,
             EventStore::Dynamo(d) => {
                 let dynamo = d.dynamo();
                 info!(replica = %dynamo.replica(), lease_secs = dynamo.lease_duration().as_secs(), "distributed state: identity sources are worked by their lease owner");
-                let me = Coordination::Leased {
+                Coordination::Leased {
                     leases: Arc::new(Leases::new(dynamo.clone(), parent)),
                     events: d.clone(),
-                };
-                me.configure(settings);
-                me
+                }
             }
         }
     }
@@ -119,12 +127,8 @@ impl Coordination {
         }
     }
 
-    /// For each source this replica owns: whether events are pending for its `jobs` (any
-    /// replica may have stored them), and the stored triggers of those jobs it claimed.
-    pub async fn owned_work(
-        &self,
-        jobs_of: &HashMap<String, Vec<String>>,
-    ) -> Vec<(String, Option<(usize, bool)>, Vec<String>)> {
+    /// What is waiting for each source this replica owns (`jobs_of`: its jobs per source).
+    pub async fn owned_work(&self, jobs_of: &HashMap<String, Vec<String>>) -> Vec<OwnedWork> {
         let Coordination::Leased { leases, events } = self else { return Vec::new() };
         let mut out = Vec::new();
         for source in leases.owned() {
@@ -146,7 +150,7 @@ impl Coordination {
                     }
                 }
             }
-            out.push((source, pending, triggered));
+            out.push(OwnedWork { source, pending, triggered });
         }
         out
     }

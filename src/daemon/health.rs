@@ -26,6 +26,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::sync::report::JobOutcome;
+
 /// The content type of the Prometheus text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -79,34 +81,29 @@ impl Readiness {
         self.lock().state_store_ok = ok;
     }
 
-    /// A run of `job` finished with this outcome ([`JobOutcome::as_str`]) at `at`. `failed`
-    /// counts a failure in a row; `held` (a safeguard doing its job) is not a failure, and
-    /// starts the time it has been waiting for an approval. The gauges follow.
-    ///
-    /// [`JobOutcome::as_str`]: crate::sync::report::JobOutcome::as_str
-    pub fn record_run(&self, job: &str, outcome: &str, at: chrono::DateTime<chrono::Utc>) {
-        use crate::sync::report::JobOutcome;
+    /// A run of `job` finished with this outcome at `at`. `Failed` counts a failure in a row;
+    /// `Held` (a safeguard doing its job) is not a failure, and starts the time it has been
+    /// waiting for an approval. The gauges follow.
+    pub fn record_run(&self, job: &str, outcome: JobOutcome, at: chrono::DateTime<chrono::Utc>) {
         let mut inner = self.lock();
         let h = inner.jobs.entry(job.to_owned()).or_default();
-        h.last_outcome = Some(outcome.to_owned());
-        if outcome == JobOutcome::Failed.as_str() {
+        h.last_outcome = Some(outcome);
+        if outcome == JobOutcome::Failed {
             h.consecutive_failures += 1;
         } else {
             h.consecutive_failures = 0;
         }
-        if outcome == JobOutcome::Held.as_str() {
+        if outcome == JobOutcome::Held {
             h.held_since.get_or_insert(at);
         } else {
             h.held_since = None;
         }
-        if outcome == JobOutcome::Success.as_str()
-            || outcome == JobOutcome::CompletedWithRejections.as_str()
-        {
+        if matches!(outcome, JobOutcome::Success | JobOutcome::CompletedWithRejections) {
             h.last_success = Some(at);
         }
         crate::telemetry::job_health(
             job,
-            outcome,
+            outcome.as_str(),
             h.consecutive_failures,
             h.last_success.map(|t| t.timestamp()),
             h.held_since.map(|t| t.timestamp()),
@@ -173,7 +170,7 @@ impl Readiness {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobHealth {
     /// The last finished run's outcome.
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<JobOutcome>,
     /// Failed runs in a row.
     pub consecutive_failures: u32,
     /// The last run that succeeded (`success` or `completed_with_rejections`).
@@ -246,20 +243,20 @@ mod tests {
     #[test]
     fn a_failed_run_is_a_warning_not_unreadiness_and_failures_are_counted_in_a_row() {
         let r = ready();
-        r.record_run("hr", "success", at(0));
-        r.record_run("contractors", "failed", at(1));
-        r.record_run("contractors", "failed", at(2));
+        r.record_run("hr", JobOutcome::Success, at(0));
+        r.record_run("contractors", JobOutcome::Failed, at(1));
+        r.record_run("contractors", JobOutcome::Failed, at(2));
         assert_eq!(r.check(), Ok(()), "a failed job must not take the webhook out of service");
         assert_eq!(r.warnings(), vec!["job contractors: last run failed (2 in a row)".to_string()]);
         assert_eq!(r.job("contractors").consecutive_failures, 2);
         assert_eq!(r.job("hr").last_success, Some(at(0)));
         // A held run is not a failure; it waits for an approval from its first held run.
-        r.record_run("contractors", "held", at(3));
-        r.record_run("contractors", "held", at(4));
+        r.record_run("contractors", JobOutcome::Held, at(3));
+        r.record_run("contractors", JobOutcome::Held, at(4));
         let c = r.job("contractors");
         assert_eq!((c.consecutive_failures, c.held_since), (0, Some(at(3))));
         assert!(r.warnings().is_empty());
-        r.record_run("contractors", "completed_with_rejections", at(5));
+        r.record_run("contractors", JobOutcome::CompletedWithRejections, at(5));
         let c = r.job("contractors");
         assert_eq!((c.held_since, c.last_success), (None, Some(at(5))));
     }
@@ -267,8 +264,8 @@ mod tests {
     #[test]
     fn jobs_removed_from_the_config_are_forgotten() {
         let r = ready();
-        r.record_run("old", "failed", at(0));
-        r.record_run("hr", "failed", at(0));
+        r.record_run("old", JobOutcome::Failed, at(0));
+        r.record_run("hr", JobOutcome::Failed, at(0));
         r.retain_jobs(["hr"]);
         assert_eq!(r.warnings(), vec!["job hr: last run failed (1 in a row)".to_string()]);
     }
@@ -276,7 +273,7 @@ mod tests {
     #[test]
     fn only_draining_and_the_state_store_make_it_unready() {
         let r = Readiness::new();
-        r.record_run("hr", "failed", at(0));
+        r.record_run("hr", JobOutcome::Failed, at(0));
         r.set_config_error(Some("xaas.yaml:3: unknown key `jobz`".into()));
         r.set_draining(true);
         let reasons = r.check().expect_err("not ready");
@@ -288,7 +285,7 @@ mod tests {
         r.set_state_store_ok(true);
         assert_eq!(r.check(), Ok(()), "a failed reload and a failed job are warnings");
         r.set_config_error(None);
-        r.record_run("hr", "success", at(1));
+        r.record_run("hr", JobOutcome::Success, at(1));
         assert!(r.warnings().is_empty());
     }
 }

@@ -213,15 +213,23 @@ impl Daemon {
             .clone()
     }
 
-    /// A queue and its worker for every identity source of `settings` that has none yet.
-    fn ensure_queues(&self, settings: &Settings) {
-        // The gauge the "no successful run in twice the schedule" alert compares with.
+    /// Take in the settings in force: a queue per identity source, the coordination's job
+    /// map, and the schedule gauges (what "no successful run in twice the schedule" compares
+    /// with).
+    fn apply_settings(&self, settings: &Settings) {
+        // Fencing knows the jobs before any queue can run one.
+        self.coordination.configure(settings);
+        self.ensure_queues(settings);
         let now = Utc::now();
         for job in &settings.jobs {
             if let Some(interval) = job.schedule.as_ref().and_then(|s| s.interval_after(now)) {
                 metrics::set_schedule_interval(&job.name, interval);
             }
         }
+    }
+
+    /// A queue and its worker for every identity source of `settings` that has none yet.
+    fn ensure_queues(&self, settings: &Settings) {
         let Some(me) = self.self_ref.upgrade() else { return };
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
         for job in &settings.jobs {
@@ -263,8 +271,7 @@ impl Daemon {
     fn try_reload(&self) -> Result<(), ReloadError> {
         let settings = crate::settings::load(&self.config_path).map_err(ReloadError::Invalid)?;
         let client = settings.okta.build_client()?.with_cancellation(self.okta_cancel.clone());
-        self.ensure_queues(&settings);
-        self.coordination.configure(&settings);
+        self.apply_settings(&settings);
         self.readiness.retain_jobs(settings.jobs.iter().map(|j| j.name.as_str()));
         // Read first: a `borrow()` guard in the match would deadlock `send_replace`.
         let webhook_on = self.webhook.borrow().is_some();
@@ -455,17 +462,16 @@ impl Runner for DaemonRunner {
                         };
                         sync::run_job(&mut ctx, settings, j, &RunOptions::default()).await
                     }
-                    Err(e) => {
-                        let mut report = sync::report::JobReport::new(j);
-                        report.fail(&sync::SyncError::state("open the state store")(e), false);
-                        report.record_metrics(std::time::Duration::ZERO);
-                        report
-                    }
+                    Err(e) => sync::not_started(
+                        j,
+                        &sync::SyncError::state("open the state store")(e),
+                        false,
+                    ),
                 };
                 let outcome = report.outcome.as_str();
                 // The stored trigger this run answered (if any) is done.
                 daemon.coordination.finish_trigger(&job, &source);
-                daemon.readiness.record_run(&job, outcome, chrono::Utc::now());
+                daemon.readiness.record_run(&job, report.outcome, chrono::Utc::now());
                 daemon.publish_gauges();
                 match &report.error {
                     None => {
@@ -550,14 +556,14 @@ async fn lease_loop(daemon: Arc<Daemon>) {
             let _ = tokio::task::spawn_blocking(move || d.queue_missed_runs(Utc::now(), Some(&s)))
                 .await;
         }
-        for (source, pending, triggered) in daemon.coordination.owned_work(&by_source).await {
-            if let Some((n, urgent)) = pending
+        for work in daemon.coordination.owned_work(&by_source).await {
+            if let Some((n, urgent)) = work.pending
                 && n > 0
-                && let Some(q) = daemon.queue(&source)
+                && let Some(q) = daemon.queue(&work.source)
             {
                 q.events_stored(urgent);
             }
-            for job in triggered {
+            for job in work.triggered {
                 info!(job = %job, "running a stored trigger");
                 daemon.enqueue_run(&job, RunReason::Trigger);
             }
@@ -615,8 +621,7 @@ pub async fn serve(
     drop(crate::state::open(&settings.state)?);
     readiness.set_state_store_ok(true);
     let events = crate::state::open_events(&settings.state)?;
-    let coordination =
-        coordination::Coordination::for_store(&events, &settings, okta_cancel.clone());
+    let coordination = coordination::Coordination::for_store(&events, okta_cancel.clone());
     let listen = settings.serve.listen;
     let settings = Arc::new(settings);
     let daemon = Arc::new_cyclic(|me| Daemon {
@@ -634,7 +639,7 @@ pub async fn serve(
         coordination,
         self_ref: me.clone(),
     });
-    daemon.ensure_queues(&settings);
+    daemon.apply_settings(&settings);
     let lease_loop = match daemon.coordination.is_shared() {
         // Pending events and missed runs are the owner's: see `lease_loop`.
         true => Some(tokio::spawn(lease_loop(daemon.clone()))),

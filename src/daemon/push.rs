@@ -267,11 +267,10 @@ fn decide(
         let mut owned_deactivations = 0u64;
         for &i in &slots {
             let user = &mapped[i].user;
-            let action = match known.get(user.external_id.as_str()) {
-                Some(entry) => delta::decide(entry, user.active, &user.content_hash_hex()),
-                None if user.active => Action::Create,
-                None => Action::DeactivateUnowned,
-            };
+            // Only an upsert compares hashes.
+            let hash = if user.active { user.content_hash_hex() } else { String::new() };
+            let entry = known.get(user.external_id.as_str()).copied();
+            let action = delta::decide_entry(entry, user.active, &hash);
             if !action.sends() {
                 batch.send[i] = false;
             } else if !user.active {
@@ -382,12 +381,7 @@ async fn send(
             Ok(true) => {}
             // Ended without Okta's word: the events stay pending and are sent again.
             Ok(false) => {
-                sent.failure = Some(SyncError::Session {
-                    id: s.outcome.id.clone(),
-                    kind: plan.kind,
-                    error: s.outcome.failure(),
-                    retryable: true,
-                });
+                sent.failure = Some(SyncError::session(&s.outcome, plan.kind, true));
                 break;
             }
             Err(e) => {

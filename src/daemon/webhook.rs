@@ -465,7 +465,7 @@ async fn push_records(
         }
     };
     // Labels stay bounded: a configured job name, never the raw path segment.
-    let known = app.ctx.dispatch.job_names().contains(&job);
+    let known = app.ctx.dispatch.job(&job).is_some();
     let label = if known { job.as_str() } else { telemetry::UNKNOWN_JOB };
     telemetry::webhook_event(label, webhook_outcome(response.status()));
     telemetry::webhook_ack(started.elapsed());

@@ -107,9 +107,8 @@ pub fn compute(
     absence_off: Option<String>,
 ) -> Result<Delta, StateError> {
     // Without a state entry: active → create; inactive → unowned deactivation.
-    let mut actions: Vec<Action> = (0..spill.len())
-        .map(|i| if spill.slot_info(i).0 { Action::Create } else { Action::DeactivateUnowned })
-        .collect();
+    let mut actions: Vec<Action> =
+        (0..spill.len()).map(|i| decide_new(spill.slot_info(i).0)).collect();
     let mut unconfirmed = 0u64;
     let mut leavers = Vec::new();
     let mut missing_waiting = 0u64;
@@ -160,8 +159,19 @@ pub fn compute(
     Ok(Delta { actions, leavers, changes, absence_off })
 }
 
-/// One user (active or not, with this content hash) against its state entry: the one
-/// "is this user unchanged" rule, for pulls and pushed batches alike.
+/// What a user the state has no entry for needs: a creation, or a deactivation of an id this
+/// job never sent (Okta ignores unknown ids).
+pub fn decide_new(active: bool) -> Action {
+    if active { Action::Create } else { Action::DeactivateUnowned }
+}
+
+/// One user (active or not, with this content hash) against its state entry, if it has one:
+/// the one "is this user unchanged" rule, for pulls and pushed batches alike.
+pub fn decide_entry(entry: Option<&Entry>, active: bool, hash: &str) -> Action {
+    entry.map_or_else(|| decide_new(active), |e| decide(e, active, hash))
+}
+
+/// One user against its state entry (see [`decide_entry`]).
 pub fn decide(e: &Entry, active: bool, hash: &str) -> Action {
     // A pending user was sent in a session whose outcome we never learnt: Okta may hold either
     // version, so it is sent again whatever the hash says.

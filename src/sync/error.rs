@@ -6,6 +6,7 @@
 
 use crate::okta::OktaError;
 use crate::okta::batch::SessionKind;
+use crate::okta::session::SessionOutcome;
 use crate::state::StateError;
 
 /// Why a run, or a pushed batch, stopped before the end.
@@ -44,6 +45,9 @@ pub enum SyncError {
         /// Sending the same again may pass (see [`crate::okta::session::SessionVerdict`]).
         retryable: bool,
     },
+    /// The session's users could not be marked pending, so the session was not sent.
+    #[error("cannot write the state, so nothing more was sent: {0}")]
+    MarkPending(#[source] StateError),
     /// Okta completed a session, but the state could not record it.
     #[error("{0}; okta has the session, the next run resends it")]
     ConfirmFailed(#[source] Box<SyncError>),
@@ -71,6 +75,12 @@ impl SyncError {
         matches!(self, SyncError::PullIncomplete(_) | SyncError::TooManyRejected(_))
     }
 
+    /// A session that did not end as applied: `retryable` when sending the same again may
+    /// pass.
+    pub fn session(outcome: &SessionOutcome, kind: SessionKind, retryable: bool) -> SyncError {
+        SyncError::Session { id: outcome.id.clone(), kind, error: outcome.failure(), retryable }
+    }
+
     /// Whether sending again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -89,9 +99,6 @@ impl SyncError {
                 format!("the pull did not complete, so nothing {sent}: {m}")
             }
             SyncError::TooManyRejected(m) => format!("{m}, so nothing {sent}"),
-            SyncError::State { doing: "write the state", source } if !dry_run => {
-                format!("cannot write the state, so nothing more was sent: {source}")
-            }
             SyncError::Shutdown => {
                 "shutdown requested: the remaining sessions were not sent".to_string()
             }

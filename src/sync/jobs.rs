@@ -45,7 +45,7 @@ pub async fn run_jobs_with(
         Ok(s) => s,
         Err(e) => {
             let e = SyncError::state("open the state store")(e);
-            let reports = jobs.iter().map(|j| failed(j, &e, dry_run)).collect();
+            let reports = jobs.iter().map(|j| super::not_started(j, &e, dry_run)).collect();
             return Ok(report(started_at, started, dry_run, reports));
         }
     };
@@ -95,16 +95,6 @@ fn cancel_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
         eprintln!("error: shutdown did not finish in time; exiting");
         std::process::exit(EXIT_FAILURE);
     })
-}
-
-/// The report of a job that could not start; a run (not a plan) is counted in the metrics.
-fn failed(job: &Job, e: &SyncError, dry_run: bool) -> JobReport {
-    let mut r = JobReport::new(job);
-    r.fail(e, dry_run);
-    if !dry_run {
-        r.record_metrics(std::time::Duration::ZERO);
-    }
-    r
 }
 
 fn report(

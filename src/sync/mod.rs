@@ -97,6 +97,17 @@ pub async fn run_job(
     report
 }
 
+/// The report of a run of `job` that could not start (its state store would not open): it
+/// failed with `e`, and a run (not a plan) is counted in the metrics like any other.
+pub fn not_started(job: &Job, e: &SyncError, dry_run: bool) -> JobReport {
+    let mut report = JobReport::new(job);
+    report.fail(e, dry_run);
+    if !dry_run {
+        report.record_metrics(std::time::Duration::ZERO);
+    }
+    report
+}
+
 async fn run_job_inner(
     ctx: &mut RunContext<'_>,
     settings: &Settings,

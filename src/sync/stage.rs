@@ -17,7 +17,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::SyncError;
-use super::report::{JobOutcome, JobReport};
+use super::report::JobReport;
 use super::spill::Spill;
 use crate::okta::batch::{Limits, RequestKind, SessionPlan};
 use crate::okta::model::SessionStatus;
@@ -58,21 +58,16 @@ impl Stage<'_> {
         }
         let now = chrono::Utc::now();
         for (job, users) in owners {
-            self.store
-                .mark_pending(job, users, now)
-                .map_err(SyncError::state("write the state"))?;
+            self.store.mark_pending(job, users, now).map_err(SyncError::MarkPending)?;
         }
         let outcome = self.importer.run_with(plan, hints).await;
         let (upserts, _) = plan.counts();
         let result = match outcome.verdict(upserts, self.cancel.is_cancelled()) {
             SessionVerdict::Applied => confirm(self.store, confirmations).map(|()| true),
             SessionVerdict::Unconfirmed => Ok(false),
-            verdict => Err(SyncError::Session {
-                id: outcome.id.clone(),
-                kind: plan.kind,
-                error: outcome.failure(),
-                retryable: verdict == SessionVerdict::Retryable,
-            }),
+            verdict => {
+                Err(SyncError::session(&outcome, plan.kind, verdict == SessionVerdict::Retryable))
+            }
         };
         Ok(Sent { outcome, result })
     }
@@ -202,22 +197,15 @@ pub async fn send_planned(stage: &mut Stage<'_>, planned: &Planned<'_>, report: 
             report.counts.upserted += up as u64;
             report.counts.deactivated += del as u64;
         }
-        match &sent.result {
-            Ok(_) => {}
-            Err(e @ SyncError::ConfirmFailed(_)) => {
-                failed = true;
-                report.fail(e, false);
-            }
-            Err(e) => {
-                failed = true;
+        if let Err(e) = &sent.result {
+            failed = true;
+            // A session Okta completed was imported, even if its state could not be written.
+            if !matches!(e, SyncError::ConfirmFailed(_)) {
                 report.counts.not_imported += (up + del) as u64;
-                report.fail(e, false);
             }
+            report.fail(e, false);
         }
         report.sessions[i].outcome = Some(sent.outcome);
-    }
-    if failed {
-        report.outcome = JobOutcome::Failed;
     }
 }
 
