@@ -649,7 +649,20 @@ async fn group_endpoints_validate_and_store() {
     assert_eq!(snap.groups.len(), 1);
     assert_eq!(snap.groups[0].display_name.as_deref(), Some("Eng"));
     assert!(snap.groups[0].id.starts_with("00g"));
+    // u2 is no user of the identity source: its membership is not applied (and is a
+    // violation), and the delete naming it again is skipped and counted.
     assert_eq!(snap.groups[0].members, ["u1"]);
+    assert_eq!(snap.memberships_skipped, 1);
+    assert_eq!(
+        t.rules(),
+        [
+            "max_profiles_per_request",
+            "group_id_length",
+            "empty_profiles",
+            "duplicate_membership_in_session",
+            "membership_unknown_member"
+        ]
+    );
     let kinds: Vec<_> = snap.sessions[0].loads.iter().map(|l| l.kind.as_str()).collect();
     assert_eq!(
         kinds,

@@ -112,6 +112,8 @@ fn seed(dir: &Path, held: bool) -> i64 {
         planned_deletes: 25,
         planned_groups: 0,
         planned_memberships: 0,
+        planned_membership_removals: 0,
+        planned_group_deletions: 0,
         largest_request_bytes: 9_000,
         outcome: Some(SessionOutcome {
             id: Some("aps123".into()),

@@ -501,6 +501,8 @@ mod tests {
             planned_deletes: deletes,
             planned_groups: 0,
             planned_memberships: 0,
+            planned_membership_removals: 0,
+            planned_group_deletions: 0,
             largest_request_bytes: 1_000,
             outcome,
         };

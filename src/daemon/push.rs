@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::queue::PushProgress;
-use crate::mapping::{Mapped, MappedUser, Origin, Record};
+use crate::mapping::{Mapped, MappedUser, Origin, Record, groups_fingerprint};
 use crate::okta::OktaClient;
 use crate::okta::batch::{self, Limits, SessionMode, SessionPlan};
 use crate::okta::model::SessionStatus;
@@ -38,8 +38,8 @@ use crate::state::events::{EventStatus, EventStore, QueuedEvent};
 use crate::state::{self, Confirmed, SentStatus, StateStore};
 use crate::sync::SyncError;
 use crate::sync::delta::{self, Action};
-use crate::sync::safeguards;
 use crate::sync::stage::{self, Stage};
+use crate::sync::{safeguards, spill};
 
 /// Pause before retrying a batch that failed for a reason that may pass (Okta 5xx, network,
 /// state store busy).
@@ -167,6 +167,9 @@ struct Batch {
     send: Vec<bool>,
     /// Per mapped user: held by a safeguard.
     held: Vec<bool>,
+    /// Per mapped user: the memberships this job gave that it loses (the pull's rule,
+    /// `sync::delta`, "memberships").
+    lost: Vec<Vec<String>>,
 }
 
 /// Map every record with its job's mapping, in arrival order; the last record per job and
@@ -227,7 +230,7 @@ fn map_events(settings: &Settings, events: &[QueuedEvent]) -> Batch {
         }
     }
     let n = mapped.len();
-    Batch { outcomes, mapped, send: vec![true; n], held: vec![false; n] }
+    Batch { outcomes, mapped, send: vec![true; n], held: vec![false; n], lost: vec![Vec::new(); n] }
 }
 
 /// The records an event carries.
@@ -270,12 +273,39 @@ fn decide(
             // Only an upsert compares hashes.
             let hash = if user.active { user.content_hash_hex() } else { String::new() };
             let entry = known.get(user.external_id.as_str()).copied();
-            let action = delta::decide_entry(entry, user.active, &hash);
+            let mut action = delta::decide_entry(entry, user.active, &hash);
+            let confirmed = entry.map(|e| e.groups.as_slice()).unwrap_or_default();
+            if user.active {
+                let now = user.group_ids();
+                if groups_fingerprint(confirmed.iter().map(String::as_str))
+                    != groups_fingerprint(now.iter().copied())
+                    && action == Action::Unchanged
+                {
+                    action = Action::Update;
+                }
+                batch.lost[i] = confirmed
+                    .iter()
+                    .filter(|g| now.binary_search(&g.as_str()).is_err())
+                    .cloned()
+                    .collect();
+            } else if job.groups.remove_memberships_on_deactivate {
+                batch.lost[i] = confirmed.to_vec();
+            }
             if !action.sends() {
                 batch.send[i] = false;
             } else if !user.active {
                 deactivations.push(i);
                 owned_deactivations += u64::from(action == Action::Deactivate);
+            }
+        }
+        let removals: u64 = slots.iter().map(|&i| batch.lost[i].len() as u64).sum();
+        if let Some(max) = job.safeguards.max_membership_removals
+            && removals > max
+        {
+            // Not sent from a push: the next scheduled run weighs them with every threshold.
+            warn!(job = %job.name, removals, max, "pushed membership removals over safeguards.max_membership_removals: left for the next scheduled run");
+            for &i in &slots {
+                batch.lost[i].clear();
             }
         }
         if let Some(breach) = safeguards::deactivation_count(&job.safeguards, owned_deactivations) {
@@ -296,11 +326,28 @@ fn fit_one_session(batch: &mut Batch, events: usize) -> (Vec<SessionPlan>, usize
     let mut events_in = events;
     loop {
         let mapped = &batch.mapped;
-        let users: Vec<MappedUser> = (0..mapped.len())
-            .filter(|&i| batch.send[i] && mapped[i].event < events_in)
-            .map(|i| mapped[i].user.clone())
-            .collect();
-        let packed = batch::pack(&users, SessionMode::Combined, Limits::default());
+        let chosen: Vec<usize> =
+            (0..mapped.len()).filter(|&i| batch.send[i] && mapped[i].event < events_in).collect();
+        let users: Vec<MappedUser> = chosen.iter().map(|&i| mapped[i].user.clone()).collect();
+        let lost = |active: bool| -> Vec<(String, Vec<String>)> {
+            chosen
+                .iter()
+                .filter(|&&i| mapped[i].user.active == active && !batch.lost[i].is_empty())
+                .map(|&i| (mapped[i].user.external_id.clone(), batch.lost[i].clone()))
+                .collect()
+        };
+        let (movers, leavers) = (lost(true), lost(false));
+        let (movers, leavers) = (spill::by_group(&movers), spill::by_group(&leavers));
+        let (groups, memberships) = batch::derive_groups(&users);
+        let removals = batch::Removals { movers: &movers, leavers: &leavers, groups: &[] };
+        let packed = batch::pack_with_groups(
+            &users,
+            &groups,
+            &memberships,
+            &removals,
+            SessionMode::Combined,
+            Limits::default(),
+        );
         for o in &packed.oversized {
             if let Some(i) =
                 (0..mapped.len()).find(|&i| mapped[i].user.external_id == o.external_id)

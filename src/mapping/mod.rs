@@ -94,6 +94,27 @@ impl MappedUser {
     pub fn content_hash_hex(&self) -> String {
         hex::encode(self.content_hash())
     }
+
+    /// The externalIds of this user's groups, sorted: the memberships an upsert gives it.
+    pub fn group_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.groups.iter().map(|g| g.external_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// A fingerprint of a set of group externalIds, whatever their order: what the pull keeps per
+/// user (8 bytes) to tell, against the memberships the state holds, whether a user's groups
+/// changed. Only compared within one process, never stored.
+pub fn groups_fingerprint<'a>(ids: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut ids: Vec<&str> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut h = std::hash::DefaultHasher::new();
+    ids.hash(&mut h);
+    h.finish()
 }
 
 /// An Okta group derived from a record, as sent with `bulk-groups-upsert` (FACTS §3).

@@ -153,6 +153,37 @@ pub struct PlannedRequest {
     pub body: Vec<u8>,
 }
 
+impl PlannedRequest {
+    /// The (group, member) pairs of a membership request, read from the body that is sent:
+    /// what a completed session confirms is exactly what it carried. Empty for other kinds.
+    pub fn memberships(&self) -> Vec<(String, String)> {
+        if !matches!(self.kind, RequestKind::MembershipsUpsert | RequestKind::MembershipsDelete) {
+            return Vec::new();
+        }
+        let body: MembershipBody = match serde_json::from_slice(&self.body) {
+            Ok(b) => b,
+            // The packer wrote the body; an unreadable one confirms nothing (resent later).
+            Err(_) => return Vec::new(),
+        };
+        body.memberships
+            .into_iter()
+            .flat_map(|m| {
+                let g = m.group_external_id;
+                m.member_external_ids.into_iter().map(move |u| (g.clone(), u))
+            })
+            .collect()
+    }
+}
+
+/// What one session does to groups, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCounts {
+    pub groups_upserted: usize,
+    pub groups_deleted: usize,
+    pub memberships_added: usize,
+    pub memberships_removed: usize,
+}
+
 /// One import session's worth of requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPlan {
@@ -178,6 +209,22 @@ impl SessionPlan {
             }
         }
         (groups, memberships)
+    }
+
+    /// Every group and membership change in this session.
+    pub fn group_changes(&self) -> GroupCounts {
+        let mut c = GroupCounts::default();
+        for r in &self.requests {
+            let n = r.external_ids.len();
+            match r.kind {
+                RequestKind::GroupsUpsert => c.groups_upserted += n,
+                RequestKind::GroupsDelete => c.groups_deleted += n,
+                RequestKind::MembershipsUpsert => c.memberships_added += n,
+                RequestKind::MembershipsDelete => c.memberships_removed += n,
+                _ => {}
+            }
+        }
+        c
     }
 
     /// Users to upsert and to delete in this session.
@@ -222,12 +269,14 @@ pub struct Packed {
 
 const ENTITY_USERS_PREFIX: &[u8] = br#"{"entityType":"USERS","profiles":["#;
 const GROUPS_PREFIX: &[u8] = br#"{"profiles":["#;
+const GROUP_IDS_PREFIX: &[u8] = br#"{"externalIds":["#;
 const MEMBERSHIPS_PREFIX: &[u8] = br#"{"memberships":["#;
 const BODY_SUFFIX: &[u8] = b"]}";
 
 fn prefix(kind: RequestKind) -> &'static [u8] {
     match kind {
         RequestKind::GroupsUpsert => GROUPS_PREFIX,
+        RequestKind::GroupsDelete => GROUP_IDS_PREFIX,
         RequestKind::MembershipsUpsert | RequestKind::MembershipsDelete => MEMBERSHIPS_PREFIX,
         _ => ENTITY_USERS_PREFIX,
     }
@@ -256,6 +305,20 @@ struct MembershipEntry<'a> {
     member_external_ids: &'a [&'a str],
 }
 
+/// A membership body read back (what [`PlannedRequest::memberships`] returns).
+#[derive(Deserialize)]
+struct MembershipBody {
+    memberships: Vec<MembershipOwned>,
+}
+
+#[derive(Deserialize)]
+struct MembershipOwned {
+    #[serde(rename = "groupExternalId")]
+    group_external_id: String,
+    #[serde(rename = "memberExternalIds")]
+    member_external_ids: Vec<String>,
+}
+
 /// The groups of the active users (first definition of each externalId wins) and, per group,
 /// its members, both in first-seen order.
 pub fn derive_groups(users: &[MappedUser]) -> (Vec<&GroupRef>, Vec<(&str, Vec<&str>)>) {
@@ -281,22 +344,50 @@ pub fn derive_groups(users: &[MappedUser]) -> (Vec<&GroupRef>, Vec<(&str, Vec<&s
 /// Users keep their input order, so a plan is reproducible.
 pub fn pack(users: &[MappedUser], mode: SessionMode, limits: Limits) -> Packed {
     let (groups, memberships) = derive_groups(users);
-    pack_with_groups(users, &groups, &memberships, mode, limits)
+    pack_with_groups(users, &groups, &memberships, &Removals::default(), mode, limits)
 }
 
-/// [`pack`], with the groups and memberships given rather than derived from `users`. The
-/// chunked packer (`sync::spill`) derives them over the whole pull, since a chunk holds only
-/// part of each group's members.
+/// What a run takes away besides deactivations: memberships this job gave that the source no
+/// longer implies, and groups it created that no active user derives any more. Each list is
+/// (group, members) in a stable order.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Removals<'a> {
+    /// Memberships of users upserted in these sessions (movers): sent right after the
+    /// memberships upsert, in the session of the user's upsert where the limits allow.
+    pub movers: &'a [(&'a str, Vec<&'a str>)],
+    /// Memberships of deactivated users: sent after the user deletes.
+    pub leavers: &'a [(&'a str, Vec<&'a str>)],
+    /// Groups to delete: sent last (Okta drops a deleted group's memberships).
+    pub groups: &'a [&'a str],
+}
+
+impl Removals<'_> {
+    /// Whether there is anything to send after the deletes.
+    fn has_delete_part(&self) -> bool {
+        !self.leavers.is_empty()
+    }
+}
+
+/// [`pack`], with the groups and memberships given rather than derived from `users`, and what
+/// to remove. The chunked packer (`sync::spill`) derives them over the whole pull, since a
+/// chunk holds only part of each group's members.
+///
+/// Order, as Okta's own client sends them (FACTS §8): user upserts, groups upsert,
+/// memberships upsert, the movers' membership removals; then user deletes, the leavers'
+/// membership removals and the group deletes. With [`SessionMode::Separate`] the second part
+/// starts a session of its own when it has users or membership removals; group deletes alone
+/// stay with the first part.
 pub fn pack_with_groups(
     users: &[MappedUser],
     groups: &[&GroupRef],
     memberships: &[(&str, Vec<&str>)],
+    removals: &Removals<'_>,
     mode: SessionMode,
     limits: Limits,
 ) -> Packed {
     let mut packer = Packer::new(limits);
     let active = users.iter().filter(|u| u.active);
-    let inactive = users.iter().filter(|u| !u.active);
+    let inactive: Vec<&MappedUser> = users.iter().filter(|u| !u.active).collect();
     for u in active {
         packer.push(true, u);
     }
@@ -311,36 +402,18 @@ pub fn pack_with_groups(
         .expect("serializing strings into JSON cannot fail");
         packer.push_entry(RequestKind::GroupsUpsert, vec![g.external_id.clone()], entry);
     }
-    for (group, members) in memberships {
-        let mut rest: &[&str] = members;
-        while !rest.is_empty() {
-            // As many members as fit the entry bounds (at least one).
-            let mut n = 0;
-            let mut bytes = group.len() + 64;
-            while n < rest.len() && n < MAX_MEMBERS_PER_ENTRY {
-                let more = rest[n].len() * 6 + 3; // worst-case JSON escaping
-                if n > 0 && bytes + more > MAX_ENTRY_BYTES {
-                    break;
-                }
-                bytes += more;
-                n += 1;
-            }
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let entry = serde_json::to_vec(&MembershipEntry {
-                group_external_id: group,
-                member_external_ids: chunk,
-            })
-            .expect("serializing strings into JSON cannot fail");
-            let ids = chunk.iter().map(|s| s.to_string()).collect();
-            packer.push_entry(RequestKind::MembershipsUpsert, ids, entry);
-        }
-    }
-    if mode == SessionMode::Separate {
+    packer.push_memberships(RequestKind::MembershipsUpsert, memberships);
+    packer.push_memberships(RequestKind::MembershipsDelete, removals.movers);
+    if mode == SessionMode::Separate && (!inactive.is_empty() || removals.has_delete_part()) {
         packer.close_session();
     }
     for u in inactive {
         packer.push(false, u);
+    }
+    packer.push_memberships(RequestKind::MembershipsDelete, removals.leavers);
+    for g in removals.groups {
+        let entry = serde_json::to_vec(g).expect("serializing strings into JSON cannot fail");
+        packer.push_entry(RequestKind::GroupsDelete, vec![g.to_string()], entry);
     }
     packer.finish()
 }
@@ -391,6 +464,36 @@ impl Packer {
             return;
         }
         self.push_entry(kind, vec![user.external_id.clone()], entry);
+    }
+
+    /// Add membership entries (group, members) to requests of `kind`, a group's members split
+    /// into as many entries as the entry bounds need.
+    fn push_memberships(&mut self, kind: RequestKind, memberships: &[(&str, Vec<&str>)]) {
+        for (group, members) in memberships {
+            let mut rest: &[&str] = members;
+            while !rest.is_empty() {
+                // As many members as fit the entry bounds (at least one).
+                let mut n = 0;
+                let mut bytes = group.len() + 64;
+                while n < rest.len() && n < MAX_MEMBERS_PER_ENTRY {
+                    let more = rest[n].len() * 6 + 3; // worst-case JSON escaping
+                    if n > 0 && bytes + more > MAX_ENTRY_BYTES {
+                        break;
+                    }
+                    bytes += more;
+                    n += 1;
+                }
+                let (chunk, tail) = rest.split_at(n);
+                rest = tail;
+                let entry = serde_json::to_vec(&MembershipEntry {
+                    group_external_id: group,
+                    member_external_ids: chunk,
+                })
+                .expect("serializing strings into JSON cannot fail");
+                let ids = chunk.iter().map(|s| s.to_string()).collect();
+                self.push_entry(kind, ids, entry);
+            }
+        }
     }
 
     /// Add one serialized entry (which fits a request on its own) to a request of `kind`.

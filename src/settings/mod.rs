@@ -79,6 +79,14 @@ pub struct Leavers {
     pub missing_runs: u32,
 }
 
+/// `jobs[].groups`: what happens to the groups and memberships a job gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub remove_memberships_on_deactivate: bool,
+    /// `None`: groups are never deleted; otherwise at least 1.
+    pub retire_after_runs: Option<u32>,
+}
+
 /// Per-run thresholds; `None` turns one off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Safeguards {
@@ -87,6 +95,10 @@ pub struct Safeguards {
     pub max_creations: Option<u64>,
     pub max_creations_percent: Option<f64>,
     pub min_source_percent: Option<f64>,
+    pub max_membership_removals: Option<u64>,
+    pub max_membership_removals_percent: Option<f64>,
+    pub max_group_deletions: Option<u64>,
+    pub max_group_deletions_percent: Option<f64>,
     pub on_hold: OnHold,
 }
 
@@ -99,6 +111,10 @@ impl Default for Safeguards {
             max_creations: r.max_creations,
             max_creations_percent: r.max_creations_percent,
             min_source_percent: r.min_source_percent,
+            max_membership_removals: r.max_membership_removals,
+            max_membership_removals_percent: r.max_membership_removals_percent,
+            max_group_deletions: r.max_group_deletions,
+            max_group_deletions_percent: r.max_group_deletions_percent,
             on_hold: r.on_hold,
         }
     }
@@ -143,6 +159,10 @@ pub struct Job {
     pub full_resync_every: Option<Duration>,
     pub leavers: Leavers,
     pub safeguards: Safeguards,
+    pub groups: GroupSettings,
+    /// The other jobs feeding the same identity source: a group one of them created is never
+    /// deleted by this one.
+    pub peers: Vec<String>,
 }
 
 /// An error budget (`max_rejected`): a count of rejected records, or a percentage of the
@@ -306,6 +326,15 @@ fn validate(
         if let Some(j) = validate_job(&key, job, base_dir, index, diags) {
             jobs.push(j);
         }
+    }
+    let sources: Vec<(String, String)> =
+        jobs.iter().map(|j| (j.name.clone(), j.identity_source_id.clone())).collect();
+    for j in &mut jobs {
+        j.peers = sources
+            .iter()
+            .filter(|(name, source)| *name != j.name && *source == j.identity_source_id)
+            .map(|(name, _)| name.clone())
+            .collect();
     }
     let raw_state = raw.state.unwrap_or_default();
     let state = StateSettings {
@@ -616,6 +645,12 @@ fn validate_job(
             }
         },
     };
+    if raw.groups.retire_after_runs == Some(0) {
+        diags.push(index.diag(
+            format!("{key}.groups.retire_after_runs"),
+            "must be at least 1 (set it to `null` to never delete groups)",
+        ));
+    }
     if raw.leavers.missing_runs == 0 {
         diags.push(index.diag(
             format!("{key}.leavers.missing_runs"),
@@ -627,6 +662,8 @@ fn validate_job(
         ("max_deactivations_percent", g.max_deactivations_percent),
         ("max_creations_percent", g.max_creations_percent),
         ("min_source_percent", g.min_source_percent),
+        ("max_membership_removals_percent", g.max_membership_removals_percent),
+        ("max_group_deletions_percent", g.max_group_deletions_percent),
     ] {
         if let Some(v) = v
             && !(0.0..=100.0).contains(&v)
@@ -681,7 +718,16 @@ fn validate_job(
             max_creations: g.max_creations,
             max_creations_percent: g.max_creations_percent,
             min_source_percent: g.min_source_percent,
+            max_membership_removals: g.max_membership_removals,
+            max_membership_removals_percent: g.max_membership_removals_percent,
+            max_group_deletions: g.max_group_deletions,
+            max_group_deletions_percent: g.max_group_deletions_percent,
             on_hold: g.on_hold,
         },
+        groups: GroupSettings {
+            remove_memberships_on_deactivate: raw.groups.remove_memberships_on_deactivate,
+            retire_after_runs: raw.groups.retire_after_runs,
+        },
+        peers: Vec::new(),
     })
 }

@@ -340,6 +340,34 @@ pub struct RawJob {
     /// Per-run thresholds that hold a risky run for approval.
     #[serde(default)]
     pub safeguards: RawSafeguards,
+    /// What happens to the groups and memberships this job gave (mapping v2 `groups:`).
+    #[serde(default)]
+    pub groups: RawGroups,
+}
+
+/// `jobs[].groups:`
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawGroups {
+    /// Remove the memberships this job gave a user when it deactivates the user.
+    #[serde(default = "default_true")]
+    pub remove_memberships_on_deactivate: bool,
+    /// Consecutive complete pulls in which no active user derives a group this job created
+    /// before the group is deleted; `null` never deletes groups.
+    #[serde(default = "default_retire_after_runs")]
+    pub retire_after_runs: Option<u32>,
+}
+
+impl Default for RawGroups {
+    fn default() -> Self {
+        Self {
+            remove_memberships_on_deactivate: true,
+            retire_after_runs: default_retire_after_runs(),
+        }
+    }
+}
+
+fn default_retire_after_runs() -> Option<u32> {
+    Some(1)
 }
 
 const JOB_KEYS: &[&str] = &[
@@ -357,6 +385,7 @@ const JOB_KEYS: &[&str] = &[
     "full_resync_every",
     "leavers",
     "safeguards",
+    "groups",
 ];
 
 /// What happens to scheduled runs that came due while they could not start.
@@ -410,6 +439,21 @@ pub struct RawSafeguards {
     /// as active, in percent (not checked on a job's first run).
     #[serde(default = "default_max_creations_percent")]
     pub max_creations_percent: Option<f64>,
+    /// Hold the run when it would remove more group memberships this job gave than this
+    /// (movers and leavers together).
+    #[serde(default = "default_max_membership_removals")]
+    pub max_membership_removals: Option<u64>,
+    /// Hold the run when it would remove more than this share of the memberships this job
+    /// gave, in percent.
+    #[serde(default = "default_max_membership_removals_percent")]
+    pub max_membership_removals_percent: Option<f64>,
+    /// Hold the run when it would delete more groups this job created than this.
+    #[serde(default = "default_max_group_deletions")]
+    pub max_group_deletions: Option<u64>,
+    /// Hold the run when it would delete more than this share of the groups this job
+    /// created, in percent.
+    #[serde(default = "default_max_group_deletions_percent")]
+    pub max_group_deletions_percent: Option<f64>,
     /// Hold the run when the pull has fewer users than this share of the last complete
     /// pull, in percent.
     #[serde(default = "default_min_source_percent")]
@@ -428,6 +472,10 @@ impl Default for RawSafeguards {
             max_creations: None,
             max_creations_percent: default_max_creations_percent(),
             min_source_percent: default_min_source_percent(),
+            max_membership_removals: default_max_membership_removals(),
+            max_membership_removals_percent: default_max_membership_removals_percent(),
+            max_group_deletions: default_max_group_deletions(),
+            max_group_deletions_percent: default_max_group_deletions_percent(),
             on_hold: crate::settings::OnHold::default(),
         }
     }
@@ -444,6 +492,18 @@ fn default_max_creations_percent() -> Option<f64> {
 }
 fn default_min_source_percent() -> Option<f64> {
     Some(90.0)
+}
+fn default_max_membership_removals() -> Option<u64> {
+    Some(1000)
+}
+fn default_max_membership_removals_percent() -> Option<f64> {
+    Some(10.0)
+}
+fn default_max_group_deletions() -> Option<u64> {
+    Some(10)
+}
+fn default_max_group_deletions_percent() -> Option<f64> {
+    Some(50.0)
 }
 
 /// Parse the layered config into raw structs, pushing every problem into `diags`.

@@ -185,6 +185,17 @@ impl SimHandle {
         self.sim.seed_user(source_id, external_id, profile, active);
     }
 
+    /// A group made outside xaas (by hand, or by another tool), with members.
+    pub fn seed_group(
+        &self,
+        source_id: &str,
+        external_id: &str,
+        display_name: &str,
+        members: &[String],
+    ) {
+        self.sim.seed_group(source_id, external_id, display_name, members);
+    }
+
     pub fn inject_session(&self, source_id: &str, status: SessionStatus) -> String {
         self.sim.inject_session(source_id, status)
     }

@@ -74,6 +74,7 @@ pub fn router(sim: Sim) -> Router {
         .route("/__sim/state", get(sim_state))
         .route("/__sim/clock/advance", post(sim_advance))
         .route("/__sim/users", post(sim_seed_user))
+        .route("/__sim/groups", post(sim_seed_group))
         .route("/__sim/sessions", post(sim_inject_session))
         .route("/__sim/fail-next", post(sim_fail_next))
         .route("/__sim/reset", post(sim_reset))
@@ -514,6 +515,25 @@ fn source_or_default(sim: &Sim, source: Option<String>) -> String {
 async fn sim_seed_user(State(sim): State<Sim>, Json(body): Json<SeedUser>) -> Response {
     let source = source_or_default(&sim, body.identity_source_id);
     sim.seed_user(&source, &body.external_id, body.profile, body.active);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeedGroup {
+    #[serde(default, alias = "identity_source_id")]
+    identity_source_id: Option<String>,
+    #[serde(alias = "external_id")]
+    external_id: String,
+    #[serde(alias = "display_name")]
+    display_name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+async fn sim_seed_group(State(sim): State<Sim>, Json(body): Json<SeedGroup>) -> Response {
+    let source = source_or_default(&sim, body.identity_source_id);
+    sim.seed_group(&source, &body.external_id, &body.display_name, &body.members);
     StatusCode::NO_CONTENT.into_response()
 }
 

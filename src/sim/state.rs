@@ -41,6 +41,13 @@ pub struct SimSnapshot {
     /// Access tokens issued by `POST /oauth2/v1/token`.
     #[serde(default)]
     pub tokens_issued: u64,
+    /// Membership deletes skipped at import: the group, the user, or the membership was not
+    /// there ([INF] Okta ignores unknown ids in deletes, FACTS §5).
+    #[serde(default)]
+    pub memberships_skipped: u64,
+    /// Group deletes of groups the identity source does not have, skipped.
+    #[serde(default)]
+    pub groups_skipped: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -164,6 +171,8 @@ struct State {
     violations: Vec<Violation>,
     requests_total: u64,
     rate_limited_total: u64,
+    memberships_skipped: u64,
+    groups_skipped: u64,
     /// Identity sources whose next processed session ends in ERROR.
     fail_next: HashSet<String>,
     /// Identity sources with a session being processed right now.
@@ -186,6 +195,11 @@ struct SessionRec {
     trigger_seq: u64,
     loads: Vec<LoadRec>,
     user_ids: HashSet<String>,
+    /// Groups named by group loads, and (group, member) pairs named by membership loads: a
+    /// second mention in one session is a violation (the order Okta applies them in is
+    /// undocumented, FACTS §5).
+    group_ids: HashSet<String>,
+    memberships: HashSet<(String, String)>,
     created_by_held_request: bool,
 }
 
@@ -353,6 +367,8 @@ impl Sim {
                 .collect(),
             faults_injected,
             tokens_issued,
+            memberships_skipped: st.memberships_skipped,
+            groups_skipped: st.groups_skipped,
         }
     }
 
@@ -385,6 +401,27 @@ impl Sim {
         user.last_updated = now;
     }
 
+    /// Create or overwrite a group and its members directly (no session, no rules): what an
+    /// admin or another tool made.
+    pub fn seed_group(
+        &self,
+        source_id: &str,
+        external_id: &str,
+        display_name: &str,
+        members: &[String],
+    ) {
+        let mut st = self.state();
+        let key = (source_id.to_string(), external_id.to_string());
+        let group = st.groups.entry(key).or_insert_with(|| GroupRec {
+            id: random_id("00g", 17),
+            display_name: None,
+            description: None,
+            members: BTreeSet::new(),
+        });
+        group.display_name = Some(display_name.to_string());
+        group.members.extend(members.iter().cloned());
+    }
+
     /// Put a session in any state, bypassing every rule. A TRIGGERED one is queued for
     /// processing like any other.
     pub fn inject_session(&self, source_id: &str, status: SessionStatus) -> String {
@@ -405,6 +442,8 @@ impl Sim {
             trigger_seq: seq,
             loads: Vec::new(),
             user_ids: HashSet::new(),
+            group_ids: HashSet::new(),
+            memberships: HashSet::new(),
             created_by_held_request: false,
         });
         drop(st);
@@ -524,6 +563,8 @@ impl Sim {
             trigger_seq: 0,
             loads: Vec::new(),
             user_ids: HashSet::new(),
+            group_ids: HashSet::new(),
+            memberships: HashSet::new(),
             created_by_held_request: super::faults::held(),
         };
         let wire = rec.wire();
@@ -646,6 +687,7 @@ impl Sim {
             ));
         }
         session.user_ids.extend(ids.iter().map(|e| (*e).to_string()));
+        warnings.extend(named_twice(session, &parsed.data));
         // FACTS §4b: a delete-only load of unknown ids leaves the session CREATED.
         let moves = kind != LoadKind::DeleteUsers || any_known_user;
         if moves && session.status == SessionStatus::Created {
@@ -753,6 +795,59 @@ impl Sim {
     }
 }
 
+/// Groups and memberships this load names that the session already named (or that it names
+/// twice itself); remembers the rest.
+fn named_twice(session: &mut SessionRec, data: &LoadData) -> Vec<(&'static str, String)> {
+    let mut groups = Vec::new();
+    let mut pairs = 0usize;
+    let mut sample = None;
+    match data {
+        LoadData::UpsertGroups(list) => {
+            for g in list {
+                if !session.group_ids.insert(g.external_id.clone()) {
+                    groups.push(g.external_id.clone());
+                }
+            }
+        }
+        LoadData::DeleteGroups(ids) => {
+            for g in ids {
+                if !session.group_ids.insert(g.clone()) {
+                    groups.push(g.clone());
+                }
+            }
+        }
+        LoadData::UpsertMemberships(list) | LoadData::DeleteMemberships(list) => {
+            for (g, members) in list {
+                for m in members {
+                    if !session.memberships.insert((g.clone(), m.clone())) {
+                        pairs += 1;
+                        sample.get_or_insert_with(|| format!("{m} in {g}"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut out = Vec::new();
+    if !groups.is_empty() {
+        out.push((
+            "duplicate_group_in_session",
+            format!(
+                "{} group(s) named more than once in this session, e.g. {}",
+                groups.len(),
+                groups[0]
+            ),
+        ));
+    }
+    if let Some(sample) = sample {
+        out.push((
+            "duplicate_membership_in_session",
+            format!("{pairs} membership(s) named more than once in this session, e.g. {sample}"),
+        ));
+    }
+    out
+}
+
 fn ensure_open_for_load(session: &SessionRec) -> Result<(), ApiError> {
     if session.status.is_open() {
         return Ok(());
@@ -839,30 +934,63 @@ fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
             }
         }
         LoadData::DeleteGroups(ids) => {
+            // A deleted group takes its memberships with it.
             for ext in ids {
-                st.groups.remove(&key(&ext));
+                if st.groups.remove(&key(&ext)).is_none() {
+                    st.groups_skipped += 1;
+                }
             }
         }
         LoadData::UpsertMemberships(list) => {
             for (group, members) in list {
+                // Memberships are applied after the session's users (FACTS §5): one naming a
+                // user the identity source does not have is the client's ordering mistake,
+                // and is not applied [INF].
+                let unknown: Vec<&String> =
+                    members.iter().filter(|m| !st.users.contains_key(&key(m))).collect();
+                if let Some(first) = unknown.first() {
+                    let message = format!(
+                        "{} membership(s) of group {group} name users the identity source does not have, e.g. {first}",
+                        unknown.len()
+                    );
+                    st.violations.push(Violation {
+                        rule: "membership_unknown_member".into(),
+                        message,
+                        method: "POST".into(),
+                        path: "(import processing)".into(),
+                        session_id: None,
+                        held: false,
+                    });
+                }
                 // [INF] a membership for a group not (yet) known creates a bare group record.
+                let known: Vec<String> =
+                    members.into_iter().filter(|m| st.users.contains_key(&key(m))).collect();
                 let g = st.groups.entry(key(&group)).or_insert_with(|| GroupRec {
                     id: random_id("00g", 17),
                     display_name: None,
                     description: None,
                     members: BTreeSet::new(),
                 });
-                g.members.extend(members);
+                g.members.extend(known);
             }
         }
         LoadData::DeleteMemberships(list) => {
+            let mut skipped = 0u64;
             for (group, members) in list {
-                if let Some(g) = st.groups.get_mut(&key(&group)) {
-                    for m in members {
-                        g.members.remove(&m);
+                let known: Vec<bool> =
+                    members.iter().map(|m| st.users.contains_key(&key(m))).collect();
+                match st.groups.get_mut(&key(&group)) {
+                    Some(g) => {
+                        for (m, known) in members.iter().zip(known) {
+                            if !known || !g.members.remove(m) {
+                                skipped += 1;
+                            }
+                        }
                     }
+                    None => skipped += members.len() as u64,
                 }
             }
+            st.memberships_skipped += skipped;
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct Entry {
     pub pending: Option<SentStatus>,
     /// Consecutive complete pulls this user was missing from.
     pub missing_runs: u32,
+    /// The group memberships this job gave the user and Okta confirmed: group externalIds,
+    /// sorted. Only these are ever removed (`crate::sync::delta`, "memberships").
+    pub groups: Vec<String>,
 }
 
 impl Entry {
@@ -114,6 +117,15 @@ impl Confirmed {
             profile: (user.active && keep_profiles).then(|| user.profile.clone()),
         }
     }
+}
+
+/// A group this job created: Okta confirmed its `bulk-groups-upsert`. Only such groups are
+/// ever deleted, and only by this job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedGroup {
+    pub external_id: String,
+    /// Consecutive complete pulls in which no active user derived the group.
+    pub empty_runs: u32,
 }
 
 /// Job-level facts.
@@ -311,6 +323,37 @@ pub trait StateStore: Send {
         &mut self,
         job: &str,
         users: &[Confirmed],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// Set the memberships Okta confirmed for each user (group externalIds, sorted; empty
+    /// when the user has none left), after a session with membership loads COMPLETED.
+    fn set_memberships(
+        &mut self,
+        job: &str,
+        users: &[(String, Vec<String>)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// The groups `job` created and has not deleted, in externalId order.
+    fn owned_groups(&self, job: &str) -> Result<Vec<OwnedGroup>, StateError>;
+
+    /// Groups Okta confirmed upserted (now owned by `job`, with 0 empty runs) and deleted (no
+    /// longer owned).
+    fn confirm_groups(
+        &mut self,
+        job: &str,
+        upserted: &[String],
+        deleted: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// Record which owned groups a complete pull derived: those reset to 0 empty runs, every
+    /// other owned group gains one.
+    fn record_groups(
+        &mut self,
+        job: &str,
+        derived: &dyn Fn(&str) -> bool,
         at: DateTime<Utc>,
     ) -> Result<(), StateError>;
 

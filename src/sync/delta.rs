@@ -15,12 +15,33 @@
 //!   `leavers.missing_runs` consecutive complete pulls. Records that were rejected or are
 //!   not yet due (pre-hire) are present, not missing. If any rejected record has no
 //!   externalId, nobody can be told to be missing, and absence detection is off for the run.
+//!
+//! # Memberships and groups (the mover)
+//!
+//! The state holds, per user, the memberships this job gave and Okta confirmed
+//! ([`Entry::groups`]); nothing else is ever removed, so a membership an admin added by hand
+//! stays.
+//!
+//! - An active user whose derived groups differ from its confirmed ones is sent (an
+//!   [`Action::Update`] even when its profile is unchanged), and loses the confirmed groups
+//!   it no longer derives (a mover).
+//! - A user deactivated this run (inactive in the source, or a leaver missing from a complete
+//!   pull), or already inactive with memberships left, loses every membership this job gave,
+//!   unless `groups.remove_memberships_on_deactivate: false`.
+//! - A group this job created ([`crate::state::OwnedGroup`]) is deleted once no active user
+//!   of a complete pull has derived it for `groups.retire_after_runs` consecutive pulls, no
+//!   user still waiting out `leavers.missing_runs` (or rejected this run) holds it, and no
+//!   other job of the same identity source created it too.
+//!
+//! The pull keeps 8 bytes per user for this (a fingerprint of its groups); what is removed is
+//! kept as ids, so it grows with the changes, not with the pull.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::spill::Spill;
+use super::spill::{GroupRemovals, Spill};
+use crate::mapping::groups_fingerprint;
 use crate::settings::Job;
 use crate::state::{Entry, SentStatus, StateError, StateStore};
 
@@ -58,6 +79,7 @@ impl Action {
 
 /// Counts of a delta, for the report and the safeguards.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Changes {
     pub creates: u64,
     pub updates: u64,
@@ -76,6 +98,16 @@ pub struct Changes {
     pub missing_waiting: u64,
     /// Users whose last send was never confirmed, sent again.
     pub unconfirmed_resent: u64,
+    /// Users sent only because their memberships differ from those Okta confirmed.
+    pub membership_changes: u64,
+    /// Memberships this job gave that this run removes (movers and leavers).
+    pub membership_removals: u64,
+    /// Memberships this job gave and Okta confirmed, before this run.
+    pub memberships_known: u64,
+    /// Groups this job created that this run deletes.
+    pub group_deletions: u64,
+    /// Groups this job created, before this run.
+    pub groups_owned: u64,
 }
 
 impl Changes {
@@ -95,6 +127,8 @@ pub struct Delta {
     pub changes: Changes,
     /// Why absence detection was off for this run, if it was.
     pub absence_off: Option<String>,
+    /// Memberships and groups this run takes away.
+    pub removals: GroupRemovals,
 }
 
 /// Diff `spill` against `store`. `present` holds ids that were read but not mapped (rejected,
@@ -113,34 +147,65 @@ pub fn compute(
     let mut leavers = Vec::new();
     let mut missing_waiting = 0u64;
     let detect_missing = job.leavers.deactivate_missing && absence_off.is_none();
+    let mut m = Memberships::default();
+    let strip = job.groups.remove_memberships_on_deactivate;
     store.for_each_entry(&job.name, &mut |e: Entry| {
+        m.known += e.groups.len() as u64;
         match spill.slot_of(&e.external_id) {
             Some(slot) => {
                 let (active, hash) = spill.slot_info(slot);
                 if e.pending.is_some() {
                     unconfirmed += 1;
                 }
-                actions[slot] = decide(&e, active, &hash);
+                let mut action = decide(&e, active, &hash);
+                if active
+                    && groups_fingerprint(e.groups.iter().map(String::as_str))
+                        != spill.slot_groups(slot)
+                {
+                    if action == Action::Unchanged {
+                        action = Action::Update;
+                        m.changed += 1;
+                    }
+                    if !e.groups.is_empty() {
+                        m.movers.push((slot, e.groups));
+                    }
+                } else if !active && !e.groups.is_empty() {
+                    m.strip_or_hold(strip, e.external_id, e.groups);
+                }
+                actions[slot] = action;
             }
-            None if present.contains(&e.external_id) => {}
+            None if present.contains(&e.external_id) => m.hold(e.groups),
             None if e.owned_active() => {
                 if !detect_missing {
+                    m.hold(e.groups);
                     return;
                 }
                 // This pull is one more consecutive complete pull without the user.
                 if e.missing_runs + 1 >= job.leavers.missing_runs {
+                    if !e.groups.is_empty() {
+                        m.strip_or_hold(strip, e.external_id.clone(), e.groups);
+                    }
                     leavers.push(e.external_id);
                 } else {
                     missing_waiting += 1;
+                    m.hold(e.groups);
                 }
             }
+            // Inactive and missing: what it still holds was given before it left.
+            None if !e.groups.is_empty() => m.strip_or_hold(strip, e.external_id, e.groups),
             None => {}
         }
     })?;
+    let removals = m.removals(spill, store, job, absence_off.is_none())?;
     let mut changes = Changes {
         leavers_missing: leavers.len() as u64,
         missing_waiting,
         unconfirmed_resent: unconfirmed,
+        membership_changes: m.changed,
+        membership_removals: removals.memberships(),
+        memberships_known: m.known,
+        group_deletions: removals.groups.len() as u64,
+        groups_owned: m.owned,
         ..Changes::default()
     };
     for a in &actions {
@@ -156,7 +221,86 @@ pub fn compute(
     }
     // Deterministic order for the report and the sessions.
     leavers.sort_unstable();
-    Ok(Delta { actions, leavers, changes, absence_off })
+    Ok(Delta { actions, leavers, changes, absence_off, removals })
+}
+
+/// What the state stream finds about memberships (see the module doc).
+#[derive(Default)]
+struct Memberships {
+    /// Active users in the pull whose groups changed, with their confirmed groups.
+    movers: Vec<(usize, Vec<String>)>,
+    /// Users who lose every membership this job gave.
+    leavers: Vec<(String, Vec<String>)>,
+    /// Groups still held by users who are neither in the pull nor leaving: never retired.
+    held: HashSet<String>,
+    known: u64,
+    changed: u64,
+    owned: u64,
+}
+
+impl Memberships {
+    fn hold(&mut self, groups: Vec<String>) {
+        self.held.extend(groups);
+    }
+
+    /// A user leaving (or gone): it loses its memberships, or keeps them (and so its groups)
+    /// under `remove_memberships_on_deactivate: false`.
+    fn strip_or_hold(&mut self, strip: bool, user: String, groups: Vec<String>) {
+        if strip {
+            self.leavers.push((user, groups));
+        } else {
+            self.hold(groups);
+        }
+    }
+
+    /// The removals: each mover's confirmed groups it no longer derives (read back from the
+    /// spill, movers only), the leavers', and the owned groups due for deletion.
+    fn removals(
+        &mut self,
+        spill: &Spill,
+        store: &dyn StateStore,
+        job: &Job,
+        complete: bool,
+    ) -> Result<GroupRemovals, StateError> {
+        let mut out = GroupRemovals::default();
+        self.movers.sort_unstable_by_key(|(slot, _)| *slot);
+        let slots: Vec<usize> = self.movers.iter().map(|(s, _)| *s).collect();
+        let users = spill.read_slots(&slots).map_err(|e| StateError::Backend {
+            location: "the pull's spill file".into(),
+            message: e.to_string(),
+        })?;
+        for ((_, confirmed), user) in std::mem::take(&mut self.movers).into_iter().zip(users) {
+            let now = user.group_ids();
+            let lost: Vec<String> =
+                confirmed.into_iter().filter(|g| now.binary_search(&g.as_str()).is_err()).collect();
+            if !lost.is_empty() {
+                out.movers.push((user.external_id, lost));
+            }
+        }
+        out.leavers = std::mem::take(&mut self.leavers);
+        out.leavers.sort_unstable();
+        let owned = store.owned_groups(&job.name)?;
+        self.owned = owned.len() as u64;
+        let Some(after) = job.groups.retire_after_runs else { return Ok(out) };
+        if !complete || owned.is_empty() {
+            return Ok(out);
+        }
+        let mut shared: HashSet<String> = HashSet::new();
+        for peer in &job.peers {
+            shared.extend(store.owned_groups(peer)?.into_iter().map(|g| g.external_id));
+        }
+        out.groups = owned
+            .into_iter()
+            .filter(|g| {
+                !spill.derives(&g.external_id)
+                    && !self.held.contains(&g.external_id)
+                    && !shared.contains(&g.external_id)
+                    && g.empty_runs + 1 >= after
+            })
+            .map(|g| g.external_id)
+            .collect();
+        Ok(out)
+    }
 }
 
 /// What a user the state has no entry for needs: a creation, or a deactivation of an id this
@@ -194,7 +338,14 @@ mod tests {
     use super::*;
 
     fn entry(status: Option<SentStatus>, pending: Option<SentStatus>, hash: &str) -> Entry {
-        Entry { external_id: "x".into(), hash: Some(hash.into()), status, pending, missing_runs: 0 }
+        Entry {
+            external_id: "x".into(),
+            hash: Some(hash.into()),
+            status,
+            pending,
+            missing_runs: 0,
+            groups: Vec::new(),
+        }
     }
 
     #[test]

@@ -184,6 +184,7 @@ async fn push(
         send: &prepared.send,
         extra_deletes: &prepared.extra_deletes,
         keep_profiles: settings.state.store_profiles,
+        removals: &prepared.removals,
     };
     stage::send_planned(&mut stage, &planned, report).await;
 }

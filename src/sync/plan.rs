@@ -129,6 +129,7 @@ pub async fn build(ctx: &mut RunContext<'_>, job: &Job, options: &RunOptions) ->
         Limits::default(),
         Some(&prepared.send),
         &prepared.extra_deletes,
+        &prepared.removals,
     );
     loop {
         let s = match sessions.next_session() {

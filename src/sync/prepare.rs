@@ -10,9 +10,10 @@ use super::delta::{self, Action, Delta};
 use super::pull::{Pulled, pull_and_map, reject_oversized};
 use super::report::{self, JobReport, SessionReport};
 use super::safeguards::{self, BreachKind};
+use super::spill::GroupRemovals;
 use super::spill::Spill;
 use super::{RunContext, RunOptions, SyncError, elapsed_ms};
-use crate::okta::batch::Limits;
+use crate::okta::batch::{Limits, RequestKind};
 use crate::settings::{Job, OnHold};
 use crate::state::{JobState, StateStore};
 
@@ -31,6 +32,8 @@ pub struct Prepared {
     pub actions: Vec<Action>,
     /// Owned users missing from the pull, due for deactivation (sent only when not held).
     pub leavers: Vec<String>,
+    /// The memberships and groups this run takes away (what the hold lets through).
+    pub removals: GroupRemovals,
 }
 
 /// Pull, diff, check safeguards and plan sessions, filling `report`. An `Err` means nothing
@@ -79,9 +82,21 @@ pub async fn prepare(
         })
         .collect();
     let extra_deletes = if hold == Hold::No { delta.leavers.clone() } else { Vec::new() };
+    // Removals go with what the hold lets through: the movers' with their upserts, the
+    // leavers' and the group deletions only when nothing is held.
+    let removals = match hold {
+        Hold::No => delta.removals.clone(),
+        Hold::UpsertsOnly => {
+            GroupRemovals { movers: delta.removals.movers.clone(), ..GroupRemovals::default() }
+        }
+        Hold::Everything => GroupRemovals::default(),
+    };
     report.details = details(store, job, &pulled.users, &delta, options.detail_limit);
 
-    let planned = plan_sessions(job, &mut pulled, &send, &extra_deletes)?;
+    let (planned, upserted_groups) =
+        plan_sessions(job, &mut pulled, &send, &extra_deletes, &removals)?;
+    report.details.groups_created =
+        created_groups(store, job, upserted_groups, options.detail_limit);
     report.timings.pull_ms = elapsed_ms(started);
     let c = &mut report.counts;
     c.read = pulled.read;
@@ -91,6 +106,8 @@ pub async fn prepare(
     c.to_deactivate = planned.iter().map(|s| s.planned_deletes as u64).sum();
     c.groups = planned.iter().map(|s| s.planned_groups as u64).sum();
     c.memberships = planned.iter().map(|s| s.planned_memberships as u64).sum();
+    c.memberships_removed = planned.iter().map(|s| s.planned_membership_removals as u64).sum();
+    c.groups_deleted = planned.iter().map(|s| s.planned_group_deletions as u64).sum();
     c.not_yet_started = pulled.not_yet.len() as u64;
     info!(
         read = c.read,
@@ -115,6 +132,7 @@ pub async fn prepare(
         count_missing: delta.absence_off.is_none() && hold == Hold::No,
         actions: delta.actions,
         leavers: delta.leavers,
+        removals,
     })
 }
 
@@ -186,9 +204,17 @@ fn hold(
     let deactivations = delta.changes.counted_deactivations();
     if let Some(n) = options.allow_deactivations
         && deactivations <= n
-        && breaches.iter().any(|b| b.kind != BreachKind::Creations)
+        && breaches
+            .iter()
+            .any(|b| matches!(b.kind, BreachKind::Deactivations | BreachKind::SourceShrink))
     {
-        breaches.retain(|b| b.kind == BreachKind::Creations);
+        // It releases deactivations only: creations and group removals stay held.
+        breaches.retain(|b| {
+            matches!(
+                b.kind,
+                BreachKind::Creations | BreachKind::MembershipRemovals | BreachKind::GroupDeletions
+            )
+        });
         report.released_by = Some(format!("--allow-deactivations {n}"));
     }
     if !breaches.is_empty()
@@ -227,17 +253,47 @@ fn plan_sessions(
     pulled: &mut Pulled,
     send: &[bool],
     extra_deletes: &[String],
-) -> Result<Vec<SessionReport>, SyncError> {
+    removals: &GroupRemovals,
+) -> Result<(Vec<SessionReport>, Vec<String>), SyncError> {
     let mut planned = Vec::new();
-    let mut sessions =
-        pulled.users.sessions_selected(job.sessions, Limits::default(), Some(send), extra_deletes);
+    let mut groups = Vec::new();
+    let mut sessions = pulled.users.sessions_selected(
+        job.sessions,
+        Limits::default(),
+        Some(send),
+        extra_deletes,
+        removals,
+    );
     while let Some(plan) = sessions.next_session().map_err(SyncError::spill("read back"))? {
         planned.push(SessionReport::planned(&plan));
+        groups.extend(
+            plan.requests
+                .iter()
+                .filter(|r| r.kind == RequestKind::GroupsUpsert)
+                .flat_map(|r| r.external_ids.iter().cloned()),
+        );
     }
     let oversized = sessions.take_oversized();
     drop(sessions);
     reject_oversized(pulled, oversized);
-    Ok(planned)
+    Ok((planned, groups))
+}
+
+/// The groups a plan upserts that this job did not create before (at most `limit`).
+fn created_groups(
+    store: &dyn StateStore,
+    job: &Job,
+    mut upserted: Vec<String>,
+    limit: usize,
+) -> Vec<String> {
+    let owned: HashSet<String> = match store.owned_groups(&job.name) {
+        Ok(o) => o.into_iter().map(|g| g.external_id).collect(),
+        Err(_) => return Vec::new(),
+    };
+    upserted.retain(|g| !owned.contains(g));
+    upserted.sort_unstable();
+    upserted.truncate(limit);
+    upserted
 }
 
 /// The users behind each part of the plan, at most `limit` per part; updates come with their
@@ -274,6 +330,11 @@ fn details(
             return d;
         }
     };
+    let read_users: Vec<(String, Vec<String>)> = read
+        .iter()
+        .filter(|u| u.active && !u.groups.is_empty())
+        .map(|u| (u.external_id.clone(), u.group_ids().into_iter().map(str::to_string).collect()))
+        .collect();
     for (slot, user) in wanted.into_iter().zip(read) {
         match delta.actions[slot] {
             Action::Create => d.creates.push(user.external_id),
@@ -293,6 +354,7 @@ fn details(
             }),
         }
     }
+    membership_details(store, job, &read_users, delta, limit, &mut d);
     for id in delta.leavers.iter() {
         if d.deactivations.len() >= limit.saturating_mul(2) {
             d.truncated = true;
@@ -304,6 +366,59 @@ fn details(
         });
     }
     d
+}
+
+/// Who gains and loses which group: the detailed users' added groups (against what the state
+/// confirmed), then every removal, at most `limit` users; and the groups the run deletes.
+fn membership_details(
+    store: &dyn StateStore,
+    job: &Job,
+    users: &[(String, Vec<String>)],
+    delta: &delta::Delta,
+    limit: usize,
+    d: &mut report::Details,
+) {
+    let removed: std::collections::HashMap<&str, &Vec<String>> = delta
+        .removals
+        .movers
+        .iter()
+        .chain(&delta.removals.leavers)
+        .map(|(u, g)| (u.as_str(), g))
+        .collect();
+    let ids: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+    let confirmed: std::collections::HashMap<String, Vec<String>> = store
+        .entries(&job.name, &ids)
+        .map(|es| es.into_iter().map(|e| (e.external_id, e.groups)).collect())
+        .unwrap_or_default();
+    let mut shown: HashSet<&str> = HashSet::new();
+    for (id, groups) in users {
+        let before = confirmed.get(id);
+        let added: Vec<String> =
+            groups.iter().filter(|g| before.is_none_or(|b| !b.contains(g))).cloned().collect();
+        let lost = removed.get(id.as_str()).map(|g| (*g).clone()).unwrap_or_default();
+        if !added.is_empty() || !lost.is_empty() {
+            shown.insert(id);
+            d.memberships.push(report::MembershipDetail {
+                external_id: id.clone(),
+                added,
+                removed: lost,
+            });
+        }
+    }
+    for (id, lost) in delta.removals.movers.iter().chain(&delta.removals.leavers) {
+        if d.memberships.len() >= limit.saturating_mul(2) {
+            d.truncated = true;
+            break;
+        }
+        if !shown.contains(id.as_str()) {
+            d.memberships.push(report::MembershipDetail {
+                external_id: id.clone(),
+                added: Vec::new(),
+                removed: lost.clone(),
+            });
+        }
+    }
+    d.groups_deleted = delta.removals.groups.iter().take(limit).cloned().collect();
 }
 
 /// The attributes that differ between two profiles.

@@ -148,6 +148,15 @@ pub fn finish_state(
             report.outcome = JobOutcome::Failed;
             report.error.get_or_insert_with(|| e.describe(false));
         }
+        // One more complete pull for each owned group no active user derived (retirement).
+        let users = &prepared.pulled.users;
+        if prepared.count_missing
+            && let Err(e) = store.record_groups(&job.name, &|g| users.derives(g), now)
+        {
+            let e = SyncError::state("record the groups in the state")(e);
+            report.outcome = JobOutcome::Failed;
+            report.error.get_or_insert_with(|| e.describe(false));
+        }
     }
     if report.mode.full
         && report.hold.is_none()

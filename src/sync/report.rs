@@ -119,6 +119,16 @@ pub struct UpdateDetail {
     pub changes: Vec<AttributeChange>,
 }
 
+/// One user's membership changes (group externalIds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipDetail {
+    pub external_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub added: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed: Vec<String>,
+}
+
 /// A deactivation and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeactivationDetail {
@@ -155,6 +165,15 @@ pub struct Details {
     pub updates: Vec<UpdateDetail>,
     pub reactivations: Vec<String>,
     pub deactivations: Vec<DeactivationDetail>,
+    /// Users whose memberships change: the groups added and removed.
+    #[serde(default)]
+    pub memberships: Vec<MembershipDetail>,
+    /// Groups this run creates (not created by this job before).
+    #[serde(default)]
+    pub groups_created: Vec<String>,
+    /// Groups this job created that this run deletes.
+    #[serde(default)]
+    pub groups_deleted: Vec<String>,
     /// Some list was cut at the report's limit; `xaas plan --format json` has them all.
     pub truncated: bool,
 }
@@ -224,6 +243,12 @@ pub struct Counts {
     pub groups: u64,
     /// Memberships (group, user pairs) planned for upsert.
     pub memberships: u64,
+    /// Memberships this job gave, planned for removal (movers and leavers).
+    #[serde(default)]
+    pub memberships_removed: u64,
+    /// Groups this job created, planned for deletion.
+    #[serde(default)]
+    pub groups_deleted: u64,
 }
 
 /// An externalId seen more than once.
@@ -246,6 +271,10 @@ pub struct SessionReport {
     pub planned_deletes: usize,
     pub planned_groups: usize,
     pub planned_memberships: usize,
+    #[serde(default)]
+    pub planned_membership_removals: usize,
+    #[serde(default)]
+    pub planned_group_deletions: usize,
     /// The largest request body, in bytes.
     pub largest_request_bytes: usize,
     /// `None` in a plan, or when the session was never attempted.
@@ -267,6 +296,13 @@ impl SessionReport {
                 out,
                 ", {} group(s), {} membership(s)",
                 s.planned_groups, s.planned_memberships
+            );
+        }
+        if s.planned_membership_removals + s.planned_group_deletions > 0 {
+            let _ = write!(
+                out,
+                ", {} membership removal(s), {} group deletion(s)",
+                s.planned_membership_removals, s.planned_group_deletions
             );
         }
         match &s.outcome {
@@ -308,7 +344,10 @@ impl SessionReport {
     pub fn planned(plan: &SessionPlan) -> Self {
         let (up, del) = plan.counts();
         let (groups, memberships) = plan.group_counts();
+        let changes = plan.group_changes();
         Self {
+            planned_membership_removals: changes.memberships_removed,
+            planned_group_deletions: changes.groups_deleted,
             kind: plan.kind,
             planned_requests: plan.requests.len(),
             planned_upserts: up,
@@ -416,6 +455,36 @@ impl JobReport {
 
     /// The plan part of the summary: what the diff found, holds, and who. `xaas run` prints
     /// it before sending; `xaas plan` and the final report include it.
+    /// The plan's group lines: counts, then who gains and loses which group.
+    fn render_groups(&self, out: &mut String) {
+        let (ch, d) = (&self.changes, &self.details);
+        if ch.membership_removals + ch.group_deletions + ch.membership_changes > 0
+            || !d.groups_created.is_empty()
+        {
+            let _ = writeln!(
+                out,
+                "    {:<34} {:>8}\n    {:<34} {:>8}\n    {:<34} {:>8}",
+                "memberships removed",
+                ch.membership_removals,
+                "groups deleted",
+                ch.group_deletions,
+                "sent for memberships only",
+                ch.membership_changes
+            );
+        }
+        for m in d.memberships.iter().take(TEXT_LIST_LIMIT) {
+            let mut parts: Vec<String> = m.added.iter().map(|g| format!("+{g}")).collect();
+            parts.extend(m.removed.iter().map(|g| format!("-{g}")));
+            let _ = writeln!(out, "    = groups of {}: {}", m.external_id, parts.join(" "));
+        }
+        for g in d.groups_created.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "    + group {g} (created)");
+        }
+        for g in d.groups_deleted.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "    - group {g} (retired: no active user derives it)");
+        }
+    }
+
     pub fn render_plan(&self, out: &mut String) {
         let ch = &self.changes;
         let mode = match (&self.mode.full, &self.mode.reason) {
@@ -504,6 +573,7 @@ impl JobReport {
                 x.reason.as_str().replace('_', " ")
             );
         }
+        self.render_groups(out);
         let shown =
             [d.creates.len(), d.updates.len(), d.reactivations.len(), d.deactivations.len()];
         if d.truncated || shown.iter().any(|n| *n > TEXT_LIST_LIMIT) {
@@ -550,6 +620,13 @@ impl JobReport {
         }
         if c.groups > 0 {
             let _ = writeln!(out, "  groups {}, memberships {}", c.groups, c.memberships);
+        }
+        if c.memberships_removed + c.groups_deleted > 0 {
+            let _ = writeln!(
+                out,
+                "  memberships removed {}, groups deleted {}",
+                c.memberships_removed, c.groups_deleted
+            );
         }
         if dry_run {
             let _ = writeln!(

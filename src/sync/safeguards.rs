@@ -13,6 +13,10 @@
 //! - Creations: only once the job has a recorded complete pull (a first run creates
 //!   everyone, by definition).
 //! - Source shrink: the pull's distinct users against the last complete pull that was not held.
+//! - Membership removals: memberships this job gave that the run takes away (movers and
+//!   leavers), against the memberships it gave. Group deletions: groups this job created that
+//!   the run deletes, against the groups it created. A broken export that drops everyone's
+//!   department is held here even when nobody is deactivated.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,8 @@ pub enum BreachKind {
     Deactivations,
     Creations,
     SourceShrink,
+    MembershipRemovals,
+    GroupDeletions,
 }
 
 /// One crossed threshold.
@@ -72,6 +78,7 @@ pub fn check(
             ),
         });
     }
+    out.extend(group_breaches(g, changes));
     let baseline = state.last_pull_users;
     if baseline.is_some() {
         let creates = changes.creates;
@@ -107,6 +114,55 @@ pub fn check(
                 pct(pulled_users, last)
             ),
         });
+    }
+    out
+}
+
+/// The membership-removal and group-deletion thresholds (count and share).
+fn group_breaches(g: &Safeguards, changes: &Changes) -> Vec<Breach> {
+    let pct = |n: u64, of: u64| n as f64 * 100.0 / of as f64;
+    let mut out = Vec::new();
+    let checks = [
+        (
+            BreachKind::MembershipRemovals,
+            "membership removal(s)",
+            "membership(s) this job gave",
+            changes.membership_removals,
+            changes.memberships_known,
+            ("max_membership_removals", g.max_membership_removals),
+            ("max_membership_removals_percent", g.max_membership_removals_percent),
+        ),
+        (
+            BreachKind::GroupDeletions,
+            "group deletion(s)",
+            "group(s) this job created",
+            changes.group_deletions,
+            changes.groups_owned,
+            ("max_group_deletions", g.max_group_deletions),
+            ("max_group_deletions_percent", g.max_group_deletions_percent),
+        ),
+    ];
+    for (kind, what, of_what, n, base, (count_key, count), (pct_key, share)) in checks {
+        if let Some(max) = count
+            && n > max
+        {
+            out.push(Breach {
+                kind,
+                message: format!("{n} {what}, over safeguards.{count_key} ({max})"),
+            });
+        }
+        if let Some(max) = share
+            && base > 0
+            && pct(n, base) > max
+        {
+            out.push(Breach {
+                kind,
+                message: format!(
+                    "{n} {what} of {base} {of_what} ({:.1}%), over safeguards.{pct_key} ({max}%)",
+                    pct(n, base)
+                ),
+            });
+        }
     }
     out
 }

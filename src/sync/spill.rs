@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mapping::{GroupRef, MappedUser, Origin};
-use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
+use crate::mapping::{GroupRef, MappedUser, Origin, groups_fingerprint};
+use crate::okta::batch::{self, Limits, Oversized, Removals, SessionMode, SessionPlan};
 
 /// New users read per call of `batch::pack`, on top of the carried-over last session (at most
 /// 10,000 users). A mapped user costs about 1.5 KB in memory, so chunk and carry stay near
@@ -38,6 +38,9 @@ struct Slot {
     origin: Origin,
     /// [`MappedUser::content_hash`] of the user, compared with the state's to skip unchanged users.
     hash: [u8; HASH_BYTES],
+    /// [`groups_fingerprint`] of the user's groups, compared with the memberships the state
+    /// holds: a membership Okta never confirmed is sent again even when the hash matches.
+    groups: u64,
 }
 
 use crate::mapping::HASH_BYTES;
@@ -74,6 +77,8 @@ pub struct Spill {
     writer: Option<BufWriter<File>>,
     written: u64,
     index: HashMap<Box<str>, u32>,
+    /// The groups active users derive (one id per group).
+    derived: HashSet<Box<str>>,
     slots: Vec<Slot>,
 }
 
@@ -96,6 +101,7 @@ impl Spill {
             writer: Some(writer),
             written: 0,
             index: HashMap::new(),
+            derived: HashSet::new(),
             slots: Vec::new(),
         })
     }
@@ -136,7 +142,15 @@ impl Spill {
             active: user.active,
             origin: user.origin.clone(),
             hash: user.content_hash(),
+            groups: groups_fingerprint(user.groups.iter().map(|g| g.external_id.as_str())),
         };
+        if user.active {
+            for g in &user.groups {
+                if !self.derived.contains(g.external_id.as_str()) {
+                    self.derived.insert(g.external_id.clone().into_boxed_str());
+                }
+            }
+        }
         self.written += bytes.len() as u64;
         match self.index.get(user.external_id.as_str()) {
             Some(&i) => Ok(Some(std::mem::replace(&mut self.slots[i as usize], slot).origin)),
@@ -193,7 +207,18 @@ impl Spill {
 
     /// The sessions `batch::pack` would build from all users, one at a time.
     pub fn sessions(&self, mode: SessionMode, limits: Limits) -> Sessions<'_> {
-        self.sessions_selected(mode, limits, None, &[])
+        self.sessions_selected(mode, limits, None, &[], &NO_REMOVALS)
+    }
+
+    /// The fingerprint of a slot's groups (see [`groups_fingerprint`]).
+    pub fn slot_groups(&self, slot: usize) -> u64 {
+        self.slots[slot].groups
+    }
+
+    /// Whether an active user of the pull derives the group. A user replaced by a later
+    /// duplicate still counts: that can only keep a group longer, never retire one early.
+    pub fn derives(&self, group: &str) -> bool {
+        self.derived.contains(group)
     }
 
     /// The sessions of a delta: only the slots whose `send` flag is set, then deactivations of
@@ -205,8 +230,16 @@ impl Spill {
         limits: Limits,
         send: Option<&'a [bool]>,
         extra_deletes: &'a [String],
+        removals: &'a GroupRemovals,
     ) -> Sessions<'a> {
+        let deletes_pulled = self.slots.iter().enumerate().any(|(i, s)| {
+            !s.active && send.is_none_or(|send| send.get(i).copied().unwrap_or(false))
+        });
         Sessions {
+            has_delete_part: deletes_pulled
+                || !extra_deletes.is_empty()
+                || !removals.leavers.is_empty(),
+            removals,
             send,
             extra_deletes,
             spill: self,
@@ -221,6 +254,45 @@ impl Spill {
             groups: Groups::default(),
         }
     }
+}
+
+/// What a run takes away besides deactivations (see [`Removals`]), decided by the delta.
+/// Memory: one id per removed membership, so it grows with the changes, not with the pull.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GroupRemovals {
+    /// Users upserted this run and the memberships (group externalIds) they lose.
+    pub movers: Vec<(String, Vec<String>)>,
+    /// Users deactivated, or already inactive, and the memberships they lose.
+    pub leavers: Vec<(String, Vec<String>)>,
+    /// Groups this job created to delete.
+    pub groups: Vec<String>,
+}
+
+/// No removals.
+pub static NO_REMOVALS: GroupRemovals =
+    GroupRemovals { movers: Vec::new(), leavers: Vec::new(), groups: Vec::new() };
+
+impl GroupRemovals {
+    /// Memberships removed in all.
+    pub fn memberships(&self) -> u64 {
+        self.movers.iter().chain(&self.leavers).map(|(_, g)| g.len() as u64).sum()
+    }
+
+    /// Whether nothing is removed.
+    pub fn is_empty(&self) -> bool {
+        self.movers.is_empty() && self.leavers.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Per-user removals turned into per-group member lists, in group order.
+pub fn by_group(list: &[(String, Vec<String>)]) -> Vec<(&str, Vec<&str>)> {
+    let mut at: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (user, groups) in list {
+        for g in groups {
+            at.entry(g.as_str()).or_default().push(user.as_str());
+        }
+    }
+    at.into_iter().collect()
 }
 
 /// Groups and memberships of the active users, gathered over the whole pull: a chunk holds
@@ -324,6 +396,10 @@ pub struct Sessions<'a> {
     ready: VecDeque<SessionPlan>,
     oversized: Vec<(Oversized, Origin)>,
     groups: Groups,
+    removals: &'a GroupRemovals,
+    /// Whether the run deactivates anyone or removes leavers' memberships (decided before
+    /// packing: group deletes go after those, or after the upserts when there are none).
+    has_delete_part: bool,
 }
 
 impl Sessions<'_> {
@@ -368,20 +444,33 @@ impl Sessions<'_> {
                 }
             }
             let phase_done = self.cursor >= end;
-            // The groups go out once, after the last active user.
+            let last_part = phase_done && (self.phase == 1 || !self.has_delete_part);
+            let r = self.removals;
+            let (movers, leavers) = if phase_done && self.phase == 0 {
+                (by_group(&r.movers), Vec::new())
+            } else if phase_done {
+                (Vec::new(), by_group(&r.leavers))
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let group_deletes: Vec<&str> =
+                if last_part { r.groups.iter().map(String::as_str).collect() } else { Vec::new() };
             let with_groups = phase_done && self.phase == 0 && !self.groups.is_empty();
-            // In `separate` mode each phase ends its last session; in `combined` mode the
-            // inactive users may join the actives' last session, unless it carries the groups
-            // (a carried session keeps only its users, so it must not be carried).
+            let with_removals =
+                !movers.is_empty() || !leavers.is_empty() || !group_deletes.is_empty();
             let flush = phase_done
-                && (self.phase == 1 || self.mode == SessionMode::Separate || with_groups);
+                && (self.phase == 1
+                    || self.mode == SessionMode::Separate
+                    || with_groups
+                    || with_removals);
             if phase_done {
                 self.phase += 1;
                 self.cursor = 0;
             }
-            if chunk.is_empty() && !with_groups {
+            if chunk.is_empty() && !with_groups && !with_removals {
                 continue;
             }
+            let removals = Removals { movers: &movers, leavers: &leavers, groups: &group_deletes };
             let packed = if with_groups {
                 let groups: Vec<&GroupRef> = self.groups.groups.iter().collect();
                 let memberships: Vec<(&str, Vec<&str>)> = self
@@ -391,9 +480,16 @@ impl Sessions<'_> {
                     .zip(&self.groups.members)
                     .map(|(g, m)| (g.external_id.as_str(), m.iter().map(String::as_str).collect()))
                     .collect();
-                batch::pack_with_groups(&chunk, &groups, &memberships, self.mode, self.limits)
+                batch::pack_with_groups(
+                    &chunk,
+                    &groups,
+                    &memberships,
+                    &removals,
+                    self.mode,
+                    self.limits,
+                )
             } else {
-                batch::pack_with_groups(&chunk, &[], &[], self.mode, self.limits)
+                batch::pack_with_groups(&chunk, &[], &[], &removals, self.mode, self.limits)
             };
             for o in packed.oversized {
                 let origin = chunk

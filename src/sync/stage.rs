@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SyncError;
 use super::report::JobReport;
-use super::spill::Spill;
+use super::spill::{GroupRemovals, Spill};
 use crate::okta::batch::{Limits, RequestKind, SessionPlan};
 use crate::okta::model::SessionStatus;
 use crate::okta::session::{Importer, PlanHints, SessionOutcome, SessionVerdict};
@@ -63,7 +63,9 @@ impl Stage<'_> {
         let outcome = self.importer.run_with(plan, hints).await;
         let (upserts, _) = plan.counts();
         let result = match outcome.verdict(upserts, self.cancel.is_cancelled()) {
-            SessionVerdict::Applied => confirm(self.store, confirmations).map(|()| true),
+            SessionVerdict::Applied => confirm(self.store, confirmations)
+                .and_then(|()| confirm_group_loads(self.store, plan, owners))
+                .map(|()| true),
             SessionVerdict::Unconfirmed => Ok(false),
             verdict => {
                 Err(SyncError::session(&outcome, plan.kind, verdict == SessionVerdict::Retryable))
@@ -85,6 +87,83 @@ pub fn confirm<'j>(
         store.confirm(job, &users, now).map_err(|e| {
             SyncError::ConfirmFailed(Box::new(SyncError::state("write the state")(e)))
         })?;
+    }
+    Ok(())
+}
+
+/// Confirm what a completed session did to groups: each member's memberships (the state's
+/// set, plus what the session added, minus what it removed), and the groups it upserted
+/// (now owned) and deleted. Read from the bodies sent. A membership load names users that
+/// may not be in the session's user loads (memberships spill into later sessions); they
+/// belong to the job that owns them in `owners`, or to its first job.
+pub fn confirm_group_loads(
+    store: &mut dyn StateStore,
+    plan: &SessionPlan,
+    owners: &[(&str, Vec<(&str, SentStatus)>)],
+) -> Result<(), SyncError> {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    let Some((first, _)) = owners.first() else { return Ok(()) };
+    let job_of: HashMap<&str, &str> =
+        owners.iter().flat_map(|(j, users)| users.iter().map(move |(u, _)| (*u, *j))).collect();
+    // Per job, per user: groups added and removed.
+    type Change = (BTreeSet<String>, BTreeSet<String>);
+    let mut per_job: BTreeMap<&str, BTreeMap<String, Change>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    let mut group_jobs: HashMap<String, BTreeSet<&str>> = HashMap::new();
+    for r in &plan.requests {
+        let adds = r.kind == RequestKind::MembershipsUpsert;
+        for (group, user) in r.memberships() {
+            let job = job_of.get(user.as_str()).copied().unwrap_or(first);
+            group_jobs.entry(group.clone()).or_default().insert(job);
+            let change = per_job.entry(job).or_default().entry(user).or_default();
+            if adds {
+                change.1.remove(&group);
+                change.0.insert(group);
+            } else {
+                change.0.remove(&group);
+                change.1.insert(group);
+            }
+        }
+    }
+    for r in &plan.requests {
+        for g in &r.external_ids {
+            match r.kind {
+                RequestKind::GroupsUpsert => {
+                    let jobs = group_jobs.get(g).cloned().unwrap_or_else(|| [*first].into());
+                    for job in jobs {
+                        groups.entry(job).or_default().0.insert(g.clone());
+                    }
+                }
+                RequestKind::GroupsDelete => groups.entry(first).or_default().1.push(g.clone()),
+                _ => {}
+            }
+        }
+    }
+    let write = |e| SyncError::ConfirmFailed(Box::new(SyncError::state("write the state")(e)));
+    let now = chrono::Utc::now();
+    for (job, users) in per_job {
+        let ids: Vec<&str> = users.keys().map(String::as_str).collect();
+        let before: HashMap<String, Vec<String>> = store
+            .entries(job, &ids)
+            .map_err(write)?
+            .into_iter()
+            .map(|e| (e.external_id, e.groups))
+            .collect();
+        let after: Vec<(String, Vec<String>)> = users
+            .into_iter()
+            .map(|(user, (added, removed))| {
+                let mut set: BTreeSet<String> =
+                    before.get(&user).cloned().unwrap_or_default().into_iter().collect();
+                set.extend(added);
+                set.retain(|g| !removed.contains(g));
+                (user, set.into_iter().collect())
+            })
+            .collect();
+        store.set_memberships(job, &after, now).map_err(write)?;
+    }
+    for (job, (upserted, deleted)) in groups {
+        let upserted: Vec<String> = upserted.into_iter().collect();
+        store.confirm_groups(job, &upserted, &deleted, now).map_err(write)?;
     }
     Ok(())
 }
@@ -128,6 +207,8 @@ pub struct Planned<'a> {
     pub extra_deletes: &'a [String],
     /// Keep each confirmed user's profile in the state.
     pub keep_profiles: bool,
+    /// The memberships and groups the run takes away.
+    pub removals: &'a GroupRemovals,
 }
 
 /// Send a pull's planned sessions, one after another, filling each `report.sessions` entry
@@ -150,6 +231,7 @@ pub async fn send_planned(stage: &mut Stage<'_>, planned: &Planned<'_>, report: 
         Limits::default(),
         Some(planned.send),
         planned.extra_deletes,
+        planned.removals,
     );
     for i in 0..report.sessions.len() {
         let (planned_up, planned_del) =

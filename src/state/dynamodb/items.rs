@@ -222,6 +222,9 @@ pub(super) fn entry_of(item: &Item) -> Option<Entry> {
         status: get_s(item, "status").as_deref().and_then(SentStatus::parse),
         pending: get_s(item, "pending").as_deref().and_then(SentStatus::parse),
         missing_runs: get_n::<u32>(item, "missing_runs").unwrap_or(0),
+        groups: get_s(item, "groups")
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
     })
 }
 

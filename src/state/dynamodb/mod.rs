@@ -6,7 +6,7 @@
 //!
 //! | table          | key                      | holds                                              |
 //! |----------------|--------------------------|----------------------------------------------------|
-//! | `users`        | `job`, `external_id`     | one user per job: hash, status, pending, profile   |
+//! | `users`        | `job`, `external_id`     | one user per job: hash, status, pending, profile, memberships; under `job` = `<job>#groups`, the groups the job created |
 //! | `runs`         | `job`, `id` (N)          | the run history, holds and approvals               |
 //! | `events`       | `id`                     | every webhook event (what `GET /v1/events` shows)  |
 //! | `open_events`  | `job`, `seq` (N)         | the events still to import, in arrival order       |
@@ -64,7 +64,8 @@ use tokio::sync::oneshot;
 use super::config::DynamoStateSettings;
 use super::events::{EventStatus, EventView, NewEvent, QueuedEvent, Stored};
 use super::{
-    Confirmed, Entry, Hold, JobState, RunId, RunRecord, SentStatus, StateError, StateStore,
+    Confirmed, Entry, Hold, JobState, OwnedGroup, RunId, RunRecord, SentStatus, StateError,
+    StateStore,
 };
 
 type Item = HashMap<String, Av>;
@@ -160,6 +161,7 @@ impl std::fmt::Debug for Dynamo {
 }
 
 mod events;
+mod groups;
 mod items;
 mod leases;
 mod tables;

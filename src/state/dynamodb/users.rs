@@ -237,6 +237,60 @@ impl StateStore for DynamoStore {
         })
     }
 
+    fn set_memberships(
+        &mut self,
+        job: &str,
+        users: &[(String, Vec<String>)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let fence = self.fence(job)?;
+        let job = job.to_string();
+        let users = users.to_vec();
+        self.d.call(move |ctx| async move {
+            let token = fenced(&ctx, &fence).await?;
+            groups::set_memberships(ctx, token, job, users, ts(at)).await
+        })
+    }
+
+    fn owned_groups(&self, job: &str) -> Result<Vec<OwnedGroup>, StateError> {
+        let job = job.to_string();
+        self.d.call(move |ctx| async move { groups::owned(&ctx, &job).await })
+    }
+
+    fn confirm_groups(
+        &mut self,
+        job: &str,
+        upserted: &[String],
+        deleted: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let fence = self.fence(job)?;
+        let job = job.to_string();
+        let (upserted, deleted) = (upserted.to_vec(), deleted.to_vec());
+        self.d.call(move |ctx| async move {
+            let token = fenced(&ctx, &fence).await?;
+            groups::confirm(ctx, token, job, upserted, deleted, ts(at)).await
+        })
+    }
+
+    fn record_groups(
+        &mut self,
+        job: &str,
+        derived: &dyn Fn(&str) -> bool,
+        _at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let runs = groups::empty_runs_after(&self.owned_groups(job)?, derived);
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let fence = self.fence(job)?;
+        let job = job.to_string();
+        self.d.call(move |ctx| async move {
+            let token = fenced(&ctx, &fence).await?;
+            groups::write_empty_runs(ctx, token, job, runs).await
+        })
+    }
+
     fn record_pull(
         &mut self,
         job: &str,

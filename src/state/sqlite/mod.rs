@@ -13,8 +13,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     ApprovalRecord, Confirmed, Decision, DecisionPage, DecisionQuery, DecisionRecord, Entry, Hold,
-    JobState, RunId, RunRecord, SentStatus, StateError, StateStore,
+    JobState, OwnedGroup, RunId, RunRecord, SentStatus, StateError, StateStore,
 };
+
+mod groups;
 
 /// Migrations, in order; the schema version is the number applied (`PRAGMA user_version`).
 /// Never edit one that has shipped: add the next.
@@ -114,6 +116,18 @@ const MIGRATIONS: &[&str] = &[
         remote_addr TEXT
     );
     CREATE INDEX approvals_run ON approvals (run);",
+    // 6: the mover (`crate::sync::delta`, "memberships"): the memberships each job gave each
+    // user and Okta confirmed (a JSON array of group externalIds), and the groups each job
+    // created, with the consecutive complete pulls that derived none of them.
+    "ALTER TABLE users ADD COLUMN groups TEXT;
+    CREATE TABLE job_groups (
+        job TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        empty_runs INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        confirmed_at TEXT NOT NULL,
+        PRIMARY KEY (job, external_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// The columns [`run_row`] reads.
@@ -306,7 +320,7 @@ impl StateStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT external_id, hash, status, pending, missing_runs FROM users WHERE job = ?1",
+                "SELECT external_id, hash, status, pending, missing_runs, groups FROM users WHERE job = ?1",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([job]).map_err(|e| self.err(e))?;
@@ -319,6 +333,7 @@ impl StateStore for SqliteStore {
                 status: status.as_deref().and_then(SentStatus::parse),
                 pending: pending.as_deref().and_then(SentStatus::parse),
                 missing_runs: r.get::<_, i64>(4).map_err(|e| self.err(e))?.max(0) as u32,
+                groups: groups::parse(r.get(5).map_err(|e| self.err(e))?),
             });
         }
         Ok(())
@@ -328,7 +343,7 @@ impl StateStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT external_id, hash, status, pending, missing_runs FROM users
+                "SELECT external_id, hash, status, pending, missing_runs, groups FROM users
                  WHERE job = ?1 AND external_id = ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -344,6 +359,7 @@ impl StateStore for SqliteStore {
                         status: status.as_deref().and_then(SentStatus::parse),
                         pending: pending.as_deref().and_then(SentStatus::parse),
                         missing_runs: r.get::<_, i64>(4)?.max(0) as u32,
+                        groups: groups::parse(r.get(5)?),
                     })
                 })
                 .optional()
@@ -450,6 +466,43 @@ impl StateStore for SqliteStore {
             }
         }
         tx.commit().map_err(e)
+    }
+
+    fn set_memberships(
+        &mut self,
+        job: &str,
+        users: &[(String, Vec<String>)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        groups::set_memberships(&mut self.conn, job, users, &ts(at))
+            .map_err(|e| backend(&location, e))
+    }
+
+    fn owned_groups(&self, job: &str) -> Result<Vec<OwnedGroup>, StateError> {
+        groups::owned(&self.conn, job).map_err(|e| self.err(e))
+    }
+
+    fn confirm_groups(
+        &mut self,
+        job: &str,
+        upserted: &[String],
+        deleted: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        groups::confirm(&mut self.conn, job, upserted, deleted, &ts(at))
+            .map_err(|e| backend(&location, e))
+    }
+
+    fn record_groups(
+        &mut self,
+        job: &str,
+        derived: &dyn Fn(&str) -> bool,
+        _at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let location = self.location.clone();
+        groups::record(&mut self.conn, job, derived).map_err(|e| backend(&location, e))
     }
 
     fn record_pull(
@@ -772,144 +825,4 @@ impl StateStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    fn entries(store: &SqliteStore, job: &str) -> Vec<Entry> {
-        let mut v = Vec::new();
-        store.for_each_entry(job, &mut |e| v.push(e)).unwrap();
-        v.sort_by(|a, b| a.external_id.cmp(&b.external_id));
-        v
-    }
-
-    #[test]
-    fn pending_then_confirmed_then_missing() {
-        let mut s = SqliteStore::in_memory(true).unwrap();
-        s.mark_pending("hr", &[("a", SentStatus::Active), ("b", SentStatus::Active)], now())
-            .unwrap();
-        let e = entries(&s, "hr");
-        assert_eq!(e.len(), 2);
-        assert!(e.iter().all(|e| e.status.is_none() && e.owned_active()));
-        let profile: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
-        s.confirm(
-            "hr",
-            &[Confirmed {
-                external_id: "a".into(),
-                status: SentStatus::Active,
-                hash: Some("h1".into()),
-                profile: Some(profile.clone()),
-            }],
-            now(),
-        )
-        .unwrap();
-        let e = entries(&s, "hr");
-        assert_eq!(e[0].status, Some(SentStatus::Active));
-        assert_eq!(e[0].pending, None);
-        assert_eq!(e[0].hash.as_deref(), Some("h1"));
-        assert_eq!(e[1].pending, Some(SentStatus::Active), "b was never confirmed");
-        assert_eq!(s.confirmed_profile("hr", "a").unwrap(), Some(profile));
-        // A leaver's deactivation keeps the hash.
-        s.confirm(
-            "hr",
-            &[Confirmed {
-                external_id: "a".into(),
-                status: SentStatus::Inactive,
-                hash: None,
-                profile: None,
-            }],
-            now(),
-        )
-        .unwrap();
-        let e = entries(&s, "hr");
-        assert_eq!(e[0].status, Some(SentStatus::Inactive));
-        assert_eq!(e[0].hash.as_deref(), Some("h1"));
-        s.record_pull("hr", &mut ["b"].into_iter(), true, 1, now()).unwrap();
-        let e = entries(&s, "hr");
-        assert_eq!((e[0].missing_runs, e[1].missing_runs), (1, 0));
-        let j = s.job_state("hr").unwrap();
-        assert_eq!(j.last_pull_users, Some(1));
-        assert_eq!(j.known_active, 0);
-        // Another job sees none of it.
-        assert!(entries(&s, "other").is_empty());
-    }
-
-    #[test]
-    fn approvals_release_one_run_within_what_was_approved() {
-        let mut s = SqliteStore::in_memory(false).unwrap();
-        let r1 = s.begin_run("hr", now()).unwrap();
-        assert!(matches!(s.approve("hr", r1, now()), Err(StateError::NotHeld { .. })));
-        let hold = Hold { deactivations: 100, creations: 0, reasons: vec!["x".into()] };
-        s.finish_run(r1, "held", "{}", Some(&hold), now()).unwrap();
-        let r2 = s.begin_run("hr", now()).unwrap();
-        assert_eq!(s.take_approval("hr", 100, 0, r2).unwrap(), None, "not approved yet");
-        s.approve("hr", r1, now()).unwrap();
-        assert_eq!(s.take_approval("hr", 101, 0, r2).unwrap(), None, "more than approved");
-        assert_eq!(s.take_approval("hr", 90, 0, r2).unwrap(), Some(r1));
-        assert_eq!(s.take_approval("hr", 90, 0, r2).unwrap(), None, "used once");
-        assert!(matches!(s.approve("hr", r1, now()), Err(StateError::AlreadyUsed { .. })));
-        assert!(matches!(s.approve("hr", 999, now()), Err(StateError::NoSuchRun { .. })));
-    }
-
-    #[test]
-    fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
-        let mut s = SqliteStore::in_memory(false).unwrap();
-        let run = s.begin_run("hr", now()).unwrap();
-        let d = |id: &str, decision| DecisionRecord {
-            external_id: id.into(),
-            decision,
-            reason: None,
-            line: None,
-            profile: None,
-        };
-        let mut rows = vec![d("b1", Decision::Rejected), d("a2", Decision::Created)].into_iter();
-        let mut more =
-            [d("a1", Decision::Created), d("b1", Decision::Created), d("ab", Decision::Unchanged)]
-                .into_iter();
-        assert_eq!(s.record_decisions(run, &mut rows).unwrap(), 2);
-        // Written again for the same key: the first decision stays.
-        assert_eq!(s.record_decisions(run, &mut more).unwrap(), 2);
-        let page = |q: Option<&str>, after: Option<&str>, decision| {
-            let query = DecisionQuery {
-                q: q.map(str::to_string),
-                after: after.map(str::to_string),
-                decision,
-                limit: 2,
-            };
-            let p = s.decisions(run, &query).unwrap();
-            (p.items.iter().map(|d| d.external_id.clone()).collect::<Vec<_>>(), p.next_after)
-        };
-        assert_eq!(page(None, None, None), (vec!["a1".into(), "a2".into()], Some("a2".into())));
-        assert_eq!(page(None, Some("a2"), None), (vec!["ab".into(), "b1".into()], None));
-        assert_eq!(page(Some("a"), Some("a1"), None), (vec!["a2".into(), "ab".into()], None));
-        assert_eq!(page(Some("b"), None, None), (vec!["b1".into()], None));
-        assert_eq!(page(None, None, Some(Decision::Created)).0, ["a1", "a2"]);
-        let counts = s.decision_counts(run).unwrap();
-        assert_eq!(counts.get(&Decision::Created), Some(&2));
-        assert_eq!(counts.get(&Decision::Rejected), Some(&1));
-        assert_eq!(counts.get(&Decision::Unchanged), Some(&1));
-        assert!(
-            s.decisions(run + 1, &DecisionQuery { limit: 5, ..Default::default() })
-                .unwrap()
-                .items
-                .is_empty()
-        );
-        assert_eq!(prefix_end("ab"), Some("ac".into()));
-    }
-
-    #[test]
-    fn migrations_are_versioned_and_a_newer_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        drop(SqliteStore::open(&path, true).unwrap());
-        // Reopening applies nothing twice.
-        let s = SqliteStore::open(&path, true).unwrap();
-        assert_eq!(s.version().unwrap(), MIGRATIONS.len() as i64);
-        s.conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(s);
-        assert!(matches!(SqliteStore::open(&path, true), Err(StateError::TooNew { .. })));
-    }
-}
+mod tests;
