@@ -249,3 +249,94 @@ async fn a_pull_that_strips_every_department_is_held_until_approved() {
     assert_eq!(okta_groups(&sim), implied(&rows), "only the location groups remain");
     assert!(sim.snapshot().violations.is_empty());
 }
+
+/// A crash between the membership removals being sent and the session completing: the state
+/// keeps the old memberships (nothing is confirmed), and the next run sends the removals
+/// again (Okta skips what it already removed) and converges. The deterministic companion of
+/// the random kills in `tests/crash_recovery.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_removals_complete_leaves_them_unconfirmed_and_the_next_run_converges() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = xaas::sim::spawn(
+        xaas::sim::SimConfig {
+            clock_scale: 300.0,
+            // Long enough to kill the run while its session is TRIGGERED.
+            processing_delay: std::time::Duration::from_secs(3),
+            ..xaas::sim::SimConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, csv) = setup(dir.path(), &sim.base_url(), "      max_deactivations: 500\n");
+    let mut rows = people(1_000);
+    write_rows(&csv, &rows);
+    let (code, out, _) = run(&config, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    for r in rows.iter_mut().step_by(10) {
+        r.dept = "d-new".into();
+    }
+    write_rows(&csv, &rows);
+    let log = std::fs::File::create(dir.path().join("killed.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
+        .args(["run", "--config", &config.display().to_string()])
+        .env("XAAS_TEST_TOKEN", TOKEN)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let removal_session = async {
+        loop {
+            let snap = sim.snapshot();
+            if let Some(s) = snap.sessions.iter().find(|s| {
+                s.loads.iter().any(|l| l.kind == "group-memberships-delete")
+                    && s.status == xaas::okta::model::SessionStatus::Triggered
+            }) {
+                return s.id.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let session = tokio::time::timeout(std::time::Duration::from_secs(60), removal_session)
+        .await
+        .expect("the run sends its membership removals");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    // Nothing was confirmed: the plan still removes the movers' old memberships.
+    let plan = xaas_async(
+        vec![
+            "plan".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--format".into(),
+            "json".into(),
+        ],
+        TOKEN,
+    )
+    .await;
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    let changes = &plan[0]["changes"];
+    assert_eq!(changes["membership_removals"], 100, "{changes}");
+
+    // Okta finishes the orphaned session; the next run resends and converges.
+    let done = async {
+        while sim.snapshot().sessions.iter().any(|s| s.id == session && !s.status.is_final()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), done).await.unwrap();
+    let (code, out, report) = run(&config, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report["jobs"][0]["counts"]["memberships_removed"], 100);
+    assert_eq!(okta_groups(&sim), implied(&rows));
+    assert!(sim.snapshot().memberships_skipped >= 100, "the resent removals were already applied");
+    let (code, out, report) = run(&config, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report["jobs"][0]["counts"]["memberships_removed"], 0, "{out}");
+    assert_eq!(report["jobs"][0]["counts"]["to_upsert"], 0, "{out}");
+    assert!(sim.snapshot().violations.is_empty(), "{:#?}", sim.snapshot().violations);
+}

@@ -115,6 +115,7 @@ store_contract!(
     entries_and_profiles,
     runs_holds_and_approvals,
     job_facts,
+    memberships_and_owned_groups,
 );
 
 events_contract!(
@@ -267,6 +268,51 @@ fn job_facts(s: &mut dyn StateStore) {
     let j = s.job_state("hr").unwrap();
     assert_eq!(j.last_pull_users, Some(42));
     assert!(j.last_full_resync_at.is_some(), "kept by a pull");
+}
+
+/// The mover's state: memberships per user (kept apart from the profile confirmation, and
+/// separate per job), and the groups a job created with their empty-run counters.
+fn memberships_and_owned_groups(s: &mut dyn StateStore) {
+    let at = now();
+    s.confirm("hr", &[confirmed("a", SentStatus::Active, Some("h1"))], at).unwrap();
+    let set = |g: &[&str]| g.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    s.set_memberships("hr", &[("a".into(), set(&["g1", "g2"])), ("b".into(), set(&["g1"]))], at)
+        .unwrap();
+    let e = all_entries(s, "hr");
+    assert_eq!(
+        e.iter().map(|e| (e.external_id.as_str(), e.groups.clone())).collect::<Vec<_>>(),
+        [("a", set(&["g1", "g2"])), ("b", set(&["g1"]))]
+    );
+    assert_eq!(e[0].hash.as_deref(), Some("h1"), "memberships leave the confirmed hash alone");
+    // A later profile confirmation keeps the memberships; an empty set clears them.
+    s.confirm("hr", &[confirmed("a", SentStatus::Active, Some("h2"))], at).unwrap();
+    s.set_memberships("hr", &[("b".into(), Vec::new())], at).unwrap();
+    let by_id: BTreeMap<String, Vec<String>> = s
+        .entries("hr", &["a", "b"])
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.external_id, e.groups))
+        .collect();
+    assert_eq!(by_id["a"], set(&["g1", "g2"]));
+    assert!(by_id["b"].is_empty());
+    assert!(all_entries(s, "other").is_empty(), "per job");
+
+    assert!(s.owned_groups("hr").unwrap().is_empty());
+    s.confirm_groups("hr", &set(&["g1", "g2", "g3"]), &[], at).unwrap();
+    s.confirm_groups("other", &set(&["g9"]), &[], at).unwrap();
+    s.record_groups("hr", &|g| g == "g1", at).unwrap();
+    s.record_groups("hr", &|g| g == "g1" || g == "g3", at).unwrap();
+    let owned: Vec<(String, u32)> =
+        s.owned_groups("hr").unwrap().into_iter().map(|g| (g.external_id, g.empty_runs)).collect();
+    assert_eq!(owned, [("g1".into(), 0), ("g2".into(), 2), ("g3".into(), 0)]);
+    // Upserted again: empty runs start over; deleted: no longer owned.
+    s.confirm_groups("hr", &set(&["g2"]), &set(&["g3"]), at).unwrap();
+    let owned: Vec<(String, u32)> =
+        s.owned_groups("hr").unwrap().into_iter().map(|g| (g.external_id, g.empty_runs)).collect();
+    assert_eq!(owned, [("g1".into(), 0), ("g2".into(), 0)]);
+    assert_eq!(s.owned_groups("other").unwrap().len(), 1);
+    // The groups partition is not a job's users.
+    assert_eq!(all_entries(s, "hr").len(), 2);
 }
 
 // ---- the event log ----------------------------------------------------------------------

@@ -721,6 +721,63 @@ mod tests {
     }
 
     #[test]
+    fn removals_follow_their_users_and_group_deletes_come_last() {
+        let new = ["g-new".to_string()];
+        let users: Vec<MappedUser> = (0..6)
+            .map(|i| with_groups(user(i, i < 4, 0), if i < 4 { &new } else { &[] }))
+            .collect();
+        let (groups, memberships) = derive_groups(&users);
+        let movers = [("g-old", vec!["id0", "id1"])];
+        let leavers = [("g-old", vec!["id4"]), ("g-other", vec!["id5"])];
+        let kinds = |p: &Packed| -> Vec<Vec<RequestKind>> {
+            p.sessions.iter().map(|s| s.requests.iter().map(|r| r.kind).collect()).collect()
+        };
+        let r = Removals { movers: &movers, leavers: &leavers, groups: &["g-old"] };
+        let p = pack_with_groups(
+            &users,
+            &groups,
+            &memberships,
+            &r,
+            SessionMode::Separate,
+            Limits::default(),
+        );
+        use RequestKind::*;
+        assert_eq!(
+            kinds(&p),
+            [
+                vec![Upsert, GroupsUpsert, MembershipsUpsert, MembershipsDelete],
+                vec![Delete, MembershipsDelete, GroupsDelete],
+            ]
+        );
+        assert_eq!(p.sessions[0].group_changes().memberships_removed, 2);
+        assert_eq!(
+            p.sessions[1].group_changes(),
+            GroupCounts { memberships_removed: 2, groups_deleted: 1, ..GroupCounts::default() }
+        );
+        // What is confirmed is read back from the bodies sent.
+        assert_eq!(
+            p.sessions[1].requests[1].memberships(),
+            [("g-old".to_string(), "id4".to_string()), ("g-other".to_string(), "id5".to_string())]
+        );
+        assert_eq!(p.sessions[1].requests[2].body, br#"{"externalIds":["g-old"]}"#);
+        // With nobody to deactivate, group deletes stay with the upserts: no session of their own.
+        let active: Vec<MappedUser> = users[..4].to_vec();
+        let r = Removals { movers: &movers, leavers: &[], groups: &["g-old"] };
+        let p = pack_with_groups(
+            &active,
+            &groups,
+            &memberships,
+            &r,
+            SessionMode::Separate,
+            Limits::default(),
+        );
+        assert_eq!(
+            kinds(&p),
+            [vec![Upsert, GroupsUpsert, MembershipsUpsert, MembershipsDelete, GroupsDelete]]
+        );
+    }
+
+    #[test]
     fn a_huge_group_is_split_into_entries() {
         let users: Vec<_> = (0..2_500)
             .map(|i| {

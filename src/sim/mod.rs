@@ -27,6 +27,7 @@
 //! from `POST /oauth2/v1/token` for the service apps in [`SimConfig::oauth_clients`] (see
 //! [`oauth`]).
 
+mod apply;
 mod clock;
 mod errors;
 pub mod faults;

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::SimConfig;
+use super::apply::{apply, named_twice};
 use super::clock::{SimClock, okta_time, to_delta};
-use super::errors::{ApiError, random_id};
+use super::errors::ApiError;
+pub(super) use super::errors::random_id;
 use super::validate::{LoadData, LoadKind, Parsed};
 use crate::okta::model::{Session, SessionStatus};
 
@@ -163,44 +165,44 @@ pub(crate) struct RateWindow {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     /// In creation order.
-    sessions: Vec<SessionRec>,
-    users: BTreeMap<(String, String), UserRec>,
-    groups: BTreeMap<(String, String), GroupRec>,
-    violations: Vec<Violation>,
-    requests_total: u64,
-    rate_limited_total: u64,
-    memberships_skipped: u64,
-    groups_skipped: u64,
+    pub(super) sessions: Vec<SessionRec>,
+    pub(super) users: BTreeMap<(String, String), UserRec>,
+    pub(super) groups: BTreeMap<(String, String), GroupRec>,
+    pub(super) violations: Vec<Violation>,
+    pub(super) requests_total: u64,
+    pub(super) rate_limited_total: u64,
+    pub(super) memberships_skipped: u64,
+    pub(super) groups_skipped: u64,
     /// Identity sources whose next processed session ends in ERROR.
-    fail_next: HashSet<String>,
+    pub(super) fail_next: HashSet<String>,
     /// Identity sources with a session being processed right now.
-    busy: HashSet<String>,
-    trigger_seq: u64,
+    pub(super) busy: HashSet<String>,
+    pub(super) trigger_seq: u64,
     /// Bumped by reset, so processing started before a reset cannot touch the new state.
-    generation: u64,
+    pub(super) generation: u64,
 }
 
 #[derive(Debug)]
-struct SessionRec {
-    id: String,
-    source: String,
-    status: SessionStatus,
-    created: DateTime<Utc>,
-    last_updated: DateTime<Utc>,
+pub(super) struct SessionRec {
+    pub(super) id: String,
+    pub(super) source: String,
+    pub(super) status: SessionStatus,
+    pub(super) created: DateTime<Utc>,
+    pub(super) last_updated: DateTime<Utc>,
     /// Last API request naming this session: the 24-hour inactivity clock.
-    last_activity: DateTime<Utc>,
-    triggered: Option<DateTime<Utc>>,
-    trigger_seq: u64,
+    pub(super) last_activity: DateTime<Utc>,
+    pub(super) triggered: Option<DateTime<Utc>>,
+    pub(super) trigger_seq: u64,
     loads: Vec<LoadRec>,
-    user_ids: HashSet<String>,
+    pub(super) user_ids: HashSet<String>,
     /// Groups named by group loads, and (group, member) pairs named by membership loads: a
     /// second mention in one session is a violation (the order Okta applies them in is
     /// undocumented, FACTS §5).
-    group_ids: HashSet<String>,
-    memberships: HashSet<(String, String)>,
-    created_by_held_request: bool,
+    pub(super) group_ids: HashSet<String>,
+    pub(super) memberships: HashSet<(String, String)>,
+    pub(super) created_by_held_request: bool,
 }
 
 #[derive(Debug)]
@@ -211,22 +213,22 @@ struct LoadRec {
 }
 
 #[derive(Debug, Clone)]
-struct UserRec {
-    id: String,
-    active: bool,
-    profile: BTreeMap<String, String>,
-    created: DateTime<Utc>,
-    last_updated: DateTime<Utc>,
-    imports: u32,
-    deactivations: u32,
+pub(super) struct UserRec {
+    pub(super) id: String,
+    pub(super) active: bool,
+    pub(super) profile: BTreeMap<String, String>,
+    pub(super) created: DateTime<Utc>,
+    pub(super) last_updated: DateTime<Utc>,
+    pub(super) imports: u32,
+    pub(super) deactivations: u32,
 }
 
 #[derive(Debug, Clone)]
-struct GroupRec {
-    id: String,
-    display_name: Option<String>,
-    description: Option<String>,
-    members: BTreeSet<String>,
+pub(super) struct GroupRec {
+    pub(super) id: String,
+    pub(super) display_name: Option<String>,
+    pub(super) description: Option<String>,
+    pub(super) members: BTreeSet<String>,
 }
 
 impl SessionRec {
@@ -795,59 +797,6 @@ impl Sim {
     }
 }
 
-/// Groups and memberships this load names that the session already named (or that it names
-/// twice itself); remembers the rest.
-fn named_twice(session: &mut SessionRec, data: &LoadData) -> Vec<(&'static str, String)> {
-    let mut groups = Vec::new();
-    let mut pairs = 0usize;
-    let mut sample = None;
-    match data {
-        LoadData::UpsertGroups(list) => {
-            for g in list {
-                if !session.group_ids.insert(g.external_id.clone()) {
-                    groups.push(g.external_id.clone());
-                }
-            }
-        }
-        LoadData::DeleteGroups(ids) => {
-            for g in ids {
-                if !session.group_ids.insert(g.clone()) {
-                    groups.push(g.clone());
-                }
-            }
-        }
-        LoadData::UpsertMemberships(list) | LoadData::DeleteMemberships(list) => {
-            for (g, members) in list {
-                for m in members {
-                    if !session.memberships.insert((g.clone(), m.clone())) {
-                        pairs += 1;
-                        sample.get_or_insert_with(|| format!("{m} in {g}"));
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    let mut out = Vec::new();
-    if !groups.is_empty() {
-        out.push((
-            "duplicate_group_in_session",
-            format!(
-                "{} group(s) named more than once in this session, e.g. {}",
-                groups.len(),
-                groups[0]
-            ),
-        ));
-    }
-    if let Some(sample) = sample {
-        out.push((
-            "duplicate_membership_in_session",
-            format!("{pairs} membership(s) named more than once in this session, e.g. {sample}"),
-        ));
-    }
-    out
-}
-
 fn ensure_open_for_load(session: &SessionRec) -> Result<(), ApiError> {
     if session.status.is_open() {
         return Ok(());
@@ -869,128 +818,6 @@ fn expire_stale(st: &mut State, now: DateTime<Utc>, expiry: Duration) {
             // Okta would stamp the moment it expired; that is the end of the inactivity window.
             let at = s.last_activity.checked_add_signed(expiry).unwrap_or(now);
             s.set_status(SessionStatus::Expired, at);
-        }
-    }
-}
-
-fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
-    let key = |ext: &str| (source.to_string(), ext.to_string());
-    match load {
-        LoadData::UpsertUsers(users) => {
-            for (ext, profile) in users {
-                match st.users.get_mut(&key(&ext)) {
-                    Some(user) => {
-                        user.imports += 1;
-                        // Upsert replaces the profile and reactivates; lastUpdated moves only
-                        // when something changed.
-                        if !user.active || user.profile != profile {
-                            user.active = true;
-                            user.profile = profile;
-                            user.last_updated = now;
-                        }
-                    }
-                    None => {
-                        st.users.insert(
-                            key(&ext),
-                            UserRec {
-                                id: random_id("0ua", 17),
-                                active: true,
-                                profile,
-                                created: now,
-                                last_updated: now,
-                                imports: 1,
-                                deactivations: 0,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        LoadData::DeleteUsers(ids) => {
-            // Okta deactivates, never deletes, and silently ignores unknown ids (FACTS §5).
-            for ext in ids {
-                if let Some(user) = st.users.get_mut(&key(&ext)) {
-                    user.imports += 1;
-                }
-                if let Some(user) = st.users.get_mut(&key(&ext))
-                    && user.active
-                {
-                    user.active = false;
-                    user.deactivations += 1;
-                    user.last_updated = now;
-                }
-            }
-        }
-        LoadData::UpsertGroups(groups) => {
-            for g in groups {
-                let group = st.groups.entry(key(&g.external_id)).or_insert_with(|| GroupRec {
-                    id: random_id("00g", 17),
-                    display_name: None,
-                    description: None,
-                    members: BTreeSet::new(),
-                });
-                group.display_name = g.display_name;
-                group.description = g.description;
-            }
-        }
-        LoadData::DeleteGroups(ids) => {
-            // A deleted group takes its memberships with it.
-            for ext in ids {
-                if st.groups.remove(&key(&ext)).is_none() {
-                    st.groups_skipped += 1;
-                }
-            }
-        }
-        LoadData::UpsertMemberships(list) => {
-            for (group, members) in list {
-                // Memberships are applied after the session's users (FACTS §5): one naming a
-                // user the identity source does not have is the client's ordering mistake,
-                // and is not applied [INF].
-                let unknown: Vec<&String> =
-                    members.iter().filter(|m| !st.users.contains_key(&key(m))).collect();
-                if let Some(first) = unknown.first() {
-                    let message = format!(
-                        "{} membership(s) of group {group} name users the identity source does not have, e.g. {first}",
-                        unknown.len()
-                    );
-                    st.violations.push(Violation {
-                        rule: "membership_unknown_member".into(),
-                        message,
-                        method: "POST".into(),
-                        path: "(import processing)".into(),
-                        session_id: None,
-                        held: false,
-                    });
-                }
-                // [INF] a membership for a group not (yet) known creates a bare group record.
-                let known: Vec<String> =
-                    members.into_iter().filter(|m| st.users.contains_key(&key(m))).collect();
-                let g = st.groups.entry(key(&group)).or_insert_with(|| GroupRec {
-                    id: random_id("00g", 17),
-                    display_name: None,
-                    description: None,
-                    members: BTreeSet::new(),
-                });
-                g.members.extend(known);
-            }
-        }
-        LoadData::DeleteMemberships(list) => {
-            let mut skipped = 0u64;
-            for (group, members) in list {
-                let known: Vec<bool> =
-                    members.iter().map(|m| st.users.contains_key(&key(m))).collect();
-                match st.groups.get_mut(&key(&group)) {
-                    Some(g) => {
-                        for (m, known) in members.iter().zip(known) {
-                            if !known || !g.members.remove(m) {
-                                skipped += 1;
-                            }
-                        }
-                    }
-                    None => skipped += members.len() as u64,
-                }
-            }
-            st.memberships_skipped += skipped;
         }
     }
 }
