@@ -30,6 +30,9 @@ pub const RUN_DURATION_SECONDS: &str = "xaas_run_duration_seconds";
 /// Records (users) a run read, rejected, upserted, deactivated... added once per run from its
 /// report. Labels: `job`, `outcome` (see [`records`]).
 pub const RECORDS_TOTAL: &str = "xaas_records_total";
+/// Group changes Okta completed, added once per run from its report. Labels: `job`, `action`
+/// (`group_upserted`, `group_deleted`, `membership_added`, `membership_removed`).
+pub const GROUP_CHANGES_TOTAL: &str = "xaas_group_changes_total";
 /// Okta import sessions that ended, by final Okta status (`COMPLETED`, `ERROR`, `CLOSED`...,
 /// or `NOT_CREATED`). Labels: `kind` (`upsert`, `delete`, `combined`), `status`.
 pub const SESSIONS_TOTAL: &str = "xaas_sessions_total";
@@ -77,6 +80,7 @@ pub const ALL: &[&str] = &[
     RUNS_TOTAL,
     RUN_DURATION_SECONDS,
     RECORDS_TOTAL,
+    GROUP_CHANGES_TOTAL,
     SESSIONS_TOTAL,
     SESSION_DURATION_SECONDS,
     OKTA_REQUESTS_TOTAL,
@@ -218,6 +222,11 @@ pub fn describe() {
     describe_counter!(RUNS_TOTAL, Unit::Count, "Finished runs of a job, by outcome");
     describe_histogram!(RUN_DURATION_SECONDS, Unit::Seconds, "Wall-clock time of a run");
     describe_counter!(RECORDS_TOTAL, Unit::Count, "Records of finished runs, by outcome");
+    describe_counter!(
+        GROUP_CHANGES_TOTAL,
+        Unit::Count,
+        "Groups and memberships changed in completed sessions, by action"
+    );
     describe_counter!(SESSIONS_TOTAL, Unit::Count, "Okta import sessions, by final status");
     describe_histogram!(
         SESSION_DURATION_SECONDS,
@@ -319,6 +328,11 @@ pub fn run_finished(
 /// `upserted`...). Registers the series even when `n` is 0, so dashboards see it.
 pub fn records(job: &str, outcome: &'static str, n: u64) {
     counter!(RECORDS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(n);
+}
+
+/// Add `n` group changes of `job` with this `action` (see [`GROUP_CHANGES_TOTAL`]).
+pub fn group_changes(job: &str, action: &'static str, n: u64) {
+    counter!(GROUP_CHANGES_TOTAL, "job" => job.to_owned(), "action" => action).increment(n);
 }
 
 /// An import session of `kind` (`upsert`, `delete`, `combined`) that ended in `status` (an

@@ -395,6 +395,24 @@ impl JobReport {
                 ("not_yet_started", c.not_yet_started),
             ],
         );
+        // What Okta applied: the planned group changes of the sessions that COMPLETED.
+        let done: Vec<&SessionReport> = self
+            .sessions
+            .iter()
+            .filter(|s| {
+                s.outcome.as_ref().and_then(|o| o.final_status)
+                    == Some(crate::okta::model::SessionStatus::Completed)
+            })
+            .collect();
+        let sum = |f: fn(&SessionReport) -> usize| done.iter().map(|s| f(s) as u64).sum::<u64>();
+        for (action, n) in [
+            ("group_upserted", sum(|s| s.planned_groups)),
+            ("group_deleted", sum(|s| s.planned_group_deletions)),
+            ("membership_added", sum(|s| s.planned_memberships)),
+            ("membership_removed", sum(|s| s.planned_membership_removals)),
+        ] {
+            crate::telemetry::group_changes(&self.job, action, n);
+        }
     }
 }
 
