@@ -265,7 +265,8 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
     let session_ids: Vec<String> =
         report.jobs[0].sessions.iter().filter_map(|s| s.outcome.as_ref()?.id.clone()).collect();
     assert!(!session_ids.is_empty());
-    let allowed = ["job", "outcome", "kind", "status", "endpoint", "identity_source", "version"];
+    let allowed =
+        ["job", "outcome", "kind", "status", "endpoint", "identity_source", "version", "action"];
     for s in after.iter().filter(|s| s.name.starts_with("xaas_")) {
         for (k, v) in &s.labels {
             if k == "le" {
@@ -291,6 +292,7 @@ async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
         "xaas_runs_total",
         "xaas_run_duration_seconds",
         "xaas_records_total",
+        "xaas_group_changes_total",
         "xaas_sessions_total",
         "xaas_session_duration_seconds",
         "xaas_okta_requests_total",
