@@ -283,11 +283,7 @@ fn decide(
                 {
                     action = Action::Update;
                 }
-                batch.lost[i] = confirmed
-                    .iter()
-                    .filter(|g| now.binary_search(&g.as_str()).is_err())
-                    .cloned()
-                    .collect();
+                batch.lost[i] = delta::lost_groups(confirmed, &now);
             } else if job.groups.remove_memberships_on_deactivate {
                 batch.lost[i] = confirmed.to_vec();
             }

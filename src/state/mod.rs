@@ -128,6 +128,14 @@ pub struct OwnedGroup {
     pub empty_runs: u32,
 }
 
+impl OwnedGroup {
+    /// Its empty-run count after a complete pull that did (`derived`) or did not derive it:
+    /// the one counting rule of [`StateStore::record_groups`], for every backend.
+    pub fn empty_runs_after(&self, derived: bool) -> u32 {
+        if derived { 0 } else { self.empty_runs + 1 }
+    }
+}
+
 /// Job-level facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobState {

@@ -224,6 +224,13 @@ pub fn compute(
     Ok(Delta { actions, leavers, changes, absence_off, removals })
 }
 
+/// The confirmed memberships a user no longer derives (`now` sorted, as
+/// [`crate::mapping::MappedUser::group_ids`] gives it): what a mover loses, for pulls and
+/// pushed batches alike.
+pub fn lost_groups(confirmed: &[String], now: &[&str]) -> Vec<String> {
+    confirmed.iter().filter(|g| now.binary_search(&g.as_str()).is_err()).cloned().collect()
+}
+
 /// What the state stream finds about memberships (see the module doc).
 #[derive(Default)]
 struct Memberships {
@@ -270,9 +277,7 @@ impl Memberships {
             message: e.to_string(),
         })?;
         for ((_, confirmed), user) in std::mem::take(&mut self.movers).into_iter().zip(users) {
-            let now = user.group_ids();
-            let lost: Vec<String> =
-                confirmed.into_iter().filter(|g| now.binary_search(&g.as_str()).is_err()).collect();
+            let lost = lost_groups(&confirmed, &user.group_ids());
             if !lost.is_empty() {
                 out.movers.push((user.external_id, lost));
             }

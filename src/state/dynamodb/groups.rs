@@ -100,7 +100,7 @@ pub(super) fn empty_runs_after(
     owned
         .iter()
         .filter_map(|g| {
-            let runs = if derived(&g.external_id) { 0 } else { g.empty_runs + 1 };
+            let runs = g.empty_runs_after(derived(&g.external_id));
             (runs != g.empty_runs).then(|| (g.external_id.clone(), runs))
         })
         .collect()

@@ -81,9 +81,9 @@ pub(super) fn record(
         let mut stmt = tx
             .prepare("UPDATE job_groups SET empty_runs = ?3 WHERE job = ?1 AND external_id = ?2")?;
         for g in owned {
-            let runs = if derived(&g.external_id) { 0 } else { i64::from(g.empty_runs) + 1 };
-            if runs != i64::from(g.empty_runs) {
-                stmt.execute(params![job, g.external_id, runs])?;
+            let runs = g.empty_runs_after(derived(&g.external_id));
+            if runs != g.empty_runs {
+                stmt.execute(params![job, g.external_id, i64::from(runs)])?;
             }
         }
     }
