@@ -468,6 +468,9 @@ fn validate(config: &Path) -> i32 {
                 s.jobs.len(),
                 s.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
             );
+            for notice in s.notices() {
+                println!("note: {notice}");
+            }
             EXIT_OK
         }
         Err(diags) => {

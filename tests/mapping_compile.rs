@@ -121,7 +121,7 @@ fn unknown_keys_everywhere_with_suggestions() {
                 Some(8),
                 "colour",
                 "unknown key `colour`, expected one of `version`, `external_id`, `status`, \
-                 `attributes`, `required`, `source_fields`, `lookups`, `groups`, `tests`"
+                 `attributes`, `required`, `source_fields`, `lookups`, `groups`, `references`, `tests`"
             ),
         ]
     );

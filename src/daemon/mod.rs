@@ -623,6 +623,11 @@ pub async fn serve(
     let events = crate::state::open_events(&settings.state)?;
     let coordination = coordination::Coordination::for_store(&events, okta_cancel.clone());
     let listen = settings.serve.listen;
+    if settings.serve.webhook.is_some() {
+        for notice in settings.notices() {
+            warn!("{notice}");
+        }
+    }
     let settings = Arc::new(settings);
     let daemon = Arc::new_cyclic(|me| Daemon {
         config_path: config_path.to_path_buf(),

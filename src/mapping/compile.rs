@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use super::eval::{self, Constraint};
 use super::filters::{self, KNOWN_FILTERS, STATIC_ERROR, Tables};
+use super::references::PersonRef;
 use super::spec::{
     self, GroupSpec, LongValueSpec, MappingSpec, StatusSpec, TestSpec, ValueSpec, WhenMissing,
 };
@@ -61,6 +62,8 @@ pub struct Mapping {
     pub(super) attributes: Vec<Attribute>,
     /// Group rules (v2), in file order.
     pub(super) groups: Vec<GroupRule>,
+    /// `references` (v2), in file order.
+    pub(super) references: Vec<PersonRef>,
     /// Every source field the mapping reads, for cross-checks against a source's columns.
     source_fields: BTreeSet<String>,
     /// The fields templates and expressions read: only these go into a record's template
@@ -241,6 +244,11 @@ impl Mapping {
         !self.groups.is_empty()
     }
 
+    /// The `references` entries, in file order.
+    pub fn references(&self) -> &[PersonRef] {
+        &self.references
+    }
+
     /// How many test cases the file declares.
     pub fn test_count(&self) -> usize {
         self.tests.len()
@@ -340,6 +348,10 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
     let groups: Vec<GroupRule> =
         spec.groups.iter().enumerate().filter_map(|(i, g)| ctx.group_rule(g, i)).collect();
 
+    let names: Vec<&str> = spec.attributes.iter().map(|(n, _)| n.as_str()).collect();
+    let mut references = ctx.references(&spec.references, &names);
+    references.sort_by_key(|r| index.locate(&format!("references.{}", r.name)));
+
     check_declared_fields(&spec, &ctx.references, index, ctx.diags);
     let template_fields = std::mem::take(&mut ctx.template_fields).into_iter().collect();
     let tests = spec
@@ -355,6 +367,7 @@ fn compile(spec: MappingSpec, index: &YamlIndex, diags: &mut Vec<Diagnostic>) ->
         status,
         attributes,
         groups,
+        references,
         source_fields,
         template_fields,
         tests,
@@ -482,10 +495,10 @@ fn check_declared_fields(
 }
 
 /// What compiling one value needs, bundled to keep signatures short.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     env: &'a mut Environment<'static>,
-    index: &'a YamlIndex,
-    diags: &'a mut Vec<Diagnostic>,
+    pub(super) index: &'a YamlIndex,
+    pub(super) diags: &'a mut Vec<Diagnostic>,
     source_fields: &'a mut BTreeSet<String>,
     /// (key path, field) for every field read, to check against `source_fields`.
     references: Vec<(String, String)>,
@@ -495,7 +508,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Compile one value at key `path`; `None` (with diagnostics) when it is invalid.
-    fn producer(&mut self, vs: &ValueSpec, path: &str) -> Option<Producer> {
+    pub(super) fn producer(&mut self, vs: &ValueSpec, path: &str) -> Option<Producer> {
         let (text, is_template, at) = match vs {
             ValueSpec::Short(s) => (s.as_str(), looks_like_template(s), path.to_string()),
             ValueSpec::Long(long) => match (&long.from, &long.template) {
@@ -761,7 +774,7 @@ fn looks_like_template(s: &str) -> bool {
 }
 
 /// Okta variable names: ASCII letters, digits and `_`, not starting with a digit.
-fn is_identifier(name: &str) -> bool {
+pub(super) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -185,6 +185,22 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
             ));
         }
     }
+    // References are only read here; `references::resolve` fills them in once the other
+    // people are mapped. A leaver sends no profile, so carries none.
+    let mut links = BTreeMap::new();
+    if active {
+        for r in &m.references {
+            match ctx.produce(&r.person) {
+                Ok(Some(person)) => {
+                    links.insert(r.name.clone(), person);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(reject(id, &format!("references.{}.person", r.name), reason));
+                }
+            }
+        }
+    }
     if let Some((start_date, import_from)) = start {
         return Ok(Mapped::NotYet(NotYet {
             origin: record.origin.clone(),
@@ -199,6 +215,7 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
         active,
         profile,
         groups,
+        links,
     }))
 }
 
@@ -353,7 +370,7 @@ fn text(v: &JinjaValue) -> Option<String> {
 }
 
 /// Check a non-empty, trimmed value against a constraint.
-fn check(v: &str, c: Constraint) -> Result<(), Reason> {
+pub(super) fn check(v: &str, c: Constraint) -> Result<(), Reason> {
     let n = v.chars().count();
     if n > c.max_chars {
         return Err(format!("{n} characters, the limit is {}", c.max_chars));

@@ -15,6 +15,7 @@ pub mod compile;
 pub mod dates;
 pub mod eval;
 pub mod filters;
+pub mod references;
 pub mod spec;
 pub mod testing;
 
@@ -65,6 +66,10 @@ pub struct MappedUser {
     /// order. Always empty for a deactivated user: leavers gain no memberships.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub groups: Vec<GroupRef>,
+    /// Unresolved `references`: attribute → the externalId of the person it copies from.
+    /// [`references::resolve`] moves them into `profile`; hash and send only after that.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub links: BTreeMap<String, String>,
 }
 
 /// Bytes of a user's content hash (128 bits of SHA-256: collisions are not a concern at any

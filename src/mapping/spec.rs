@@ -29,10 +29,11 @@ pub const TOP_KEYS: &[&str] = &[
     "source_fields",
     "lookups",
     "groups",
+    "references",
     "tests",
 ];
 /// Top-level keys that need `version: 2`.
-pub const V2_TOP_KEYS: &[&str] = &["source_fields", "lookups", "groups", "tests"];
+pub const V2_TOP_KEYS: &[&str] = &["source_fields", "lookups", "groups", "references", "tests"];
 /// Keys allowed in the `status` block.
 pub const STATUS_KEYS: &[&str] = &[
     "field",
@@ -51,8 +52,12 @@ pub const V2_STATUS_KEYS: &[&str] =
     &["active_if", "start_date", "end_date", "pre_hire_days", "time_zone", "worker_time_zone"];
 /// Keys of one `groups` rule.
 pub const GROUP_KEYS: &[&str] = &["external_id", "name", "description", "when"];
+/// Keys of one `references` entry.
+pub const REFERENCE_KEYS: &[&str] = &["person", "attribute", "on_missing"];
+/// The values of a reference's `on_missing`.
+pub const ON_MISSING: &[&str] = &["omit", "reject"];
 /// Keys of one test case.
-pub const TEST_KEYS: &[&str] = &["name", "now", "input", "expect"];
+pub const TEST_KEYS: &[&str] = &["name", "now", "input", "others", "expect"];
 /// Keys of a test case's `expect`.
 pub const EXPECT_KEYS: &[&str] = &["external_id", "status", "profile", "groups", "rejected"];
 /// The values of `expect.status`.
@@ -82,6 +87,8 @@ pub struct MappingSpec {
     pub lookups: Vec<(String, Vec<(String, String)>)>,
     /// `groups`: one rule per list item.
     pub groups: Vec<GroupSpec>,
+    /// `references`: attributes copied from another person of the same pull, in file order.
+    pub references: Vec<ReferenceSpec>,
     /// `tests`: the mapping's own test cases.
     pub tests: Vec<TestSpec>,
     /// Key paths of version-2 keys present in the file (compile rejects them in a v1 file).
@@ -102,6 +109,20 @@ pub struct GroupSpec {
     pub when: Option<String>,
 }
 
+/// One `references` entry: the profile attribute `name` is the `attribute` of the person whose
+/// externalId `person` gives (a manager's `userName`, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceSpec {
+    /// The profile attribute produced (the entry's key).
+    pub name: String,
+    /// A field or a template giving the referenced person's externalId.
+    pub person: Option<ValueSpec>,
+    /// The referenced person's mapped attribute to copy.
+    pub attribute: Option<String>,
+    /// `omit` (default) or `reject`, kept raw so compile can list the choices.
+    pub on_missing: Option<String>,
+}
+
 /// One test case.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TestSpec {
@@ -110,6 +131,8 @@ pub struct TestSpec {
     pub now: Option<String>,
     /// The input record.
     pub input: serde_json::Map<String, Value>,
+    /// Other records of the same pull, which the input's `references` can name.
+    pub others: Vec<serde_json::Map<String, Value>>,
     pub expect: ExpectSpec,
 }
 
@@ -261,10 +284,53 @@ pub fn read(root: &Value, index: &YamlIndex, diags: &mut Vec<Diagnostic>) -> Map
     if let Some(v) = top.get("groups") {
         spec.groups = list_of(v, "groups", "group rules", index, diags, group_spec);
     }
+    if let Some(v) = top.get("references") {
+        spec.references = references(v, index, diags);
+    }
     if let Some(v) = top.get("tests") {
         spec.tests = list_of(v, "tests", "test cases", index, diags, test_spec);
     }
     spec
+}
+
+fn references(v: &Value, index: &YamlIndex, diags: &mut Vec<Diagnostic>) -> Vec<ReferenceSpec> {
+    let Value::Object(entries) = v else {
+        diags.push(index.diag(
+            "references",
+            format!(
+                "expected a mapping of attribute names to references (`person`, `attribute`), \
+                 found {}",
+                kind(v)
+            ),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, entry) in entries {
+        let path = format!("references.{name}");
+        let Value::Object(map) = entry else {
+            diags.push(index.diag(
+                &path,
+                format!("expected a mapping with `person` and `attribute`, found {}", kind(entry)),
+            ));
+            continue;
+        };
+        unknown_keys(map, &path, REFERENCE_KEYS, index, diags);
+        for key in ["person", "attribute"] {
+            if !map.contains_key(key) {
+                diags.push(index.diag(&path, format!("missing key `{key}`")));
+            }
+        }
+        out.push(ReferenceSpec {
+            name: name.clone(),
+            person: map
+                .get("person")
+                .and_then(|v| value_spec(v, &format!("{path}.person"), index, diags)),
+            attribute: opt_string(map, "attribute", &path, index, diags),
+            on_missing: opt_string(map, "on_missing", &path, index, diags),
+        });
+    }
+    out
 }
 
 /// Read each item of a list with `item`, which returns `None` (with diagnostics) when invalid.
@@ -395,6 +461,28 @@ fn test_spec(
         now: opt_string(map, "now", path, index, diags),
         ..TestSpec::default()
     };
+    if let Some(others) = map.get("others") {
+        let path = format!("{path}.others");
+        match others {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Object(record) => t.others.push(record.clone()),
+                        other => diags.push(index.diag(
+                            format!("{path}[{i}]"),
+                            format!(
+                                "expected a mapping (a record's fields), found {}",
+                                kind(other)
+                            ),
+                        )),
+                    }
+                }
+            }
+            other => diags.push(
+                index.diag(&path, format!("expected a list of records, found {}", kind(other))),
+            ),
+        }
+    }
     match map.get("input") {
         Some(Value::Object(input)) => t.input = input.clone(),
         Some(other) => diags.push(index.diag(

@@ -6,10 +6,12 @@
 //! that appears or disappears by accident fails the test. Failures read as a diff: one line per
 //! difference, `-` what was expected, `+` what the mapping produced.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::references::{self, Lookup};
 use super::{Mapped, Mapping, Origin, Record};
 
 /// The outcome of one case.
@@ -47,11 +49,59 @@ pub fn run(m: &Mapping, default_now: DateTime<Utc>) -> Vec<CaseResult> {
                     }
                 },
             };
-            let record = Record { origin: Origin::Index(i as u64), fields: case.input.clone() };
-            compare(&case.expect, m.apply_at(&record, now), &mut diff);
+            compare(&case.expect, map_case(m, case, i, now), &mut diff);
             CaseResult { name, line: *line, diff }
         })
         .collect()
+}
+
+/// Map case `i`'s input as of `now`, its `references` resolved against the case's `others`
+/// (mapped as of the same instant) and itself, as a pull would against its other records.
+fn map_case(
+    m: &Mapping,
+    case: &super::spec::TestSpec,
+    i: usize,
+    now: DateTime<Utc>,
+) -> Result<Mapped, super::Rejection> {
+    let record = Record { origin: Origin::Index(i as u64), fields: case.input.clone() };
+    let mut user = match m.apply_at(&record, now)? {
+        Mapped::User(u) => u,
+        not_yet => return Ok(not_yet),
+    };
+    if user.links.is_empty() {
+        return Ok(Mapped::User(user));
+    }
+    let others: Vec<Result<Mapped, super::Rejection>> = case
+        .others
+        .iter()
+        .enumerate()
+        .map(|(j, fields)| {
+            m.apply_at(&Record { origin: Origin::Index(j as u64), fields: fields.clone() }, now)
+        })
+        .collect();
+    let itself = (user.external_id.clone(), user.profile.clone());
+    let refs = m.references();
+    let lookup = |r: usize, person: &str| {
+        let attribute = refs[r].attribute.as_str();
+        if person == itself.0 {
+            return Lookup::Found(itself.1.get(attribute).map(|v| Cow::Owned(v.clone())));
+        }
+        let why = others.iter().rev().find_map(|o| match o {
+            Ok(Mapped::User(u)) if u.external_id == person => {
+                Some(Lookup::Found(u.profile.get(attribute).map(|v| Cow::Owned(v.clone()))))
+            }
+            Ok(Mapped::NotYet(n)) if n.external_id == person => {
+                Some(Lookup::Missing(Cow::Borrowed(references::NOT_YET)))
+            }
+            Err(r) if r.external_id.as_deref() == Some(person) => {
+                Some(Lookup::Missing(Cow::Borrowed(references::REJECTED)))
+            }
+            _ => None,
+        });
+        why.unwrap_or(Lookup::Missing(Cow::Borrowed("is not among the case's `others`")))
+    };
+    references::resolve(refs, &mut user, lookup)?;
+    Ok(Mapped::User(user))
 }
 
 fn compare(
@@ -148,8 +198,7 @@ pub fn outputs(
         .map(|(i, (case, _))| {
             let name = case.name.clone().unwrap_or_else(|| format!("tests[{i}]"));
             let now = case.now.as_deref().and_then(super::dates::parse_now).unwrap_or(default_now);
-            let record = Record { origin: Origin::Index(i as u64), fields: case.input.clone() };
-            (name, m.apply_at(&record, now))
+            (name, map_case(m, case, i, now))
         })
         .collect()
 }

@@ -582,6 +582,7 @@ mod tests {
             active,
             profile,
             groups: Vec::new(),
+            links: BTreeMap::new(),
         }
     }
 

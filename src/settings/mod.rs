@@ -231,6 +231,24 @@ impl<'de> serde::Deserialize<'de> for ErrorBudget {
 }
 
 impl Settings {
+    /// What is allowed but works differently than ops may expect: `xaas validate` prints
+    /// these as notes and the daemon logs them at start.
+    pub fn notices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for job in &self.jobs {
+            if !self.state.store_profiles && !job.mapping.references().is_empty() {
+                out.push(format!(
+                    "job `{}`: its mapping has `references`, and `state.store_profiles: false` \
+                     leaves no confirmed profiles to resolve them from, so a pushed user whose \
+                     reference names someone outside the same push is held for the next \
+                     scheduled run (scheduled runs resolve every reference)",
+                    job.name
+                ));
+            }
+        }
+        out
+    }
+
     /// The names of the jobs that import into identity source `source`.
     pub fn jobs_of(&self, source: &str) -> Vec<String> {
         self.jobs

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod prepare;
 pub mod pull;
 pub mod record;
+pub mod references;
 pub mod report;
 pub mod safeguards;
 pub mod spill;

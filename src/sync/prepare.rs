@@ -109,6 +109,8 @@ pub async fn prepare(
     c.memberships_removed = planned.iter().map(|s| s.planned_membership_removals as u64).sum();
     c.groups_deleted = planned.iter().map(|s| s.planned_group_deletions as u64).sum();
     c.not_yet_started = pulled.not_yet.len() as u64;
+    c.references_resolved = pulled.references.resolved;
+    c.references_dangling = pulled.references.dangling.len() as u64;
     info!(
         read = c.read,
         rejected = c.rejected,
@@ -123,6 +125,7 @@ pub async fn prepare(
     );
     report.rejected = std::mem::take(&mut pulled.rejected);
     report.deduplicated = std::mem::take(&mut pulled.deduplicated);
+    report.dangling = std::mem::take(&mut pulled.references.dangling);
     report.sessions = planned;
     Ok(Prepared {
         pulled,

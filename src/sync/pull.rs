@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::SyncError;
+use super::references::{self, Absent, Resolution};
 use super::report::Duplicate;
 use super::spill::Spill;
 use crate::mapping::{Mapped, NotYet, Origin, Rejection};
@@ -30,6 +31,8 @@ pub struct Pulled {
     pub not_yet: Vec<NotYet>,
     /// Items read from the source, including rejected ones.
     pub read: u64,
+    /// The mapping's `references`, resolved against the pull (rejections are in `rejected`).
+    pub references: Resolution,
 }
 
 /// A pull that must not be sent. Carries what was learnt on the way, for the report.
@@ -138,15 +141,28 @@ pub async fn pull_and_map(
             }
         }
     }
+    if let Err(e) = users.finish() {
+        return Err(fail(SyncError::spill("write")(e), read, rejected));
+    }
+    let absent = Absent {
+        rejected: rejected.iter().filter_map(|r| r.external_id.as_deref()).collect(),
+        not_yet: not_yet.iter().map(|n| n.external_id.as_str()).collect(),
+    };
+    let resolved = references::resolve(&job.mapping, users, &absent);
+    drop(absent);
+    let (users, mut resolution) = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(fail(SyncError::spill("resolve the references of")(e), read, rejected));
+        }
+    };
+    rejected.append(&mut resolution.rejected);
     if let Some(budget) = job.max_rejected
         && let Some(message) = budget.exceeded(rejected.len() as u64, read)
     {
         return Err(fail(SyncError::TooManyRejected(message), read, rejected));
     }
-    if let Err(e) = users.finish() {
-        return Err(fail(SyncError::spill("write")(e), read, rejected));
-    }
-    Ok(Pulled { users, rejected, deduplicated, not_yet, read })
+    Ok(Pulled { users, rejected, deduplicated, not_yet, read, references: resolution })
 }
 
 /// Turn users too large to send into rejections.

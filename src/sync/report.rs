@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delta::Changes;
 use super::safeguards::Breach;
+use crate::mapping::references::Dangling;
 use crate::mapping::{Origin, Rejection};
 use crate::okta::batch::{SessionKind, SessionPlan};
 use crate::okta::session::{SessionOutcome, StaleSession};
@@ -211,6 +212,9 @@ pub struct JobReport {
     pub rejected: Vec<Rejection>,
     /// externalIds that appeared more than once: the last record won.
     pub deduplicated: Vec<Duplicate>,
+    /// References left out of a profile (`on_missing: omit`), with who they named and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dangling: Vec<Dangling>,
     /// Sessions found open at the start and what was done with them.
     pub stale_sessions: Vec<StaleSession>,
     pub sessions: Vec<SessionReport>,
@@ -249,6 +253,13 @@ pub struct Counts {
     /// Groups this job created, planned for deletion.
     #[serde(default)]
     pub groups_deleted: u64,
+    /// `references` filled in from another person of the pull (a manager's login, say).
+    #[serde(default)]
+    pub references_resolved: u64,
+    /// `references` left out because the person was not found (`on_missing: omit`); the
+    /// records themselves are sent. `dangling` lists them.
+    #[serde(default)]
+    pub references_dangling: u64,
 }
 
 /// An externalId seen more than once.
@@ -393,6 +404,7 @@ impl JobReport {
                 ("unchanged", self.changes.unchanged),
                 ("not_imported", c.not_imported),
                 ("not_yet_started", c.not_yet_started),
+                ("reference_dangling", c.references_dangling),
             ],
         );
         // What Okta applied: the planned group changes of the sessions that COMPLETED.
@@ -465,6 +477,7 @@ impl JobReport {
             counts: Counts::default(),
             rejected: Vec::new(),
             deduplicated: Vec::new(),
+            dangling: Vec::new(),
             stale_sessions: Vec::new(),
             sessions: Vec::new(),
             timings: Timings::default(),
@@ -646,6 +659,13 @@ impl JobReport {
                 c.memberships_removed, c.groups_deleted
             );
         }
+        if c.references_resolved + c.references_dangling > 0 {
+            let _ = writeln!(
+                out,
+                "  references resolved {}, left out {}",
+                c.references_resolved, c.references_dangling
+            );
+        }
         if dry_run {
             let _ = writeln!(
                 out,
@@ -692,6 +712,16 @@ impl JobReport {
                 out,
                 "  … {} more duplicates in the JSON report",
                 self.deduplicated.len() - TEXT_LIST_LIMIT
+            );
+        }
+        for d in self.dangling.iter().take(TEXT_LIST_LIMIT) {
+            let _ = writeln!(out, "  left out {} of {}: {}", d.attribute, d.external_id, d.reason);
+        }
+        if self.dangling.len() > TEXT_LIST_LIMIT {
+            let _ = writeln!(
+                out,
+                "  … {} more references left out in the JSON report",
+                self.dangling.len() - TEXT_LIST_LIMIT
             );
         }
         for r in self.rejected.iter().take(TEXT_LIST_LIMIT) {

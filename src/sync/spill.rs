@@ -55,6 +55,8 @@ struct StoredRef<'a> {
     profile: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "<[GroupRef]>::is_empty")]
     groups: &'a [GroupRef],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    links: &'a BTreeMap<String, String>,
 }
 
 /// The on-disk form of a [`MappedUser`], as read back.
@@ -69,6 +71,8 @@ struct Stored<'a> {
     profile: BTreeMap<String, String>,
     #[serde(default)]
     groups: Vec<GroupRef>,
+    #[serde(default)]
+    links: BTreeMap<String, String>,
 }
 
 /// De-duplicated users, spilled to a temporary file.
@@ -129,6 +133,7 @@ impl Spill {
             active: user.active,
             profile: &user.profile,
             groups: &user.groups,
+            links: &user.links,
         };
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         let writer = self
@@ -186,6 +191,14 @@ impl Spill {
     pub fn slot_info(&self, slot: usize) -> (bool, String) {
         let s = &self.slots[slot];
         (s.active, hex::encode(s.hash))
+    }
+
+    /// Free the externalId index (and the derived groups) of a spill that will only be read
+    /// back in order from now on: `sync::references` does so before it writes the resolved
+    /// copy, so two indexes are never held at once. [`Self::slot_of`] finds nothing after.
+    pub fn forget_index(&mut self) {
+        self.index = HashMap::new();
+        self.derived = HashSet::new();
     }
 
     /// Every distinct externalId (in no particular order).
@@ -369,6 +382,7 @@ impl<'a> Window<'a> {
             active: stored.active,
             profile: stored.profile,
             groups: stored.groups,
+            links: stored.links,
         })
     }
 }
@@ -431,6 +445,7 @@ impl Sessions<'_> {
                         active: false,
                         profile: BTreeMap::new(),
                         groups: Vec::new(),
+                        links: BTreeMap::new(),
                     });
                     continue;
                 };
@@ -536,6 +551,7 @@ mod tests {
             active,
             profile,
             groups: Vec::new(),
+            links: BTreeMap::new(),
         }
     }
 

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::queue::PushProgress;
+
+mod references;
 use crate::mapping::{Mapped, MappedUser, Origin, Record, groups_fingerprint};
 use crate::okta::OktaClient;
 use crate::okta::batch::{self, Limits, SessionMode, SessionPlan};
@@ -129,6 +131,10 @@ async fn import(
         return more(ctx, settings, source);
     }
     let mut batch = map_events(settings, events);
+    if let Err(e) = references::resolve_batch(&mut batch, settings, events, store) {
+        warn!(error = %e, "cannot read the state");
+        return RETRY;
+    }
     if let Err(e) = decide(&mut batch, settings, events, store) {
         warn!(error = %e, "cannot read the state");
         return RETRY;
@@ -165,8 +171,10 @@ struct Batch {
     mapped: Vec<Mapped1>,
     /// Per mapped user: sent in the session.
     send: Vec<bool>,
-    /// Per mapped user: held by a safeguard.
-    held: Vec<bool>,
+    /// Per mapped user: held (not sent, the next scheduled run decides), and why.
+    held: Vec<Option<String>>,
+    /// Per mapped user: the references left out of its profile (`on_missing: omit`).
+    notes: Vec<Option<String>>,
     /// Per mapped user: the memberships this job gave that it loses (the pull's rule,
     /// `sync::delta`, "memberships").
     lost: Vec<Vec<String>>,
@@ -230,7 +238,14 @@ fn map_events(settings: &Settings, events: &[QueuedEvent]) -> Batch {
         }
     }
     let n = mapped.len();
-    Batch { outcomes, mapped, send: vec![true; n], held: vec![false; n], lost: vec![Vec::new(); n] }
+    Batch {
+        outcomes,
+        mapped,
+        send: vec![true; n],
+        held: vec![None; n],
+        notes: vec![None; n],
+        lost: vec![Vec::new(); n],
+    }
 }
 
 /// The records an event carries.
@@ -308,7 +323,11 @@ fn decide(
             warn!(job = %job.name, deactivations = deactivations.len(), breach = %breach.message, "pushed terminations held by a safeguard");
             for i in deactivations {
                 batch.send[i] = false;
-                batch.held[i] = true;
+                batch.held[i] = Some(
+                    "over safeguards.max_deactivations for one batch; the next scheduled run \
+                     decides"
+                        .to_string(),
+                );
             }
         }
     }
@@ -447,8 +466,8 @@ fn finish(
     let mut deactivated = 0u64;
     let failure = sent.failure.as_ref().map(|e| e.describe(false));
     for (i, m) in batch.mapped.iter().enumerate().filter(|(_, m)| m.event < events.len()) {
-        let (outcome, reason) = if batch.held[i] {
-            ("held", Some("over safeguards.max_deactivations for one batch; the next scheduled run decides".to_string()))
+        let (outcome, reason) = if let Some(why) = &batch.held[i] {
+            ("held", Some(why.clone()))
         } else if !batch.send[i] {
             if batch.outcomes[m.event].iter().any(|o| o.index == m.index) {
                 continue;
@@ -458,7 +477,7 @@ fn finish(
             ("failed", Some(error.clone()))
         } else if m.user.active {
             upserted += 1;
-            ("upserted", None)
+            ("upserted", batch.notes[i].clone())
         } else {
             deactivated += 1;
             ("deactivated", None)
