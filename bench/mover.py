@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Mover benchmark (issue 16): a 100,000-user full import with a department and a location
 group per person, then a 1% mover delta (1,000 people change department, so 1,000 membership
-removals and 1,000 additions), beside the same two runs with a mapping without groups.
+removals and 1,000 additions), beside the same two runs with a mapping without groups, and
+with groups and a manager link (`references:`, a hierarchy of ten reports per manager).
+
+Also prints what the membership state costs: the state file's growth and the peak RSS growth
+over the run without groups, per membership.
 
 Prints per run: wall time, Okta calls, sessions, loads by kind, peak RSS of `xaas run`, and
 the state file's size. Against `xaas sim` (clock 300x, no added latency, 100 ms processing),
@@ -15,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c  # noqa: E402
 
 MAPPING = """version: 2
-source_fields: [id, email, first, last, dept, location, active]
+source_fields: [id, email, first, last, dept, location, active, manager_id]
 external_id: "{{ id }}"
 status:
   active_if: '{"true": true, "false": false}[active]'
@@ -34,13 +38,16 @@ GROUPS = """groups:
   - external_id: "loc-{{ location }}"
     name: "Location {{ location }}"
 """
+REFERENCES = """references:
+  manager: { person: manager_id, attribute: userName }
+"""
 
 
 def write(path, rows):
     with open(path, "w") as f:
-        f.write("id,email,first,last,dept,location,active\n")
+        f.write("id,email,first,last,dept,location,active,manager_id\n")
         for r in rows:
-            f.write(f"{r['id']},{r['id']}@example.com,Ana,García,{r['dept']},{r['loc']},true\n")
+            f.write(f"{r['id']},{r['id']}@example.com,Ana,García,{r['dept']},{r['loc']},true,{r['mgr']}\n")
 
 
 def run(cfg, sim):
@@ -67,7 +74,10 @@ def main():
     c.build()
     print(c.machine())
     print(f"{args.size:,} people, 20 departments, 10 locations; delta: 1% change department")
-    for label, mapping in (("without groups", MAPPING), ("with groups", MAPPING + GROUPS)):
+    base = {}
+    configs = (("without groups", MAPPING), ("with groups", MAPPING + GROUPS),
+               ("groups+managers", MAPPING + GROUPS + REFERENCES))
+    for label, mapping in configs:
         with tempfile.TemporaryDirectory() as d, c.Sim(clock_scale=300.0, latency_ms=0, rate_limit=100000,
                                                        processing_ms=100) as sim:
             with open(os.path.join(d, "mapping.yaml"), "w") as f:
@@ -86,7 +96,8 @@ jobs:
     mapping: {d}/mapping.yaml
     safeguards: {{max_membership_removals: 5000}}
 """)
-            rows = [{"id": f"emp{i:07}", "dept": f"d{i % 20}", "loc": f"l{i % 10}"} for i in range(args.size)]
+            rows = [{"id": f"emp{i:07}", "dept": f"d{i % 20}", "loc": f"l{i % 10}",
+                     "mgr": f"emp{i // 10:07}" if i else ""} for i in range(args.size)]
             write(os.path.join(d, "people.csv"), rows)
             full = run(cfg, sim)
             time.sleep(sim.spacing_s)
@@ -102,6 +113,12 @@ jobs:
                 print(f"{label:15} {name:16} wall {r['wall']:6.1f} s  calls {r['calls']:4}  sessions {r['sessions']:2}  "
                       f"peak RSS {r['rss_mib']:6.1f} MiB  violations {r['violations']}  loads {r['loads']}")
             print(f"{label:15} okta holds {len(groups)} groups, {members:,} memberships; state file {state_mb:.1f} MiB")
+            if not base:
+                base = {"state": state_mb, "rss": full["rss_mib"]}
+            elif members:
+                per = lambda mib: mib * 2**20 / members  # noqa: E731
+                print(f"{label:15} per membership: state file +{per(state_mb - base['state']):.0f} B, "
+                      f"peak RSS of the full run +{per(full['rss_mib'] - base['rss']):.0f} B")
 
 
 if __name__ == "__main__":

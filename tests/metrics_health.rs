@@ -184,8 +184,12 @@ fn load(config: &std::path::Path) -> xaas::settings::Settings {
     xaas::settings::load(config).unwrap()
 }
 
+/// Tests whose runs move unlabelled series (sessions, Okta requests) take turns.
+static RUNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_real_run_shows_up_in_metrics_with_bounded_labels_and_in_readiness() {
+    let _turn = RUNS.lock().await;
     let (readiness, state) = state();
     readiness.set_state_store_ok(true);
     let addr = serve(state).await;
@@ -365,4 +369,66 @@ async fn a_run_that_fails_before_the_push_is_counted_too() {
     let planned = scrape(addr).await;
     assert_eq!(sum(&planned, "xaas_runs_total", &[("job", "early")]), 1.0);
     sim.shutdown().await;
+}
+
+/// `xaas_group_changes_total` counts, by action, what completed sessions applied: a first run
+/// creates the groups and adds every membership; a mover and a leaver then remove two, add one,
+/// and retire the group nobody derives any more.
+#[tokio::test]
+async fn group_changes_are_counted_by_action() {
+    let _turn = RUNS.lock().await;
+    let (_readiness, state) = state();
+    let addr = serve(state).await;
+    let sim = start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let write = |rows: &[(&str, &str, bool)]| {
+        let mut text = String::from("id,email,dept,active\n");
+        for (id, dept, active) in rows {
+            text.push_str(&format!("{id},{id}@example.com,{dept},{active}\n"));
+        }
+        std::fs::write(&csv, text).unwrap();
+    };
+    write(&[("a", "eng", true), ("b", "eng", true), ("c", "ops", true)]);
+    let mapping = dir.path().join("mapping.yaml");
+    std::fs::write(
+        &mapping,
+        "version: 2\nexternal_id: id\nstatus:\n  active_if: active == \"true\"\nattributes:\n  userName: email\n  email: email\n\
+         groups:\n  - external_id: \"dept-{{ dept }}\"\n    name: \"{{ dept }}\"\n",
+    )
+    .unwrap();
+    // A three-person org: every change is a large share, which is not what this is about.
+    let lenient = "    safeguards:\n      max_deactivations_percent: 100\n      \
+                   max_membership_removals_percent: 100\n      max_group_deletions_percent: 100\n";
+    let config = write_config(dir.path(), &sim.base_url(), &csv, 1.05, lenient);
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Its own job name: the recorder is shared with the other tests of this binary.
+    let text = text
+        .replace(&mapping_path().display().to_string(), &mapping.display().to_string())
+        .replace("- name: hr", "- name: mover");
+    std::fs::write(&config, text).unwrap();
+    let settings = load(&config);
+    let jobs = settings.select_jobs(None).unwrap();
+    let changes = |samples: &[Sample], action: &str| {
+        sum(samples, "xaas_group_changes_total", &[("job", "mover"), ("action", action)])
+    };
+    let actions = ["group_upserted", "group_deleted", "membership_added", "membership_removed"];
+
+    let before = scrape(addr).await;
+    let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
+    assert_eq!(report.jobs[0].outcome.as_str(), "success", "{:?}", report.jobs[0].error);
+    let first = scrape(addr).await;
+    let got: Vec<f64> = actions.iter().map(|a| changes(&first, a) - changes(&before, a)).collect();
+    assert_eq!(got, [2.0, 0.0, 3.0, 0.0], "{actions:?}");
+
+    // c moves to eng (ops is left empty: retired), b leaves.
+    write(&[("a", "eng", true), ("b", "eng", false), ("c", "eng", true)]);
+    let report = xaas::cli::run_jobs(&settings, &jobs, false).await.unwrap();
+    assert_eq!(report.jobs[0].outcome.as_str(), "success", "{:?}", report.jobs[0].error);
+    let second = scrape(addr).await;
+    let got: Vec<f64> = actions.iter().map(|a| changes(&second, a) - changes(&first, a)).collect();
+    // Only c is sent: eng is upserted again with c as its one new member; a is unchanged.
+    assert_eq!(got, [1.0, 1.0, 1.0, 2.0], "{actions:?}: {:#?}", report.jobs[0].sessions);
+    let okta: Vec<String> = sim.snapshot().groups.iter().map(|g| g.external_id.clone()).collect();
+    assert_eq!(okta, ["dept-eng"]);
 }

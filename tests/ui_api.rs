@@ -12,12 +12,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use xaas::mapping::references::Dangling;
 use xaas::okta::batch::SessionKind;
 use xaas::okta::model::SessionStatus;
 use xaas::okta::session::SessionOutcome;
 use xaas::state::sqlite::SqliteStore;
 use xaas::state::{Decision, DecisionRecord, Hold, StateStore};
-use xaas::sync::report::{JobReport, SessionReport};
+use xaas::sync::report::{JobReport, MembershipDetail, SessionReport};
 
 const TOKEN: &str = "ui-test-token-0123456789";
 
@@ -105,6 +106,24 @@ fn seed(dir: &Path, held: bool) -> i64 {
     report.counts.read = 250;
     report.counts.upserted = 36;
     report.counts.deactivated = 25;
+    // What a mover run adds: group changes and a left-out manager.
+    report.counts.memberships = 3;
+    report.counts.memberships_removed = 2;
+    report.counts.groups_deleted = 1;
+    report.counts.references_resolved = 40;
+    report.counts.references_dangling = 1;
+    report.details.memberships = vec![MembershipDetail {
+        external_id: "u0003".into(),
+        added: vec!["dept-eng".into()],
+        removed: vec!["dept-sales".into()],
+    }];
+    report.details.groups_deleted = vec!["dept-sales".into()];
+    report.dangling = vec![Dangling {
+        external_id: "u0008".into(),
+        attribute: "manager".into(),
+        person: "e404".into(),
+        reason: "references `e404`, who is not in this pull".into(),
+    }];
     report.sessions = vec![SessionReport {
         kind: SessionKind::Combined,
         planned_requests: 2,
@@ -224,6 +243,10 @@ async fn json_routes_need_auth_and_paginate_and_search() {
     assert_eq!(detail["sessions"][0]["id"], "aps123");
     assert_eq!(detail["sessions"][0]["final_status"], "COMPLETED");
     assert_eq!(detail["decisions"]["items"].as_array().unwrap().len(), 10);
+    assert_eq!(detail["report_counts"]["memberships_removed"], 2);
+    assert_eq!(detail["memberships"][0]["removed"], json!(["dept-sales"]));
+    assert_eq!(detail["groups_deleted"], json!(["dept-sales"]));
+    assert_eq!(detail["dangling"][0]["person"], "e404");
     assert!(
         detail["decisions"]["items"][0].get("profile").is_none(),
         "profiles are hidden unless show_profiles: {detail}"
@@ -273,6 +296,15 @@ async fn json_routes_need_auth_and_paginate_and_search() {
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("u0100") && !html.contains("u0099"), "search applies to the page");
     assert!(!html.contains("person100@example.com"), "no profile values on the page");
+    // The mover's counts and per-user changes, and the left-out reference.
+    assert!(html.contains("memberships removed 2 · groups deleted 1"), "{html}");
+    assert!(html.contains("references resolved 40 · left out 1"), "{html}");
+    assert!(html.contains("Retired (deleted): <span class=\"mono\">dept-sales</span>"), "{html}");
+    assert!(
+        html.contains("<td class=\"small\">dept-eng</td><td class=\"small\">dept-sales</td>"),
+        "{html}"
+    );
+    assert!(html.contains("references `e404`, who is not in this pull"), "{html}");
     served.stop().await;
 }
 

@@ -18,13 +18,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Daemon;
+use crate::mapping::references::Dangling;
 use crate::okta::error::OktaErrorDetail;
 use crate::settings::Settings;
 use crate::state::events::EventView;
 use crate::state::{
     ApprovalRecord, Decision, DecisionPage, DecisionQuery, RunId, RunRecord, StateError, StateStore,
 };
-use crate::sync::report::{Counts, JobReport, SessionReport};
+use crate::sync::report::{Counts, JobReport, MembershipDetail, SessionReport};
 
 /// Decisions per page unless `limit` says otherwise.
 pub const DEFAULT_PAGE: usize = 50;
@@ -136,6 +137,10 @@ pub struct HoldView {
     pub status: String,
 }
 
+/// At most this many left-out references on the run page and in `/v1/runs/{id}` (the stored
+/// report has them all).
+pub const DANGLING_SHOWN: usize = 100;
+
 /// `/v1/runs/{id}` and the run page.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunDetail {
@@ -146,6 +151,13 @@ pub struct RunDetail {
     pub released_by: Option<String>,
     /// The report's counts (read, rejected, upserted, deactivated, not imported, …).
     pub report_counts: Option<Counts>,
+    /// Per user, the memberships added and removed (the report's list, capped like it).
+    pub memberships: Vec<MembershipDetail>,
+    /// Groups this run created and deleted.
+    pub groups_created: Vec<String>,
+    pub groups_deleted: Vec<String>,
+    /// References left out of profiles (`on_missing: omit`), at most [`DANGLING_SHOWN`].
+    pub dangling: Vec<Dangling>,
     pub sessions: Vec<SessionView>,
     pub hold: Option<HoldView>,
     pub approvals: Vec<ApprovalRecord>,
@@ -352,6 +364,9 @@ pub fn run_detail(
             }
         },
     };
+    let details = report.as_ref().map(|r| r.details.clone()).unwrap_or_default();
+    let mut dangling = report.as_ref().map(|r| r.dangling.clone()).unwrap_or_default();
+    dangling.truncate(DANGLING_SHOWN);
     let sessions = report.as_ref().map_or(&[][..], |r| &r.sessions[..]);
     let sessions = sessions.iter().map(session_view).collect();
     let mode = report.as_ref().map(|r| r.mode.clone());
@@ -369,6 +384,10 @@ pub fn run_detail(
         error: report.as_ref().and_then(|r| r.error.clone()),
         released_by: report.as_ref().and_then(|r| r.released_by.clone()),
         report_counts: report.map(|r| r.counts),
+        memberships: details.memberships,
+        groups_created: details.groups_created,
+        groups_deleted: details.groups_deleted,
+        dangling,
         sessions,
         hold,
         approvals,
