@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::config::TestConfig;
 use common::serve::Serve;
-use common::{Person, SOURCE, signed_post};
+use common::{Person, SOURCE, signed_get, signed_post};
 use xaas::sim::SimHandle;
 
 /// The daemon config of these tests: one CSV job, the HMAC webhook; `serve_extra` lines go
@@ -22,20 +22,6 @@ fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, serve_extra: &str) -> P
     let mut config = TestConfig::new(dir, &sim.base_url(), csv);
     config.serve_mut().extra = serve_extra.to_string();
     config.write(&dir.join("xaas.yaml"))
-}
-
-async fn signed_get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
-    let ts = chrono::Utc::now().timestamp();
-    let signature = xaas::daemon::auth::sign(common::WEBHOOK_SECRET.as_bytes(), ts, b"");
-    let resp = client
-        .get(url)
-        .header("x-xaas-timestamp", ts.to_string())
-        .header("x-xaas-signature", signature)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 fn no_open_sessions(sim: &SimHandle) -> bool {
@@ -318,21 +304,6 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
     assert!(snap.users.iter().all(|u| u.imports == 1));
 }
 
-/// Wait until the pushed event `id` is no longer pending; it, as `GET /v1/events/{id}` says.
-async fn finished_event(daemon: &Serve, id: &str) -> serde_json::Value {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, ev) = signed_get(&client, &format!("{}/v1/events/{id}", daemon.base)).await;
-        assert_eq!(s, 200, "{ev}");
-        if ev["status"] != "queued" && ev["status"] != "processing" {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "event still pending: {ev}\n{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
     let sim = common::start_sim(300.0).await;
@@ -356,7 +327,7 @@ async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
         |people: &[Person]| serde_json::Value::Array(people.iter().map(Person::json).collect());
     let (status, body) = signed_post(&client, &url, &batch(&people)).await;
     assert_eq!(status, 202, "{body}");
-    let joined = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    let joined = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
     assert_eq!(joined["status"], "done", "{joined}");
 
     // Three terminations in one push: over max_deactivations (2), held, nothing sent.
@@ -365,7 +336,7 @@ async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
     let sessions_before = sim.snapshot().sessions.len();
     let (status, body) = signed_post(&client, &url, &batch(&leavers)).await;
     assert_eq!(status, 202, "{body}");
-    let held = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    let held = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
     assert_eq!(held["status"], "held", "{held}");
     let outcomes: Vec<&str> = held["outcome"]["records"]
         .as_array()
@@ -380,7 +351,7 @@ async fn pushed_terminations_over_the_safeguard_are_held_and_not_sent() {
     // Two are within the threshold: they go out.
     let (status, body) = signed_post(&client, &url, &batch(&leavers[..2])).await;
     assert_eq!(status, 202, "{body}");
-    let sent = finished_event(&daemon, body["event_id"].as_str().unwrap()).await;
+    let sent = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
     assert_eq!(sent["status"], "done", "{sent}");
     let deactivated = sim.snapshot().users.iter().filter(|u| u.status == "DEACTIVATED").count();
     assert_eq!(deactivated, 2);

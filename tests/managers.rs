@@ -8,9 +8,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use common::config::{FAST_OKTA, HMAC_WEBHOOK};
+use common::config::{HMAC_WEBHOOK, ServeSection, TestConfig, job_with_source};
 use common::serve::Serve;
 use common::*;
 use xaas::mapping::{Mapping, testing};
@@ -85,24 +84,20 @@ fn write_people(path: &Path, n: usize, moved: &BTreeMap<usize, String>) {
     std::fs::write(path, text).unwrap();
 }
 
-fn setup(dir: &Path, base_url: &str, on_missing: &str, extra: &str) -> (PathBuf, PathBuf) {
+/// The config of these tests: one CSV job `hr` with [`MAPPING`]; returns it (to change and
+/// write again), its path and the CSV's.
+fn setup(dir: &Path, base_url: &str, on_missing: &str) -> (TestConfig, PathBuf, PathBuf) {
     let mapping = dir.join("mapping.yaml");
     std::fs::write(&mapping, MAPPING.replace("ON_MISSING", on_missing)).unwrap();
     let csv = dir.join("people.csv");
-    let config = dir.join("xaas.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "okta:\n  org_url: {base_url}\n  auth:\n    type: api_token\n    token_env: XAAS_TEST_TOKEN\n{FAST_OKTA}\
-             state:\n  path: {state}\n{extra}jobs:\n  - name: hr\n    identity_source_id: {SOURCE}\n    source:\n      type: csv\n      path: {csv}\n    \
-             mapping: {mapping}\n    max_rejected: 50%\n",
-            state = dir.join("state.db").display(),
-            csv = csv.display(),
-            mapping = mapping.display(),
-        ),
-    )
-    .unwrap();
-    (config, csv)
+    let mut config = TestConfig::for_run(dir, base_url);
+    let source = format!("      type: csv\n      path: {}\n", csv.display());
+    config.jobs = vec![
+        job_with_source("hr", SOURCE, &source, "    max_rejected: 50%\n")
+            .replace(&mapping_path().display().to_string(), &mapping.display().to_string()),
+    ];
+    let path = config.write(&dir.join("xaas.yaml"));
+    (config, path, csv)
 }
 
 async fn run(config: &Path) -> (Option<i32>, String, serde_json::Value) {
@@ -131,7 +126,7 @@ async fn every_manager_is_the_managers_user_name_and_a_new_login_reaches_every_r
     const N: usize = 10_000;
     let sim = start_sim(300.0).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, csv) = setup(dir.path(), &sim.base_url(), "omit", "");
+    let (_, config, csv) = setup(dir.path(), &sim.base_url(), "omit");
     let mut moved = BTreeMap::new();
     write_people(&csv, N, &moved);
     let (code, out, report) = run(&config).await;
@@ -206,7 +201,7 @@ async fn on_missing_reject_rejects_the_record_and_in_turn_those_who_report_to_it
     const N: usize = 2_000;
     let sim = start_sim(300.0).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, csv) = setup(dir.path(), &sim.base_url(), "reject", "");
+    let (_, config, csv) = setup(dir.path(), &sim.base_url(), "reject");
     write_people(&csv, N, &BTreeMap::new());
     let (code, out, report) = run(&config).await;
     assert_eq!(code, Some(3), "{out}");
@@ -233,31 +228,6 @@ async fn on_missing_reject_rejects_the_record_and_in_turn_those_who_report_to_it
     assert!(field == "references.manager" || field == "email", "{field}");
 }
 
-/// Wait until the pushed event `id` is finished; its `GET /v1/events/{id}` body.
-async fn finished(daemon: &Serve, id: &str) -> serde_json::Value {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ts = chrono::Utc::now().timestamp();
-        let signature = xaas::daemon::auth::sign(WEBHOOK_SECRET.as_bytes(), ts, b"");
-        let ev: serde_json::Value = client
-            .get(format!("{}/v1/events/{id}", daemon.base))
-            .header("x-xaas-timestamp", ts.to_string())
-            .header("x-xaas-signature", signature)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ev["status"] != "queued" && ev["status"] != "processing" {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "event still pending: {ev}\n{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn person(id: &str, manager: &str) -> serde_json::Value {
     serde_json::json!({
         "id": id, "email": format!("{id}@example.com"), "first": "F", "last": "L",
@@ -271,7 +241,7 @@ async fn push(daemon: &Serve, records: &[serde_json::Value]) -> BTreeMap<String,
     let url = format!("{}/v1/jobs/hr/records", daemon.base);
     let (status, body) = signed_post(&client, &url, &serde_json::json!(records)).await;
     assert_eq!(status, 202, "{body}");
-    let ev = finished(daemon, body["event_id"].as_str().unwrap()).await;
+    let ev = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
     ev["outcome"]["records"]
         .as_array()
         .unwrap_or_else(|| panic!("{ev}"))
@@ -290,15 +260,16 @@ async fn push(daemon: &Serve, records: &[serde_json::Value]) -> BTreeMap<String,
 async fn pushed_users_resolve_their_manager_from_the_batch_and_the_state() {
     let sim = start_sim(300.0).await;
     let dir = tempfile::tempdir().unwrap();
-    let serve = format!(
-        "serve:\n  listen: 127.0.0.1:0\n  shutdown_deadline_secs: 2\n  batch_window_ms: 100\n  webhook:\n{HMAC_WEBHOOK}"
-    );
-    let (config, csv) = setup(dir.path(), &sim.base_url(), "omit", "");
+    let (mut cfg, config, csv) = setup(dir.path(), &sim.base_url(), "omit");
     write_people(&csv, 50, &BTreeMap::new());
     let (code, out, _) = run(&config).await;
     assert_eq!(code, Some(0), "{out}");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("jobs:\n", &format!("{serve}jobs:\n"))).unwrap();
+    cfg.serve = Some(ServeSection {
+        extra: "  batch_window_ms: 100\n".into(),
+        webhook: HMAC_WEBHOOK.into(),
+        after: String::new(),
+    });
+    cfg.write(&config);
 
     let daemon = Serve::start(dir.path(), &config, "push-managers", &[]).await;
     // h1 reports to u1 (in the state), h2 to h1 (in the same push), h3 to no one known.
@@ -317,8 +288,8 @@ async fn pushed_users_resolve_their_manager_from_the_batch_and_the_state() {
     // Without stored profiles, a manager outside the push cannot be looked up: the user is
     // held for the next scheduled run (sending it would clear its manager until then), and
     // `xaas validate` says so up front.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("state:\n", "state:\n  store_profiles: false\n")).unwrap();
+    cfg.state.push_str("  store_profiles: false\n");
+    cfg.write(&config);
     let validate = std::process::Command::new(env!("CARGO_BIN_EXE_xaas"))
         .args(["validate", "--config", config.to_str().unwrap()])
         .env("XAAS_TEST_TOKEN", TOKEN)

@@ -240,6 +240,21 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// GET `url` signed with [`WEBHOOK_SECRET`] (an empty body); (status, JSON answer or null).
+pub async fn signed_get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let ts = chrono::Utc::now().timestamp();
+    let signature = xaas::daemon::auth::sign(WEBHOOK_SECRET.as_bytes(), ts, b"");
+    let resp = client
+        .get(url)
+        .header("x-xaas-timestamp", ts.to_string())
+        .header("x-xaas-signature", signature)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// POST `body` signed with [`WEBHOOK_SECRET`]; (status, JSON answer or null).
 pub async fn signed_post(
     client: &reqwest::Client,

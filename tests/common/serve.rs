@@ -17,6 +17,23 @@ pub struct Serve {
 }
 
 impl Serve {
+    /// Wait (up to 20 s) until the pushed event `id` is no longer pending; it, as
+    /// `GET /v1/events/{id}` says.
+    pub async fn finished_event(&self, id: &str) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, ev) =
+                super::signed_get(&client, &format!("{}/v1/events/{id}", self.base)).await;
+            assert_eq!(s, 200, "{ev}");
+            if ev["status"] != "queued" && ev["status"] != "processing" {
+                return ev;
+            }
+            assert!(Instant::now() < deadline, "event still pending: {ev}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Start `xaas serve --config CONFIG`, logging JSON to `dir/serve-TAG.log`, with the test
     /// token and webhook secret in its environment, plus `env`. Returns once it answers
     /// `/healthz`.
