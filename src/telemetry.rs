@@ -33,6 +33,10 @@ pub const RECORDS_TOTAL: &str = "xaas_records_total";
 /// Group changes Okta completed, added once per run from its report. Labels: `job`, `action`
 /// (`group_upserted`, `group_deleted`, `membership_added`, `membership_removed`).
 pub const GROUP_CHANGES_TOTAL: &str = "xaas_group_changes_total";
+/// Users sent through Okta's direct endpoints (no session). Labels: `job`, `outcome`
+/// (`deactivated`, `upserted`, `failed`, `fallback`: the org refused the direct endpoints and
+/// the user went into a session instead).
+pub const DIRECT_USERS_TOTAL: &str = "xaas_direct_users_total";
 /// Okta import sessions that ended, by final Okta status (`COMPLETED`, `ERROR`, `CLOSED`...,
 /// or `NOT_CREATED`). Labels: `kind` (`upsert`, `delete`, `combined`), `status`.
 pub const SESSIONS_TOTAL: &str = "xaas_sessions_total";
@@ -81,6 +85,7 @@ pub const ALL: &[&str] = &[
     RUN_DURATION_SECONDS,
     RECORDS_TOTAL,
     GROUP_CHANGES_TOTAL,
+    DIRECT_USERS_TOTAL,
     SESSIONS_TOTAL,
     SESSION_DURATION_SECONDS,
     OKTA_REQUESTS_TOTAL,
@@ -119,6 +124,14 @@ pub mod endpoint {
     pub const SESSIONS_CANCEL: &str = "sessions.cancel";
     /// `POST …/sessions/{id}/start-import`
     pub const SESSIONS_START_IMPORT: &str = "sessions.start-import";
+    /// `POST …/users` (direct, no session)
+    pub const USERS_CREATE: &str = "users.create";
+    /// `GET …/users/{externalId}`
+    pub const USERS_GET: &str = "users.get";
+    /// `PUT …/users/{externalId}`
+    pub const USERS_REPLACE: &str = "users.replace";
+    /// `DELETE …/users/{externalId}`
+    pub const USERS_DELETE: &str = "users.delete";
 }
 
 /// What became of a webhook request.
@@ -227,6 +240,11 @@ pub fn describe() {
         Unit::Count,
         "Groups and memberships changed in completed sessions, by action"
     );
+    describe_counter!(
+        DIRECT_USERS_TOTAL,
+        Unit::Count,
+        "Users sent through Okta's direct endpoints (no session), by outcome"
+    );
     describe_counter!(SESSIONS_TOTAL, Unit::Count, "Okta import sessions, by final status");
     describe_histogram!(
         SESSION_DURATION_SECONDS,
@@ -328,6 +346,11 @@ pub fn run_finished(
 /// `upserted`...). Registers the series even when `n` is 0, so dashboards see it.
 pub fn records(job: &str, outcome: &'static str, n: u64) {
     counter!(RECORDS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(n);
+}
+
+/// One user of `job` sent, or not, through the direct endpoints (see [`DIRECT_USERS_TOTAL`]).
+pub fn direct_user(job: &str, outcome: &'static str) {
+    counter!(DIRECT_USERS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(1);
 }
 
 /// Add `n` group changes of `job` with this `action` (see [`GROUP_CHANGES_TOTAL`]).

@@ -417,3 +417,80 @@ async fn a_failing_job_leaves_the_daemon_ready_and_pushes_flowing() {
     }
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
 }
+
+/// Push `leaver`'s termination and wait until Okta has the user deactivated; the latency.
+async fn terminate(daemon: &Serve, sim: &SimHandle, leaver: &Person) -> Duration {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let url = format!("{}/v1/jobs/hr/records", daemon.base);
+    let (status, body) = signed_post(&client, &url, &leaver.json()).await;
+    assert_eq!(status, 202, "{body}");
+    loop {
+        let snap = sim.snapshot();
+        if snap.users.iter().any(|u| u.external_id == leaver.id && u.status == "DEACTIVATED") {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not deactivated:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 17: Okta's 5-minute rule is in force (a session was created just before, Okta's
+/// 5 minutes take 5 s here), and pushed terminations go out at once through the direct
+/// endpoint, without a session; with `realtime: off` the same termination waits for a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_terminations_do_not_wait_for_the_session_spacing() {
+    let sim = common::start_sim(60.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[]);
+    let mut config = TestConfig::new(dir.path(), &sim.base_url(), &csv);
+    config.okta = "  session_spacing_secs: 5.1\n  poll_initial_ms: 20\n  poll_max_secs: 1\n".into();
+    config.serve_mut().extra = "  batch_window_ms: 20\n".into();
+    let path = config.write(&dir.path().join("xaas.yaml"));
+    let daemon = Serve::start(dir.path(), &path, "realtime", &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/hr/records", daemon.base);
+    let people: Vec<Person> = (0..21).map(|i| Person::generate(i, true)).collect();
+    let all = serde_json::Value::Array(people.iter().map(Person::json).collect());
+    let (status, body) = signed_post(&client, &url, &all).await;
+    assert_eq!(status, 202, "{body}");
+    let joined = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    assert_eq!(joined["status"], "done", "{joined}");
+    // The joiners' session was just created: a new one must wait out the spacing.
+    let sessions = sim.snapshot().sessions.len();
+    let mut latencies = Vec::new();
+    for p in &people[..20] {
+        latencies.push(terminate(&daemon, &sim, &Person { active: false, ..p.clone() }).await);
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_millis();
+    println!(
+        "direct termination push → okta: p50 {} ms, p99 {} ms (20 pushes, spacing in force)",
+        ms(latencies[9]),
+        ms(latencies[19])
+    );
+    assert_eq!(sim.snapshot().sessions.len(), sessions, "terminations opened no session");
+    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="deactivated"} 20"#),
+        "{metrics}"
+    );
+    drop(daemon);
+
+    // The same with `realtime: off`: a session, after the spacing.
+    config.jobs = vec![common::config::job("hr", SOURCE, &csv, "    realtime: off\n")];
+    let path = config.write(&path);
+    let daemon = Serve::start(dir.path(), &path, "realtime-off", &[]).await;
+    let (status, body) =
+        signed_post(&client, &format!("{}/v1/jobs/hr/records", daemon.base), &people[20].json())
+            .await;
+    assert_eq!(status, 202, "{body}");
+    daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    let sessions = sim.snapshot().sessions.len();
+    let waited = terminate(&daemon, &sim, &Person { active: false, ..people[20].clone() }).await;
+    println!("session termination push → okta (realtime: off): {} ms", ms(waited));
+    assert_eq!(sim.snapshot().sessions.len(), sessions + 1, "realtime: off sends a session");
+    assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+}

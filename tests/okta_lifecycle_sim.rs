@@ -503,3 +503,122 @@ async fn wait_completed(client: &OktaClient, id: &str) {
     }
     panic!("session {id} did not complete");
 }
+
+// ----- the direct (session-less) user endpoints (issue 17) --------------------------------------
+
+async fn direct_sim(faults: xaas::sim::FaultPlan) -> SimHandle {
+    let config = SimConfig { clock_scale: CLOCK_SCALE, faults, ..SimConfig::default() };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    xaas::sim::spawn(config, listener).await.expect("spawn emulator")
+}
+
+fn direct_client(sim: &SimHandle) -> OktaClient {
+    OktaClient::new(
+        Url::parse(&sim.base_url()).expect("url"),
+        SecretString::from(TOKEN),
+        ClientOptions {
+            request_timeout: Duration::from_millis(400),
+            retry_backoff: Duration::from_millis(10),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client")
+}
+
+fn profile(id: &str, city: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("email", format!("{id}@example.com")),
+        ("userName", format!("{id}@example.com")),
+        ("city", city.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn user<'a>(snap: &'a xaas::sim::SimSnapshot, id: &str) -> Option<&'a xaas::sim::SimUser> {
+    snap.users.iter().find(|u| u.external_id == id)
+}
+
+#[tokio::test]
+async fn direct_user_calls_create_replace_and_deactivate_without_a_session() {
+    use xaas::okta::direct::{Deleted, is_unavailable};
+    let sim = direct_sim(Default::default()).await;
+    let client = direct_client(&sim);
+    client.put_user(SOURCE, "e1", &profile("e1", "Bergen"), false).await.expect("create");
+    client.put_user(SOURCE, "e1", &profile("e1", "Oslo"), true).await.expect("replace");
+    // The caller thought Okta had e2: the PUT's 404 becomes a create.
+    client.put_user(SOURCE, "e2", &profile("e2", "Oslo"), true).await.expect("create on 404");
+    let got = client.get_user(SOURCE, "e1").await.unwrap().expect("e1 exists");
+    assert_eq!(got.profile["city"], "Oslo");
+    assert_eq!(client.get_user(SOURCE, "nobody").await.unwrap(), None);
+    assert_eq!(client.delete_user(SOURCE, "e1").await.unwrap(), Deleted::Deactivated);
+    assert_eq!(client.delete_user(SOURCE, "e1").await.unwrap(), Deleted::Deactivated);
+    assert_eq!(client.delete_user(SOURCE, "nobody").await.unwrap(), Deleted::Unknown);
+    // A replace reactivates, as a bulk upsert does.
+    client.put_user(SOURCE, "e1", &profile("e1", "Oslo"), true).await.unwrap();
+    let snap = sim.snapshot();
+    let e1 = user(&snap, "e1").unwrap();
+    assert_eq!((e1.status.as_str(), e1.deactivations), ("ACTIVE", 1));
+    assert_eq!(user(&snap, "e2").unwrap().profile, profile("e2", "Oslo"));
+    assert!(snap.sessions.is_empty(), "no session: {:?}", snap.sessions);
+    assert!(snap.violations.is_empty(), "{:?}", snap.violations);
+
+    // Okta requires email and userName on a direct write.
+    let mut no_email = profile("e3", "Oslo");
+    no_email.remove("email");
+    let err = client.put_user(SOURCE, "e3", &no_email, false).await.expect_err("refused");
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("email"), "{err}");
+    assert!(!is_unavailable(&err));
+    // An org without the feature: recognised, so callers fall back to sessions.
+    sim.set_direct_endpoints(false);
+    let err = client.delete_user(SOURCE, "e2").await.expect_err("feature off");
+    assert!(is_unavailable(&err), "{err}");
+    assert_eq!(user(&sim.snapshot(), "e2").unwrap().status, "ACTIVE");
+}
+
+/// 429s, 5xx applied or not, an answer past the timeout and a dropped connection, on the
+/// first create and the first deactivation: each ends in the source's state, the user created
+/// once and deactivated once, and nothing else changed.
+#[tokio::test]
+async fn direct_calls_survive_faults_without_changing_a_user_twice() {
+    use xaas::okta::direct::Deleted;
+    use xaas::sim::{Fault, FaultPlan, FaultRule};
+    let faults = [
+        Fault::RateLimit { reset_secs: 1 },
+        Fault::ServerError { status: 503, applied: true },
+        Fault::ServerError { status: 500, applied: false },
+        Fault::Delay { ms: 800, applied: true },
+        Fault::Drop { applied: true },
+        Fault::Drop { applied: false },
+    ];
+    for fault in faults {
+        let rules = ["user-create", "user-delete"]
+            .map(|endpoint| FaultRule {
+                endpoint: endpoint.into(),
+                requests: vec![1],
+                probability: None,
+                fault: fault.clone(),
+            })
+            .to_vec();
+        let sim = direct_sim(FaultPlan { seed: 1, rules }).await;
+        let client = direct_client(&sim);
+        client
+            .put_user(SOURCE, "e1", &profile("e1", "Oslo"), false)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        let deleted =
+            client.delete_user(SOURCE, "e1").await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert_eq!(deleted, Deleted::Deactivated, "{fault:?}");
+        // Let a held request land before looking.
+        assert!(sim.settle(Duration::from_secs(5)).await, "{fault:?}");
+        let snap = sim.snapshot();
+        assert_eq!(snap.users.len(), 1, "{fault:?}");
+        let e1 = user(&snap, "e1").unwrap();
+        assert_eq!(e1.status, "DEACTIVATED", "{fault:?}");
+        assert_eq!(e1.deactivations, 1, "{fault:?}");
+        assert_eq!(e1.profile, profile("e1", "Oslo"), "{fault:?}");
+        assert!(snap.violations.iter().all(|v| v.held), "{fault:?}: {:?}", snap.violations);
+    }
+}

@@ -127,22 +127,22 @@ impl std::fmt::Debug for OktaClient {
 }
 
 /// An answer that passed the status checks.
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) body: Vec<u8>,
 }
 
 /// One call, as [`OktaClient::execute`] sees it.
-struct Call<'a> {
-    op: Operation,
+pub(super) struct Call<'a> {
+    pub(super) op: Operation,
     /// The fixed route template, for metrics (never the path: it holds ids).
-    endpoint: &'static str,
-    method: Method,
-    url: Url,
+    pub(super) endpoint: &'static str,
+    pub(super) method: Method,
+    pub(super) url: Url,
     /// `None` for body-less calls; POSTs then still send `Content-Length: 0`.
-    json_body: Option<&'a [u8]>,
+    pub(super) json_body: Option<&'a [u8]>,
     /// Safe to repeat after a failure that may have been applied (timeout, reset, 5xx).
-    idempotent: bool,
+    pub(super) idempotent: bool,
 }
 
 /// What to do after a failed attempt.
@@ -345,7 +345,7 @@ impl OktaClient {
     }
 
     /// `{org}/api/v1/identity-sources/{source_id}/{rest…}`, each segment percent-encoded.
-    fn url(&self, source_id: &str, rest: &[&str]) -> Url {
+    pub(super) fn url(&self, source_id: &str, rest: &[&str]) -> Url {
         let mut url = self.inner.org_url.clone();
         url.set_query(None);
         url.set_fragment(None);
@@ -362,7 +362,7 @@ impl OktaClient {
 
     /// Send one call through the policy stack described in the module doc, and map the final
     /// answer to `Ok` (2xx) or an [`OktaError`].
-    async fn execute(&self, call: Call<'_>) -> Result<Answer, OktaError> {
+    pub(super) async fn execute(&self, call: Call<'_>) -> Result<Answer, OktaError> {
         let inner = &*self.inner;
         let mut rate_limit_retries = 0u32;
         let mut retries = 0u32;
@@ -649,7 +649,7 @@ impl OktaClient {
 }
 
 /// Parse a 2xx JSON body.
-fn decode<T: DeserializeOwned>(op: Operation, answer: &Answer) -> Result<T, OktaError> {
+pub(super) fn decode<T: DeserializeOwned>(op: Operation, answer: &Answer) -> Result<T, OktaError> {
     serde_json::from_slice(&answer.body).map_err(|e| OktaError::Decode {
         op,
         status: answer.status.as_u16(),

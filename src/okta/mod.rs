@@ -19,6 +19,7 @@ pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod direct;
 pub mod error;
 pub mod model;
 pub mod rate_limit;

@@ -39,7 +39,7 @@ pub use crate::state::config::{
 };
 
 pub use raw::{
-    MissedRuns, RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawServe, RawState,
+    MissedRuns, RawAuth, RawJob, RawLeavers, RawOkta, RawSafeguards, RawServe, RawState, Realtime,
     StateBackendKind,
 };
 
@@ -160,6 +160,8 @@ pub struct Job {
     pub leavers: Leavers,
     pub safeguards: Safeguards,
     pub groups: GroupSettings,
+    /// Which pushed changes skip the session (`raw::Realtime`).
+    pub realtime: Realtime,
     /// The other jobs feeding the same identity source: a group one of them created is never
     /// deleted by this one.
     pub peers: Vec<String>,
@@ -746,6 +748,7 @@ fn validate_job(
             remove_memberships_on_deactivate: raw.groups.remove_memberships_on_deactivate,
             retire_after_runs: raw.groups.retire_after_runs,
         },
+        realtime: raw.realtime,
         peers: Vec::new(),
     })
 }

@@ -343,6 +343,25 @@ pub struct RawJob {
     /// What happens to the groups and memberships this job gave (mapping v2 `groups:`).
     #[serde(default)]
     pub groups: RawGroups,
+    /// What a webhook push sends without waiting for a session: `terminations` (default),
+    /// `changes` (terminations and upserts), `off` (sessions only).
+    #[serde(default)]
+    pub realtime: Realtime,
+}
+
+/// `jobs[].realtime`: which pushed changes go out through Okta's direct user endpoints
+/// (one call per user, no session, so no 5-minute wait) instead of an import session.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Realtime {
+    /// Deactivations go out at once (`DELETE /users/{externalId}`); upserts in sessions.
+    #[default]
+    Terminations,
+    /// Deactivations and upserts (`PUT`, or `POST` for a new user) go out at once, except
+    /// users whose group memberships change (those need a session).
+    Changes,
+    /// Everything in sessions.
+    Off,
 }
 
 /// `jobs[].groups:`
@@ -386,6 +405,7 @@ const JOB_KEYS: &[&str] = &[
     "leavers",
     "safeguards",
     "groups",
+    "realtime",
 ];
 
 /// What happens to scheduled runs that came due while they could not start.

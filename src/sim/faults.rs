@@ -128,6 +128,10 @@ pub fn endpoint_of(method: &Method, path: &str) -> String {
         ("GET", ["sessions", _]) => "get-session".into(),
         ("DELETE", ["sessions", _]) => "cancel-session".into(),
         (_, ["sessions", _, last]) => (*last).into(),
+        ("POST", ["users"]) => "user-create".into(),
+        ("GET", ["users", _]) => "user-get".into(),
+        ("PUT", ["users", _]) => "user-replace".into(),
+        ("DELETE", ["users", _]) => "user-delete".into(),
         _ => "other".into(),
     }
 }

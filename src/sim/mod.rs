@@ -29,6 +29,7 @@
 
 mod apply;
 mod clock;
+mod direct;
 mod errors;
 pub mod faults;
 pub mod oauth;
@@ -203,6 +204,11 @@ impl SimHandle {
 
     pub fn fail_next_session(&self, source_id: &str) {
         self.sim.fail_next_session(source_id);
+    }
+
+    /// Answer the direct user endpoints as an org without the feature (`false`) or with it.
+    pub fn set_direct_endpoints(&self, on: bool) {
+        self.sim.set_direct_endpoints(on);
     }
 
     /// Replace the fault plan (counters restart at zero).

@@ -64,6 +64,11 @@ pub fn router(sim: Sim) -> Router {
             load(LoadKind::DeleteMemberships),
         )
         .route(&format!("{P}/sessions/{{session}}/start-import"), post(start_import))
+        .route(&format!("{P}/users"), post(super::direct::create))
+        .route(
+            &format!("{P}/users/{{user}}"),
+            get(super::direct::get_user).put(super::direct::replace).delete(super::direct::delete),
+        )
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(from_fn_with_state(sim.clone(), api_middleware))
@@ -139,7 +144,7 @@ impl Sim {
     }
 }
 
-fn ctx(method: &Method, uri: &Uri, session_id: Option<&str>) -> Ctx {
+pub(super) fn ctx(method: &Method, uri: &Uri, session_id: Option<&str>) -> Ctx {
     Ctx {
         method: method.to_string(),
         path: uri.path().to_string(),

@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub faulted_in_flight: AtomicU32,
     pub oauth: Mutex<super::oauth::OAuthState>,
     pub faults: Mutex<super::faults::FaultState>,
+    /// `false`: the org lacks the direct endpoints ([`super::direct`]).
+    pub direct_endpoints: std::sync::atomic::AtomicBool,
 }
 
 /// Fixed 60-second real-time rate-limit window (FACTS §7).
@@ -281,6 +283,7 @@ impl Sim {
             faulted_in_flight: AtomicU32::new(0),
             oauth: Mutex::new(super::oauth::OAuthState::default()),
             faults: Mutex::new(super::faults::FaultState::new(config.faults.clone())),
+            direct_endpoints: std::sync::atomic::AtomicBool::new(true),
             config,
         });
         tokio::spawn(run_worker(Arc::downgrade(&shared), wake, shutdown_rx));
@@ -291,14 +294,24 @@ impl Sim {
         &self.shared.config
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-updated in a way that
         // matters for an emulator; keep serving rather than poisoning every later request.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         self.shared.clock.now()
+    }
+
+    /// Answer the direct user endpoints as an org with the feature (`true`, the default) or
+    /// without it (every call 401 E0000015).
+    pub fn set_direct_endpoints(&self, on: bool) {
+        self.shared.direct_endpoints.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn direct_endpoints(&self) -> bool {
+        self.shared.direct_endpoints.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stop the processing worker.

@@ -147,6 +147,47 @@ pub(crate) fn parse_load(
     Ok(Parsed { data, warnings })
 }
 
+/// The body of a direct `POST /users` or `PUT /users/{externalId}` (`UserRequestSchema`, FACTS
+/// §2b): the bulk upsert's rules for one profile, plus the `required: [email, userName]` of
+/// `IdentitySourceUserProfileForUpsertRequired`. `path_id` is the externalId of a `PUT`'s
+/// path; a body naming another one is refused [INF].
+pub(crate) fn parse_direct_user(
+    bytes: &[u8],
+    path_id: Option<&str>,
+) -> Result<(String, BTreeMap<String, String>), ApiError> {
+    let mut root: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed("malformed_json", format!("not JSON: {e}")))?;
+    if let (Some(id), Value::Object(obj)) = (path_id, &mut root) {
+        match obj.get("externalId") {
+            None => {
+                obj.insert("externalId".into(), Value::String(id.to_string()));
+            }
+            Some(Value::String(given)) if given != id => {
+                return Err(ApiError::validation(
+                    "external_id_mismatch",
+                    "externalId",
+                    format!("externalId: {given} does not match the path's {id}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut v = Validator::default();
+    let mut users = upsert_users(std::slice::from_ref(&root), &mut v)?;
+    let (external_id, profile) = users.pop().unwrap_or_default();
+    for key in ["email", "userName"] {
+        if !profile.contains_key(key) {
+            v.error(
+                "required_profile_field",
+                format!("profile.{key}"),
+                format!("profile.{key}: The field {key} is required"),
+            );
+        }
+    }
+    v.finish()?;
+    Ok((external_id, profile))
+}
+
 /// Collects every content error of one body, then fails once with all causes.
 #[derive(Default)]
 struct Validator {

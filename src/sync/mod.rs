@@ -18,6 +18,7 @@
 //! hands a component its context. Failures are [`SyncError`]s, rendered into the report.
 
 pub mod delta;
+pub mod direct;
 pub mod error;
 pub mod jobs;
 pub mod plan;

@@ -29,6 +29,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::queue::PushProgress;
 
+mod direct;
 mod references;
 use crate::mapping::{Mapped, MappedUser, Origin, Record, groups_fingerprint};
 use crate::okta::OktaClient;
@@ -40,6 +41,7 @@ use crate::state::events::{EventStatus, EventStore, QueuedEvent};
 use crate::state::{self, Confirmed, SentStatus, StateStore};
 use crate::sync::SyncError;
 use crate::sync::delta::{self, Action};
+use crate::sync::direct::DirectSent;
 use crate::sync::stage::{self, Stage};
 use crate::sync::{safeguards, spill};
 
@@ -118,17 +120,23 @@ async fn import(
     importer: &mut Importer,
 ) -> PushProgress {
     let settings = ctx.settings;
-    // Okta first: cancel sessions a crash left open, wait for triggered ones.
-    if let Err(e) = importer.prepare().await {
-        warn!(error = %e, "cannot prepare the identity source");
-        return RETRY;
-    }
-    // Events a crash left in a session: if that session completed, they are done.
-    if let Err(progress) = recover(ctx, source, events, store).await {
-        return progress;
-    }
-    if events.is_empty() {
-        return more(ctx, settings, source);
+    // Events a crash left in a session need Okta settled first (below); fresh ones send their
+    // direct changes before anything that may wait for a session Okta is still processing.
+    let recovering =
+        events.iter().any(|e| e.status == EventStatus::Processing && !e.sessions.is_empty());
+    if recovering {
+        // Okta first: cancel sessions a crash left open, wait for triggered ones.
+        if let Err(e) = importer.prepare().await {
+            warn!(error = %e, "cannot prepare the identity source");
+            return RETRY;
+        }
+        // Events a crash left in a session: if that session completed, they are done.
+        if let Err(progress) = recover(ctx, source, events, store).await {
+            return progress;
+        }
+        if events.is_empty() {
+            return more(ctx, settings, source);
+        }
     }
     let mut batch = map_events(settings, events);
     if let Err(e) = references::resolve_batch(&mut batch, settings, events, store) {
@@ -137,6 +145,18 @@ async fn import(
     }
     if let Err(e) = decide(&mut batch, settings, events, store) {
         warn!(error = %e, "cannot read the state");
+        return RETRY;
+    }
+    direct::choose(&mut batch, settings, events, source);
+    if let Err(e) = direct::send(ctx, &mut batch, events, store, source).await {
+        warn!(error = %e, "direct changes not sent");
+        return RETRY;
+    }
+    if !recovering
+        && batch.send.iter().any(|&s| s)
+        && let Err(e) = importer.prepare().await
+    {
+        warn!(error = %e, "cannot prepare the identity source");
         return RETRY;
     }
     let (plans, events_in) = fit_one_session(&mut batch, events.len());
@@ -175,6 +195,8 @@ struct Batch {
     held: Vec<Option<String>>,
     /// Per mapped user: the references left out of its profile (`on_missing: omit`).
     notes: Vec<Option<String>>,
+    /// Per mapped user: sent through the direct endpoints instead of the session.
+    direct: Vec<direct::Direct>,
     /// Per mapped user: the memberships this job gave that it loses (the pull's rule,
     /// `sync::delta`, "memberships").
     lost: Vec<Vec<String>>,
@@ -244,6 +266,7 @@ fn map_events(settings: &Settings, events: &[QueuedEvent]) -> Batch {
         send: vec![true; n],
         held: vec![None; n],
         notes: vec![None; n],
+        direct: vec![direct::Direct::No; n],
         lost: vec![Vec::new(); n],
     }
 }
@@ -468,6 +491,17 @@ fn finish(
     for (i, m) in batch.mapped.iter().enumerate().filter(|(_, m)| m.event < events.len()) {
         let (outcome, reason) = if let Some(why) = &batch.held[i] {
             ("held", Some(why.clone()))
+        } else if let direct::Direct::Sent(sent) = &batch.direct[i] {
+            let how = "sent directly, no session".to_string();
+            match sent {
+                DirectSent::Upserted => ("upserted", Some(how)),
+                DirectSent::Deactivated => ("deactivated", Some(how)),
+                DirectSent::UnknownToOkta => {
+                    ("deactivated", Some("okta never had this user: nothing to deactivate".into()))
+                }
+            }
+        } else if let direct::Direct::Failed(error) = &batch.direct[i] {
+            ("failed", Some(error.clone()))
         } else if !batch.send[i] {
             if batch.outcomes[m.event].iter().any(|o| o.index == m.index) {
                 continue;

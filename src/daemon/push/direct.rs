@@ -1,0 +1,160 @@
+//! Real-time pushes: the users of a batch that go out through Okta's direct endpoints, one
+//! call each, instead of waiting for an import session (`jobs[].realtime`).
+//!
+//! - `terminations` (default): every deactivation the batch sends (after the safeguards:
+//!   a held termination is not sent at all).
+//! - `changes`: deactivations, and upserts of users whose group memberships do not change
+//!   and whose profile has the `email` and `userName` Okta's direct create and replace
+//!   require, up to [`MAX_DIRECT_UPSERTS`] per batch (a larger burst is cheaper as a session).
+//! - `off`: none.
+//!
+//! Ordering: the batch holds the last record of each user in arrival order, and its direct
+//! calls go out before its session, so no call overtakes an earlier event of the same user.
+//!
+//! A direct user's memberships this job gave are not removed here (that needs a session); the
+//! next scheduled run removes them (a deactivated user keeps no job group, `sync::delta`).
+//!
+//! When the org refuses the direct endpoints ([`crate::okta::direct::is_unavailable`]), the
+//! users go into the batch's session instead, the refusal is logged once and counted
+//! (`xaas_direct_users_total{outcome="fallback"}`), and the direct path is tried again after
+//! [`RETRY_DIRECT_AFTER`].
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{Batch, PushContext};
+use crate::okta::direct::is_unavailable;
+use crate::settings::{Realtime, Settings};
+use crate::state::StateStore;
+use crate::state::events::QueuedEvent;
+use crate::sync::direct::{DirectError, DirectSent, send_user};
+
+/// Upserts one batch sends directly under `realtime: changes`, at most.
+pub const MAX_DIRECT_UPSERTS: usize = 25;
+
+/// How long the direct path rests after the org refused it.
+pub const RETRY_DIRECT_AFTER: Duration = Duration::from_secs(600);
+
+/// What became of one user of the batch on the direct path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Direct {
+    /// It goes in the session (or is not sent).
+    No,
+    /// Chosen, not sent yet.
+    Chosen,
+    Sent(DirectSent),
+    /// Okta refused this user's call for good.
+    Failed(String),
+}
+
+/// Identity sources whose org refused the direct endpoints, and since when.
+static UNAVAILABLE: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+
+fn resting(source: &str) -> bool {
+    let mut list = UNAVAILABLE.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|(_, since)| since.elapsed() < RETRY_DIRECT_AFTER);
+    list.iter().any(|(s, _)| s == source)
+}
+
+/// Choose the batch's direct users: they leave the session (`send` false, `direct` set).
+pub(super) fn choose(batch: &mut Batch, settings: &Settings, events: &[QueuedEvent], source: &str) {
+    if resting(source) {
+        return;
+    }
+    let mut upserts = Vec::new();
+    for i in 0..batch.mapped.len() {
+        let m = &batch.mapped[i];
+        if !batch.send[i] || m.event >= events.len() {
+            continue;
+        }
+        let Some(job) = settings.jobs.iter().find(|j| j.name == events[m.event].job) else {
+            continue;
+        };
+        let user = &m.user;
+        match (job.realtime, user.active) {
+            (Realtime::Off, _) => {}
+            (_, false) => batch.direct[i] = Direct::Chosen,
+            (Realtime::Changes, true)
+                if user.groups.is_empty()
+                    && batch.lost[i].is_empty()
+                    && user.profile.contains_key("email")
+                    && user.profile.contains_key("userName") =>
+            {
+                upserts.push(i);
+            }
+            _ => {}
+        }
+    }
+    if upserts.len() <= MAX_DIRECT_UPSERTS {
+        for i in upserts {
+            batch.direct[i] = Direct::Chosen;
+        }
+    }
+    for i in 0..batch.mapped.len() {
+        if batch.direct[i] == Direct::Chosen {
+            batch.send[i] = false;
+        }
+    }
+}
+
+/// Send the batch's direct users, one call each. `Err` (a failure that may pass: 5xx, network,
+/// rate limit, state store) asks for the whole batch to be tried again: users already confirmed
+/// are then unchanged, the rest are sent again.
+pub(super) async fn send(
+    ctx: &PushContext<'_>,
+    batch: &mut Batch,
+    events: &[QueuedEvent],
+    store: &mut dyn StateStore,
+    source: &str,
+) -> Result<(), String> {
+    let keep_profiles = ctx.settings.state.store_profiles;
+    for i in 0..batch.mapped.len() {
+        if batch.direct[i] != Direct::Chosen {
+            continue;
+        }
+        let job = events[batch.mapped[i].event].job.clone();
+        let user = &batch.mapped[i].user;
+        let known = store
+            .entries(&job, &[user.external_id.as_str()])
+            .map_err(|e| e.to_string())?
+            .first()
+            .is_some_and(|e| e.status.is_some() || e.pending.is_some());
+        let started = Instant::now();
+        match send_user(store, ctx.client, source, &job, user, known, keep_profiles).await {
+            Ok(sent) => {
+                let outcome = if sent == DirectSent::Upserted { "upserted" } else { "deactivated" };
+                crate::telemetry::direct_user(&job, outcome);
+                info!(job = %job, external_id = %user.external_id, outcome, elapsed_ms = started.elapsed().as_millis() as u64, "sent directly, no session");
+                batch.direct[i] = Direct::Sent(sent);
+            }
+            Err(DirectError::Okta(e)) if is_unavailable(&e) => {
+                warn!(identity_source = %source, error = %e, "okta refused its direct identity-source endpoints: pushed changes wait for import sessions; enable the org's individual identity-source operations (IDENTITY_SOURCE_MANAGE_INDIVIDUAL_ENTITIES) to send them at once; trying again in 10 minutes");
+                UNAVAILABLE
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((source.to_string(), Instant::now()));
+                fall_back(batch, events);
+                return Ok(());
+            }
+            Err(DirectError::Okta(e)) if !e.is_retryable() => {
+                crate::telemetry::direct_user(&job, "failed");
+                batch.direct[i] = Direct::Failed(e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Every direct user not yet sent goes into the session instead.
+fn fall_back(batch: &mut Batch, events: &[QueuedEvent]) {
+    for i in 0..batch.mapped.len() {
+        if batch.direct[i] == Direct::Chosen {
+            crate::telemetry::direct_user(&events[batch.mapped[i].event].job, "fallback");
+            batch.direct[i] = Direct::No;
+            batch.send[i] = true;
+        }
+    }
+}

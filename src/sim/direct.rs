@@ -1,0 +1,216 @@
+//! The direct (session-less) user endpoints of an identity source (FACTS §2b): create, get,
+//! replace and delete one user by `externalId`. They go through the same front door as the
+//! bulk endpoints (rate limits, headers, token, faults: [`super::routes`]), validate bodies
+//! with the bulk upsert's rules plus the required `email` and `userName`, and never count
+//! toward the 5-minute session rule.
+//!
+//! Effects on the identity source's users, with what is known:
+//! - `POST` creates an active user; a second `POST` of the same externalId is refused
+//!   (400 E0000001) [INF: Okta's answer is unrecorded].
+//! - `PUT` replaces the profile of a user the source has, and reactivates a deactivated one,
+//!   as a bulk upsert does [INF]; an unknown user is 404 E0000007 (the spec lists 404).
+//! - `DELETE` **deactivates** the user [INF]: the bulk delete deactivates (FACTS §5) and an
+//!   identity source never deletes Okta users; the answer is 200 with an empty body (the
+//!   recording; the spec says 204). An unknown user is 404 E0000007.
+//! - `GET` answers `UserResponseSchema`, which has no status: a client cannot read back
+//!   whether a user is deactivated.
+//!
+//! An org without the feature is emulated by [`Sim::set_direct_endpoints`]: every direct call
+//! then answers 401 E0000015 [INF: FACTS §9 lists it for a feature that is off].
+
+use std::collections::BTreeMap;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::clock::okta_time;
+use super::errors::{ApiError, random_id};
+use super::state::{Sim, UserRec};
+use super::validate::parse_direct_user;
+
+/// A direct body is one profile: far below the bulk limit.
+const MAX_BODY: usize = 64 * 1024;
+
+fn feature_off() -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "E0000015",
+        summary: "You do not have permission to access the feature you are requesting".into(),
+        causes: Vec::new(),
+        violations: Vec::new(),
+    }
+}
+
+/// 404 E0000007. Not a violation: asking about a user is how a client finds out.
+fn unknown_user(external_id: &str) -> ApiError {
+    let mut e = ApiError::not_found("direct_unknown_user", external_id, "IdentitySourceUser");
+    e.violations.clear();
+    e
+}
+
+fn wire(external_id: &str, u: &UserRec) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "externalId": external_id,
+        "created": okta_time(u.created),
+        "lastUpdated": okta_time(u.last_updated),
+        "profile": u.profile,
+    })
+}
+
+async fn body_of(body: Body) -> Result<Vec<u8>, ApiError> {
+    to_bytes(body, MAX_BODY)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| ApiError::malformed("malformed_body", format!("could not read the body: {e}")))
+}
+
+impl Sim {
+    fn direct_ok(&self, source: &str) -> Result<(), ApiError> {
+        if !self.direct_endpoints() {
+            return Err(feature_off());
+        }
+        self.check_source(source)
+    }
+
+    fn direct_create(
+        &self,
+        source: &str,
+        external_id: String,
+        profile: BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        let mut st = self.state();
+        let key = (source.to_string(), external_id.clone());
+        if st.users.contains_key(&key) {
+            return Err(ApiError::validation(
+                "direct_create_existing",
+                "externalId",
+                format!("externalId: a user with externalId {external_id} already exists"),
+            ));
+        }
+        let user = UserRec {
+            id: random_id("0ua", 17),
+            active: true,
+            profile,
+            created: now,
+            last_updated: now,
+            imports: 1,
+            deactivations: 0,
+        };
+        let out = wire(&external_id, &user);
+        st.users.insert(key, user);
+        Ok(out)
+    }
+
+    fn direct_replace(
+        &self,
+        source: &str,
+        external_id: &str,
+        profile: BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        let mut st = self.state();
+        let key = (source.to_string(), external_id.to_string());
+        let user = st.users.get_mut(&key).ok_or_else(|| unknown_user(external_id))?;
+        user.imports += 1;
+        if !user.active || user.profile != profile {
+            user.active = true;
+            user.profile = profile;
+            user.last_updated = now;
+        }
+        Ok(wire(external_id, user))
+    }
+
+    fn direct_delete(&self, source: &str, external_id: &str) -> Result<(), ApiError> {
+        let now = self.now();
+        let mut st = self.state();
+        let key = (source.to_string(), external_id.to_string());
+        let user = st.users.get_mut(&key).ok_or_else(|| unknown_user(external_id))?;
+        user.imports += 1;
+        if user.active {
+            user.active = false;
+            user.deactivations += 1;
+            user.last_updated = now;
+        }
+        Ok(())
+    }
+
+    fn direct_get(&self, source: &str, external_id: &str) -> Result<serde_json::Value, ApiError> {
+        let st = self.state();
+        let key = (source.to_string(), external_id.to_string());
+        st.users.get(&key).map(|u| wire(external_id, u)).ok_or_else(|| unknown_user(external_id))
+    }
+}
+
+fn ctx(m: &Method, u: &Uri) -> super::state::Ctx {
+    super::routes::ctx(m, u, None)
+}
+
+pub(super) async fn create(
+    State(sim): State<Sim>,
+    Path(source): Path<String>,
+    m: Method,
+    u: Uri,
+    body: Body,
+) -> Response {
+    let result = async {
+        sim.direct_ok(&source)?;
+        let (external_id, profile) = parse_direct_user(&body_of(body).await?, None)?;
+        sim.direct_create(&source, external_id, profile)
+    };
+    match result.await {
+        Ok(user) => axum::Json(user).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u), e),
+    }
+}
+
+pub(super) async fn get_user(
+    State(sim): State<Sim>,
+    Path((source, external_id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    match sim.direct_ok(&source).and_then(|()| sim.direct_get(&source, &external_id)) {
+        Ok(user) => axum::Json(user).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u), e),
+    }
+}
+
+pub(super) async fn replace(
+    State(sim): State<Sim>,
+    Path((source, external_id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+    body: Body,
+) -> Response {
+    let result = async {
+        sim.direct_ok(&source)?;
+        let (_, profile) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
+        sim.direct_replace(&source, &external_id, profile)
+    };
+    match result.await {
+        Ok(user) => axum::Json(user).into_response(),
+        Err(e) => sim.fail(&ctx(&m, &u), e),
+    }
+}
+
+pub(super) async fn delete(
+    State(sim): State<Sim>,
+    Path((source, external_id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+) -> Response {
+    match sim.direct_ok(&source).and_then(|()| sim.direct_delete(&source, &external_id)) {
+        Ok(()) => {
+            // The recording's 200 with an empty body, not the spec's 204 (FACTS §2b).
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            response
+        }
+        Err(e) => sim.fail(&ctx(&m, &u), e),
+    }
+}
