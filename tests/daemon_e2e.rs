@@ -492,5 +492,91 @@ async fn pushed_terminations_do_not_wait_for_the_session_spacing() {
     let waited = terminate(&daemon, &sim, &Person { active: false, ..people[20].clone() }).await;
     println!("session termination push → okta (realtime: off): {} ms", ms(waited));
     assert_eq!(sim.snapshot().sessions.len(), sessions + 1, "realtime: off sends a session");
+    drop(daemon);
+
+    // An org without the direct endpoints: the termination falls back to a session, and the
+    // daemon says so in its log and its metrics.
+    sim.set_direct_endpoints(false);
+    config.jobs = vec![common::config::job("hr", SOURCE, &csv, "")];
+    let path = config.write(&path);
+    let daemon = Serve::start(dir.path(), &path, "realtime-fallback", &[]).await;
+    let sessions = sim.snapshot().sessions.len();
+    let leaver = Person { active: false, ..people[20].clone() };
+    let back = Person { active: true, ..leaver.clone() };
+    let (status, body) =
+        signed_post(&client, &format!("{}/v1/jobs/hr/records", daemon.base), &back.json()).await;
+    assert_eq!(status, 202, "{body}");
+    daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    let fell_back = terminate(&daemon, &sim, &leaver).await;
+    println!("termination after the fallback to sessions: {} ms", ms(fell_back));
+    assert_eq!(sim.snapshot().sessions.len(), sessions + 2, "the rejoin and the termination");
+    assert!(
+        daemon.log().contains("okta refused its direct identity-source endpoints"),
+        "{}",
+        daemon.log()
+    );
+    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="fallback"} 1"#),
+        "{metrics}"
+    );
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
+}
+
+/// `realtime: changes`: pushed hires and profile changes go out through the direct endpoints
+/// too (no session), and the state is confirmed, so the next pull resends nothing.
+#[tokio::test]
+async fn realtime_changes_sends_pushed_upserts_without_a_session() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let people: Vec<Person> = (0..3).map(|i| Person::generate(i, true)).collect();
+    common::write_csv(&csv, &people);
+    let mut config = TestConfig::new(dir.path(), &sim.base_url(), &csv);
+    config.serve_mut().extra = "  batch_window_ms: 20\n".into();
+    config.jobs = vec![common::config::job(
+        "hr",
+        SOURCE,
+        &csv,
+        "    realtime: changes\n    full_resync_every: never\n",
+    )];
+    let path = config.write(&dir.path().join("xaas.yaml"));
+    let daemon = Serve::start(dir.path(), &path, "realtime-changes", &[]).await;
+    let client = reqwest::Client::new();
+    let all = serde_json::Value::Array(people.iter().map(Person::json).collect());
+    let (status, body) =
+        signed_post(&client, &format!("{}/v1/jobs/hr/records", daemon.base), &all).await;
+    assert_eq!(status, 202, "{body}");
+    let ev = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    let outcomes: Vec<&str> = ev["outcome"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["upserted"; 3], "{ev}");
+    let snap = sim.snapshot();
+    assert!(snap.sessions.is_empty(), "no session: {:?}", snap.sessions);
+    for p in &people {
+        let u = snap.users.iter().find(|u| u.external_id == p.id).expect("created");
+        assert_eq!(u.profile, p.expected_profile());
+    }
+    // The scheduled pull finds them confirmed: nothing to send, still no session.
+    let (status, _) = signed_post(
+        &client,
+        &format!("{}/v1/jobs/hr/trigger", daemon.base),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("run finished") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = sim.snapshot();
+    assert!(snap.sessions.is_empty(), "the pull resent pushed users: {:?}", snap.sessions);
+    assert!(snap.users.iter().all(|u| u.imports == 1));
+    assert!(snap.violations.is_empty(), "{:?}", snap.violations);
 }

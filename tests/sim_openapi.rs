@@ -55,6 +55,7 @@ fn resolve(schema: &Value, schemas: &Map<String, Value>, depth: usize) -> Value 
 struct Schemas {
     session: jsonschema::Validator,
     error: jsonschema::Validator,
+    user: jsonschema::Validator,
 }
 
 fn schemas() -> Schemas {
@@ -70,7 +71,11 @@ fn schemas() -> Schemas {
             .build(&schema)
             .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"))
     };
-    Schemas { session: build("IdentitySourceSession"), error: build("Error") }
+    Schemas {
+        session: build("IdentitySourceSession"),
+        error: build("Error"),
+        user: build("UserResponseSchema"),
+    }
 }
 
 fn check(validator: &jsonschema::Validator, what: &str, body: &Value) {
@@ -122,6 +127,49 @@ async fn response_bodies_match_the_official_schemas() {
         codes.push(body["errorCode"].as_str().unwrap_or_default().to_string());
     }
     assert_eq!(codes, ["E0000001", "E0000001", "E0000001", "E0000007", "E0000011"]);
+}
+
+/// The direct user endpoints (issue 17): create, get and replace answer `UserResponseSchema`;
+/// their refusals answer `Error` (an unknown user, a body without `email`, an org without the
+/// feature).
+#[tokio::test]
+async fn direct_user_bodies_match_the_official_schemas() {
+    let s = schemas();
+    let t = T::start(SimConfig::default()).await;
+    let body = json!({"externalId": "e1", "profile": {"email": "e1@x.io", "userName": "e1@x.io"}});
+    let r = t.req(Method::POST, "/users", Some(&body)).await;
+    assert_eq!(r.status(), 200);
+    check(&s.user, "create user", &r.json().await.unwrap());
+    let r = t.req(Method::GET, "/users/e1", None).await;
+    assert_eq!(r.status(), 200);
+    check(&s.user, "get user", &r.json().await.unwrap());
+    let r = t.req(Method::PUT, "/users/e1", Some(&body)).await;
+    assert_eq!(r.status(), 200);
+    check(&s.user, "replace user", &r.json().await.unwrap());
+    let r = t.req(Method::DELETE, "/users/e1", None).await;
+    assert_eq!(r.status(), 200, "the recorded 200, not the spec's 204");
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    let no_email = json!({"externalId": "e2", "profile": {"userName": "e2@x.io"}});
+    let refusals = [
+        t.req(Method::GET, "/users/nobody", None).await,
+        t.req(Method::POST, "/users", Some(&no_email)).await,
+    ];
+    let mut codes = Vec::new();
+    for r in refusals {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        check(&s.error, &format!("error {status}"), &body);
+        codes.push((status, body["errorCode"].as_str().unwrap_or_default().to_string()));
+    }
+    t.sim.set_direct_endpoints(false);
+    let r = t.req(Method::DELETE, "/users/e1", None).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    check(&s.error, "feature off", &body);
+    codes.push((status, body["errorCode"].as_str().unwrap_or_default().to_string()));
+    let want = [(404, "E0000007"), (400, "E0000001"), (401, "E0000015")];
+    assert_eq!(codes, want.map(|(s, c)| (s, c.to_string())));
 }
 
 #[tokio::test]
