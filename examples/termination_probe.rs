@@ -3,6 +3,11 @@
 //! DEACTIVATED. Repeats, waiting out Okta's session spacing between probes (so no spacing is
 //! pending, as the target assumes), and prints each latency and the median.
 //!
+//! With `XAAS_PROBE_UNDER_SPACING=1` it does the opposite: before each push it makes the
+//! emulator record a session created that instant, so Okta's 5-minute rule is in force (what
+//! a termination meets right after a scheduled import created its session), and does not wait.
+//! The summary then gives p50 and p99 as well.
+//!
 //! Usage: termination_probe WEBHOOK_URL SIM_URL [PROBES] [SPACING_SECS] [PREFIX]
 //! (job `hr` with `mappings/csv-hr-export.yaml`; secret `XAAS_WEBHOOK_SECRET` or
 //! `bench-secret`). Run through `bench/daemon.sh`.
@@ -23,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let spacing: f64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1.0);
     let prefix = args.next().unwrap_or_else(|| "probe".into());
     let secret = std::env::var("XAAS_WEBHOOK_SECRET").unwrap_or_else(|_| "bench-secret".into());
+    let under_spacing = std::env::var("XAAS_PROBE_UNDER_SPACING").is_ok_and(|v| v == "1");
     let client = reqwest::Client::new();
     let mut latencies = Vec::new();
     for i in 0..probes {
@@ -33,8 +39,17 @@ async fn main() -> anyhow::Result<()> {
             .send()
             .await?
             .error_for_status()?;
-        // No session spacing pending: wait it out since the previous probe's session.
-        tokio::time::sleep(Duration::from_secs_f64(spacing + 0.2)).await;
+        if under_spacing {
+            client
+                .post(format!("{sim}/__sim/sessions"))
+                .json(&json!({ "status": "COMPLETED" }))
+                .send()
+                .await?
+                .error_for_status()?;
+        } else {
+            // No session spacing pending: wait it out since the previous probe's session.
+            tokio::time::sleep(Duration::from_secs_f64(spacing + 0.2)).await;
+        }
         let body = serde_json::to_vec(&json!({
             "id": id, "active": "false", "first_name": "Leaver", "last_name": "Probe",
             "email": id, "country": "FR", "dob": "1980-01-02",
@@ -73,6 +88,13 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
     let median = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
     let max = latencies.last().copied().unwrap_or(0.0);
-    println!("termination latency over {probes} probe(s): median {median:.0} ms, max {max:.0} ms");
+    let p99 = latencies
+        .get(((latencies.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    let spacing = if under_spacing { ", okta's 5-minute rule in force" } else { "" };
+    println!(
+        "termination latency over {probes} probe(s){spacing}: median {median:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+    );
     Ok(())
 }

@@ -282,18 +282,7 @@ async fn pushed_records_update_the_state_so_the_next_pull_does_not_resend_them()
     }
     let sessions_after_push = sim.snapshot().sessions.len();
     // The scheduled pull (triggered here) finds them unchanged: no new session at all.
-    let (status, _) = signed_post(
-        &client,
-        &format!("{}/v1/jobs/hr/trigger", daemon.base),
-        &serde_json::json!({}),
-    )
-    .await;
-    assert_eq!(status, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.log().contains("run finished") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    trigger_and_wait(&daemon).await;
     let snap = sim.snapshot();
     assert_eq!(
         snap.sessions.len(),
@@ -563,20 +552,22 @@ async fn realtime_changes_sends_pushed_upserts_without_a_session() {
         assert_eq!(u.profile, p.expected_profile());
     }
     // The scheduled pull finds them confirmed: nothing to send, still no session.
-    let (status, _) = signed_post(
-        &client,
-        &format!("{}/v1/jobs/hr/trigger", daemon.base),
-        &serde_json::json!({}),
-    )
-    .await;
+    trigger_and_wait(&daemon).await;
+    let snap = sim.snapshot();
+    assert!(snap.sessions.is_empty(), "the pull resent pushed users: {:?}", snap.sessions);
+    assert!(snap.users.iter().all(|u| u.imports == 1));
+    assert!(snap.violations.is_empty(), "{:?}", snap.violations);
+}
+
+/// Trigger the job's pull and wait until the daemon logs that a run finished.
+async fn trigger_and_wait(daemon: &Serve) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/hr/trigger", daemon.base);
+    let (status, _) = signed_post(&client, &url, &serde_json::json!({})).await;
     assert_eq!(status, 202);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.log().contains("run finished") {
         assert!(Instant::now() < deadline, "{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let snap = sim.snapshot();
-    assert!(snap.sessions.is_empty(), "the pull resent pushed users: {:?}", snap.sessions);
-    assert!(snap.users.iter().all(|u| u.imports == 1));
-    assert!(snap.violations.is_empty(), "{:?}", snap.violations);
 }

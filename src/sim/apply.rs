@@ -1,7 +1,7 @@
 //! What processing a session does to the emulator's users and groups, and the checks on the
 //! groups and memberships a load names.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -64,51 +64,56 @@ pub(super) fn named_twice(
     out
 }
 
+/// Upsert one user (bulk or direct): create it active, or replace its profile and reactivate
+/// it; `lastUpdated` moves only when something changed. Returns the user.
+pub(super) fn upsert_user(
+    st: &mut State,
+    key: (String, String),
+    profile: BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> &UserRec {
+    let new = !st.users.contains_key(&key);
+    let user = st.users.entry(key).or_insert_with(|| UserRec {
+        id: random_id("0ua", 17),
+        active: true,
+        profile: BTreeMap::new(),
+        created: now,
+        last_updated: now,
+        imports: 0,
+        deactivations: 0,
+    });
+    user.imports += 1;
+    if new || !user.active || user.profile != profile {
+        user.active = true;
+        user.profile = profile;
+        user.last_updated = now;
+    }
+    user
+}
+
+/// Deactivate one user (bulk or direct delete): Okta deactivates, never deletes.
+pub(super) fn deactivate_user(user: &mut UserRec, now: DateTime<Utc>) {
+    user.imports += 1;
+    if user.active {
+        user.active = false;
+        user.deactivations += 1;
+        user.last_updated = now;
+    }
+}
+
 pub(super) fn apply(st: &mut State, source: &str, load: LoadData, now: DateTime<Utc>) {
     let key = |ext: &str| (source.to_string(), ext.to_string());
     match load {
         LoadData::UpsertUsers(users) => {
             for (ext, profile) in users {
-                match st.users.get_mut(&key(&ext)) {
-                    Some(user) => {
-                        user.imports += 1;
-                        // Upsert replaces the profile and reactivates; lastUpdated moves only
-                        // when something changed.
-                        if !user.active || user.profile != profile {
-                            user.active = true;
-                            user.profile = profile;
-                            user.last_updated = now;
-                        }
-                    }
-                    None => {
-                        st.users.insert(
-                            key(&ext),
-                            UserRec {
-                                id: random_id("0ua", 17),
-                                active: true,
-                                profile,
-                                created: now,
-                                last_updated: now,
-                                imports: 1,
-                                deactivations: 0,
-                            },
-                        );
-                    }
-                }
+                upsert_user(st, key(&ext), profile, now);
             }
         }
         LoadData::DeleteUsers(ids) => {
             // Okta deactivates, never deletes, and silently ignores unknown ids (FACTS §5).
             for ext in ids {
                 if let Some(user) = st.users.get_mut(&key(&ext)) {
-                    user.imports += 1;
-                }
-                if let Some(user) = st.users.get_mut(&key(&ext))
-                    && user.active
-                {
-                    user.active = false;
-                    user.deactivations += 1;
-                    user.last_updated = now;
+                    deactivate_user(user, now);
                 }
             }
         }

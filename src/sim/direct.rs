@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::clock::okta_time;
-use super::errors::{ApiError, random_id};
+use super::errors::ApiError;
 use super::state::{Sim, UserRec};
 use super::validate::parse_direct_user;
 
@@ -92,17 +92,8 @@ impl Sim {
                 format!("externalId: a user with externalId {external_id} already exists"),
             ));
         }
-        let user = UserRec {
-            id: random_id("0ua", 17),
-            active: true,
-            profile,
-            created: now,
-            last_updated: now,
-            imports: 1,
-            deactivations: 0,
-        };
-        let out = wire(&external_id, &user);
-        st.users.insert(key, user);
+        let user = super::apply::upsert_user(&mut st, key, profile, now);
+        let out = wire(&external_id, user);
         Ok(out)
     }
 
@@ -115,13 +106,10 @@ impl Sim {
         let now = self.now();
         let mut st = self.state();
         let key = (source.to_string(), external_id.to_string());
-        let user = st.users.get_mut(&key).ok_or_else(|| unknown_user(external_id))?;
-        user.imports += 1;
-        if !user.active || user.profile != profile {
-            user.active = true;
-            user.profile = profile;
-            user.last_updated = now;
+        if !st.users.contains_key(&key) {
+            return Err(unknown_user(external_id));
         }
+        let user = super::apply::upsert_user(&mut st, key, profile, now);
         Ok(wire(external_id, user))
     }
 
@@ -130,12 +118,7 @@ impl Sim {
         let mut st = self.state();
         let key = (source.to_string(), external_id.to_string());
         let user = st.users.get_mut(&key).ok_or_else(|| unknown_user(external_id))?;
-        user.imports += 1;
-        if user.active {
-            user.active = false;
-            user.deactivations += 1;
-            user.last_updated = now;
-        }
+        super::apply::deactivate_user(user, now);
         Ok(())
     }
 
