@@ -10,6 +10,9 @@ use common::*;
 use xaas::sim::SimSnapshot;
 use xaas::state::StateStore;
 
+/// A job that never sends a small delta through the direct endpoints (tests of sessions).
+const SESSIONS_ONLY: &str = "    direct_max_changes: 0\n";
+
 /// Sessions that received loads, from index `from` on.
 fn loaded(snap: &SimSnapshot, from: usize) -> Vec<&xaas::sim::SimSessionView> {
     snap.sessions.iter().skip(from).filter(|s| !s.loads.is_empty()).collect()
@@ -122,7 +125,7 @@ async fn an_error_session_leaves_state_untouched_and_the_next_run_resends() {
     let csv = dir.path().join("users.csv");
     let mut people: Vec<Person> = (0..300).map(|i| Person::generate(i, true)).collect();
     write_csv(&csv, &people);
-    let run1 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let run1 = run_csv(dir.path(), &sim.base_url(), &csv, SESSIONS_ONLY, TOKEN).await;
     assert_eq!(run1.out.status.code(), Some(0), "{}", run1.stdout());
     let state_path = dir.path().join("xaas-state.db");
     let hashes = |path: &std::path::Path| {
@@ -144,7 +147,7 @@ async fn an_error_session_leaves_state_untouched_and_the_next_run_resends() {
     }
     write_csv(&csv, &people);
     sim.fail_next_session(SOURCE);
-    let run2 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let run2 = run_csv(dir.path(), &sim.base_url(), &csv, SESSIONS_ONLY, TOKEN).await;
     assert_eq!(run2.out.status.code(), Some(1), "{}", run2.stdout());
     let after = hashes(&state_path);
     for p in &people[..10] {
@@ -155,7 +158,7 @@ async fn an_error_session_leaves_state_untouched_and_the_next_run_resends() {
     assert!(after.values().filter(|e| e.pending.is_some()).count() == 10);
 
     let before = sim.snapshot().sessions.len();
-    let run3 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    let run3 = run_csv(dir.path(), &sim.base_url(), &csv, SESSIONS_ONLY, TOKEN).await;
     assert_eq!(run3.out.status.code(), Some(0), "{}\n{}", run3.stdout(), run3.stderr());
     let snap = sim.snapshot();
     let sessions = loaded(&snap, before);
@@ -165,4 +168,54 @@ async fn an_error_session_leaves_state_untouched_and_the_next_run_resends() {
     let done = hashes(&state_path);
     assert!(done.values().all(|e| e.pending.is_none()));
     assert_ne!(done[&people[0].id].hash, confirmed[&people[0].id].hash);
+}
+
+/// Issue 17: a delta of at most `direct_max_changes` (25 by default) users goes through the
+/// direct endpoints, without a session (and so without the 5-minute wait); 26 use sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_delta_needs_no_session_and_a_larger_one_uses_sessions() {
+    let sim = start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("users.csv");
+    let mut people: Vec<Person> = (0..200).map(|i| Person::generate(i, true)).collect();
+    write_csv(&csv, &people);
+    let run1 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    assert_eq!(run1.out.status.code(), Some(0), "{}", run1.stderr());
+
+    // 10 changes: 7 updates, 2 terminations, 1 new hire.
+    for i in 0..7 {
+        people[i].city = format!("Ciudad {i}");
+    }
+    people[10].active = false;
+    people[11].active = false;
+    people.push(Person::generate(500, true));
+    write_csv(&csv, &people);
+    let before = sim.snapshot().sessions.len();
+    let run2 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    assert_eq!(run2.out.status.code(), Some(0), "{}\n{}", run2.stdout(), run2.stderr());
+    let snap = sim.snapshot();
+    assert_eq!(snap.sessions.len(), before, "no session for 10 changes");
+    assert_matches_source(&snap, &people, &[]);
+    let job = &run2.report()["jobs"][0];
+    assert_eq!(job["counts"]["sent_directly"], 10, "{job}");
+    assert_eq!(job["counts"]["upserted"], 8);
+    assert_eq!(job["counts"]["deactivated"], 2);
+    assert!(run2.stdout().contains("sent directly, no session: 10"), "{}", run2.stdout());
+    // Confirmed: the next run has nothing to send.
+    let run3 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    assert_eq!(run3.report()["jobs"][0]["counts"]["sent_directly"], 0);
+    assert_eq!(sim.snapshot().sessions.len(), before);
+
+    // 26 changes: sessions.
+    for (i, p) in people.iter_mut().enumerate().skip(20).take(26) {
+        p.city = format!("Villa {i}");
+    }
+    write_csv(&csv, &people);
+    let run4 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
+    assert_eq!(run4.out.status.code(), Some(0), "{}", run4.stderr());
+    let snap = sim.snapshot();
+    assert_eq!(loaded(&snap, before).len(), 1, "one upsert session for 26 changes");
+    assert_eq!(run4.report()["jobs"][0]["counts"]["sent_directly"], 0);
+    assert_matches_source(&snap, &people, &[]);
+    assert!(snap.violations.is_empty(), "{:#?}", snap.violations);
 }

@@ -162,6 +162,8 @@ pub struct Job {
     pub groups: GroupSettings,
     /// Which pushed changes skip the session (`raw::Realtime`).
     pub realtime: Realtime,
+    /// Delta runs this small go through the direct endpoints (0: never).
+    pub direct_max_changes: u64,
     /// The other jobs feeding the same identity source: a group one of them created is never
     /// deleted by this one.
     pub peers: Vec<String>,
@@ -749,6 +751,7 @@ fn validate_job(
             retire_after_runs: raw.groups.retire_after_runs,
         },
         realtime: raw.realtime,
+        direct_max_changes: raw.direct_max_changes,
         peers: Vec::new(),
     })
 }

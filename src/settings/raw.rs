@@ -347,6 +347,14 @@ pub struct RawJob {
     /// `changes` (terminations and upserts), `off` (sessions only).
     #[serde(default)]
     pub realtime: Realtime,
+    /// A delta run with at most this many users to send (and no group changes) sends them
+    /// through the direct endpoints instead of a session; 0 turns it off.
+    #[serde(default = "default_direct_max_changes")]
+    pub direct_max_changes: u64,
+}
+
+fn default_direct_max_changes() -> u64 {
+    25
 }
 
 /// `jobs[].realtime`: which pushed changes go out through Okta's direct user endpoints
@@ -406,6 +414,7 @@ const JOB_KEYS: &[&str] = &[
     "safeguards",
     "groups",
     "realtime",
+    "direct_max_changes",
 ];
 
 /// What happens to scheduled runs that came due while they could not start.

@@ -70,3 +70,70 @@ pub async fn send_user(
         .map_err(DirectError::State)?;
     Ok(sent)
 }
+
+/// Whether a run's plan may go through the direct endpoints instead of sessions: a delta
+/// (not a full resync) of at most `job.direct_max_changes` users, without group changes (the
+/// direct calls here are per user), each upsert carrying the `email` and `userName` Okta's
+/// direct writes require.
+pub fn run_qualifies(job: &crate::settings::Job, report: &super::report::JobReport) -> bool {
+    let c = &report.counts;
+    let users = c.to_upsert + c.to_deactivate;
+    job.direct_max_changes > 0
+        && !report.mode.full
+        && users > 0
+        && users <= job.direct_max_changes
+        && c.groups + c.memberships + c.memberships_removed + c.groups_deleted == 0
+}
+
+/// What sending a run's users directly came to.
+#[derive(Debug)]
+pub enum RunDirect {
+    /// Every user was sent and confirmed.
+    Sent { upserted: u64, deactivated: u64 },
+    /// Not possible (a user lacks `email` or `userName`, or the org refused the direct
+    /// endpoints before anything was sent): send the sessions instead.
+    UseSessions(String),
+    /// Failed part way; what was sent is confirmed, the rest stays for the next run.
+    Failed { upserted: u64, deactivated: u64, error: DirectError },
+}
+
+/// Send `users` (the run's planned users, upserts and deactivations) one by one.
+pub async fn send_run(
+    store: &mut dyn StateStore,
+    client: &OktaClient,
+    job: &crate::settings::Job,
+    users: &[MappedUser],
+    keep_profiles: bool,
+) -> RunDirect {
+    let lacking = users.iter().find(|u| {
+        u.active && !(u.profile.contains_key("email") && u.profile.contains_key("userName"))
+    });
+    if let Some(u) = lacking {
+        return RunDirect::UseSessions(format!(
+            "{} has no email or userName, which a direct write requires",
+            u.external_id
+        ));
+    }
+    let (mut upserted, mut deactivated) = (0, 0);
+    for user in users {
+        let known = match store.entries(&job.name, &[user.external_id.as_str()]) {
+            Ok(e) => e.first().is_some_and(|e| e.status.is_some() || e.pending.is_some()),
+            Err(e) => {
+                let error = DirectError::State(SyncError::state("read the state")(e));
+                return RunDirect::Failed { upserted, deactivated, error };
+            }
+        };
+        let source = job.identity_source_id.as_str();
+        match send_user(store, client, source, &job.name, user, known, keep_profiles).await {
+            Ok(DirectSent::Upserted) => upserted += 1,
+            Ok(_) => deactivated += 1,
+            Err(DirectError::Okta(e))
+                if upserted + deactivated == 0 && crate::okta::direct::is_unavailable(&e) =>
+            {
+                return RunDirect::UseSessions(format!("okta refused its direct endpoints: {e}"));
+            }
+            Err(error) => return RunDirect::Failed { upserted, deactivated, error },
+        }
+    }
+    RunDirect::Sent { upserted, deactivated }
+}

@@ -54,6 +54,9 @@ pub enum SyncError {
     /// The sessions read back for sending differ from the ones planned (a local disk fault).
     #[error("the sessions changed between planning and sending")]
     PlanChanged,
+    /// A user sent through the direct endpoints (no session) was not confirmed.
+    #[error("a direct call did not complete: {0}; the users not confirmed are sent again next run")]
+    Direct(String),
     /// The caller cancelled the run.
     #[error("shutdown requested")]
     Shutdown,

@@ -178,6 +178,21 @@ async fn push(
     if let Some(clock) = &ctx.spacing {
         importer = importer.with_spacing_clock(clock.clone());
     }
+    if direct::run_qualifies(job, report) {
+        // Okta first, as for sessions: a session a crashed run left open is cancelled (the
+        // direct calls would not need it gone, but nothing else would clean it up).
+        match importer.prepare().await {
+            Ok(stale) => report.stale_sessions = stale,
+            Err(e) => {
+                report.fail(&SyncError::Prepare(Box::new(e)), false);
+                report.counts.not_imported = report.counts.to_upsert + report.counts.to_deactivate;
+                return;
+            }
+        }
+        if send_directly(ctx, client, settings, job, prepared, report).await {
+            return;
+        }
+    }
     let mut stage =
         stage::Stage { importer: &mut importer, store: &mut *ctx.store, cancel: &ctx.cancel };
     let planned = stage::Planned {
@@ -189,6 +204,59 @@ async fn push(
         removals: &prepared.removals,
     };
     stage::send_planned(&mut stage, &planned, report).await;
+}
+
+/// A small delta through the direct endpoints ([`direct::send_run`]); `false` when the
+/// sessions must go instead (nothing was sent).
+async fn send_directly(
+    ctx: &mut RunContext<'_>,
+    client: &OktaClient,
+    settings: &Settings,
+    job: &Job,
+    prepared: &Prepared,
+    report: &mut JobReport,
+) -> bool {
+    let spill = &prepared.pulled.users;
+    let slots: Vec<usize> = (0..spill.len()).filter(|&i| prepared.send[i]).collect();
+    let mut users = match spill.read_slots(&slots) {
+        Ok(u) => u,
+        Err(e) => {
+            report.fail(&SyncError::spill("read back")(e), false);
+            return true;
+        }
+    };
+    users.extend(prepared.extra_deletes.iter().map(|id| crate::mapping::MappedUser {
+        origin: crate::mapping::Origin::Index(0),
+        external_id: id.clone(),
+        active: false,
+        profile: Default::default(),
+        groups: Vec::new(),
+        links: Default::default(),
+    }));
+    let keep = settings.state.store_profiles;
+    let total = users.len() as u64;
+    let (upserted, deactivated, error) =
+        match direct::send_run(&mut *ctx.store, client, job, &users, keep).await {
+            direct::RunDirect::UseSessions(why) => {
+                tracing::info!(reason = %why, "a small delta, but sent in sessions");
+                return false;
+            }
+            direct::RunDirect::Sent { upserted, deactivated } => (upserted, deactivated, None),
+            direct::RunDirect::Failed { upserted, deactivated, error } => {
+                (upserted, deactivated, Some(error))
+            }
+        };
+    tracing::info!(upserted, deactivated, "sent directly, no session");
+    report.sessions.clear();
+    let c = &mut report.counts;
+    c.upserted += upserted;
+    c.deactivated += deactivated;
+    c.sent_directly = upserted + deactivated;
+    if let Some(e) = error {
+        c.not_imported = total - upserted - deactivated;
+        report.fail(&SyncError::Direct(e.to_string()), false);
+    }
+    true
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

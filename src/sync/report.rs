@@ -260,6 +260,10 @@ pub struct Counts {
     /// records themselves are sent. `dangling` lists them.
     #[serde(default)]
     pub references_dangling: u64,
+    /// Users sent through Okta's direct endpoints instead of a session (a small delta,
+    /// `direct_max_changes`); they are counted in `upserted` and `deactivated` too.
+    #[serde(default)]
+    pub sent_directly: u64,
 }
 
 /// An externalId seen more than once.
@@ -657,6 +661,13 @@ impl JobReport {
                 out,
                 "  memberships removed {}, groups deleted {}",
                 c.memberships_removed, c.groups_deleted
+            );
+        }
+        if c.sent_directly > 0 {
+            let _ = writeln!(
+                out,
+                "  sent directly, no session: {} (a delta within direct_max_changes)",
+                c.sent_directly
             );
         }
         if c.references_resolved + c.references_dangling > 0 {
