@@ -183,8 +183,8 @@ async fn a_small_delta_needs_no_session_and_a_larger_one_uses_sessions() {
     assert_eq!(run1.out.status.code(), Some(0), "{}", run1.stderr());
 
     // 10 changes: 7 updates, 2 terminations, 1 new hire.
-    for i in 0..7 {
-        people[i].city = format!("Ciudad {i}");
+    for (i, p) in people.iter_mut().enumerate().take(7) {
+        p.city = format!("Ciudad {i}");
     }
     people[10].active = false;
     people[11].active = false;
