@@ -460,12 +460,17 @@ async fn pushed_terminations_do_not_wait_for_the_session_spacing() {
         ms(latencies[19])
     );
     assert_eq!(sim.snapshot().sessions.len(), sessions, "terminations opened no session");
-    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="deactivated"} 20"#),
-        "{metrics}"
-    );
+    // Counted once the daemon has confirmed the last one (just after Okta applied it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        if metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="deactivated"} 20"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(daemon);
 
     // The same with `realtime: off`: a session, after the spacing.
@@ -504,12 +509,16 @@ async fn pushed_terminations_do_not_wait_for_the_session_spacing() {
         "{}",
         daemon.log()
     );
-    let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="fallback"} 1"#),
-        "{metrics}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        if metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="fallback"} 1"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
 }
 
