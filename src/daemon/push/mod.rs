@@ -11,12 +11,14 @@
 //! 3. Hold terminations over the job's `safeguards.max_deactivations` (per batch): they are not
 //!    sent, their events end `held`, and the next scheduled pull (which reads the source of
 //!    truth under the same safeguards and approvals) decides.
-//! 4. Send the rest in **one** session (upserts and deletes together, which Okta allows: FACTS
+//! 4. Send what `jobs[].realtime` allows at once through Okta's direct endpoints, one call
+//!    per user and no session ([`direct`]: terminations by default), before the session.
+//! 5. Send the rest in **one** session (upserts and deletes together, which Okta allows: FACTS
 //!    §5). A batch too big for one session is cut down to the events that fit. The session id
 //!    is written on the events as soon as it is created, so after a crash the daemon asks Okta
 //!    how that session ended instead of guessing: a COMPLETED session is not sent again, an
 //!    open one is cancelled and resent. Each event reaches Okta exactly once.
-//! 5. On COMPLETED, confirm the users in the state and finish the events `done`, with what
+//! 6. On COMPLETED, confirm the users in the state and finish the events `done`, with what
 //!    became of each record. An Okta refusal that retrying cannot fix ends them `failed`;
 //!    anything else leaves them pending, retried after a pause.
 
