@@ -96,18 +96,12 @@ pub fn resolve<'a>(
     let mut dangling = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let Some(person) = links.get(&r.name) else { continue };
-        let why = match lookup(i, person) {
-            Lookup::Found(Some(value)) => match r.constraint.map(|c| eval::check(&value, c)) {
-                Some(Err(reason)) => {
-                    format!("its `{}` cannot be `{}`: {reason}", r.attribute, r.name)
-                }
-                _ => {
-                    user.profile.insert(r.name.clone(), value.into_owned());
-                    continue;
-                }
-            },
-            Lookup::Found(None) => format!("has no `{}`", r.attribute),
-            Lookup::Missing(why) => why.into_owned(),
+        let why = match outcome(r, lookup(i, person)) {
+            Ok(value) => {
+                user.profile.insert(r.name.clone(), value.into_owned());
+                continue;
+            }
+            Err(why) => why,
         };
         let reason = format!("references `{person}`, who {why}");
         if r.on_missing == OnMissing::Reject {
@@ -128,12 +122,23 @@ pub fn resolve<'a>(
     Ok(dangling)
 }
 
+/// What a lookup gives reference `r`: the value to copy, or why it dangles.
+fn outcome<'a>(r: &PersonRef, found: Lookup<'a>) -> Result<Cow<'a, str>, String> {
+    match found {
+        Lookup::Found(Some(value)) => match r.constraint.map(|c| eval::check(&value, c)) {
+            Some(Err(reason)) => {
+                Err(format!("its `{}` cannot be `{}`: {reason}", r.attribute, r.name))
+            }
+            _ => Ok(value),
+        },
+        Lookup::Found(None) => Err(format!("has no `{}`", r.attribute)),
+        Lookup::Missing(why) => Err(why.into_owned()),
+    }
+}
+
 /// Whether a lookup result makes the reference dangle (what `reject` rejects on).
 pub fn dangles(r: &PersonRef, found: &Lookup<'_>) -> bool {
-    match found {
-        Lookup::Found(Some(v)) => r.constraint.is_some_and(|c| eval::check(v, c).is_err()),
-        _ => true,
-    }
+    outcome(r, found.clone()).is_err()
 }
 
 impl Ctx<'_> {

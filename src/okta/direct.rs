@@ -73,7 +73,7 @@ impl OktaClient {
         };
         match self.execute(call).await {
             Ok(_) => Ok(Deleted::Deactivated),
-            Err(e) if e.status() == Some(404) && !is_unknown_source(&e) => Ok(Deleted::Unknown),
+            Err(e) if is_unknown_user(&e) => Ok(Deleted::Unknown),
             Err(e) => Err(e),
         }
     }
@@ -94,7 +94,7 @@ impl OktaClient {
         };
         match self.execute(call).await {
             Ok(answer) => decode("get user", &answer).map(Some),
-            Err(e) if e.status() == Some(404) && !is_unknown_source(&e) => Ok(None),
+            Err(e) if is_unknown_user(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -113,7 +113,7 @@ impl OktaClient {
             .map_err(|e| OktaError::Other(format!("cannot encode the user: {e}")))?;
         if known {
             match self.replace_user(source_id, external_id, &body).await {
-                Err(e) if e.status() == Some(404) && !is_unknown_source(&e) => {}
+                Err(e) if is_unknown_user(&e) => {}
                 other => return other,
             }
         }
@@ -167,7 +167,9 @@ impl OktaClient {
     }
 }
 
-/// A 404 naming the identity source itself (a wrong `identity_source_id`), not the user.
-fn is_unknown_source(e: &OktaError) -> bool {
-    e.detail().is_some_and(|d| d.error_summary.contains("(AppInstance)"))
+/// A 404 for the user, not for the identity source itself (a wrong `identity_source_id`
+/// names the `AppInstance`).
+fn is_unknown_user(e: &OktaError) -> bool {
+    e.status() == Some(404)
+        && !e.detail().is_some_and(|d| d.error_summary.contains("(AppInstance)"))
 }

@@ -129,8 +129,12 @@ impl Sim {
     }
 }
 
-fn ctx(m: &Method, u: &Uri) -> super::state::Ctx {
-    super::routes::ctx(m, u, None)
+/// 200 with the user, or Okta's error body (recorded like every refusal).
+fn answer(sim: &Sim, m: &Method, u: &Uri, result: Result<serde_json::Value, ApiError>) -> Response {
+    match result {
+        Ok(user) => axum::Json(user).into_response(),
+        Err(e) => sim.fail(&super::routes::ctx(m, u, None), e),
+    }
 }
 
 pub(super) async fn create(
@@ -145,10 +149,7 @@ pub(super) async fn create(
         let (external_id, profile) = parse_direct_user(&body_of(body).await?, None)?;
         sim.direct_create(&source, external_id, profile)
     };
-    match result.await {
-        Ok(user) => axum::Json(user).into_response(),
-        Err(e) => sim.fail(&ctx(&m, &u), e),
-    }
+    answer(&sim, &m, &u, result.await)
 }
 
 pub(super) async fn get_user(
@@ -157,10 +158,12 @@ pub(super) async fn get_user(
     m: Method,
     u: Uri,
 ) -> Response {
-    match sim.direct_ok(&source).and_then(|()| sim.direct_get(&source, &external_id)) {
-        Ok(user) => axum::Json(user).into_response(),
-        Err(e) => sim.fail(&ctx(&m, &u), e),
-    }
+    answer(
+        &sim,
+        &m,
+        &u,
+        sim.direct_ok(&source).and_then(|()| sim.direct_get(&source, &external_id)),
+    )
 }
 
 pub(super) async fn replace(
@@ -175,10 +178,7 @@ pub(super) async fn replace(
         let (_, profile) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
         sim.direct_replace(&source, &external_id, profile)
     };
-    match result.await {
-        Ok(user) => axum::Json(user).into_response(),
-        Err(e) => sim.fail(&ctx(&m, &u), e),
-    }
+    answer(&sim, &m, &u, result.await)
 }
 
 pub(super) async fn delete(
@@ -194,6 +194,6 @@ pub(super) async fn delete(
             response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             response
         }
-        Err(e) => sim.fail(&ctx(&m, &u), e),
+        Err(e) => sim.fail(&super::routes::ctx(&m, &u, None), e),
     }
 }

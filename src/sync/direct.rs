@@ -12,6 +12,21 @@ use crate::okta::direct::Deleted;
 use crate::okta::error::OktaError;
 use crate::state::{Confirmed, SentStatus, StateStore};
 
+/// Which of `ids` Okta may have (confirmed, or sent once and maybe applied), read in one go:
+/// a direct upsert `PUT`s those and `POST`s the others.
+pub fn known_to_okta(
+    store: &dyn StateStore,
+    job: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, crate::state::StateError> {
+    Ok(store
+        .entries(job, ids)?
+        .into_iter()
+        .filter(|e| e.status.is_some() || e.pending.is_some())
+        .map(|e| e.external_id)
+        .collect())
+}
+
 /// Why a direct send did not complete.
 #[derive(Debug)]
 pub enum DirectError {
@@ -115,14 +130,16 @@ pub async fn send_run(
         ));
     }
     let (mut upserted, mut deactivated) = (0, 0);
+    let ids: Vec<&str> = users.iter().map(|u| u.external_id.as_str()).collect();
+    let known = match known_to_okta(store, &job.name, &ids) {
+        Ok(k) => k,
+        Err(e) => {
+            let error = DirectError::State(SyncError::state("read the state")(e));
+            return RunDirect::Failed { upserted, deactivated, error };
+        }
+    };
     for user in users {
-        let known = match store.entries(&job.name, &[user.external_id.as_str()]) {
-            Ok(e) => e.first().is_some_and(|e| e.status.is_some() || e.pending.is_some()),
-            Err(e) => {
-                let error = DirectError::State(SyncError::state("read the state")(e));
-                return RunDirect::Failed { upserted, deactivated, error };
-            }
-        };
+        let known = known.contains(&user.external_id);
         let source = job.identity_source_id.as_str();
         match send_user(store, client, source, &job.name, user, known, keep_profiles).await {
             Ok(DirectSent::Upserted) => upserted += 1,

@@ -178,20 +178,15 @@ async fn push(
     if let Some(clock) = &ctx.spacing {
         importer = importer.with_spacing_clock(clock.clone());
     }
-    if direct::run_qualifies(job, report) {
-        // Okta first, as for sessions: a session a crashed run left open is cancelled (the
-        // direct calls would not need it gone, but nothing else would clean it up).
-        match importer.prepare().await {
-            Ok(stale) => report.stale_sessions = stale,
-            Err(e) => {
-                report.fail(&SyncError::Prepare(Box::new(e)), false);
-                report.counts.not_imported = report.counts.to_upsert + report.counts.to_deactivate;
-                return;
-            }
-        }
-        if send_directly(ctx, client, settings, job, prepared, report).await {
-            return;
-        }
+    // Okta first, for direct calls too: nothing else would cancel a session a crashed run left
+    // open.
+    if !stage::prepare(&mut importer, report).await {
+        return;
+    }
+    if direct::run_qualifies(job, report)
+        && send_directly(ctx, client, settings, job, prepared, report).await
+    {
+        return;
     }
     let mut stage =
         stage::Stage { importer: &mut importer, store: &mut *ctx.store, cancel: &ctx.cancel };

@@ -190,9 +190,7 @@ impl Index {
         match self.targets[slot * self.reads.len() + r] {
             ABSENT | NONE => Lookup::Missing(Cow::Borrowed(absent.why(person))),
             t if rejected[t as usize] => Lookup::Missing(Cow::Borrowed(references::REJECTED)),
-            t => {
-                Lookup::Found(self.values[self.reads[r]][t as usize].as_deref().map(Cow::Borrowed))
-            }
+            _ => self.found(slot, r).unwrap_or(Lookup::Found(None)),
         }
     }
 }

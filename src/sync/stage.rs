@@ -211,20 +211,29 @@ pub struct Planned<'a> {
     pub removals: &'a GroupRemovals,
 }
 
-/// Send a pull's planned sessions, one after another, filling each `report.sessions` entry
-/// with its outcome. The sessions are packed again here, one at a time (packing is
-/// deterministic, so they are the ones planned). After the first failure no further session
-/// is sent; what was not sent is counted as `not_imported`.
-pub async fn send_planned(stage: &mut Stage<'_>, planned: &Planned<'_>, report: &mut JobReport) {
-    let job = planned.job;
-    match stage.importer.prepare().await {
-        Ok(stale) => report.stale_sessions = stale,
+/// Okta first, before a run sends anything (sessions or direct calls): cancel the sessions a
+/// crashed run left open, wait for triggered ones. `false` (the report failed, nothing is
+/// imported) when Okta cannot be prepared.
+pub async fn prepare(importer: &mut Importer, report: &mut JobReport) -> bool {
+    match importer.prepare().await {
+        Ok(stale) => {
+            report.stale_sessions = stale;
+            true
+        }
         Err(e) => {
             report.fail(&SyncError::Prepare(Box::new(e)), false);
             report.counts.not_imported = report.counts.to_upsert + report.counts.to_deactivate;
-            return;
+            false
         }
     }
+}
+
+/// Send a pull's planned sessions, one after another, filling each `report.sessions` entry
+/// with its outcome; Okta was [`prepare`]d. The sessions are packed again here, one at a time
+/// (packing is deterministic, so they are the ones planned). After the first failure no
+/// further session is sent; what was not sent is counted as `not_imported`.
+pub async fn send_planned(stage: &mut Stage<'_>, planned: &Planned<'_>, report: &mut JobReport) {
+    let job = planned.job;
     let mut failed = false;
     let mut sessions = planned.users.sessions_selected(
         job.sessions,

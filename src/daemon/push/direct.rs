@@ -19,6 +19,7 @@
 //! (`xaas_direct_users_total{outcome="fallback"}`), and the direct path is tried again after
 //! [`RETRY_DIRECT_AFTER`].
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use crate::okta::direct::is_unavailable;
 use crate::settings::{Realtime, Settings};
 use crate::state::StateStore;
 use crate::state::events::QueuedEvent;
-use crate::sync::direct::{DirectError, DirectSent, send_user};
+use crate::sync::direct::{DirectError, DirectSent, known_to_okta, send_user};
 
 /// Upserts one batch sends directly under `realtime: changes`, at most.
 pub const MAX_DIRECT_UPSERTS: usize = 25;
@@ -110,17 +111,27 @@ pub(super) async fn send(
     source: &str,
 ) -> Result<(), String> {
     let keep_profiles = ctx.settings.state.store_profiles;
+    // Who Okta may have, per job, read once.
+    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    for i in (0..batch.mapped.len()).filter(|&i| batch.direct[i] == Direct::Chosen) {
+        known.entry(events[batch.mapped[i].event].job.clone()).or_default();
+    }
+    for (job, set) in &mut known {
+        let ids: Vec<&str> = (0..batch.mapped.len())
+            .filter(|&i| {
+                batch.direct[i] == Direct::Chosen && &events[batch.mapped[i].event].job == job
+            })
+            .map(|i| batch.mapped[i].user.external_id.as_str())
+            .collect();
+        *set = known_to_okta(store, job, &ids).map_err(|e| e.to_string())?;
+    }
     for i in 0..batch.mapped.len() {
         if batch.direct[i] != Direct::Chosen {
             continue;
         }
         let job = events[batch.mapped[i].event].job.clone();
         let user = &batch.mapped[i].user;
-        let known = store
-            .entries(&job, &[user.external_id.as_str()])
-            .map_err(|e| e.to_string())?
-            .first()
-            .is_some_and(|e| e.status.is_some() || e.pending.is_some());
+        let known = known.get(&job).is_some_and(|k| k.contains(&user.external_id));
         let started = Instant::now();
         match send_user(store, ctx.client, source, &job, user, known, keep_profiles).await {
             Ok(sent) => {
