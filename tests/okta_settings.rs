@@ -33,7 +33,7 @@ fn oauth_auth_and_defaults() {
     assert_eq!(kid.as_deref(), Some("k1"));
     assert!(scopes.is_empty(), "empty means the default scopes");
     let c = &s.okta.client;
-    assert_eq!(c.max_concurrent_requests, 10);
+    assert_eq!(c.max_concurrent_requests, 50, "a full session's 50 loads at once");
     assert_eq!(c.rate.org_share_percent, 50);
     assert_eq!(c.rate.requests_per_minute, None);
     assert_eq!(c.max_retries, 3);
@@ -60,4 +60,16 @@ fn new_keys_are_read_and_checked() {
     assert!(text.contains("exactly one of `private_key`"), "{text}");
     assert!(text.contains("okta.max_concurrent_requests"), "{text}");
     assert!(text.contains("okta.rate_limit_share_percent"), "{text}");
+
+    // Above Okta's per-org concurrency: refused, with the reason.
+    let p =
+        config(dir.path(), "  auth: {type: api_token, token: t}\n  max_concurrent_requests: 76");
+    let text = load_with_env(&p, &[]).expect_err("over 75").to_string();
+    assert!(text.contains("okta.max_concurrent_requests") && text.contains("at most 75"), "{text}");
+    let p =
+        config(dir.path(), "  auth: {type: api_token, token: t}\n  max_concurrent_requests: 75");
+    assert_eq!(
+        load_with_env(&p, &[]).expect("75 is allowed").okta.client.max_concurrent_requests,
+        75
+    );
 }

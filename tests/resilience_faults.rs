@@ -79,9 +79,13 @@ fn profile(id: &str) -> BTreeMap<String, String> {
 }
 
 fn plan() -> (SessionPlan, Vec<String>) {
-    let ids: Vec<String> = (0..REQUESTS * PER_REQUEST).map(|i| format!("EMP{i:04}")).collect();
+    plan_of(REQUESTS, PER_REQUEST)
+}
+
+fn plan_of(requests: usize, per_request: usize) -> (SessionPlan, Vec<String>) {
+    let ids: Vec<String> = (0..requests * per_request).map(|i| format!("EMP{i:05}")).collect();
     let requests = ids
-        .chunks(PER_REQUEST)
+        .chunks(per_request)
         .map(|chunk| {
             let profiles: Vec<serde_json::Value> = chunk
                 .iter()
@@ -111,6 +115,18 @@ async fn run_and_check(faults: FaultPlan) -> (SessionOutcome, xaas::sim::SimSnap
     let mut importer = importer(&sim, options());
     importer.prepare().await.expect("prepare");
     let outcome = importer.run(&plan).await;
+    let snap = assert_exact(&sim, &outcome, &ids);
+    sim.shutdown().await;
+    (outcome, snap)
+}
+
+/// The session completed with every user, the emulator holds exactly them, no rule was broken
+/// and nothing is left open.
+fn assert_exact(
+    sim: &SimHandle,
+    outcome: &SessionOutcome,
+    ids: &[String],
+) -> xaas::sim::SimSnapshot {
     assert_eq!(outcome.error, None, "{outcome:?}");
     assert_eq!(outcome.final_status, Some(SessionStatus::Completed), "{outcome:?}");
     assert_eq!(outcome.profiles, ids.len());
@@ -141,8 +157,7 @@ async fn run_and_check(faults: FaultPlan) -> (SessionOutcome, xaas::sim::SimSnap
             s.status
         );
     }
-    sim.shutdown().await;
-    (outcome, snap)
+    snap
 }
 
 #[tokio::test]
@@ -362,4 +377,85 @@ async fn the_client_slows_down_on_remaining_without_a_429() {
     assert!(elapsed >= Duration::from_secs(1), "it did slow down: {elapsed:?}");
     let (limited, _) = run(false).await;
     assert!(limited >= 1, "without pacing the same load meets a 429");
+}
+
+#[tokio::test]
+async fn a_full_session_uploads_as_wide_as_the_budget_allows() {
+    // 10,000 users in 50 loads. The default cap (50) and the org's 600/min (our share 300/min,
+    // a burst of 50) let the whole session go in one round; a cap of 10 holds it to ten.
+    async fn run(cap: usize) -> (u32, u64) {
+        let config = SimConfig { latency: Duration::from_millis(50), ..SimConfig::default() };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sim = xaas::sim::spawn(config, listener).await.expect("spawn");
+        let (plan, ids) = plan_of(50, 200);
+        let mut importer =
+            importer(&sim, ClientOptions { max_concurrent_requests: cap, ..options() });
+        importer.prepare().await.expect("prepare");
+        let outcome = importer.run(&plan).await;
+        let snap = assert_exact(&sim, &outcome, &ids);
+        sim.shutdown().await;
+        (outcome.max_in_flight, snap.rate_limited_total)
+    }
+    assert_eq!(run(ClientOptions::default().max_concurrent_requests).await, (50, 0));
+    assert_eq!(run(10).await, (10, 0));
+}
+
+#[tokio::test]
+async fn a_concurrency_429_narrows_the_requests_in_flight() {
+    // An org whose other clients leave us 4 concurrent requests; we start with all 24 loads.
+    // (24, so that the retries stay inside the rate ceiling's burst and the test is quick.)
+    let config = SimConfig {
+        latency: Duration::from_millis(100),
+        concurrency_limit: 4,
+        clock_scale: 1000.0,
+        processing_delay: Duration::from_millis(30),
+        ..SimConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let sim = xaas::sim::spawn(config, listener).await.expect("spawn");
+    let (plan, ids) = plan_of(24, 20);
+    let client = OktaClient::new(
+        Url::parse(&sim.base_url()).expect("url"),
+        SecretString::from(TOKEN),
+        ClientOptions {
+            max_concurrent_requests: 50,
+            // A ceiling above the test's calls: only the org's concurrency holds them back.
+            rate: RateOptions {
+                requests_per_minute: std::num::NonZeroU32::new(6000),
+                ..RateOptions::default()
+            },
+            ..options()
+        },
+    )
+    .expect("client");
+    let mut importer = Importer::new(
+        client.clone(),
+        SOURCE,
+        SessionOptions {
+            spacing: Duration::from_millis(350),
+            poll_initial: Duration::from_millis(20),
+            poll_max: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(20),
+            max_replays: 0,
+        },
+    );
+    importer.prepare().await.expect("prepare");
+    let outcome = importer.run(&plan).await;
+    let snap = assert_exact(&sim, &outcome, &ids);
+    let first = snap.rate_limited_total;
+    assert_eq!(outcome.max_in_flight, 24, "the first round was the whole session");
+    assert!(first >= 20, "the first burst met the org's limit: {first}");
+    let learnt = client.loads_in_flight();
+    assert!(learnt < 24, "the width narrowed: {learnt}");
+    // The next session starts from what the first taught: far fewer refusals.
+    tokio::time::sleep(Duration::from_millis(400)).await; // the spacing
+    let (plan, ids) = plan_of(24, 20);
+    let outcome = importer.run(&plan).await;
+    let snap = assert_exact(&sim, &outcome, &ids);
+    let second = snap.rate_limited_total - first;
+    eprintln!(
+        "concurrency 429s: {first} in the first session, {second} in the second; width {learnt} after the first"
+    );
+    assert!(second * 2 < first, "{second} refusals in the second session, {first} in the first");
+    sim.shutdown().await;
 }

@@ -148,6 +148,7 @@ fn seed(dir: &Path, held: bool) -> i64 {
             replays: 0,
             replayed_session_ids: Vec::new(),
             okta_error: None,
+            max_in_flight: 0,
         }),
     }];
     let report = serde_json::to_value(&report).unwrap();

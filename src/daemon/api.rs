@@ -512,6 +512,7 @@ mod tests {
                 error_code: "E0000001".into(),
                 ..Default::default()
             }),
+            max_in_flight: 0,
         };
         let session = |kind, upserts, deletes, outcome| SessionReport {
             kind,

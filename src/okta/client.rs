@@ -6,8 +6,9 @@
 //! 1. **Credentials**: `Authorization: SSWS …` or `Bearer …` from [`super::auth`] (the only
 //!    place a secret is exposed), plus `Accept`, `User-Agent`, and `Content-Length: 0` on
 //!    body-less POSTs (Okta answers 411 otherwise, FACTS §1).
-//! 2. **Concurrency cap**: at most `max_concurrent_requests` attempts in flight, shared by all
-//!    clones of the client (Okta also limits concurrent requests per org, FACTS §7).
+//! 2. **Concurrency cap** ([`super::concurrency`]): at most `max_concurrent_requests` (≤ 75)
+//!    attempts in flight, shared by all clones of the client; halved on a concurrency 429 and
+//!    grown back on answers, since Okta limits concurrent requests per org (FACTS §7).
 //! 3. **Rate ceiling and pacing** ([`super::rate_limit`]): governor, plus slowing down on
 //!    `X-Rate-Limit-Remaining` before Okta answers 429.
 //! 4. **Per-attempt timeout** (`request_timeout`).
@@ -29,12 +30,12 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::{Authenticator, Credentials};
 use super::batch::RequestKind;
+use super::concurrency::Concurrency;
 use super::error::{OktaError, Operation};
 use super::model::{ErrorBody, Session};
 use super::rate_limit::{RateBudget, RateOptions};
@@ -60,10 +61,14 @@ pub struct ClientOptions {
     pub rate: RateOptions,
 }
 
-/// Requests in flight at once by default. Okta allows 75 concurrent requests per org (35 on
-/// Integrator Free, FACTS §7), shared with every other integration: 10 leaves most of them
-/// free while uploading a full session's 50 bulk loads in five rounds.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10;
+/// Requests in flight at once by default: a full session's 50 bulk loads (FACTS §4) in one
+/// round when the rate budget allows it, leaving a third of the org's 75 concurrent requests
+/// (FACTS §7) to the other integrations. Below that, the number of loads in flight follows
+/// the rate budget and the concurrency 429s ([`OktaClient::loads_in_flight`]).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 50;
+
+/// Okta's default concurrency limit per org (FACTS §7): a higher cap could only earn 429s.
+pub const OKTA_MAX_CONCURRENT_REQUESTS: usize = 75;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -109,7 +114,7 @@ struct Inner {
     org: String,
     auth: Authenticator,
     options: ClientOptions,
-    permits: Semaphore,
+    concurrency: Concurrency,
     budget: RateBudget,
     /// Cancelled on shutdown. The client's own calls ignore it (a cancel-session call during
     /// shutdown must still go out); the session lifecycle selects on it.
@@ -197,14 +202,14 @@ impl OktaClient {
             .map_err(|e| OktaError::Other(format!("cannot build the http client: {e}")))?;
         let auth =
             Authenticator::new(credentials, &org_url, http.clone(), options.request_timeout)?;
-        let concurrency = options.max_concurrent_requests.max(1);
+        let concurrency = options.max_concurrent_requests.clamp(1, OKTA_MAX_CONCURRENT_REQUESTS);
         let inner = Inner {
             http,
             org: org_url.origin().ascii_serialization(),
             org_url,
             auth,
-            permits: Semaphore::new(concurrency),
-            budget: RateBudget::new(options.rate, u32::try_from(concurrency).unwrap_or(u32::MAX)),
+            concurrency: Concurrency::new(concurrency as u32),
+            budget: RateBudget::new(options.rate, concurrency as u32),
             options,
             cancel: CancellationToken::new(),
         };
@@ -373,9 +378,10 @@ impl OktaClient {
             // A token request that fails is final here: the token endpoint has its own retries.
             let (auth, bearer) = inner.auth.header().await?;
             let permit =
-                inner.permits.acquire().await.map_err(|_| {
+                inner.concurrency.acquire().await.map_err(|_| {
                     OktaError::Other("the client's request limiter was closed".into())
                 })?;
+            let round = permit.round();
             let waited = inner.budget.acquire().await;
             if waited >= Duration::from_millis(100) {
                 tracing::debug!(method = %call.method, path = call.url.path(), wait_ms = millis(waited), "paced by the rate budget");
@@ -406,6 +412,7 @@ impl OktaClient {
                         "okta request"
                     );
                     if status.is_success() {
+                        inner.concurrency.answered();
                         return Ok(Answer { status, body });
                     }
                     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -422,6 +429,9 @@ impl OktaClient {
                             let wait = self.rate_limit_wait(&headers, rate_limit_retries);
                             rate_limit_retries += 1;
                             let concurrency = header_u32(&headers, RATE_LIMIT_LIMIT) == Some(0);
+                            if concurrency {
+                                inner.concurrency.refused(round);
+                            }
                             tracing::warn!(
                                 method = %call.method,
                                 path,
@@ -486,6 +496,13 @@ impl OktaClient {
                 }
             }
         }
+    }
+
+    /// How many bulk loads of a session to keep in flight now: the concurrency cap, within
+    /// what the rate budget releases at once, what the window has left before pacing, and
+    /// what the org's concurrency let through lately (see [`super::rate_limit`]).
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.budget.width(self.inner.concurrency.limit()) as usize
     }
 
     /// The next transient backoff: `retry_backoff × 2^n`, plus up to 25% jitter.

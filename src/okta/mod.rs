@@ -5,8 +5,10 @@
 //! - [`auth`]: SSWS API tokens, or OAuth 2.0 client credentials with `private_key_jwt`
 //!   (FACTS §1), with a cached, renewed access token.
 //! - [`rate_limit`]: the rate budget: a governor ceiling and pacing on `X-Rate-Limit-*`.
+//! - [`concurrency`]: the requests in flight: a cap that halves on a concurrency 429 and
+//!   grows back on answers.
 //! - [`client`]: one typed method per endpoint, through one policy stack (credentials →
-//!   concurrency cap → rate budget → per-attempt timeout → retry that never duplicates).
+//!   adaptive concurrency cap → rate budget → per-attempt timeout → retry that never duplicates).
 //! - [`session`]: the session lifecycle: clean up stale sessions, respect the 5-minute rule,
 //!   upload, trigger (or cancel a session that stayed `CREATED`), follow to `COMPLETED`/`ERROR`.
 //! - [`error`]: typed errors with `is_retryable()` and `retry_after()`.
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod batch;
 pub mod client;
+pub mod concurrency;
 pub mod config;
 pub mod direct;
 pub mod error;

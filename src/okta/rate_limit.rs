@@ -14,6 +14,11 @@
 //!    in flight), we wait for the reset instead of spending the last ones. Slowing down costs
 //!    seconds; a 429 costs a whole window.
 //!
+//!
+//! The same state bounds how many bulk loads a session keeps in flight ([`RateBudget::width`]):
+//! no more than the ceiling releases at once (its burst), and no more than fit before the
+//! pacing line of the window. The org's concurrency is [`super::concurrency`]'s.
+//!
 //! No lock is held across an `.await`: the shared state is read and updated in short critical
 //! sections, then the task sleeps on its own.
 
@@ -26,6 +31,10 @@ use tokio::time::Instant;
 
 /// Start spreading requests once fewer than this share of the window's limit remains.
 pub const SLOW_DOWN_BELOW: f64 = 0.25;
+
+/// Loads in flight once pacing spreads requests over the window: each waits for its slot
+/// anyway, so more would only hold concurrency permits other calls (a termination) need.
+const PACED_WIDTH: u32 = 2;
 
 /// The ceiling, as configured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,11 +75,15 @@ pub(crate) struct RateBudget {
     window: Mutex<Window>,
 }
 
+/// The ceiling's burst: ten seconds' worth, enough to start a session's uploads at once, small
+/// enough that the minute's budget is not spent in the first second.
+fn burst_of(per_minute: NonZeroU32) -> NonZeroU32 {
+    NonZeroU32::new((per_minute.get() / 6).max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
 fn limiter(per_minute: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
-    // Burst of ten seconds' worth: enough to start a session's uploads at once, small enough
-    // that the minute's budget is not spent in the first second.
-    let burst = NonZeroU32::new((per_minute.get() / 6).max(1)).unwrap_or(NonZeroU32::MIN);
-    Arc::new(RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(burst)))
+    let quota = Quota::per_minute(per_minute).allow_burst(burst_of(per_minute));
+    Arc::new(RateLimiter::direct(quota))
 }
 
 /// The ceiling for an org limit of `org_limit` requests per minute and a share in percent.
@@ -88,6 +101,37 @@ impl RateBudget {
             learned: Mutex::new(None),
             window: Mutex::new(Window::default()),
         }
+    }
+
+    /// The ceiling in requests per minute, fixed or learned; `None` before the first answer.
+    fn ceiling_per_minute(&self) -> Option<NonZeroU32> {
+        self.options.requests_per_minute.or_else(|| {
+            let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+            learned.as_ref().map(|(limit, _)| share_of(*limit, self.options.org_share_percent))
+        })
+    }
+
+    /// How many bulk loads to keep in flight now, at most `cap` and at least one: see the
+    /// module doc.
+    pub(crate) fn width(&self, cap: u32) -> u32 {
+        let mut width = cap.max(1);
+        if let Some(per_minute) = self.ceiling_per_minute() {
+            width = width.min(burst_of(per_minute).get());
+        }
+        if self.options.adaptive {
+            let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(remaining), Some(reset_at)) = (w.remaining, w.reset_at)
+                && reset_at > Instant::now()
+                && w.limit > 0
+            {
+                let line = (f64::from(w.limit) * SLOW_DOWN_BELOW).ceil() as u32;
+                width = width.min(match remaining.checked_sub(line) {
+                    Some(above) if above > 0 => above,
+                    _ => PACED_WIDTH,
+                });
+            }
+        }
+        width.max(1)
     }
 
     /// Wait until one more request fits the ceiling and the pacing. Returns how long it waited.
@@ -111,6 +155,9 @@ impl RateBudget {
     /// When the next request may go, from the last headers; `None` for "now". Reserves the
     /// slot, so concurrent callers are spread rather than released together.
     fn pace_slot(&self, now: Instant) -> Option<Instant> {
+        // The reserve never exceeds what we keep in flight: the ceiling's burst.
+        let reserve =
+            self.ceiling_per_minute().map_or(self.reserve, |c| self.reserve.min(burst_of(c).get()));
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let (Some(remaining), Some(reset_at)) = (w.remaining, w.reset_at) else {
             return None;
@@ -123,7 +170,7 @@ impl RateBudget {
         if f64::from(remaining) >= f64::from(w.limit) * SLOW_DOWN_BELOW {
             return None;
         }
-        let usable = remaining.saturating_sub(self.reserve);
+        let usable = remaining.saturating_sub(reserve);
         if usable == 0 {
             // Wait for the reset (plus a little, for clock skew and rounding), and count the
             // request against the new window so the next callers queue behind it.
@@ -221,5 +268,24 @@ mod tests {
         // A concurrency 429 reports limit 0: it must not replace the learned limit.
         budget.observe(Some(0), Some(0), Some(Duration::from_secs(1)));
         assert_eq!(budget.learned.lock().expect("lock").as_ref().map(|(l, _)| *l), Some(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_width_follows_the_budget() {
+        let budget = RateBudget::new(RateOptions::default(), 50);
+        assert_eq!(budget.width(50), 50, "nothing known yet: the cap");
+        // 600/min org, our 50% share: 300/min, a burst of 50.
+        budget.observe(Some(600), Some(598), Some(Duration::from_secs(60)));
+        assert_eq!(budget.width(75), 50, "the ceiling's burst");
+        assert_eq!(budget.width(10), 10, "the cap");
+        // 160 left of 600: 10 above the pacing line (150).
+        budget.observe(Some(600), Some(160), Some(Duration::from_secs(30)));
+        assert_eq!(budget.width(50), 10);
+        budget.observe(Some(600), Some(100), Some(Duration::from_secs(30)));
+        assert_eq!(budget.width(50), PACED_WIDTH, "paced: a couple in flight");
+        // A fixed ceiling of 60/min releases 10 at once.
+        let fixed =
+            RateOptions { requests_per_minute: NonZeroU32::new(60), ..RateOptions::default() };
+        assert_eq!(RateBudget::new(fixed, 50).width(50), 10);
     }
 }

@@ -115,6 +115,9 @@ pub struct SessionOutcome {
     /// for the error that ended the session, when Okta answered one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub okta_error: Option<crate::okta::error::OktaErrorDetail>,
+    /// The most bulk loads in flight at once during the upload (it follows the rate budget).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_in_flight: u32,
 }
 
 /// What a finished [`SessionOutcome`] means for the users it carried: the one place that
@@ -356,6 +359,7 @@ impl Importer {
             replays: 0,
             replayed_session_ids: Vec::new(),
             okta_error: None,
+            max_in_flight: 0,
         };
         if plan.requests.is_empty() {
             // A session without loads would stay CREATED and cost a 5-minute slot for nothing.
@@ -501,11 +505,12 @@ impl Importer {
         id: &str,
         outcome: &mut SessionOutcome,
     ) -> Result<(bool, bool), Attempt> {
-        // 2. Upload. Requests of one kind go concurrently (up to the client's concurrency cap,
-        //    inside its rate budget); kinds keep the packer's order (users before groups before
-        //    memberships, upserts before deletes), since Okta applies loads in arrival order.
+        // 2. Upload. Requests of one kind go concurrently, as many at a time as the client
+        //    says the rate budget and the org's concurrency allow (asked again before each
+        //    load, so the width follows the budget as answers arrive); kinds keep the packer's
+        //    order (users before groups before memberships, upserts before deletes), since Okta
+        //    applies loads in arrival order.
         let total = plan.requests.len();
-        let concurrency = self.client.options().max_concurrent_requests.max(1);
         let mut upserted_users = false;
         let mut deleted_users = false;
         let mut start = 0;
@@ -518,33 +523,35 @@ impl Importer {
             let client = &self.client;
             let source_id = self.source_id.as_str();
             let session_id = id;
-            let first = start;
-            // Set on the first failure or on shutdown: loads not yet sent are skipped, and
-            // those in flight are waited for before the session is cancelled, so none of them
-            // lands in a session we already closed.
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            let stop = &stop;
-            let mut uploads = futures::stream::iter(plan.requests[start..end].iter().enumerate())
-                .map(move |(offset, request)| async move {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        return (first + offset, request, None);
-                    }
-                    let result =
-                        client.bulk_load(source_id, session_id, request.kind, &request.body).await;
-                    (first + offset, request, Some(result))
-                })
-                .buffer_unordered(concurrency);
+            let mut waiting =
+                plan.requests[start..end].iter().enumerate().map(|(offset, r)| (start + offset, r));
+            let mut uploads = futures::stream::FuturesUnordered::new();
             loop {
+                // After a failure or a shutdown nothing more is launched; the loads in flight
+                // are waited for before the session is cancelled, so none of them lands in a
+                // session we already closed.
+                while uploads.len() < client.loads_in_flight() {
+                    let Some((index, request)) = waiting.next() else { break };
+                    uploads.push(async move {
+                        let result = client
+                            .bulk_load(source_id, session_id, request.kind, &request.body)
+                            .await;
+                        (index, request, result)
+                    });
+                }
+                outcome.max_in_flight = outcome.max_in_flight.max(uploads.len() as u32);
+                if uploads.is_empty() {
+                    break;
+                }
                 let next = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => None,
-                    next = uploads.next() => Some(next),
+                    next = uploads.next() => next,
                 };
                 match next {
-                    // Shutdown mid-upload: drop the in-flight loads and cancel the session, so
-                    // no stale open session blocks the next run.
+                    // Shutdown mid-upload: wait for the in-flight loads and cancel the session,
+                    // so no stale open session blocks the next run.
                     None => {
-                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
                         while uploads.next().await.is_some() {}
                         drop(uploads);
                         let error = format!(
@@ -554,9 +561,7 @@ impl Importer {
                         self.abort(id, error, outcome).await;
                         return Err(Attempt::Done);
                     }
-                    Some(None) => break,
-                    Some(Some((_, _, None))) => {}
-                    Some(Some((_, request, Some(Ok(()))))) => {
+                    Some((_, request, Ok(()))) => {
                         upserted_users |= request.kind == RequestKind::Upsert;
                         deleted_users |= request.kind == RequestKind::Delete;
                         outcome.requests += 1;
@@ -568,8 +573,7 @@ impl Importer {
                             "okta accepted a bulk load"
                         );
                     }
-                    Some(Some((index, _, Some(Err(err))))) => {
-                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Some((index, _, Err(err))) => {
                         while uploads.next().await.is_some() {}
                         drop(uploads);
                         let error = format!(

@@ -555,6 +555,15 @@ fn validate_okta(
     positive("poll_max_secs", raw.poll_max_secs, diags);
     positive("session_timeout_secs", raw.session_timeout_secs, diags);
     positive("max_concurrent_requests", raw.max_concurrent_requests as u64, diags);
+    if raw.max_concurrent_requests > crate::okta::client::OKTA_MAX_CONCURRENT_REQUESTS {
+        diags.push(index.diag(
+            "okta.max_concurrent_requests",
+            format!(
+                "must be at most {}: Okta allows that many concurrent requests per org (35 on Integrator Free), and answers 429 to the rest",
+                crate::okta::client::OKTA_MAX_CONCURRENT_REQUESTS
+            ),
+        ));
+    }
     positive("max_rate_limit_wait_secs", raw.max_rate_limit_wait_secs, diags);
     if raw.max_requests_per_minute == Some(0) {
         diags.push(index.diag("okta.max_requests_per_minute", "must be greater than 0"));
