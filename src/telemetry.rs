@@ -37,6 +37,10 @@ pub const GROUP_CHANGES_TOTAL: &str = "xaas_group_changes_total";
 /// (`deactivated`, `upserted`, `failed`, `fallback`: the org refused the direct endpoints and
 /// the user went into a session instead).
 pub const DIRECT_USERS_TOTAL: &str = "xaas_direct_users_total";
+/// 1 while the org refuses the direct endpoints for an identity source and xaas sends that
+/// source's changes in sessions instead; 0 once a direct call went through again. Labels:
+/// `identity_source`.
+pub const DIRECT_UNAVAILABLE: &str = "xaas_direct_endpoints_unavailable";
 /// Okta import sessions that ended, by final Okta status (`COMPLETED`, `ERROR`, `CLOSED`...,
 /// or `NOT_CREATED`). Labels: `kind` (`upsert`, `delete`, `combined`), `status`.
 pub const SESSIONS_TOTAL: &str = "xaas_sessions_total";
@@ -86,6 +90,7 @@ pub const ALL: &[&str] = &[
     RECORDS_TOTAL,
     GROUP_CHANGES_TOTAL,
     DIRECT_USERS_TOTAL,
+    DIRECT_UNAVAILABLE,
     SESSIONS_TOTAL,
     SESSION_DURATION_SECONDS,
     OKTA_REQUESTS_TOTAL,
@@ -245,6 +250,11 @@ pub fn describe() {
         Unit::Count,
         "Users sent through Okta's direct endpoints (no session), by outcome"
     );
+    describe_gauge!(
+        DIRECT_UNAVAILABLE,
+        Unit::Count,
+        "1 while the org refuses Okta's direct identity-source endpoints (sessions are used)"
+    );
     describe_counter!(SESSIONS_TOTAL, Unit::Count, "Okta import sessions, by final status");
     describe_histogram!(
         SESSION_DURATION_SECONDS,
@@ -351,6 +361,12 @@ pub fn records(job: &str, outcome: &'static str, n: u64) {
 /// One user of `job` sent, or not, through the direct endpoints (see [`DIRECT_USERS_TOTAL`]).
 pub fn direct_user(job: &str, outcome: &'static str) {
     counter!(DIRECT_USERS_TOTAL, "job" => job.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// Whether the direct endpoints of `identity_source` are refused (see [`DIRECT_UNAVAILABLE`]).
+pub fn direct_unavailable(identity_source: &str, unavailable: bool) {
+    gauge!(DIRECT_UNAVAILABLE, "identity_source" => identity_source.to_owned())
+        .set(if unavailable { 1.0 } else { 0.0 });
 }
 
 /// Add `n` group changes of `job` with this `action` (see [`GROUP_CHANGES_TOTAL`]).

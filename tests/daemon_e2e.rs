@@ -514,11 +514,58 @@ async fn pushed_terminations_do_not_wait_for_the_session_spacing() {
         let metrics = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap();
         let metrics = metrics.text().await.unwrap();
         if metrics.contains(r#"xaas_direct_users_total{job="hr",outcome="fallback"} 1"#) {
+            let gauge =
+                format!(r#"xaas_direct_endpoints_unavailable{{identity_source="{SOURCE}"}} 1"#);
+            assert!(metrics.contains(&gauge), "{metrics}");
             break;
         }
         assert!(Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // `/readyz` stays ready and names the source, when it is tried again, and why.
+    let readyz = client.get(format!("{}/readyz", daemon.base)).send().await.unwrap();
+    assert_eq!(readyz.status().as_u16(), 200, "a missing feature is not unreadiness");
+    let readyz: serde_json::Value = readyz.json().await.unwrap();
+    let direct = &readyz["direct_endpoints"][0];
+    assert_eq!(direct["identity_source"], SOURCE, "{readyz}");
+    assert_eq!(direct["status"], "unavailable", "{readyz}");
+    assert!(direct["error"].as_str().unwrap().contains("E0000015"), "{readyz}");
+    let refused =
+        chrono::DateTime::parse_from_rfc3339(direct["refused_at"].as_str().unwrap()).unwrap();
+    let retry = chrono::DateTime::parse_from_rfc3339(direct["retry_at"].as_str().unwrap()).unwrap();
+    assert_eq!((retry - refused).num_seconds(), 600, "{readyz}");
+    assert!(
+        readyz["warnings"].to_string().contains("IDENTITY_SOURCE_MANAGE_INDIVIDUAL_ENTITIES"),
+        "{readyz}"
+    );
+    // Resting: a second termination goes straight into a session, without asking Okta's
+    // direct endpoint or logging the refusal again.
+    let metrics = |daemon: &Serve| {
+        let url = format!("{}/metrics", daemon.base);
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let deletes = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("xaas_okta_requests_total{") && l.contains("users.delete"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    let refusals = deletes(&metrics(&daemon).await);
+    assert!(refusals >= 1.0, "the first termination asked the direct endpoint");
+    let rejoin = Person { active: true, ..leaver.clone() };
+    let (status, body) =
+        signed_post(&client, &format!("{}/v1/jobs/hr/records", daemon.base), &rejoin.json()).await;
+    assert_eq!(status, 202, "{body}");
+    daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    terminate(&daemon, &sim, &leaver).await;
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("okta refused its direct identity-source endpoints").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(deletes(&metrics(&daemon).await), refusals, "resting: no direct call");
     assert!(sim.snapshot().violations.is_empty(), "{:?}", sim.snapshot().violations);
 }
 

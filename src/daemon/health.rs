@@ -12,6 +12,8 @@
 //!   Those are alerts instead: listed as `warnings` in the 200 body, in `/v1/jobs`, the log
 //!   and the gauges ([`crate::telemetry::job_health`], `deploy/prometheus/xaas-alerts.yaml`).
 //!   The daemon feeds it through [`Readiness`]; the checks are pure and tested without sockets.
+//!   An org that refuses Okta's direct endpoints is a detail too (`direct_endpoints`, from
+//!   [`crate::sync::direct::unavailable`]): changes then go in sessions.
 //! - **`/metrics`** renders the Prometheus recorder ([`crate::telemetry::install`]).
 
 use std::collections::BTreeMap;
@@ -195,22 +197,53 @@ struct Status {
     reasons: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    /// Identity sources whose org refuses the direct endpoints: a detail, never unready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    direct_endpoints: Vec<DirectEndpoints>,
+}
+
+#[derive(Serialize)]
+struct DirectEndpoints {
+    identity_source: String,
+    status: &'static str,
+    refused_at: chrono::DateTime<chrono::Utc>,
+    retry_at: chrono::DateTime<chrono::Utc>,
+    error: String,
 }
 
 async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok", reasons: Vec::new(), warnings: Vec::new() })
+    Json(Status {
+        status: "ok",
+        reasons: Vec::new(),
+        warnings: Vec::new(),
+        direct_endpoints: Vec::new(),
+    })
 }
 
 async fn readyz(State(state): State<HealthState>) -> Response {
-    let warnings = state.readiness.warnings();
-    match state.readiness.check() {
-        Ok(()) => Json(Status { status: "ready", reasons: Vec::new(), warnings }).into_response(),
-        Err(reasons) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Status { status: "not_ready", reasons, warnings }),
-        )
-            .into_response(),
+    let mut warnings = state.readiness.warnings();
+    let direct_endpoints: Vec<DirectEndpoints> = crate::sync::direct::unavailable()
+        .into_iter()
+        .map(|r| DirectEndpoints {
+            status: "unavailable",
+            retry_at: r.retry_at(),
+            refused_at: r.at,
+            error: r.error,
+            identity_source: r.identity_source,
+        })
+        .collect();
+    for d in &direct_endpoints {
+        warnings.push(format!(
+            "identity source {}: okta refuses the direct endpoints (enable IDENTITY_SOURCE_MANAGE_INDIVIDUAL_ENTITIES); changes go in import sessions, direct tried again at {}",
+            d.identity_source,
+            d.retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
     }
+    let (code, status, reasons) = match state.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready", Vec::new()),
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", reasons),
+    };
+    (code, Json(Status { status, reasons, warnings, direct_endpoints })).into_response()
 }
 
 async fn metrics(State(state): State<HealthState>) -> Response {

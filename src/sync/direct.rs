@@ -3,6 +3,12 @@
 //! only on Okta's 2xx. A crash or a failure in between leaves the user pending, and the next
 //! run or push sends it again; `DELETE` and `PUT` are safe to repeat, and the client reads a
 //! user back before repeating a `POST` ([`crate::okta::direct`]).
+//!
+//! When the org refuses the direct endpoints ([`crate::okta::direct::is_unavailable`]: the
+//! feature is not enabled), [`mark_unavailable`] records it for the identity source: logged
+//! once with what to enable, the `xaas_direct_endpoints_unavailable` gauge, `/readyz`'s
+//! `direct_endpoints` (a warning, never unready). Pushes and runs then use sessions, and try
+//! the direct path again after [`RETRY_DIRECT_AFTER`].
 
 use super::SyncError;
 use super::stage;
@@ -11,6 +17,78 @@ use crate::okta::OktaClient;
 use crate::okta::direct::Deleted;
 use crate::okta::error::OktaError;
 use crate::state::{Confirmed, SentStatus, StateStore};
+
+/// How long the direct path of an identity source rests after the org refused it.
+pub const RETRY_DIRECT_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Identity sources whose org refused the direct endpoints: when, and whether that was said.
+static UNAVAILABLE: std::sync::Mutex<Vec<Refusal>> = std::sync::Mutex::new(Vec::new());
+
+/// The org refused the direct endpoints of one identity source.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub identity_source: String,
+    /// The last refusal.
+    pub at: chrono::DateTime<chrono::Utc>,
+    since: std::time::Instant,
+    /// Okta's answer, as an error line (no secret: the client's errors never carry one).
+    pub error: String,
+}
+
+impl Refusal {
+    /// When the direct path is tried again.
+    pub fn retry_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.at + chrono::Duration::from_std(RETRY_DIRECT_AFTER).unwrap_or_default()
+    }
+}
+
+fn refusals() -> std::sync::MutexGuard<'static, Vec<Refusal>> {
+    UNAVAILABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the direct path of `source` is resting after a refusal (it is tried again once
+/// [`RETRY_DIRECT_AFTER`] has passed since the last one).
+pub fn resting(source: &str) -> bool {
+    refusals().iter().any(|r| r.identity_source == source && r.since.elapsed() < RETRY_DIRECT_AFTER)
+}
+
+/// Record that the org refused `source`'s direct endpoints with `error`: logged with what to
+/// enable the first time (at info on later retries), and the gauge set.
+pub fn mark_unavailable(source: &str, error: &OktaError) {
+    let mut list = refusals();
+    let first = !list.iter().any(|r| r.identity_source == source);
+    list.retain(|r| r.identity_source != source);
+    list.push(Refusal {
+        identity_source: source.to_owned(),
+        at: chrono::Utc::now(),
+        since: std::time::Instant::now(),
+        error: error.to_string(),
+    });
+    drop(list);
+    if first {
+        tracing::warn!(identity_source = %source, error = %error, "okta refused its direct identity-source endpoints: changes wait for import sessions; enable the org's individual identity-source operations (IDENTITY_SOURCE_MANAGE_INDIVIDUAL_ENTITIES) to send them at once; trying again in 10 minutes");
+    } else {
+        tracing::info!(identity_source = %source, error = %error, "okta still refuses its direct identity-source endpoints: using import sessions; trying again in 10 minutes");
+    }
+    crate::telemetry::direct_unavailable(source, true);
+}
+
+/// A direct call for `source` went through: forget an earlier refusal.
+pub fn mark_available(source: &str) {
+    let mut list = refusals();
+    let before = list.len();
+    list.retain(|r| r.identity_source != source);
+    if list.len() != before {
+        drop(list);
+        tracing::info!(identity_source = %source, "okta accepts its direct identity-source endpoints again");
+        crate::telemetry::direct_unavailable(source, false);
+    }
+}
+
+/// The identity sources whose direct endpoints are refused now, for `/readyz`.
+pub fn unavailable() -> Vec<Refusal> {
+    refusals().clone()
+}
 
 /// Which of `ids` Okta may have (confirmed, or sent once and maybe applied), read in one go:
 /// a direct upsert `PUT`s those and `POST`s the others.
@@ -79,8 +157,19 @@ pub async fn send_user(
             Deleted::Deactivated => DirectSent::Deactivated,
             Deleted::Unknown => DirectSent::UnknownToOkta,
         })
-    }
-    .map_err(DirectError::Okta)?;
+    };
+    let sent = match sent {
+        Ok(sent) => {
+            mark_available(source);
+            sent
+        }
+        Err(e) => {
+            if crate::okta::direct::is_unavailable(&e) {
+                mark_unavailable(source, &e);
+            }
+            return Err(DirectError::Okta(e));
+        }
+    };
     stage::confirm(store, || Ok(vec![(job, vec![Confirmed::of(user, keep_profiles)])]))
         .map_err(DirectError::State)?;
     Ok(sent)
@@ -128,6 +217,11 @@ pub async fn send_run(
             "{} has no email or userName, which a direct write requires",
             u.external_id
         ));
+    }
+    if resting(&job.identity_source_id) {
+        return RunDirect::UseSessions(
+            "okta refused the direct endpoints lately; they are tried again 10 minutes after the refusal".into(),
+        );
     }
     let (mut upserted, mut deactivated) = (0, 0);
     let ids: Vec<&str> = users.iter().map(|u| u.external_id.as_str()).collect();

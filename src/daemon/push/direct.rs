@@ -16,27 +16,23 @@
 //!
 //! When the org refuses the direct endpoints ([`crate::okta::direct::is_unavailable`]), the
 //! users go into the batch's session instead, the refusal is logged once and counted
-//! (`xaas_direct_users_total{outcome="fallback"}`), and the direct path is tried again after
-//! [`RETRY_DIRECT_AFTER`].
+//! (`xaas_direct_users_total{outcome="fallback"}`, [`crate::sync::direct::mark_unavailable`]),
+//! and the direct path is tried again after [`crate::sync::direct::RETRY_DIRECT_AFTER`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{Batch, PushContext};
 use crate::okta::direct::is_unavailable;
 use crate::settings::{Realtime, Settings};
 use crate::state::StateStore;
 use crate::state::events::QueuedEvent;
-use crate::sync::direct::{DirectError, DirectSent, known_to_okta, send_user};
+use crate::sync::direct::{DirectError, DirectSent, known_to_okta, resting, send_user};
 
 /// Upserts one batch sends directly under `realtime: changes`, at most.
 pub const MAX_DIRECT_UPSERTS: usize = 25;
-
-/// How long the direct path rests after the org refused it.
-pub const RETRY_DIRECT_AFTER: Duration = Duration::from_secs(600);
 
 /// What became of one user of the batch on the direct path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,15 +44,6 @@ pub(super) enum Direct {
     Sent(DirectSent),
     /// Okta refused this user's call for good.
     Failed(String),
-}
-
-/// Identity sources whose org refused the direct endpoints, and since when.
-static UNAVAILABLE: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
-
-fn resting(source: &str) -> bool {
-    let mut list = UNAVAILABLE.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain(|(_, since)| since.elapsed() < RETRY_DIRECT_AFTER);
-    list.iter().any(|(s, _)| s == source)
 }
 
 /// Choose the batch's direct users: they leave the session (`send` false, `direct` set).
@@ -141,11 +128,7 @@ pub(super) async fn send(
                 batch.direct[i] = Direct::Sent(sent);
             }
             Err(DirectError::Okta(e)) if is_unavailable(&e) => {
-                warn!(identity_source = %source, error = %e, "okta refused its direct identity-source endpoints: pushed changes wait for import sessions; enable the org's individual identity-source operations (IDENTITY_SOURCE_MANAGE_INDIVIDUAL_ENTITIES) to send them at once; trying again in 10 minutes");
-                UNAVAILABLE
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((source.to_string(), Instant::now()));
+                // `send_user` recorded the refusal (logged, gauge, `/readyz`).
                 fall_back(batch, events);
                 return Ok(());
             }
