@@ -32,6 +32,10 @@ use tokio::time::Instant;
 /// Start spreading requests once fewer than this share of the window's limit remains.
 pub const SLOW_DOWN_BELOW: f64 = 0.25;
 
+/// Two reset times this close are the same window (the headers carry whole seconds, and the
+/// answers' `Date`s differ).
+const SAME_WINDOW_SLACK: Duration = Duration::from_secs(2);
+
 /// Loads in flight once pacing spreads requests over the window: each waits for its slot
 /// anyway, so more would only hold concurrency permits other calls (a termination) need.
 const PACED_WIDTH: u32 = 2;
@@ -214,8 +218,17 @@ impl RateBudget {
             w.limit = limit;
             if let Some(remaining) = remaining {
                 // Answers arrive out of order under concurrency; within one window the lowest
-                // count is the freshest.
-                let same_window = w.reset_at.is_some_and(|r| r > now);
+                // count is the freshest. One window is one reset time (give or take the
+                // headers' whole seconds): a 429 that reset in a second and the next answer
+                // counting a fresh minute are two windows, and the 429's zero must not stall
+                // the fresh one until its end.
+                let same_window = w.reset_at.is_some_and(|r| {
+                    r > now
+                        && reset_in.is_none_or(|d| {
+                            let new = now + d;
+                            new.max(r) - new.min(r) <= SAME_WINDOW_SLACK
+                        })
+                });
                 w.remaining = Some(match w.remaining {
                     Some(known) if same_window => known.min(remaining),
                     _ => remaining,
@@ -287,5 +300,19 @@ mod tests {
         let fixed =
             RateOptions { requests_per_minute: NonZeroU32::new(60), ..RateOptions::default() };
         assert_eq!(RateBudget::new(fixed, 50).width(50), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_429_window_does_not_stall_the_next_one() {
+        let budget = RateBudget::new(RateOptions::default(), 10);
+        // An injected 429: nothing left, reset in 2 s.
+        budget.observe(Some(600), Some(0), Some(Duration::from_secs(2)));
+        // The next answer counts a fresh minute: 598 left, reset in 60 s.
+        budget.observe(Some(600), Some(598), Some(Duration::from_secs(60)));
+        assert!(budget.pace_slot(Instant::now()).is_none(), "a fresh window: no wait");
+        // Within one window (the same reset, give or take a second) the lowest count wins.
+        budget.observe(Some(600), Some(100), Some(Duration::from_secs(59)));
+        budget.observe(Some(600), Some(120), Some(Duration::from_secs(60)));
+        assert_eq!(budget.window.lock().expect("lock").remaining, Some(100));
     }
 }
