@@ -1,9 +1,13 @@
 //! Fault injection: randomised trials that break things the way production does, then check
 //! that xaas never lost, double-sent or wrongly deactivated an identity.
 //!
-//! Each trial (one seed) imports a random population into the emulator in three versions of the
+//! Each trial (one seed) imports a random population into the emulator in four versions of the
 //! source (the initial load, then two rounds of leavers, status flips, profile changes and
-//! joiners). Every attempt at a version may get, at random:
+//! joiners, then a small delta of at most 20 changes). Two jobs read the same source: `hr` maps
+//! people into groups by city, into one identity source, through sessions; `hr-direct` maps
+//! them without groups into another, so its small delta goes through Okta's direct endpoints
+//! (no session: `PUT`, `POST`, `DELETE` one user at a time) under the same faults. Every
+//! attempt at a version may get, at random:
 //!
 //! - an emulator fault plan: 429 storms, 5xx (with or without the load applied), answers
 //!   delayed past the client's timeout, dropped connections;
@@ -14,9 +18,11 @@
 //! Attempts repeat until one succeeds (the faults stop after a few). Then the trial checks:
 //! the emulator holds exactly the source's state (status and profile of every user, and the
 //! members of each job group: people are grouped by city, which the changes move), no
-//! session carried an externalId twice and no other rule was broken, no session is left open,
-//! nobody who stayed active was ever deactivated on the way, and one more clean run sends
-//! nothing at all.
+//! session carried an externalId twice and no other rule was broken (a direct create of a user
+//! Okta has is one), no session is left open, nobody who stayed active was ever deactivated on
+//! the way, and one more clean run sends nothing at all; all of it in both identity
+//! sources. The small delta also creates no session in `hr-direct`'s and writes nobody
+//! outside it there.
 //!
 //! `XAAS_CHAOS_VERBOSE=1` prints each attempt's faults so far, exit code and full log.
 //! `XAAS_CHAOS_TRIALS` (default 5, CI) and `XAAS_CHAOS_SEED` (the first seed; default from
@@ -39,6 +45,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use xaas::sim::{Fault, FaultPlan, FaultRule, SimHandle};
+
+/// The identity source of the `hr-direct` job (no groups: its small deltas go direct).
+const DIRECT_SOURCE: &str = "0oasim0000000000001";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_trials_never_lose_duplicate_or_wrongly_deactivate() {
@@ -128,6 +137,7 @@ async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
             clock_scale: 1000.0,
             processing_delay: Duration::from_millis(rng.random_range(5..60)),
             latency: Duration::from_millis(rng.random_range(1..15)),
+            identity_sources: vec![SOURCE.into(), DIRECT_SOURCE.into()],
             ..xaas::sim::SimConfig::default()
         };
         xaas::sim::spawn(config, listener).await.map_err(|e| e.to_string())?
@@ -166,8 +176,11 @@ async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
     let mut previous: Option<Population> = None;
     // Sessions opened by a held create, open at the end of the previous version.
     let mut strays: Vec<String> = Vec::new();
-    for version in 0..3 {
-        if version > 0 {
+    for version in 0..4 {
+        let mut small = None;
+        if version == 3 {
+            small = Some(mutate_small(&mut rng, &mut population, &mut next_index));
+        } else if version > 0 {
             mutate(&mut rng, &mut population, &mut next_index, version);
         }
         publish(kind, &population, &csv, &http, proxy.as_ref(), &table).await?;
@@ -187,6 +200,13 @@ async fn trial(seed: u64, dynamodb: Option<&str>) -> Result<Tally, String> {
         }
         check(&sim, &population, previous.as_ref(), &before, late)
             .map_err(|e| format!("version {version} ({kind:?} source): {e}"))?;
+        check_users(&sim.snapshot(), DIRECT_SOURCE, &population, previous.as_ref(), &before)
+            .map_err(|e| format!("version {version} ({kind:?} source, hr-direct): {e}"))?;
+        if let Some(changed) = &small {
+            check_direct(&sim.snapshot(), &before, changed).map_err(|e| {
+                format!("version {version}, the small delta ({kind:?} source): {e}")
+            })?;
+        }
         // Converged: one more clean run sends nothing.
         let sessions = sim.snapshot().sessions.len();
         let (code, log) = run_xaas(&config, dir.path(), None).await;
@@ -246,6 +266,75 @@ fn mutate(rng: &mut StdRng, population: &mut Population, next_index: &mut usize,
     }
 }
 
+/// A small delta: 1 to 14 active people get a new title, up to 3 leave (inactive) and up to
+/// 3 join; at most 20 users, under `direct_max_changes` (25 by default). `hr-direct` has no
+/// groups, so it sends them through the direct endpoints; `hr` moves memberships, so it
+/// uses sessions. Returns the externalIds changed.
+fn mutate_small(
+    rng: &mut StdRng,
+    population: &mut Population,
+    next_index: &mut usize,
+) -> Vec<String> {
+    let active: Vec<usize> = population.iter().filter(|(_, p)| p.active).map(|(k, _)| *k).collect();
+    let mut changed = Vec::new();
+    for _ in 0..rng.random_range(1..=14usize).min(active.len()) {
+        let p = population.get_mut(&active[rng.random_range(0..active.len())]).expect("a key");
+        p.title = format!("Title {}", rng.random_range(0..1_000_000));
+        changed.push(p.id.clone());
+    }
+    for _ in 0..rng.random_range(0..=3usize).min(active.len()) {
+        let p = population.get_mut(&active[rng.random_range(0..active.len())]).expect("a key");
+        p.active = false;
+        changed.push(p.id.clone());
+    }
+    for _ in 0..rng.random_range(0..=3) {
+        let p = Person::generate(*next_index, true);
+        changed.push(p.id.clone());
+        population.insert(*next_index, p);
+        *next_index += 1;
+    }
+    changed.sort();
+    changed.dedup();
+    changed
+}
+
+/// `hr-direct`'s small delta went without a session and wrote only its own people (at least once each:
+/// a kill between Okta's answer and the state's confirmation sends a user again, which a
+/// `PUT` makes harmless).
+fn check_direct(
+    snap: &xaas::sim::SimSnapshot,
+    before: &xaas::sim::SimSnapshot,
+    changed: &[String],
+) -> Result<(), String> {
+    let sessions = |s: &xaas::sim::SimSnapshot| {
+        s.sessions.iter().filter(|s| s.identity_source_id == DIRECT_SOURCE).count()
+    };
+    if sessions(snap) != sessions(before) {
+        return Err(format!(
+            "{} session(s) for {} change(s): the direct path was not used",
+            sessions(snap) - sessions(before),
+            changed.len()
+        ));
+    }
+    let was: HashMap<&str, u32> = before
+        .users
+        .iter()
+        .filter(|u| u.identity_source_id == DIRECT_SOURCE)
+        .map(|u| (u.external_id.as_str(), u.imports))
+        .collect();
+    for u in snap.users.iter().filter(|u| u.identity_source_id == DIRECT_SOURCE) {
+        let then = was.get(u.external_id.as_str()).copied().unwrap_or(0);
+        let ours = changed.binary_search(&u.external_id).is_ok();
+        if ours && u.imports == then {
+            return Err(format!("{} changed but was never written", u.external_id));
+        }
+        if !ours && u.imports != then {
+            return Err(format!("{} did not change but was written", u.external_id));
+        }
+    }
+    Ok(())
+}
+
 /// Repeat `xaas run` under random faults until an attempt succeeds.
 #[allow(clippy::too_many_arguments)]
 async fn converge(
@@ -285,8 +374,14 @@ async fn converge(
                     tally.note("delay past the timeout");
                     let applied = rng.random_bool(0.5);
                     late = true;
-                    let endpoint = ["bulk-upsert", "bulk-delete", "start-import", "create-session"]
-                        [rng.random_range(0..4)];
+                    let endpoint = [
+                        "bulk-upsert",
+                        "bulk-delete",
+                        "start-import",
+                        "create-session",
+                        "user-replace",
+                        "user-get",
+                    ][rng.random_range(0..6)];
                     Some(plan(rng, endpoint, Some(0.6), Fault::Delay { ms: 1_500, applied }))
                 }
                 3 => {
@@ -448,31 +543,7 @@ fn check(
     if !open.is_empty() {
         return Err(format!("sessions left open: {open:?}"));
     }
-    let users: HashMap<&str, &xaas::sim::SimUser> =
-        snap.users.iter().map(|u| (u.external_id.as_str(), u)).collect();
-    let by_id: HashMap<&str, &Person> = population.values().map(|p| (p.id.as_str(), p)).collect();
-    for p in population.values() {
-        match (p.active, users.get(p.id.as_str())) {
-            (true, None) => {
-                return Err(format!("{} is active in the source, missing in okta", p.id));
-            }
-            (true, Some(u)) if u.status != "ACTIVE" => {
-                return Err(format!("{} is active in the source, {} in okta", p.id, u.status));
-            }
-            (true, Some(u)) if u.profile != p.expected_profile() => {
-                return Err(format!("{}: okta's profile differs from the source", p.id));
-            }
-            (false, Some(u)) if u.status != "DEACTIVATED" => {
-                return Err(format!("{} is inactive in the source, {} in okta", p.id, u.status));
-            }
-            _ => {}
-        }
-    }
-    for u in &snap.users {
-        if !by_id.contains_key(u.external_id.as_str()) && u.status != "DEACTIVATED" {
-            return Err(format!("{} left the source but is {} in okta", u.external_id, u.status));
-        }
-    }
+    check_users(&snap, SOURCE, population, previous, before)?;
     // Memberships follow the source: the active people of each city are its group's members,
     // nobody else; a group nobody derives any more was retired.
     let okta_groups: BTreeMap<String, Vec<String>> = snap
@@ -505,10 +576,55 @@ fn check(
             .collect();
         return Err(format!("okta's groups differ from the source: {wrong:?}"));
     }
+    Ok(())
+}
+
+/// The users of one identity source are exactly the source's, and nobody who stayed active
+/// was deactivated on the way.
+fn check_users(
+    snap: &xaas::sim::SimSnapshot,
+    source: &str,
+    population: &Population,
+    previous: Option<&Population>,
+    before: &xaas::sim::SimSnapshot,
+) -> Result<(), String> {
+    let users: HashMap<&str, &xaas::sim::SimUser> = snap
+        .users
+        .iter()
+        .filter(|u| u.identity_source_id == source)
+        .map(|u| (u.external_id.as_str(), u))
+        .collect();
+    let by_id: HashMap<&str, &Person> = population.values().map(|p| (p.id.as_str(), p)).collect();
+    for p in population.values() {
+        match (p.active, users.get(p.id.as_str())) {
+            (true, None) => {
+                return Err(format!("{} is active in the source, missing in okta", p.id));
+            }
+            (true, Some(u)) if u.status != "ACTIVE" => {
+                return Err(format!("{} is active in the source, {} in okta", p.id, u.status));
+            }
+            (true, Some(u)) if u.profile != p.expected_profile() => {
+                return Err(format!("{}: okta's profile differs from the source", p.id));
+            }
+            (false, Some(u)) if u.status != "DEACTIVATED" => {
+                return Err(format!("{} is inactive in the source, {} in okta", p.id, u.status));
+            }
+            _ => {}
+        }
+    }
+    for u in snap.users.iter().filter(|u| u.identity_source_id == source) {
+        if !by_id.contains_key(u.external_id.as_str()) && u.status != "DEACTIVATED" {
+            return Err(format!("{} left the source but is {} in okta", u.external_id, u.status));
+        }
+    }
     // Nobody who stayed active was deactivated on the way, not even for a moment.
     if let Some(prev) = previous {
-        let was: HashMap<&str, u32> =
-            before.users.iter().map(|u| (u.external_id.as_str(), u.deactivations)).collect();
+        let was: HashMap<&str, u32> = before
+            .users
+            .iter()
+            .filter(|u| u.identity_source_id == source)
+            .map(|u| (u.external_id.as_str(), u.deactivations))
+            .collect();
         let stayed = prev
             .values()
             .filter(|p| p.active && by_id.get(p.id.as_str()).is_some_and(|q| q.active));
@@ -536,6 +652,10 @@ fn implied_groups(population: &Population) -> BTreeMap<String, Vec<String>> {
     out.values_mut().for_each(|m| m.sort());
     out
 }
+
+/// Both jobs' leavers and safeguards: every change goes (the trials check the result).
+const LEAVERS_AND_SAFEGUARDS: &str = "    leavers:\n      deactivate_missing: true\n      missing_runs: 1\n    safeguards:\n      max_deactivations: 1000000\n      max_deactivations_percent: 100\n      max_creations_percent: 100\n      min_source_percent: 0\n      \
+     max_membership_removals: 1000000\n      max_membership_removals_percent: 100\n      max_group_deletions: 1000000\n      max_group_deletions_percent: 100\n";
 
 fn write_config(
     dir: &Path,
@@ -565,14 +685,14 @@ fn write_config(
         .expect("write the mapping");
     let mut config = TestConfig::for_run(dir, &sim.base_url());
     config.okta = "  session_spacing_secs: 0.3\n  poll_initial_ms: 20\n  poll_max_secs: 1\n  request_timeout_secs: 1\n  retry_backoff_ms: 20\n  max_rate_limit_wait_secs: 5\n".into();
-    config.jobs = vec![job_with_source(
-        "hr",
-        SOURCE,
-        &source,
-        "    leavers:\n      deactivate_missing: true\n      missing_runs: 1\n    safeguards:\n      max_deactivations: 1000000\n      max_deactivations_percent: 100\n      max_creations_percent: 100\n      min_source_percent: 0\n      \
-         max_membership_removals: 1000000\n      max_membership_removals_percent: 100\n      max_group_deletions: 1000000\n      max_group_deletions_percent: 100\n",
-    )
-    .replace(&common::mapping_path().display().to_string(), &mapping.display().to_string())];
+    config.jobs =
+        vec![job_with_source("hr", SOURCE, &source, LEAVERS_AND_SAFEGUARDS).replace(
+            &common::mapping_path().display().to_string(),
+            &mapping.display().to_string(),
+        )];
+    // The same people without groups into a second identity source: its small deltas go
+    // through the direct endpoints.
+    config.jobs.push(job_with_source("hr-direct", DIRECT_SOURCE, &source, LEAVERS_AND_SAFEGUARDS));
     config.write(&dir.join("xaas.yaml"))
 }
 
