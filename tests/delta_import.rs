@@ -191,6 +191,19 @@ async fn a_small_delta_needs_no_session_and_a_larger_one_uses_sessions() {
     people.push(Person::generate(500, true));
     write_csv(&csv, &people);
     let before = sim.snapshot().sessions.len();
+    // The plan says so, in JSON and in text; the plan for the larger delta below does not.
+    let plan = |format: &'static str| {
+        let config = dir.path().join("xaas.yaml").display().to_string();
+        xaas_async(
+            vec!["plan".into(), "--config".into(), config, "--format".into(), format.into()],
+            TOKEN,
+        )
+    };
+    let json = plan("json").await;
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json[0]["direct"], true, "{json}");
+    let text = String::from_utf8_lossy(&plan("text").await.stdout).to_string();
+    assert!(text.contains("directly (no session)"), "{text}");
     let run2 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
     assert_eq!(run2.out.status.code(), Some(0), "{}\n{}", run2.stdout(), run2.stderr());
     let snap = sim.snapshot();
@@ -211,6 +224,9 @@ async fn a_small_delta_needs_no_session_and_a_larger_one_uses_sessions() {
         p.city = format!("Villa {i}");
     }
     write_csv(&csv, &people);
+    let json = plan("json").await;
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json[0].get("direct"), None, "26 changes: sessions; {json}");
     let run4 = run_csv(dir.path(), &sim.base_url(), &csv, "", TOKEN).await;
     assert_eq!(run4.out.status.code(), Some(0), "{}", run4.stderr());
     let snap = sim.snapshot();

@@ -175,14 +175,20 @@ pub async fn send_user(
     Ok(sent)
 }
 
-/// Whether a run's plan may go through the direct endpoints instead of sessions: a delta
+/// Whether a run's plan (not `held` whole by a safeguard) may go through the direct
+/// endpoints instead of sessions: a delta
 /// (not a full resync) of at most `job.direct_max_changes` users, without group changes (the
 /// direct calls here are per user), each upsert carrying the `email` and `userName` Okta's
 /// direct writes require.
-pub fn run_qualifies(job: &crate::settings::Job, report: &super::report::JobReport) -> bool {
+pub fn run_qualifies(
+    job: &crate::settings::Job,
+    report: &super::report::JobReport,
+    held: bool,
+) -> bool {
     let c = &report.counts;
     let users = c.to_upsert + c.to_deactivate;
-    job.direct_max_changes > 0
+    !held
+        && job.direct_max_changes > 0
         && !report.mode.full
         && users > 0
         && users <= job.direct_max_changes

@@ -133,6 +133,7 @@ async fn run_job_inner(
     match &prepared {
         Err(e) => report.fail(e, dry_run),
         Ok(prepared) => {
+            report.direct = direct::run_qualifies(job, &report, prepared.held);
             if options.announce {
                 let mut text = String::new();
                 report.render_plan(&mut text);
@@ -183,9 +184,7 @@ async fn push(
     if !stage::prepare(&mut importer, report).await {
         return;
     }
-    if direct::run_qualifies(job, report)
-        && send_directly(ctx, client, settings, job, prepared, report).await
-    {
+    if report.direct && send_directly(ctx, client, settings, job, prepared, report).await {
         return;
     }
     let mut stage =

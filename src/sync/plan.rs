@@ -35,6 +35,10 @@ pub struct PlanDocument {
     pub counts: Counts,
     pub rejected: Vec<Rejection>,
     pub deduplicated: Vec<Duplicate>,
+    /// The users would go through Okta's direct endpoints, no session (see
+    /// [`super::report::JobReport::direct`]); `sessions` is what would go instead if they cannot.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
     pub sessions: Vec<PlannedSessionDoc>,
 }
 
@@ -91,6 +95,7 @@ impl PlanDocument {
             counts: Counts::default(),
             rejected: Vec::new(),
             deduplicated: Vec::new(),
+            direct: false,
             sessions: Vec::new(),
         }
     }
@@ -109,8 +114,9 @@ pub async fn build(ctx: &mut RunContext<'_>, job: &Job, options: &RunOptions) ->
     let options = RunOptions { detail_limit: usize::MAX, announce: false, ..options.clone() };
     let mut report = JobReport::new(job);
     let prepared = prepare(ctx, job, &options, &mut report).await;
-    if let Err(e) = &prepared {
-        doc.error = Some(e.describe(true));
+    match &prepared {
+        Err(e) => doc.error = Some(e.describe(true)),
+        Ok(p) => doc.direct = super::direct::run_qualifies(job, &report, p.held),
     }
     doc.pull_complete = report.pull_complete;
     doc.mode = report.mode;

@@ -217,6 +217,12 @@ pub struct JobReport {
     pub dangling: Vec<Dangling>,
     /// Sessions found open at the start and what was done with them.
     pub stale_sessions: Vec<StaleSession>,
+    /// The plan's users go through Okta's direct endpoints, one call each and no session (a
+    /// small delta within `direct_max_changes`, [`super::direct::run_qualifies`]); `sessions`
+    /// is what goes instead if they cannot (a user without `email` or `userName`, or an org
+    /// that refuses them). `counts.sent_directly` says what went.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
     pub sessions: Vec<SessionReport>,
     pub timings: Timings,
 }
@@ -483,6 +489,7 @@ impl JobReport {
             deduplicated: Vec::new(),
             dangling: Vec::new(),
             stale_sessions: Vec::new(),
+            direct: false,
             sessions: Vec::new(),
             timings: Timings::default(),
         }
@@ -560,6 +567,12 @@ impl JobReport {
                 out,
                 "    {:<34} {:>8}",
                 "unconfirmed last time, resent", ch.unconfirmed_resent
+            );
+        }
+        if self.direct {
+            let _ = writeln!(
+                out,
+                "    direct: no session, one call per user (a delta within direct_max_changes; sessions only if Okta refuses)"
             );
         }
         if let Some(why) = &self.absence_detection_off {
@@ -680,8 +693,10 @@ impl JobReport {
         if dry_run {
             let _ = writeln!(
                 out,
-                "  would upsert {}, would deactivate {}",
-                c.to_upsert, c.to_deactivate
+                "  would upsert {}, would deactivate {}{}",
+                c.to_upsert,
+                c.to_deactivate,
+                if self.direct { ", directly (no session)" } else { "" }
             );
         } else {
             let _ = writeln!(
