@@ -135,6 +135,8 @@ pub mod endpoint {
     pub const USERS_GET: &str = "users.get";
     /// `PUT …/users/{externalId}`
     pub const USERS_REPLACE: &str = "users.replace";
+    /// `PATCH …/users/{externalId}`
+    pub const USERS_UPDATE: &str = "users.update";
     /// `DELETE …/users/{externalId}`
     pub const USERS_DELETE: &str = "users.delete";
 }

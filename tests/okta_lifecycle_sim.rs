@@ -561,6 +561,19 @@ async fn direct_user_calls_create_replace_and_deactivate_without_a_session() {
     let e1 = user(&snap, "e1").unwrap();
     assert_eq!((e1.status.as_str(), e1.deactivations), ("ACTIVE", 1));
     assert_eq!(user(&snap, "e2").unwrap().profile, profile("e2", "Oslo"));
+    // An update changes what it is given, keeps the rest, and reactivates too.
+    assert_eq!(client.delete_user(SOURCE, "e2").await.unwrap(), Deleted::Deactivated);
+    let mut change = profile("e2", "Tromsø");
+    change.remove("city");
+    change.insert("title".into(), "Engineer".into());
+    let got = client.patch_user(SOURCE, "e2", &change).await.expect("update");
+    assert_eq!((got.profile["city"].as_str(), got.profile["title"].as_str()), ("Oslo", "Engineer"));
+    let err = client.patch_user(SOURCE, "nobody", &change).await.expect_err("unknown");
+    assert_eq!(err.status(), Some(404), "{err}");
+    let snap = sim.snapshot();
+    let e2 = user(&snap, "e2").unwrap();
+    assert_eq!((e2.status.as_str(), e2.deactivations), ("ACTIVE", 1));
+    assert_eq!(e2.profile["title"], "Engineer");
     assert!(snap.sessions.is_empty(), "no session: {:?}", snap.sessions);
     assert!(snap.violations.is_empty(), "{:?}", snap.violations);
 

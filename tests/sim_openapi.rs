@@ -129,7 +129,8 @@ async fn response_bodies_match_the_official_schemas() {
     assert_eq!(codes, ["E0000001", "E0000001", "E0000001", "E0000007", "E0000011"]);
 }
 
-/// The direct user endpoints (issue 17): create, get and replace answer `UserResponseSchema`;
+/// The direct user endpoints (issue 17): create, get, replace and update answer
+/// `UserResponseSchema`;
 /// their refusals answer `Error` (an unknown user, a body without `email`, an org without the
 /// feature).
 #[tokio::test]
@@ -146,6 +147,13 @@ async fn direct_user_bodies_match_the_official_schemas() {
     let r = t.req(Method::PUT, "/users/e1", Some(&body)).await;
     assert_eq!(r.status(), 200);
     check(&s.user, "replace user", &r.json().await.unwrap());
+    let update =
+        json!({"profile": {"email": "e1@x.io", "userName": "e1@x.io", "firstName": "Ola"}});
+    let r = t.req(Method::PATCH, "/users/e1", Some(&update)).await;
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    check(&s.user, "update user", &updated);
+    assert_eq!(updated["profile"]["firstName"], "Ola");
     let r = t.req(Method::DELETE, "/users/e1", None).await;
     assert_eq!(r.status(), 200, "the recorded 200, not the spec's 204");
     assert!(r.bytes().await.unwrap().is_empty());

@@ -2,8 +2,8 @@
 //! time, not subject to the 5-minute session rule. Each call goes through the client's one
 //! policy stack (credentials, concurrency cap, rate budget, timeout, retry).
 //!
-//! Repeating: `PUT` and `DELETE` are safe to repeat, so an ambiguous failure (timeout, reset,
-//! 5xx) is retried by the stack; `POST` is not (a timed-out create may have created the user),
+//! Repeating: `PUT`, `PATCH` and `DELETE` are safe to repeat, so an ambiguous failure (timeout,
+//! reset, 5xx) is retried by the stack; `POST` is not (a timed-out create may have created the user),
 //! so [`OktaClient::create_user`] reads the user back before it decides.
 //!
 //! Answers differ from the spec (FACTS §2b): `POST` is documented without a body and answers
@@ -25,6 +25,13 @@ use crate::telemetry::endpoint;
 #[serde(rename_all = "camelCase")]
 struct UserRequest<'a> {
     external_id: &'a str,
+    profile: &'a BTreeMap<String, String>,
+}
+
+/// The body of a direct update (`UsersUpdateRequestSchema`): the attributes to change. Okta's
+/// schema requires `email` and `userName` here too (FACTS §3).
+#[derive(Debug, Serialize)]
+struct UserUpdate<'a> {
     profile: &'a BTreeMap<String, String>,
 }
 
@@ -147,6 +154,31 @@ impl OktaClient {
                 None => return Err(err),
             }
         }
+    }
+
+    /// `PATCH …/users/{externalId}`: change the given attributes of a user Okta has, and
+    /// answer the whole user as Okta now holds it. Attributes not given keep their value
+    /// [INF: the spec names the operation an update; FACTS has no recording]. The sync sends
+    /// whole profiles ([`OktaClient::put_user`]), which a mapping always has; this is for a
+    /// caller that knows only what changed.
+    pub async fn patch_user(
+        &self,
+        source_id: &str,
+        external_id: &str,
+        changes: &BTreeMap<String, String>,
+    ) -> Result<DirectUser, OktaError> {
+        let body = serde_json::to_vec(&UserUpdate { profile: changes })
+            .map_err(|e| OktaError::Other(format!("cannot encode the user: {e}")))?;
+        let call = Call {
+            op: "update user",
+            endpoint: endpoint::USERS_UPDATE,
+            method: Method::PATCH,
+            url: self.url(source_id, &["users", external_id]),
+            json_body: Some(&body),
+            idempotent: true,
+        };
+        let answer = self.execute(call).await?;
+        decode("update user", &answer)
     }
 
     async fn replace_user(

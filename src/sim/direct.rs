@@ -1,5 +1,5 @@
 //! The direct (session-less) user endpoints of an identity source (FACTS §2b): create, get,
-//! replace and delete one user by `externalId`. They go through the same front door as the
+//! replace, update and delete one user by `externalId`. They go through the same front door as the
 //! bulk endpoints (rate limits, headers, token, faults: [`super::routes`]), validate bodies
 //! with the bulk upsert's rules plus the required `email` and `userName`, and never count
 //! toward the 5-minute session rule.
@@ -9,6 +9,9 @@
 //!   (400 E0000001) [INF: Okta's answer is unrecorded].
 //! - `PUT` replaces the profile of a user the source has, and reactivates a deactivated one,
 //!   as a bulk upsert does [INF]; an unknown user is 404 E0000007 (the spec lists 404).
+//! - `PATCH` changes the attributes it is given and keeps the others [INF: "update" in the
+//!   spec, unrecorded], reactivating as `PUT` does; its body still needs `email` and
+//!   `userName` (the spec's Required profile, FACTS §3). An unknown user is 404 E0000007.
 //! - `DELETE` **deactivates** the user [INF]: the bulk delete deactivates (FACTS §5) and an
 //!   identity source never deletes Okta users; the answer is 200 with an empty body (the
 //!   recording; the spec says 204). An unknown user is 404 E0000007.
@@ -113,6 +116,22 @@ impl Sim {
         Ok(wire(external_id, user))
     }
 
+    fn direct_update(
+        &self,
+        source: &str,
+        external_id: &str,
+        changes: BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        let mut st = self.state();
+        let key = (source.to_string(), external_id.to_string());
+        let mut profile =
+            st.users.get(&key).ok_or_else(|| unknown_user(external_id))?.profile.clone();
+        profile.extend(changes);
+        let user = super::apply::upsert_user(&mut st, key, profile, now);
+        Ok(wire(external_id, user))
+    }
+
     fn direct_delete(&self, source: &str, external_id: &str) -> Result<(), ApiError> {
         let now = self.now();
         let mut st = self.state();
@@ -177,6 +196,21 @@ pub(super) async fn replace(
         sim.direct_ok(&source)?;
         let (_, profile) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
         sim.direct_replace(&source, &external_id, profile)
+    };
+    answer(&sim, &m, &u, result.await)
+}
+
+pub(super) async fn update(
+    State(sim): State<Sim>,
+    Path((source, external_id)): Path<(String, String)>,
+    m: Method,
+    u: Uri,
+    body: Body,
+) -> Response {
+    let result = async {
+        sim.direct_ok(&source)?;
+        let (_, changes) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
+        sim.direct_update(&source, &external_id, changes)
     };
     answer(&sim, &m, &u, result.await)
 }

@@ -131,6 +131,7 @@ pub fn endpoint_of(method: &Method, path: &str) -> String {
         ("POST", ["users"]) => "user-create".into(),
         ("GET", ["users", _]) => "user-get".into(),
         ("PUT", ["users", _]) => "user-replace".into(),
+        ("PATCH", ["users", _]) => "user-update".into(),
         ("DELETE", ["users", _]) => "user-delete".into(),
         _ => "other".into(),
     }

@@ -67,7 +67,10 @@ pub fn router(sim: Sim) -> Router {
         .route(&format!("{P}/users"), post(super::direct::create))
         .route(
             &format!("{P}/users/{{user}}"),
-            get(super::direct::get_user).put(super::direct::replace).delete(super::direct::delete),
+            get(super::direct::get_user)
+                .put(super::direct::replace)
+                .patch(super::direct::update)
+                .delete(super::direct::delete),
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
