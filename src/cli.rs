@@ -93,13 +93,18 @@ pub enum Command {
         #[arg(long, short, env = "XAAS_CONFIG")]
         config: PathBuf,
     },
-    /// Check that every job's source can be reached and read (credentials, table, file, URL).
-    /// Reads at most a record or a page per source; sends nothing to Okta.
+    /// Check that every job's source can be reached and read (credentials, table, file, URL),
+    /// and that Okta accepts the credentials and has each job's identity source (its open
+    /// sessions and rate limit too). Reads at most a record or a page per source and one
+    /// list of sessions per identity source; writes nothing anywhere.
     Check {
         #[arg(long, short, env = "XAAS_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         job: Option<String>,
+        /// Check the sources only, not Okta.
+        #[arg(long)]
+        skip_okta: bool,
     },
     /// Run as a daemon: each job on its cron schedule, the webhook HR systems push to,
     /// health and metrics. SIGTERM stops it cleanly; SIGHUP reloads the config.
@@ -187,7 +192,9 @@ pub async fn execute(cli: Cli) -> i32 {
         }
         Command::Validate { config } => validate(&config),
         Command::Serve { config } => serve(&config).await,
-        Command::Check { config, job } => check(&config, job.as_deref()).await,
+        Command::Check { config, job, skip_okta } => {
+            check(&config, job.as_deref(), skip_okta).await
+        }
         Command::Healthcheck { url, timeout_secs } => {
             healthcheck(&url, std::time::Duration::from_secs(timeout_secs)).await
         }
@@ -398,7 +405,7 @@ async fn plan(config: &Path, job: Option<&str>, format: OutputFormat, options: &
     }
 }
 
-async fn check(config: &Path, job: Option<&str>) -> i32 {
+async fn check(config: &Path, job: Option<&str>, skip_okta: bool) -> i32 {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -408,7 +415,7 @@ async fn check(config: &Path, job: Option<&str>) -> i32 {
         Err(code) => return code,
     };
     let mut code = EXIT_OK;
-    for job in jobs {
+    for job in &jobs {
         let source = job.source.build(&settings.base_dir);
         match source.check().await {
             Ok(what) => println!("job {}: ok: {what}", job.name),
@@ -418,7 +425,76 @@ async fn check(config: &Path, job: Option<&str>) -> i32 {
             }
         }
     }
+    if !skip_okta && !check_okta(&settings, &jobs).await {
+        code = EXIT_FAILURE;
+    }
     code
+}
+
+/// `xaas check`'s Okta part ([`crate::okta::check`]): one line per job, each failure with
+/// what to fix. `false` when something failed.
+async fn check_okta(settings: &Settings, jobs: &[&settings::Job]) -> bool {
+    use crate::okta::check::{check_source, describe_open, is_credentials};
+    let org = settings.okta.org_url.origin().ascii_serialization();
+    let client = match settings.okta.build_client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("okta {org}: cannot check: {e}");
+            return false;
+        }
+    };
+    let how = match &settings.okta.auth {
+        settings::Auth::ApiToken(_) => "the api token".to_string(),
+        settings::Auth::OAuth { client_id, .. } => {
+            format!("oauth app {client_id} (a token with the identity-source scopes was issued)")
+        }
+    };
+    let mut ok = true;
+    // Read-only, Okta cannot say whether the token may write; an OAuth token can only carry
+    // the scopes asked for, so a configured list without the manage scope is caught here.
+    if let settings::Auth::OAuth { scopes, .. } = &settings.okta.auth {
+        let manage = crate::okta::auth::DEFAULT_SCOPES[0];
+        if !scopes.is_empty() && !scopes.iter().any(|s| s == manage) {
+            eprintln!(
+                "okta {org}: okta.auth.scopes lacks {manage}, which every run needs to create sessions: add it, or leave scopes out for both defaults"
+            );
+            ok = false;
+        }
+    }
+    let mut accepted = false;
+    for job in jobs {
+        let source = &job.identity_source_id;
+        match check_source(&client, source).await {
+            Ok(found) => {
+                if !accepted {
+                    println!("okta {org}: ok: credentials accepted: {how}");
+                    accepted = true;
+                }
+                let open = if found.open.is_empty() {
+                    "none".to_string()
+                } else {
+                    let now = chrono::Utc::now();
+                    found.open.iter().map(|s| describe_open(s, now)).collect::<Vec<_>>().join(", ")
+                };
+                let rate = found.rate_limit.map_or(String::new(), |(limit, left)| {
+                    format!("; rate limit {limit} per window, {left} left")
+                });
+                println!(
+                    "job {}: ok: identity source {source} exists and may be read; open sessions: {open}{rate}",
+                    job.name
+                );
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("job {}: okta check of identity source {source} failed: {e}", job.name);
+                if is_credentials(&e) {
+                    // Every identity source would answer the same.
+                    break;
+                }
+            }
+        }
+    }
+    ok
 }
 
 /// Where `xaas healthcheck` asks by default: the daemon's default port, on loopback.

@@ -498,6 +498,11 @@ impl OktaClient {
         }
     }
 
+    /// The rate limit Okta reported last (`X-Rate-Limit-Limit`, `-Remaining`), if any.
+    pub fn rate_limit_seen(&self) -> Option<(u32, u32)> {
+        self.inner.budget.seen()
+    }
+
     /// How many bulk loads of a session to keep in flight now: the concurrency cap, within
     /// what the rate budget releases at once, what the window has left before pacing, and
     /// what the org's concurrency let through lately (see [`super::rate_limit`]).

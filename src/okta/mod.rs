@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod check;
 pub mod client;
 pub mod concurrency;
 pub mod config;

@@ -138,6 +138,12 @@ impl RateBudget {
         width.max(1)
     }
 
+    /// The last answer's limit and remaining count, when one carried them.
+    pub(crate) fn seen(&self) -> Option<(u32, u32)> {
+        let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        (w.limit > 0).then(|| (w.limit, w.remaining.unwrap_or(0)))
+    }
+
     /// Wait until one more request fits the ceiling and the pacing. Returns how long it waited.
     pub(crate) async fn acquire(&self) -> Duration {
         let started = Instant::now();
