@@ -627,3 +627,66 @@ async fn trigger_and_wait(daemon: &Serve) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A batch too big for one session is cut, and its later events come back in the next batch:
+/// a pushed termination among them is sent directly with its own event, so that event says
+/// `deactivated`, not `unchanged` (sent before its event's turn, as it once was).
+#[tokio::test]
+async fn a_termination_in_the_part_of_a_batch_cut_for_later_reports_what_was_sent() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[]);
+    let mut config = TestConfig::new(dir.path(), &sim.base_url(), &csv);
+    let serve = config.serve_mut();
+    serve.extra = "  batch_window_ms: 5000\n  max_batch_records: 20000\n".into();
+    serve.webhook.push_str("    max_body_bytes: 20000000\n    max_records_per_request: 10000\n");
+    config.jobs = vec![common::config::job(
+        "hr",
+        SOURCE,
+        &csv,
+        "    safeguards:\n      max_creations_percent: 100\n      min_source_percent: 0\n",
+    )];
+    let path = config.write(&dir.path().join("xaas.yaml"));
+    let daemon = Serve::start(dir.path(), &path, "split-batch", &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/hr/records", daemon.base);
+    // Someone Okta has.
+    let known = Person::generate(50_000, true);
+    let (status, body) = signed_post(&client, &url, &known.json()).await;
+    assert_eq!(status, 202, "{body}");
+    daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    // Two events of 6,000 hires that also carry that person (together more than one
+    // session's 10,000), then that person leaves: the termination starts a batch at once, of
+    // itself and the earlier events that touch the same person, in order.
+    let mut ids = Vec::new();
+    for part in 0..2 {
+        let mut people: Vec<serde_json::Value> =
+            (part * 6_000..(part + 1) * 6_000).map(|i| Person::generate(i, true).json()).collect();
+        people.push(known.json());
+        let (status, body) = signed_post(&client, &url, &serde_json::Value::Array(people)).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["event_id"].as_str().unwrap().to_string());
+    }
+    let leaver = Person { active: false, ..known.clone() };
+    let (status, body) = signed_post(&client, &url, &leaver.json()).await;
+    assert_eq!(status, 202, "{body}");
+    let ev = daemon.finished_event(body["event_id"].as_str().unwrap()).await;
+    let record = &ev["outcome"]["records"][0];
+    assert_eq!(record["outcome"], "deactivated", "{ev}");
+    assert_eq!(record["reason"], "sent directly, no session", "{ev}");
+    for id in &ids {
+        let ev = daemon.finished_event(id).await;
+        let records = ev["outcome"]["records"].as_array().unwrap();
+        assert_eq!(records.len(), 6_001);
+        let upserted = records.iter().filter(|r| r["outcome"] == "upserted").count();
+        assert_eq!(upserted, 6_000, "{}", records[6_000]);
+        assert_eq!(records[6_000]["outcome"], "superseded", "the leaver's later push won");
+    }
+    let snap = sim.snapshot();
+    assert_eq!(snap.users.len(), 12_001);
+    let gone = snap.users.iter().find(|u| u.external_id == known.id).unwrap();
+    assert_eq!(gone.status, "DEACTIVATED");
+    assert_eq!(snap.sessions.len(), 3, "the first hire, then the batch cut into two sessions");
+    assert!(snap.violations.is_empty(), "{:?}", snap.violations);
+}

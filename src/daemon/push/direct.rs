@@ -142,6 +142,16 @@ pub(super) async fn send(
     Ok(())
 }
 
+/// Direct users of the events from `events_in` on stay with their events, which a later
+/// batch sends (directly then); nothing of theirs goes now.
+pub(super) fn defer(batch: &mut Batch, events_in: usize) {
+    for i in 0..batch.mapped.len() {
+        if batch.direct[i] == Direct::Chosen && batch.mapped[i].event >= events_in {
+            batch.direct[i] = Direct::No;
+        }
+    }
+}
+
 /// Every direct user not yet sent goes into the session instead.
 fn fall_back(batch: &mut Batch, events: &[QueuedEvent]) {
     for i in 0..batch.mapped.len() {

@@ -150,6 +150,12 @@ async fn import(
         return RETRY;
     }
     direct::choose(&mut batch, settings, events, source);
+    if batch.direct.contains(&direct::Direct::Chosen) {
+        // A batch too big for one session is cut (below) and its later events come back in
+        // another batch: their direct users go then, so that their events say what was sent.
+        let (_, events_in) = fit_one_session(&mut batch, events.len());
+        direct::defer(&mut batch, events_in);
+    }
     if let Err(e) = direct::send(ctx, &mut batch, events, store, source).await {
         warn!(error = %e, "direct changes not sent");
         return RETRY;
