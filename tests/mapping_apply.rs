@@ -413,3 +413,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn control_characters_reject_identifiers_and_nul_leaves_other_attributes() {
+    // The externalId: rejected, naming the character and its position.
+    let r = base_err(alice(json!({"id": "ali\u{1}ce@example.com"})));
+    assert_eq!(r.field.as_deref(), Some("externalId"));
+    assert!(r.reason.contains("U+0001 at character 4"), "{}", r.reason);
+    assert_eq!(r.origin, Origin::Line(7));
+    // email (and userName, mapped from it here): DEL inside is refused too.
+    let r = base_err(alice(json!({"email": "alice\u{7f}@example.com"})));
+    assert!(matches!(r.field.as_deref(), Some("userName" | "email")), "{r:?}");
+    assert!(r.reason.contains("U+007F at character 6"), "{}", r.reason);
+    // userName on its own, with a newline inside.
+    let m = mapping(
+        "version: 1\nexternal_id: id\nattributes:\n  userName: login\n  email: email\n  title: title\n",
+    );
+    let rec = |login: &str, title: &str| {
+        record(json!({"id": "a1", "login": login, "email": "a@example.com", "title": title}))
+    };
+    let r = m.apply(&rec("a\nb", "x")).expect_err("a newline in userName");
+    assert_eq!(r.field.as_deref(), Some("userName"));
+    assert!(r.reason.contains("U+000A at character 2"), "{}", r.reason);
+    // Other attributes keep tabs and newlines, and lose NUL.
+    let u = m.apply(&rec("a", "Head\tof\nSales\u{0}")).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(u.profile["title"], "Head\tof\nSales");
+    let u = m.apply(&rec("a", "\u{0}")).unwrap_or_else(|r| panic!("{r}"));
+    assert!(!u.profile.contains_key("title"), "only NUL: empty, so omitted");
+    // A leaver with a bad email is still deactivated (the bad value is left out).
+    let u = base_ok(alice(json!({"active": "false", "email": "a\u{2}b@example.com"})));
+    assert!(!u.active);
+}

@@ -10,6 +10,10 @@
 //!    sent as empty strings. Standard attributes must meet Okta's limits (FACTS §3).
 //! 4. An active record must produce its `required` attributes and a non-empty profile (Okta
 //!    creates an empty user from an empty profile).
+//! 5. **Control characters** (U+0000 to U+001F, U+007F): the externalId, `userName` and
+//!    `email` identify a person, and one with a control character rejects the record (the
+//!    reason names the character and its position); other attributes keep their tabs and
+//!    newlines but lose any NUL, which no system downstream stores faithfully.
 //!
 //! A deactivated record only needs its externalId: bulk-delete sends nothing else. A bad
 //! profile value must not keep a leaver active in Okta, so for deactivated records invalid
@@ -83,6 +87,33 @@ pub fn is_email(s: &str) -> bool {
 /// Why a value could not be produced (the reason of a rejection).
 type Reason = String;
 
+/// Why `s` cannot identify a person: the first control character (U+0000 to U+001F, U+007F)
+/// in it, and where (1-based, in characters).
+fn control_char(s: &str) -> Option<Reason> {
+    let (i, c) = s.chars().enumerate().find(|(_, c)| c.is_ascii_control())?;
+    Some(format!(
+        "holds the control character U+{:04X} at character {}: an identifier may not hold control characters (fix it in the source)",
+        c as u32,
+        i + 1
+    ))
+}
+
+/// Rule 5 of the module doc for one attribute's value.
+fn clean(name: &str, value: Option<String>) -> Result<Option<String>, Reason> {
+    let Some(v) = value else { return Ok(None) };
+    if matches!(name, "userName" | "email") {
+        return match control_char(&v) {
+            Some(reason) => Err(reason),
+            None => Ok(Some(v)),
+        };
+    }
+    if !v.contains('\0') {
+        return Ok(Some(v));
+    }
+    let v: String = v.chars().filter(|&c| c != '\0').collect();
+    Ok(Some(v).filter(|v| !v.is_empty()))
+}
+
 pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<Mapped, Rejection> {
     let reject = |external_id: Option<&str>, field: &str, reason: String| Rejection {
         origin: record.origin.clone(),
@@ -116,6 +147,9 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
             format!("{n} characters, the limit is {EXTERNAL_ID_MAX_CHARS}"),
         ));
     }
+    if let Some(reason) = control_char(&external_id) {
+        return Err(reject(None, "externalId", reason));
+    }
     let id = Some(external_id.as_str());
 
     let (active, start) = match &m.status {
@@ -129,10 +163,13 @@ pub(super) fn apply(m: &Mapping, record: &Record, now: DateTime<Utc>) -> Result<
     // attribute by attribute (the mapping bench spent ~15% in BTreeMap inserts).
     let mut profile: Vec<(String, String)> = Vec::with_capacity(m.attributes.len());
     for a in &m.attributes {
-        let checked = ctx.produce(&a.producer).and_then(|v| match (v, a.constraint) {
-            (Some(v), Some(c)) => check(&v, c).map(|()| Some(v)),
-            (v, _) => Ok(v),
-        });
+        let checked =
+            ctx.produce(&a.producer).and_then(|v| clean(&a.name, v)).and_then(|v| {
+                match (v, a.constraint) {
+                    (Some(v), Some(c)) => check(&v, c).map(|()| Some(v)),
+                    (v, _) => Ok(v),
+                }
+            });
         match checked {
             Ok(Some(v)) => profile.push((a.name.clone(), v)),
             Ok(None) if a.required && active => {
