@@ -12,12 +12,12 @@ use chrono::{DateTime, Utc};
 
 use super::OktaClient;
 use super::error::OktaError;
-use super::model::{Session, SessionStatus};
+use super::model::Session;
 
 /// What Okta said about one identity source.
 #[derive(Debug, Clone)]
 pub struct SourceCheck {
-    /// Sessions still open there (`CREATED`, `IN_PROGRESS`, `TRIGGERED`), oldest first.
+    /// Sessions not finished there (`CREATED`, `IN_PROGRESS`, `TRIGGERED`), oldest first.
     pub open: Vec<Session>,
     /// The rate limit of the last answer: limit per window, and what was left.
     pub rate_limit: Option<(u32, u32)>,
@@ -26,15 +26,7 @@ pub struct SourceCheck {
 /// Ask Okta about `source_id` (one `GET …/sessions`).
 pub async fn check_source(client: &OktaClient, source_id: &str) -> Result<SourceCheck, OktaError> {
     let sessions = client.list_sessions(source_id).await?;
-    let mut open: Vec<Session> = sessions
-        .into_iter()
-        .filter(|s| {
-            matches!(
-                s.status,
-                SessionStatus::Created | SessionStatus::InProgress | SessionStatus::Triggered
-            )
-        })
-        .collect();
+    let mut open: Vec<Session> = sessions.into_iter().filter(|s| !s.status.is_final()).collect();
     open.sort_by(|a, b| a.created.cmp(&b.created));
     Ok(SourceCheck { open, rate_limit: client.rate_limit_seen() })
 }
@@ -62,6 +54,7 @@ pub fn is_credentials(e: &OktaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::okta::model::SessionStatus;
 
     #[test]
     fn an_open_session_is_described_with_its_age() {

@@ -100,34 +100,26 @@ impl Sim {
         Ok(out)
     }
 
-    fn direct_replace(
+    /// `PUT` (`merge` false: the profile given) or `PATCH` (`merge`: the user's profile with
+    /// the attributes given) of a user the source has; either reactivates it.
+    fn direct_write(
         &self,
         source: &str,
         external_id: &str,
-        profile: BTreeMap<String, String>,
+        given: BTreeMap<String, String>,
+        merge: bool,
     ) -> Result<serde_json::Value, ApiError> {
         let now = self.now();
         let mut st = self.state();
         let key = (source.to_string(), external_id.to_string());
-        if !st.users.contains_key(&key) {
-            return Err(unknown_user(external_id));
-        }
-        let user = super::apply::upsert_user(&mut st, key, profile, now);
-        Ok(wire(external_id, user))
-    }
-
-    fn direct_update(
-        &self,
-        source: &str,
-        external_id: &str,
-        changes: BTreeMap<String, String>,
-    ) -> Result<serde_json::Value, ApiError> {
-        let now = self.now();
-        let mut st = self.state();
-        let key = (source.to_string(), external_id.to_string());
-        let mut profile =
-            st.users.get(&key).ok_or_else(|| unknown_user(external_id))?.profile.clone();
-        profile.extend(changes);
+        let user = st.users.get(&key).ok_or_else(|| unknown_user(external_id))?;
+        let profile = if merge {
+            let mut profile = user.profile.clone();
+            profile.extend(given);
+            profile
+        } else {
+            given
+        };
         let user = super::apply::upsert_user(&mut st, key, profile, now);
         Ok(wire(external_id, user))
     }
@@ -192,12 +184,7 @@ pub(super) async fn replace(
     u: Uri,
     body: Body,
 ) -> Response {
-    let result = async {
-        sim.direct_ok(&source)?;
-        let (_, profile) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
-        sim.direct_replace(&source, &external_id, profile)
-    };
-    answer(&sim, &m, &u, result.await)
+    write(&sim, &source, &external_id, &m, &u, body, false).await
 }
 
 pub(super) async fn update(
@@ -207,12 +194,25 @@ pub(super) async fn update(
     u: Uri,
     body: Body,
 ) -> Response {
+    write(&sim, &source, &external_id, &m, &u, body, true).await
+}
+
+/// `PUT` or `PATCH` (`merge`): the same checks, then [`Sim::direct_write`].
+async fn write(
+    sim: &Sim,
+    source: &str,
+    external_id: &str,
+    m: &Method,
+    u: &Uri,
+    body: Body,
+    merge: bool,
+) -> Response {
     let result = async {
-        sim.direct_ok(&source)?;
-        let (_, changes) = parse_direct_user(&body_of(body).await?, Some(&external_id))?;
-        sim.direct_update(&source, &external_id, changes)
+        sim.direct_ok(source)?;
+        let (_, profile) = parse_direct_user(&body_of(body).await?, Some(external_id))?;
+        sim.direct_write(source, external_id, profile, merge)
     };
-    answer(&sim, &m, &u, result.await)
+    answer(sim, m, u, result.await)
 }
 
 pub(super) async fn delete(

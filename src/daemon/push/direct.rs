@@ -99,18 +99,14 @@ pub(super) async fn send(
 ) -> Result<(), String> {
     let keep_profiles = ctx.settings.state.store_profiles;
     // Who Okta may have, per job, read once.
-    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut chosen: HashMap<&str, Vec<&str>> = HashMap::new();
     for i in (0..batch.mapped.len()).filter(|&i| batch.direct[i] == Direct::Chosen) {
-        known.entry(events[batch.mapped[i].event].job.clone()).or_default();
+        let m = &batch.mapped[i];
+        chosen.entry(events[m.event].job.as_str()).or_default().push(m.user.external_id.as_str());
     }
-    for (job, set) in &mut known {
-        let ids: Vec<&str> = (0..batch.mapped.len())
-            .filter(|&i| {
-                batch.direct[i] == Direct::Chosen && &events[batch.mapped[i].event].job == job
-            })
-            .map(|i| batch.mapped[i].user.external_id.as_str())
-            .collect();
-        *set = known_to_okta(store, job, &ids).map_err(|e| e.to_string())?;
+    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    for (job, ids) in chosen {
+        known.insert(job.to_owned(), known_to_okta(store, job, &ids).map_err(|e| e.to_string())?);
     }
     for i in 0..batch.mapped.len() {
         if batch.direct[i] != Direct::Chosen {
