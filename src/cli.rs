@@ -5,6 +5,7 @@
 //! without spawning the binary. See the README for the exit-code table.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -65,15 +66,19 @@ pub enum Command {
         allow_deactivations: Option<u64>,
     },
     /// Approve a run a safeguard held: the job's next run that needs no more deactivations
-    /// and creations than it did is released (once).
+    /// and creations than it did is released (once). `--resume` lifts a quarantine: the
+    /// job's schedule runs it again.
     Approve {
         #[arg(long, short, env = "XAAS_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         job: String,
         /// The held run's id (printed in its report).
+        #[arg(long, required_unless_present = "resume")]
+        run: Option<i64>,
+        /// Lift the job's quarantine (after fixing what made it fail).
         #[arg(long)]
-        run: i64,
+        resume: bool,
     },
     /// Show what `run` would send, sending nothing.
     Plan {
@@ -185,7 +190,7 @@ pub async fn execute(cli: Cli) -> i32 {
                 RunOptions { full, allow_deactivations, announce: true, ..RunOptions::default() };
             run(&config, job.as_deref(), report.as_deref(), &options).await
         }
-        Command::Approve { config, job, run } => approve(&config, &job, run),
+        Command::Approve { config, job, run, resume } => approve(&config, &job, run, resume),
         Command::Plan { config, job, format, full } => {
             let options = RunOptions { full, ..RunOptions::default() };
             plan(&config, job.as_deref(), format, &options).await
@@ -264,6 +269,7 @@ async fn run(
             return EXIT_FAILURE;
         }
     };
+    watch_runs(&settings, &report).await;
     println!();
     print!("{}", report.render_text());
     if let Some(path) = report_path
@@ -273,6 +279,27 @@ async fn run(
         return EXIT_FAILURE;
     }
     report.exit_code()
+}
+
+/// A one-shot run counts toward its jobs' watch like a daemon's run (failing, quarantine,
+/// recovery, held) and notifies; the deliveries get a bounded moment before the process
+/// exits. It is a manual run: a quarantine does not stop it, and its success lifts one.
+async fn watch_runs(settings: &Settings, report: &crate::sync::report::RunReport) {
+    let mut store = match crate::state::open(&settings.state) {
+        Ok(s) => s,
+        Err(_) => return, // the run reported it already
+    };
+    let notifier = crate::daemon::notify::Notifier::new();
+    for r in report.jobs.iter().filter(|r| r.run_id.is_some()) {
+        let Some(job) = settings.jobs.iter().find(|j| j.name == r.job) else { continue };
+        let notices =
+            crate::daemon::watch::record_run(store.as_mut(), job, settings.notify.as_ref(), r);
+        notifier.send(settings.notify.as_ref(), notices);
+    }
+    if let Some(n) = &settings.notify {
+        let within = (n.timeout * n.attempts + Duration::from_secs(7)).min(Duration::from_secs(60));
+        notifier.flush(within).await;
+    }
 }
 
 /// `xaas serve`: the daemon, until SIGTERM.
@@ -295,8 +322,8 @@ async fn serve(config: &Path) -> i32 {
     }
 }
 
-/// `xaas approve`: mark a held run approved in the state store.
-fn approve(config: &Path, job: &str, run: i64) -> i32 {
+/// `xaas approve`: mark a held run approved in the state store, and/or lift a quarantine.
+fn approve(config: &Path, job: &str, run: Option<i64>, resume: bool) -> i32 {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -311,6 +338,27 @@ fn approve(config: &Path, job: &str, run: i64) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if resume {
+        match crate::daemon::watch::resume_job(store.as_mut(), job) {
+            Ok(Some(q)) => println!(
+                "resumed job {job}: quarantined since {} ({}); its schedule runs it again",
+                q.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                q.reason
+            ),
+            Ok(None) => println!("job {job} was not quarantined: nothing to resume"),
+            Err(e) => {
+                eprintln!("error: cannot resume job {job}: {e}");
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    match run {
+        Some(run) => approve_run(store.as_mut(), job, run),
+        None => EXIT_OK,
+    }
+}
+
+fn approve_run(store: &mut dyn crate::state::StateStore, job: &str, run: i64) -> i32 {
     let record = match store.run(job, run) {
         Ok(r) => r,
         Err(e) => {

@@ -82,6 +82,11 @@ pub const JOB_HELD_SINCE_TIMESTAMP_SECONDS: &str = "xaas_job_held_since_timestam
 pub const JOB_SCHEDULE_INTERVAL_SECONDS: &str = "xaas_job_schedule_interval_seconds";
 /// 1 while the last configuration reload failed (the previous configuration is in force).
 pub const CONFIG_RELOAD_FAILED: &str = "xaas_config_reload_failed";
+/// Gauge, labelled `job`: 1 while the job is quarantined (its schedule backs off).
+pub const JOB_QUARANTINED: &str = "xaas_job_quarantined";
+/// Counter, labelled `kind` (held, failing, recovered, quarantined) and `result`
+/// (`delivered`, `failed`): notifications per target.
+pub const NOTIFICATIONS_TOTAL: &str = "xaas_notifications_total";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -107,6 +112,8 @@ pub const ALL: &[&str] = &[
     JOB_HELD_SINCE_TIMESTAMP_SECONDS,
     JOB_SCHEDULE_INTERVAL_SECONDS,
     CONFIG_RELOAD_FAILED,
+    JOB_QUARANTINED,
+    NOTIFICATIONS_TOTAL,
 ];
 
 /// The outcomes of a run, as [`JOB_LAST_RUN`] labels them.
@@ -305,6 +312,22 @@ pub fn describe() {
         "Time between two scheduled runs of the job"
     );
     describe_gauge!(CONFIG_RELOAD_FAILED, "1 while the last configuration reload failed");
+    describe_gauge!(JOB_QUARANTINED, "1 while the job is quarantined: its schedule backs off");
+    describe_counter!(
+        NOTIFICATIONS_TOTAL,
+        Unit::Count,
+        "Notifications per target, by kind and result (delivered, failed)"
+    );
+}
+
+/// Whether `job` is quarantined.
+pub fn set_quarantined(job: &str, quarantined: bool) {
+    gauge!(JOB_QUARANTINED, "job" => job.to_owned()).set(if quarantined { 1.0 } else { 0.0 });
+}
+
+/// One notification to one target ended `result` (`delivered` or `failed`).
+pub fn notification(kind: &'static str, result: &'static str) {
+    counter!(NOTIFICATIONS_TOTAL, "kind" => kind, "result" => result).increment(1);
 }
 
 /// Where a job stands after a finished run: its `outcome` (one of [`RUN_OUTCOMES`]), its

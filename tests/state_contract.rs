@@ -15,7 +15,9 @@ use xaas::settings::DynamoStateSettings;
 use xaas::state::dynamodb::{Dynamo, DynamoEventStore, DynamoStore};
 use xaas::state::events::{EventStatus, EventStore, NewEvent, Stored};
 use xaas::state::sqlite::SqliteStore;
-use xaas::state::{Confirmed, Entry, Hold, SentStatus, StateError, StateStore};
+use xaas::state::{
+    Confirmed, Entry, Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
+};
 
 /// dynalite's endpoint. Missing: a failure under CI, a skip on a laptop without npm.
 fn endpoint() -> Option<String> {
@@ -116,6 +118,7 @@ store_contract!(
     runs_holds_and_approvals,
     job_facts,
     memberships_and_owned_groups,
+    job_watch_is_kept_per_job_and_replaced_whole,
 );
 
 events_contract!(
@@ -268,6 +271,31 @@ fn job_facts(s: &mut dyn StateStore) {
     let j = s.job_state("hr").unwrap();
     assert_eq!(j.last_pull_users, Some(42));
     assert!(j.last_full_resync_at.is_some(), "kept by a pull");
+}
+
+/// How a job's runs went (notifications and quarantine): one whole record per job.
+fn job_watch_is_kept_per_job_and_replaced_whole(s: &mut dyn StateStore) {
+    assert_eq!(s.job_watch("hr").unwrap(), JobWatch::default());
+    let at = DateTime::from_timestamp_millis(now().timestamp_millis()).unwrap();
+    let watch = JobWatch {
+        failures: 3,
+        lasting_failures: 3,
+        last_failure: Some("okta_credentials".into()),
+        quarantine: Some(Quarantine {
+            reason: "okta_credentials".into(),
+            since: at,
+            next_attempt: at + chrono::Duration::hours(1),
+            backoff_secs: 3600,
+            run: Some(7),
+        }),
+        failing_notified: true,
+        notified: BTreeMap::from([("failing".to_string(), at)]),
+    };
+    s.set_job_watch("hr", &watch).unwrap();
+    assert_eq!(s.job_watch("hr").unwrap(), watch);
+    assert_eq!(s.job_watch("contractors").unwrap(), JobWatch::default(), "per job");
+    s.set_job_watch("hr", &JobWatch::default()).unwrap();
+    assert_eq!(s.job_watch("hr").unwrap(), JobWatch::default(), "replaced whole");
 }
 
 /// The mover's state: memberships per user (kept apart from the profile confirmation, and

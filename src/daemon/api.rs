@@ -97,6 +97,26 @@ pub struct JobView {
     pub recent: Vec<RunSummary>,
     /// The most changed records of one run among `recent` (the bars' scale).
     pub max_changed: u64,
+    /// Failed runs in a row (from the state, so every replica says the same).
+    pub consecutive_failures: u32,
+    /// Set while the job is quarantined: its schedule backs off until it is resumed.
+    pub quarantine: Option<QuarantineView>,
+}
+
+/// A quarantined job, as `/v1/jobs` and the jobs page show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineView {
+    /// `quarantined: okta_credentials`.
+    pub status: String,
+    /// The failure kind that repeated.
+    pub reason: String,
+    /// What to fix.
+    pub explanation: String,
+    pub since: String,
+    /// When the schedule tries it again (unless resumed before).
+    pub next_attempt: String,
+    /// The run that quarantined it.
+    pub run: Option<RunId>,
 }
 
 /// `/v1/jobs` and the jobs page.
@@ -276,7 +296,24 @@ pub fn jobs(
     let per_job = settings.serve.ui.as_ref().map_or(20, |u| u.runs_per_job);
     let mut jobs = Vec::new();
     for job in &settings.jobs {
-        let next_run = job.schedule.as_ref().and_then(|s| s.next_after(now)).map(ts);
+        let watch = store.job_watch(&job.name)?;
+        let quarantine = watch.quarantine.as_ref().map(|q| {
+            let kind = crate::sync::FailureKind::parse(&q.reason);
+            QuarantineView {
+                status: format!("quarantined: {}", q.reason),
+                reason: q.reason.clone(),
+                explanation: kind.map_or("", |k| k.explain()).to_string(),
+                since: ts(q.since),
+                next_attempt: ts(q.next_attempt),
+                run: q.run,
+            }
+        });
+        // A quarantined job's schedule skips its firings before the back-off's attempt.
+        let after = watch
+            .quarantine
+            .as_ref()
+            .map_or(now, |q| now.max(q.next_attempt - chrono::Duration::milliseconds(1)));
+        let next_run = job.schedule.as_ref().and_then(|s| s.next_after(after)).map(ts);
         let mut recent = store
             .runs(Some(&job.name), None, per_job)?
             .into_iter()
@@ -292,6 +329,8 @@ pub fn jobs(
             last_run: recent.last().cloned(),
             max_changed: recent.iter().map(|r| r.changed).max().unwrap_or(0),
             recent,
+            consecutive_failures: watch.failures,
+            quarantine,
         });
     }
     let held = held(settings, store)?.runs.iter().filter(|r| r.hold.status != "used").count();

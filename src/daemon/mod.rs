@@ -26,10 +26,12 @@ pub mod auth;
 pub mod coordination;
 pub mod health;
 pub mod lease;
+pub mod notify;
 pub mod push;
 pub mod queue;
 pub mod schedule;
 pub mod ui;
+pub mod watch;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -135,6 +137,8 @@ pub struct Daemon {
     stop: CancellationToken,
     workers: TaskTracker,
     readiness: Arc<health::Readiness>,
+    /// Delivers notifications in the background (targets from the settings in force).
+    notifier: notify::Notifier,
     /// The webhook's settings, swapped on reload.
     webhook: tokio::sync::watch::Sender<Option<Arc<crate::settings::webhook::WebhookSettings>>>,
     /// How this replica shares the identity sources with others (none, with SQLite).
@@ -453,6 +457,14 @@ impl Runner for DaemonRunner {
                 let settings = &live.settings;
                 let report = match daemon.open_store() {
                     Ok(mut store) => {
+                        if matches!(reason, RunReason::Scheduled(_) | RunReason::Missed(_))
+                            && let Some(q) =
+                                watch::schedule_held_back(store.as_ref(), &job, Utc::now())
+                        {
+                            info!(job = %job, reason = %q.reason, next_attempt = %q.next_attempt, "scheduled run skipped: the job is quarantined");
+                            daemon.coordination.finish_trigger(&job, &source);
+                            return;
+                        }
                         let mut ctx = sync::RunContext {
                             store: store.as_mut(),
                             okta: Some(&client),
@@ -460,7 +472,12 @@ impl Runner for DaemonRunner {
                             cancel: client.cancellation().clone(),
                             base_dir: &settings.base_dir,
                         };
-                        sync::run_job(&mut ctx, settings, j, &RunOptions::default()).await
+                        let report =
+                            sync::run_job(&mut ctx, settings, j, &RunOptions::default()).await;
+                        let notices =
+                            watch::record_run(store.as_mut(), j, settings.notify.as_ref(), &report);
+                        daemon.notifier.send(settings.notify.as_ref(), notices);
+                        report
                     }
                     Err(e) => sync::not_started(
                         j,
@@ -640,6 +657,7 @@ pub async fn serve(
         stop: CancellationToken::new(),
         workers: TaskTracker::new(),
         readiness: readiness.clone(),
+        notifier: notify::Notifier::new(),
         webhook: tokio::sync::watch::channel(settings.serve.webhook.clone().map(Arc::new)).0,
         coordination,
         self_ref: me.clone(),
@@ -724,6 +742,8 @@ pub async fn serve(
         task.abort();
     }
     daemon.coordination.release_all().await;
+    // Messages about the last runs get a short moment to go out.
+    daemon.notifier.flush(std::time::Duration::from_secs(5)).await;
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "the http server ended with an error"),

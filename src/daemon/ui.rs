@@ -331,9 +331,8 @@ async fn approve(
     Path(id): Path<RunId>,
     Form(form): Form<ApproveForm>,
 ) -> Response {
-    if !same(&form.csrf, &s.csrf) {
-        let e = ApiError::BadRequest("the form's CSRF token is missing or wrong".into());
-        return (StatusCode::FORBIDDEN, error_page(e, &s)).into_response();
+    if let Some(refused) = csrf_refused(&form.csrf, &s) {
+        return refused;
     }
     if form.confirm.as_deref() != Some("yes") {
         let e = ApiError::BadRequest("tick the confirmation box to approve".into());
@@ -355,6 +354,10 @@ async fn approve(
                 approved_by: who,
                 remote_addr: Some(peer.ip().to_string()),
             })?;
+            // An approval is a person looking at the job: it resumes a quarantine too.
+            if let Some(q) = super::watch::resume_job(store.as_mut(), &record.job)? {
+                info!(job = %record.job, reason = %q.reason, "quarantine lifted by an approval");
+            }
             Ok(record.job)
         })
         .await
@@ -371,6 +374,54 @@ async fn approve(
         Err(ApiError::State(e @ crate::state::StateError::AlreadyUsed { .. }))
         | Err(ApiError::State(e @ crate::state::StateError::NotHeld { .. })) => {
             error_page(ApiError::BadRequest(e.to_string()), &s)
+        }
+        Err(e) => error_page(e, &s),
+    }
+}
+
+/// A POST whose form does not carry the session's CSRF token: 403.
+fn csrf_refused(csrf: &str, s: &Signed) -> Option<Response> {
+    if same(csrf, &s.csrf) {
+        return None;
+    }
+    let e = ApiError::BadRequest("the form's CSRF token is missing or wrong".into());
+    Some((StatusCode::FORBIDDEN, error_page(e, s)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /ui/jobs/{job}/resume`: lift the job's quarantine and run it now.
+async fn resume(
+    State(ui): State<Ui>,
+    axum::Extension(s): axum::Extension<Signed>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(job): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = csrf_refused(&form.csrf, &s) {
+        return refused;
+    }
+    if !ui.daemon.settings().jobs.iter().any(|j| j.name == job) {
+        return error_page(ApiError::NotFound(format!("no job {job}")), &s);
+    }
+    let daemon = ui.daemon.clone();
+    let name = job.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        Ok(super::watch::resume_job(daemon.open_store()?.as_mut(), &name)?)
+    })
+    .await
+    .map_err(|e| ApiError::Join(e.to_string()))
+    .and_then(|r| r);
+    match result {
+        Ok(lifted) => {
+            let reason = lifted.map(|q| q.reason).unwrap_or_default();
+            info!(job = %job, reason = %reason, by = %s.who, from = %peer.ip(), "job resumed in the UI");
+            let ack = ui.daemon.enqueue_run(&job, RunReason::Trigger);
+            Redirect::to(&format!("/ui?resumed={job}&queued={}", ack.status)).into_response()
         }
         Err(e) => error_page(e, &s),
     }
@@ -446,6 +497,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
         .route("/ui/runs/{id}", get(run_page))
         .route("/ui/held", get(held_page))
         .route("/ui/held/{id}/approve", get(confirm_page).post(approve))
+        .route("/ui/jobs/{job}/resume", axum::routing::post(resume))
         .route("/ui/webhook", get(webhook_page))
         .route("/ui/logout", axum::routing::post(logout))
         .with_state(ui.clone())

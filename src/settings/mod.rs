@@ -10,6 +10,7 @@
 //! config file and the mapping files it names; nothing here touches the network, which is
 //! what lets `xaas validate` run in CI.
 
+pub mod notify;
 mod raw;
 pub mod schedule;
 pub mod ui;
@@ -56,6 +57,8 @@ pub struct Settings {
     pub jobs: Vec<Job>,
     /// The daemon (`xaas serve`).
     pub serve: ServeSettings,
+    /// Who hears about held runs and failing jobs; `None`: nobody.
+    pub notify: Option<notify::NotifySettings>,
 }
 
 /// `serve:`, resolved.
@@ -164,6 +167,8 @@ pub struct Job {
     pub realtime: Realtime,
     /// Delta runs this small go through the direct endpoints (0: never).
     pub direct_max_changes: u64,
+    /// Lasting failures in a row before the schedule backs off (0: never).
+    pub quarantine_after: u32,
     /// The other jobs feeding the same identity source: a group one of them created is never
     /// deleted by this one.
     pub peers: Vec<String>,
@@ -393,6 +398,8 @@ fn validate(
         store_profiles: raw_state.store_profiles,
     };
     let serve = validate_serve(raw.serve.unwrap_or_default(), index, diags);
+    // Its problems are in `diags`, which fail the load.
+    let notify = raw.notify.and_then(|n| notify::resolve(n, index, diags));
     Some(Settings {
         file: path.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
@@ -400,6 +407,7 @@ fn validate(
         state,
         jobs,
         serve: serve?,
+        notify,
     })
 }
 
@@ -761,6 +769,7 @@ fn validate_job(
         },
         realtime: raw.realtime,
         direct_max_changes: raw.direct_max_changes,
+        quarantine_after: raw.quarantine_after,
         peers: Vec::new(),
     })
 }

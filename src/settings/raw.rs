@@ -24,9 +24,11 @@ pub(crate) struct RawSettings {
     pub jobs: Vec<Option<RawJob>>,
     /// `serve:`; defaults when absent.
     pub serve: Option<RawServe>,
+    /// `notify:`; no notifications when absent.
+    pub notify: Option<crate::settings::notify::RawNotify>,
 }
 
-const TOP_KEYS: &[&str] = &["okta", "state", "jobs", "serve"];
+const TOP_KEYS: &[&str] = &["okta", "state", "jobs", "serve", "notify"];
 
 /// `serve:`: the daemon (`xaas serve`).
 #[derive(Debug, Deserialize)]
@@ -351,6 +353,14 @@ pub struct RawJob {
     /// through the direct endpoints instead of a session; 0 turns it off.
     #[serde(default = "default_direct_max_changes")]
     pub direct_max_changes: u64,
+    /// After this many failed runs in a row that only a person can fix (credentials, scope,
+    /// identity source, mapping), the schedule backs off until resumed; 0 turns it off.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
+}
+
+fn default_quarantine_after() -> u32 {
+    3
 }
 
 fn default_direct_max_changes() -> u64 {
@@ -415,6 +425,7 @@ const JOB_KEYS: &[&str] = &[
     "groups",
     "realtime",
     "direct_max_changes",
+    "quarantine_after",
 ];
 
 /// What happens to scheduled runs that came due while they could not start.
@@ -604,6 +615,10 @@ pub(crate) fn parse(
     }
     if let Some(v) = top.get("serve") {
         raw.serve = deserialize_collecting(index, "serve", v.clone(), SERVE_KEYS, diags);
+    }
+    if let Some(v) = top.get("notify") {
+        let keys = crate::settings::notify::NOTIFY_KEYS;
+        raw.notify = deserialize_collecting(index, "notify", v.clone(), keys, diags);
     }
     match top.get("jobs").cloned().map(Value::into_array) {
         None => {}

@@ -148,8 +148,48 @@ pub struct JobState {
     pub known_active: u64,
 }
 
+/// How a job's latest runs went, kept in the state so a restart, another replica and
+/// `xaas approve --resume` all see the same: what notifications and quarantine decide from
+/// (`crate::daemon::watch`). It names no user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct JobWatch {
+    /// Failed runs in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// Of those, the latest in a row whose failure only a person can fix (the same kind).
+    #[serde(default)]
+    pub lasting_failures: u32,
+    /// The kind of the last failure (`okta_credentials`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Set while the job is quarantined: its schedule backs off until someone resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<Quarantine>,
+    /// A "failing" notification went out for the current streak, so its end is announced.
+    #[serde(default)]
+    pub failing_notified: bool,
+    /// When each kind of notification (`held`, `failing`...) last went out: the throttle.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notified: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A quarantined job: why, since when, and when its schedule may run it next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Quarantine {
+    /// The failure kind that repeated (`okta_credentials`...).
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    /// The schedule's firings before this are skipped.
+    pub next_attempt: DateTime<Utc>,
+    /// The current back-off: it doubles after each failed attempt, up to a day.
+    pub backoff_secs: u64,
+    /// The run that quarantined it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
+}
+
 /// A run held by a safeguard, and what approving it allows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Hold {
     /// Deactivations the held run would have sent.
     pub deactivations: u64,
@@ -452,6 +492,13 @@ pub trait StateStore: Send {
         Err(unsupported("reading a run by id"))
     }
 
+    /// How `job`'s latest runs went (default: nothing recorded yet).
+    fn job_watch(&self, job: &str) -> Result<JobWatch, StateError>;
+
+    /// Replace `job`'s [`JobWatch`]. Not fenced: a resume from the CLI or another replica's
+    /// UI writes it too (the last write wins; each is a whole record).
+    fn set_job_watch(&mut self, job: &str, watch: &JobWatch) -> Result<(), StateError>;
+
     /// Write an approval to the audit trail.
     fn record_approval(&mut self, approval: &ApprovalRecord) -> Result<(), StateError> {
         let _ = approval;
@@ -463,6 +510,16 @@ pub trait StateStore: Send {
         let _ = run;
         Ok(Vec::new())
     }
+}
+
+/// A stored [`JobWatch`] read back; one that no longer parses (written by a newer xaas) is
+/// logged and read as empty rather than failing every run.
+fn watch_of(text: Option<&str>, location: &str) -> JobWatch {
+    let Some(text) = text else { return JobWatch::default() };
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::warn!(location, error = %e, "unreadable job watch record: starting afresh");
+        JobWatch::default()
+    })
 }
 
 /// Open the configured backend.

@@ -44,6 +44,8 @@ pub enum SyncError {
         error: String,
         /// Sending the same again may pass (see [`crate::okta::session::SessionVerdict`]).
         retryable: bool,
+        /// The HTTP status of Okta's answer that ended it, when one did.
+        status: Option<u16>,
     },
     /// The session's users could not be marked pending, so the session was not sent.
     #[error("cannot write the state, so nothing more was sent: {0}")]
@@ -81,7 +83,37 @@ impl SyncError {
     /// A session that did not end as applied: `retryable` when sending the same again may
     /// pass.
     pub fn session(outcome: &SessionOutcome, kind: SessionKind, retryable: bool) -> SyncError {
-        SyncError::Session { id: outcome.id.clone(), kind, error: outcome.failure(), retryable }
+        SyncError::Session {
+            id: outcome.id.clone(),
+            kind,
+            error: outcome.failure(),
+            retryable,
+            status: outcome.okta_error.as_ref().and_then(|d| d.status),
+        }
+    }
+
+    /// What kind of failure this is: the report's `failure`, what notifications say, and
+    /// whether retrying can fix it ([`FailureKind::is_lasting`], the quarantine's rule).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            SyncError::PullIncomplete(_) => FailureKind::PullIncomplete,
+            SyncError::TooManyRejected(_) => FailureKind::TooManyRejected,
+            SyncError::State { .. }
+            | SyncError::Spill { .. }
+            | SyncError::MarkPending(_)
+            | SyncError::PlanChanged => FailureKind::State,
+            SyncError::ConfirmFailed(inner) => inner.kind(),
+            SyncError::Prepare(e) => FailureKind::of_okta(e),
+            SyncError::Session { status, .. } => match status {
+                Some(401) => FailureKind::OktaCredentials,
+                Some(403) => FailureKind::OktaScope,
+                Some(404) => FailureKind::UnknownIdentitySource,
+                Some(429) | Some(500..) => FailureKind::OktaUnavailable,
+                _ => FailureKind::SessionFailed,
+            },
+            SyncError::Direct(_) => FailureKind::SessionFailed,
+            SyncError::Shutdown => FailureKind::Shutdown,
+        }
     }
 
     /// Whether sending again later may succeed.
@@ -107,6 +139,134 @@ impl SyncError {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// What kind of failure ended a run, in words that name no record and no secret: what the
+/// report's `failure` says, what a notification carries instead of the error text, and the
+/// rule of quarantine ([`FailureKind::is_lasting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Okta refused the credentials (401, or the OAuth token endpoint's `invalid_client`).
+    OktaCredentials,
+    /// The credentials may not do this (403, or OAuth `invalid_scope`).
+    OktaScope,
+    /// Okta does not know the identity source (404).
+    UnknownIdentitySource,
+    /// More records were rejected than `max_rejected` allows: the mapping or the export.
+    TooManyRejected,
+    /// The source could not be read to the end.
+    PullIncomplete,
+    /// Okta was slow, unreachable, rate limiting or failing (429, 5xx, network).
+    OktaUnavailable,
+    /// An import session, or a direct call, ended in error.
+    SessionFailed,
+    /// The state store (or the pulled users' temporary file) failed.
+    State,
+    /// The daemon was shutting down.
+    Shutdown,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 9] = [
+        FailureKind::OktaCredentials,
+        FailureKind::OktaScope,
+        FailureKind::UnknownIdentitySource,
+        FailureKind::TooManyRejected,
+        FailureKind::PullIncomplete,
+        FailureKind::OktaUnavailable,
+        FailureKind::SessionFailed,
+        FailureKind::State,
+        FailureKind::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::OktaCredentials => "okta_credentials",
+            FailureKind::OktaScope => "okta_scope",
+            FailureKind::UnknownIdentitySource => "unknown_identity_source",
+            FailureKind::TooManyRejected => "too_many_rejected",
+            FailureKind::PullIncomplete => "pull_incomplete",
+            FailureKind::OktaUnavailable => "okta_unavailable",
+            FailureKind::SessionFailed => "session_failed",
+            FailureKind::State => "state",
+            FailureKind::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether only a person can fix it (new credentials, a scope, the right identity source
+    /// id, a mapping or export fixed): running again on schedule just fails again, so a job
+    /// failing so `quarantine_after` times in a row is quarantined. 5xx, network, 429 and
+    /// the source's own outages are not lasting: they keep their schedule.
+    pub fn is_lasting(self) -> bool {
+        matches!(
+            self,
+            FailureKind::OktaCredentials
+                | FailureKind::OktaScope
+                | FailureKind::UnknownIdentitySource
+                | FailureKind::TooManyRejected
+        )
+    }
+
+    /// One sentence: what failed and what to check. Names no record, user or secret.
+    pub fn explain(self) -> &'static str {
+        match self {
+            FailureKind::OktaCredentials => {
+                "okta refused the credentials: replace the API token, or check the OAuth app's client id and key"
+            }
+            FailureKind::OktaScope => {
+                "the credentials may not manage this identity source: grant okta.identitySources.manage and okta.identitySources.read, or use a token of an admin who may"
+            }
+            FailureKind::UnknownIdentitySource => {
+                "okta does not know this identity source: check identity_source_id against the Identity Sources page of the org"
+            }
+            FailureKind::TooManyRejected => {
+                "more records were rejected than max_rejected allows: fix the mapping or the export (the run page lists the reasons)"
+            }
+            FailureKind::PullIncomplete => {
+                "the source could not be read to the end, so nothing was sent: check that it is reachable"
+            }
+            FailureKind::OktaUnavailable => {
+                "okta was slow, unreachable or rate limiting: the next run tries again"
+            }
+            FailureKind::SessionFailed => {
+                "an import did not complete in okta: the run page has okta's error"
+            }
+            FailureKind::State => {
+                "the state store could not be read or written: check its disk or its tables"
+            }
+            FailureKind::Shutdown => "the daemon was shutting down during the run",
+        }
+    }
+
+    /// The kind of an Okta client error.
+    pub fn of_okta(e: &OktaError) -> FailureKind {
+        match e {
+            OktaError::Unauthorized { .. } => FailureKind::OktaCredentials,
+            OktaError::Forbidden { .. } => FailureKind::OktaScope,
+            OktaError::NotFound { .. } => FailureKind::UnknownIdentitySource,
+            OktaError::OAuth { error, status, .. } => match error.as_str() {
+                "invalid_scope" => FailureKind::OktaScope,
+                _ if *status >= 500 || *status == 429 => FailureKind::OktaUnavailable,
+                _ => FailureKind::OktaCredentials,
+            },
+            OktaError::Api { status: 400..=499, .. } if !e.is_session_spacing() => {
+                FailureKind::SessionFailed
+            }
+            _ => FailureKind::OktaUnavailable,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -137,11 +297,54 @@ mod tests {
             kind: SessionKind::Delete,
             error: "okta answered 400".into(),
             retryable: false,
+            status: Some(400),
         };
         assert_eq!(
             e.describe(false),
             "session (not created) (delete) did not complete: okta answered 400"
         );
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn only_what_a_person_must_fix_is_lasting() {
+        let okta = |e: OktaError| SyncError::Prepare(Box::new(e)).kind();
+        let unauthorized = OktaError::Unauthorized {
+            op: "list sessions",
+            org: "https://acme.okta.com".into(),
+            code: "E0000011".into(),
+            summary: String::new(),
+            error_id: None,
+            request_id: None,
+        };
+        assert_eq!(okta(unauthorized), FailureKind::OktaCredentials);
+        let oauth = |error: &str, status| OktaError::OAuth {
+            status,
+            error: error.into(),
+            description: String::new(),
+        };
+        assert_eq!(okta(oauth("invalid_client", 401)), FailureKind::OktaCredentials);
+        assert_eq!(okta(oauth("invalid_scope", 400)), FailureKind::OktaScope);
+        assert_eq!(okta(oauth("server_error", 503)), FailureKind::OktaUnavailable);
+        let timeout = OktaError::Timeout { op: "list sessions", timeout: Default::default() };
+        assert_eq!(okta(timeout), FailureKind::OktaUnavailable);
+        let session = |status| SyncError::Session {
+            id: Some("aps1".into()),
+            kind: SessionKind::Upsert,
+            error: String::new(),
+            retryable: false,
+            status,
+        };
+        assert_eq!(session(Some(403)).kind(), FailureKind::OktaScope);
+        assert_eq!(session(Some(503)).kind(), FailureKind::OktaUnavailable);
+        assert_eq!(session(None).kind(), FailureKind::SessionFailed);
+        let lasting: Vec<bool> = FailureKind::ALL
+            .into_iter()
+            .map(|k| {
+                assert_eq!(FailureKind::parse(k.as_str()), Some(k));
+                k.is_lasting()
+            })
+            .collect();
+        assert_eq!(lasting, [true, true, true, true, false, false, false, false, false]);
     }
 }

@@ -37,7 +37,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
-pub use error::SyncError;
+pub use error::{FailureKind, SyncError};
 pub use prepare::{Prepared, attribute_diff, prepare};
 pub use pull::{PullFailure, Pulled, pull_and_map, reject_oversized};
 use report::{JobOutcome, JobReport};

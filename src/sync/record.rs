@@ -18,11 +18,7 @@ pub fn finish_run(
     report: &JobReport,
     show_profiles: bool,
 ) {
-    let hold = report.hold.as_ref().map(|h| state::Hold {
-        deactivations: report.changes.counted_deactivations(),
-        creations: report.changes.creates,
-        reasons: h.breaches.iter().map(|b| b.message.clone()).collect(),
-    });
+    let hold = report.state_hold();
     let json = serde_json::to_string(report).unwrap_or_default();
     if let Err(e) =
         store.finish_run(run, report.outcome.as_str(), &json, hold.as_ref(), chrono::Utc::now())
@@ -147,6 +143,7 @@ pub fn finish_state(
             let e = SyncError::state("record the pull in the state")(e);
             report.outcome = JobOutcome::Failed;
             report.error.get_or_insert_with(|| e.describe(false));
+            report.failure.get_or_insert(e.kind());
         }
         // One more complete pull for each owned group no active user derived (retirement).
         let users = &prepared.pulled.users;
@@ -156,6 +153,7 @@ pub fn finish_state(
             let e = SyncError::state("record the groups in the state")(e);
             report.outcome = JobOutcome::Failed;
             report.error.get_or_insert_with(|| e.describe(false));
+            report.failure.get_or_insert(e.kind());
         }
     }
     if report.mode.full

@@ -204,6 +204,10 @@ pub struct JobReport {
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure it was (`okta_credentials`, `pull_incomplete`...): what
+    /// notifications and the quarantine go by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<super::error::FailureKind>,
     /// `false` when the source failed part way. An incomplete pull sends nothing, and its
     /// missing records must never be read as users who left.
     pub pull_complete: bool,
@@ -393,9 +397,19 @@ pub struct Timings {
 
 impl JobReport {
     /// The run failed with `e`: the outcome and the error say so, worded for a run or a plan.
+    /// What approving this run allows, as the state keeps it; `None` unless it was held.
+    pub fn state_hold(&self) -> Option<crate::state::Hold> {
+        self.hold.as_ref().map(|h| crate::state::Hold {
+            deactivations: self.changes.counted_deactivations(),
+            creations: self.changes.creates,
+            reasons: h.breaches.iter().map(|b| b.message.clone()).collect(),
+        })
+    }
+
     pub fn fail(&mut self, e: &super::SyncError, dry_run: bool) {
         self.outcome = JobOutcome::Failed;
         self.error = Some(e.describe(dry_run));
+        self.failure = Some(e.kind());
     }
 
     /// Count this finished run in the metrics ([`crate::telemetry`]).
@@ -483,6 +497,7 @@ impl JobReport {
             absence_detection_off: None,
             details: Details::default(),
             error: None,
+            failure: None,
             pull_complete: true,
             counts: Counts::default(),
             rejected: Vec::new(),

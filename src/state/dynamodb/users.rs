@@ -502,4 +502,29 @@ impl StateStore for DynamoStore {
             Ok(None)
         })
     }
+
+    fn job_watch(&self, job: &str) -> Result<crate::state::JobWatch, StateError> {
+        let key = key1("pk", &format!("watch#{job}"));
+        let item = self.d.call(move |ctx| async move { get_item(&ctx, &ctx.t.meta, key).await })?;
+        let text = item.as_ref().and_then(|i| get_s(i, "watch"));
+        Ok(crate::state::watch_of(text.as_deref(), "dynamodb meta"))
+    }
+
+    fn set_job_watch(
+        &mut self,
+        job: &str,
+        watch: &crate::state::JobWatch,
+    ) -> Result<(), StateError> {
+        let key = key1("pk", &format!("watch#{job}"));
+        let text = serde_json::to_string(watch).unwrap_or_default();
+        self.d.call(move |ctx| async move {
+            Upd::new(&ctx.t.meta, key)
+                .set("watch", s(text))
+                .set("updated_at", s(ts(Utc::now())))
+                .send(&ctx.client)
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_err(&ctx.t.meta, "record the job watch", e))
+        })
+    }
 }

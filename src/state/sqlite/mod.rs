@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     ApprovalRecord, Confirmed, Decision, DecisionPage, DecisionQuery, DecisionRecord, Entry, Hold,
-    JobState, OwnedGroup, RunId, RunRecord, SentStatus, StateError, StateStore,
+    JobState, JobWatch, OwnedGroup, RunId, RunRecord, SentStatus, StateError, StateStore,
 };
 
 mod groups;
@@ -128,6 +128,12 @@ const MIGRATIONS: &[&str] = &[
         confirmed_at TEXT NOT NULL,
         PRIMARY KEY (job, external_id)
     ) WITHOUT ROWID;",
+    // 7: how each job's latest runs went (`crate::daemon::watch`), one JSON record per job.
+    "CREATE TABLE job_watch (
+        job TEXT PRIMARY KEY,
+        watch TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );",
 ];
 
 /// The columns [`run_row`] reads.
@@ -821,6 +827,27 @@ impl StateStore for SqliteStore {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn job_watch(&self, job: &str) -> Result<JobWatch, StateError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT watch FROM job_watch WHERE job = ?1", [job], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(super::watch_of(text.as_deref(), &self.location))
+    }
+
+    fn set_job_watch(&mut self, job: &str, watch: &JobWatch) -> Result<(), StateError> {
+        let text = serde_json::to_string(watch).unwrap_or_default();
+        self.conn
+            .execute(
+                "INSERT INTO job_watch (job, watch, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job) DO UPDATE SET watch = ?2, updated_at = ?3",
+                params![job, text, ts(Utc::now())],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 
