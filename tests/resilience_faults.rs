@@ -65,6 +65,7 @@ fn importer(sim: &SimHandle, options: ClientOptions) -> Importer {
             poll_max: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
             max_replays: 2,
+            ..SessionOptions::default()
         },
     )
 }
@@ -437,6 +438,7 @@ async fn a_concurrency_429_narrows_the_requests_in_flight() {
             poll_max: Duration::from_millis(100),
             session_timeout: Duration::from_secs(20),
             max_replays: 0,
+            ..SessionOptions::default()
         },
     );
     importer.prepare().await.expect("prepare");

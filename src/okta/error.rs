@@ -175,6 +175,22 @@ pub enum OktaError {
         snippet: String,
     },
 
+    /// Another client (an admin, a Workflows flow, another tool) keeps a session open on the
+    /// identity source: xaas never cancels nor writes to it, and gave up waiting.
+    #[error(
+        "session {id} on the identity source was opened by another client, not this xaas{}, and is still {status} after waiting {}: xaas leaves it alone; let its owner finish it, or cancel it (DELETE /api/v1/identity-sources/{{id}}/sessions/{id}), then run again",
+        age.map(|a| format!(" {} ago", humantime::format_duration(Duration::from_secs(a.as_secs())))).unwrap_or_default(),
+        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+    )]
+    ForeignSession {
+        id: String,
+        /// `CREATED` or `IN_PROGRESS`.
+        status: String,
+        /// How old it is by Okta's `created`.
+        age: Option<Duration>,
+        waited: Duration,
+    },
+
     /// Anything else, e.g. an unusable org URL or token given to [`super::OktaClient::new`].
     #[error("okta client: {0}")]
     Other(String),
@@ -193,6 +209,7 @@ impl OktaError {
             Self::Timeout { .. }
             | Self::Transport { .. }
             | Self::Connect { .. }
+            | Self::ForeignSession { .. }
             | Self::Other(_) => None,
         }
     }
@@ -239,7 +256,8 @@ impl OktaError {
             Self::RateLimited { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
-            | Self::Connect { .. } => true,
+            | Self::Connect { .. }
+            | Self::ForeignSession { .. } => true,
             Self::Api { status, .. } => *status >= 500 || self.is_session_spacing(),
             _ => false,
         }

@@ -25,6 +25,7 @@ pub mod concurrency;
 pub mod config;
 pub mod direct;
 pub mod error;
+pub mod ledger;
 pub mod model;
 pub mod rate_limit;
 pub mod session;

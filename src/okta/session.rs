@@ -2,10 +2,10 @@
 //!
 //! An [`Importer`] drives the sessions of one identity source:
 //!
-//! 1. [`Importer::prepare`], once per run: sessions left `CREATED`/`IN_PROGRESS` by an earlier,
-//!    interrupted run are cancelled (xaas owns its identity source and runs never overlap, so
-//!    an open session can only be ours and stale); `TRIGGERED` ones are followed to the end,
-//!    because Okta processes one session at a time anyway.
+//! 1. [`Importer::prepare`], once per run: sessions of ours left `CREATED`/`IN_PROGRESS` by an
+//!    earlier, interrupted run are cancelled; `TRIGGERED` ones are followed to the end,
+//!    because Okta processes one session at a time anyway; another client's open session is
+//!    waited for, never touched ([`prepare`], [`crate::okta::ledger`]).
 //! 2. [`Importer::run`], per planned session: wait for Okta's 5-minute spacing, create, upload
 //!    the packer's bodies in order, then trigger and follow the session to `COMPLETED`/`ERROR`.
 //!    A session that stayed `CREATED` after the uploads (a delete-only load of unknown users,
@@ -27,7 +27,10 @@ use tracing::Instrument;
 use super::batch::{RequestKind, SessionKind, SessionPlan};
 use super::client::OktaClient;
 use super::error::OktaError;
+use super::ledger::SessionLedger;
 use super::model::SessionStatus;
+
+mod prepare;
 
 /// Lifecycle settings.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct SessionOptions {
     /// How many times a session is cancelled and replayed in a fresh one after an ambiguous
     /// failure (a bulk load that timed out, lost its connection or got a 5xx).
     pub max_replays: u32,
+    /// How long a run waits for another client's open session on its identity source to end
+    /// before it fails naming it.
+    pub foreign_session_wait: Duration,
 }
 
 /// First poll of a triggered session. Okta processes a session in seconds to minutes; polls
@@ -59,6 +65,7 @@ impl Default for SessionOptions {
             poll_max: Duration::from_secs(30),
             session_timeout: Duration::from_secs(3 * 3600),
             max_replays: 2,
+            foreign_session_wait: Duration::from_secs(600),
         }
     }
 }
@@ -193,6 +200,8 @@ pub struct Importer {
     on_created: Option<OnCreated>,
     /// The identity source's shared clock, updated at each creation and trigger.
     clock: Option<SpacingClock>,
+    /// Which sessions are ours; `None`: all of them (no state to tell).
+    ledger: Option<SessionLedger>,
 }
 
 /// See [`Importer::on_created`]. An `Err` cancels the session (nothing is uploaded).
@@ -209,6 +218,7 @@ impl Importer {
             cancel,
             on_created: None,
             clock: None,
+            ledger: None,
         }
     }
 
@@ -217,7 +227,16 @@ impl Importer {
     /// creation or trigger updates it at once (not at the end of the run).
     pub fn with_spacing_clock(mut self, clock: SpacingClock) -> Self {
         self.last_activity = clock.get();
+        if let Some(ledger) = clock.ledger() {
+            self.ledger = Some(ledger);
+        }
         self.clock = Some(clock);
+        self
+    }
+
+    /// Tell our sessions from other clients' with `ledger` (recording each create in it).
+    pub fn with_ledger(mut self, ledger: SessionLedger) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -256,80 +275,6 @@ impl Importer {
     pub fn with_last_session_activity(mut self, at: Option<Instant>) -> Self {
         self.last_activity = at;
         self
-    }
-
-    /// Start of a run: list sessions, cancel open ones we left behind, wait for triggered ones.
-    ///
-    /// Fails only when Okta cannot be asked (list or cancel failing for another reason than
-    /// the session having moved on); a triggered session still running after
-    /// `session_timeout` is reported with its last status, since Okta queues later sessions
-    /// behind it anyway.
-    pub async fn prepare(&mut self) -> Result<Vec<StaleSession>, OktaError> {
-        let span = tracing::info_span!("okta_prepare", source_id = %self.source_id);
-        self.prepare_inner().instrument(span).await
-    }
-
-    async fn prepare_inner(&mut self) -> Result<Vec<StaleSession>, OktaError> {
-        let sessions = self.client.list_sessions(&self.source_id).await?;
-        let mut stale = Vec::new();
-        for session in sessions {
-            let found = session.status;
-            let id = session.id;
-            match found {
-                SessionStatus::Created | SessionStatus::InProgress => {
-                    match self.client.cancel_session(&self.source_id, &id).await {
-                        Ok(()) => {
-                            tracing::info!(session_id = %id, status = %found, "cancelled a stale okta session left open by an earlier run");
-                            stale.push(StaleSession {
-                                id,
-                                found,
-                                action: "cancelled".into(),
-                                final_status: SessionStatus::Closed,
-                            });
-                        }
-                        // It moved on between the list and the cancel (most likely got
-                        // triggered): find out where it is and follow it if needed.
-                        Err(err) if err.status() == Some(400) => {
-                            tracing::info!(session_id = %id, error = %err, "stale okta session could not be cancelled, following it instead");
-                            let now = self.client.get_session(&self.source_id, &id).await?;
-                            let final_status = if now.status.is_final() {
-                                now.status
-                            } else {
-                                self.wait_stale(&id).await?
-                            };
-                            stale.push(StaleSession {
-                                id,
-                                found,
-                                action: "waited".into(),
-                                final_status,
-                            });
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                SessionStatus::Triggered => {
-                    tracing::info!(session_id = %id, "waiting for an okta session triggered by an earlier run");
-                    let final_status = self.wait_stale(&id).await?;
-                    stale.push(StaleSession { id, found, action: "waited".into(), final_status });
-                }
-                // The list should only hold active sessions, but Okta's own example also lists
-                // finished ones (FACTS §11); nothing to do about those.
-                _ => {}
-            }
-        }
-        Ok(stale)
-    }
-
-    /// Follow a session found triggered, up to `session_timeout`.
-    async fn wait_stale(&self, id: &str) -> Result<SessionStatus, OktaError> {
-        match self.follow(id).await {
-            Ok(status) => Ok(status),
-            Err(FollowError::TimedOut(last)) => {
-                tracing::warn!(session_id = %id, status = %last, timeout = %humantime::format_duration(self.options.session_timeout), "gave up waiting for a stale okta session; okta will queue the next one behind it");
-                Ok(last)
-            }
-            Err(FollowError::Okta(err)) => Err(err),
-        }
     }
 
     /// Create, load, trigger (or cancel) and follow one session.
@@ -763,29 +708,6 @@ impl Importer {
         }
     }
 
-    /// Cancel every open session of the identity source: after an ambiguous create (it may
-    /// have created one we never heard of) or a refused one (such a session may be what
-    /// blocks it). Failures are logged: the next create tells.
-    async fn cancel_open_sessions(&self) {
-        match self.client.list_sessions(&self.source_id).await {
-            Ok(sessions) => {
-                for s in sessions.into_iter().filter(|s| s.status.is_open()) {
-                    match self.client.cancel_session(&self.source_id, &s.id).await {
-                        Ok(()) => {
-                            tracing::info!(session_id = %s.id, status = %s.status, "cancelled an open session we did not create knowingly (a create we gave up on)")
-                        }
-                        Err(err) => {
-                            tracing::warn!(session_id = %s.id, error = %err, "could not cancel an open session")
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "could not list sessions after an ambiguous create")
-            }
-        }
-    }
-
     /// Wait out the spacing since our last session, then create; on Okta's 5-minute 400 (a
     /// session we did not see, e.g. from a previous process) wait again and retry.
     async fn create_spaced(
@@ -801,8 +723,18 @@ impl Importer {
             // Counted from the answer, or the failure: later is the safe side of Okta's clock,
             // and a create that failed ambiguously may have happened.
             self.pending();
+            let attempt =
+                self.ledger.as_ref().map(|l| l.create_sent(self.client.options().request_timeout));
             let created = self.client.create_session(&self.source_id).await;
             self.touch();
+            if let (Some(ledger), Some(attempt)) = (&self.ledger, attempt) {
+                match &created {
+                    Ok(session) => ledger.created(attempt, &session.id),
+                    // A timeout or a broken connection may have created it: the window stays.
+                    Err(err) if err.is_ambiguous() => {}
+                    Err(_) => ledger.not_created(attempt),
+                }
+            }
             match created {
                 Ok(session) => return Ok(session),
                 Err(err) if err.is_session_spacing() && retries < MAX_SPACING_RETRIES => {

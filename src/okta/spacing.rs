@@ -1,10 +1,14 @@
 //! The 5-minute clock of an identity source (FACTS §4b: one session creation per 5 minutes):
 //! when a session was last created or triggered, shared by the importers of one source and
-//! optionally persisted in the state.
+//! optionally persisted in the state. The clock also hands each importer the source's
+//! [`SessionLedger`] (which sessions are ours), read afresh from the state every time: with
+//! several replicas, the one that held the source before may have created sessions since.
 
 use std::time::Duration;
 
 use std::time::Instant;
+
+use super::ledger::SessionLedger;
 
 /// The 5-minute clock of one identity source, shared by every importer a daemon builds for
 /// it, and optionally persisted (each creation or trigger is written through), so that a
@@ -13,6 +17,7 @@ use std::time::Instant;
 pub struct SpacingClock {
     last: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     persist: Option<std::sync::Arc<dyn Fn(chrono::DateTime<chrono::Utc>) + Send + Sync>>,
+    ledger: Option<std::sync::Arc<dyn Fn() -> SessionLedger + Send + Sync>>,
 }
 
 impl std::fmt::Debug for SpacingClock {
@@ -28,7 +33,11 @@ impl SpacingClock {
         last: Option<chrono::DateTime<chrono::Utc>>,
         persist: impl Fn(chrono::DateTime<chrono::Utc>) + Send + Sync + 'static,
     ) -> Self {
-        let clock = Self { last: Default::default(), persist: Some(std::sync::Arc::new(persist)) };
+        let clock = Self {
+            last: Default::default(),
+            persist: Some(std::sync::Arc::new(persist)),
+            ledger: None,
+        };
         if let Some(at) = last {
             // The same moment on this process's monotonic clock. It may lie ahead: a process
             // that died while creating or triggering left the latest moment Okta could have
@@ -41,6 +50,18 @@ impl SpacingClock {
             };
         }
         clock
+    }
+
+    /// Hand importers the ledger `load` reads (from the state, each time).
+    pub fn with_ledger(mut self, load: impl Fn() -> SessionLedger + Send + Sync + 'static) -> Self {
+        self.ledger = Some(std::sync::Arc::new(load));
+        self
+    }
+
+    /// The source's ledger as the state has it now; `None` without one (every session is then
+    /// taken for ours, as before ledgers existed: tests and embedders).
+    pub fn ledger(&self) -> Option<SessionLedger> {
+        self.ledger.as_ref().map(|load| load())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {

@@ -604,6 +604,7 @@ fn validate_okta(
             poll_max: Duration::from_secs(raw.poll_max_secs),
             session_timeout: Duration::from_secs(raw.session_timeout_secs),
             max_replays: raw.max_session_replays,
+            foreign_session_wait: Duration::from_secs(raw.foreign_session_wait_secs),
         },
     })
 }

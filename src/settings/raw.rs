@@ -201,6 +201,11 @@ pub struct RawOkta {
     /// after an ambiguous failure (timeout, dropped connection, 5xx on a bulk load).
     #[serde(default = "default_max_session_replays")]
     pub max_session_replays: u32,
+    /// How long a run waits for another client's open session on its identity source (an
+    /// admin, a Workflows flow) before it fails naming it, in seconds. Such a session is never
+    /// cancelled nor written to.
+    #[serde(default = "default_foreign_session_wait_secs")]
+    pub foreign_session_wait_secs: u64,
 }
 
 const OKTA_KEYS: &[&str] = &[
@@ -219,6 +224,7 @@ const OKTA_KEYS: &[&str] = &[
     "retry_backoff_ms",
     "max_rate_limit_wait_secs",
     "max_session_replays",
+    "foreign_session_wait_secs",
 ];
 
 impl RawOkta {
@@ -262,6 +268,9 @@ fn default_max_rate_limit_wait_secs() -> u64 {
 }
 fn default_max_session_replays() -> u32 {
     2
+}
+fn default_foreign_session_wait_secs() -> u64 {
+    600
 }
 
 /// `okta.auth:`, tagged by `type`.

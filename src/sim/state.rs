@@ -193,6 +193,11 @@ pub(super) struct SessionRec {
     pub(super) status: SessionStatus,
     pub(super) created: DateTime<Utc>,
     pub(super) last_updated: DateTime<Utc>,
+    /// The wall-clock times the API reports as `created` and `lastUpdated`: Okta's clock is
+    /// the real one, so a client may compare them with its own (which sessions it created:
+    /// `crate::okta::ledger`). The rules (spacing, expiry) use the scaled times above.
+    pub(super) created_wall: DateTime<Utc>,
+    pub(super) updated_wall: DateTime<Utc>,
     /// Last API request naming this session: the 24-hour inactivity clock.
     pub(super) last_activity: DateTime<Utc>,
     pub(super) triggered: Option<DateTime<Utc>>,
@@ -240,14 +245,15 @@ impl SessionRec {
             identity_source_id: self.source.clone(),
             status: self.status,
             import_type: Some("INCREMENTAL".into()),
-            created: Some(okta_time(self.created)),
-            last_updated: Some(okta_time(self.last_updated)),
+            created: Some(okta_time(self.created_wall)),
+            last_updated: Some(okta_time(self.updated_wall)),
         }
     }
 
     fn set_status(&mut self, status: SessionStatus, now: DateTime<Utc>) {
         self.status = status;
         self.last_updated = now;
+        self.updated_wall = Utc::now();
         if !matches!(
             status,
             SessionStatus::Created | SessionStatus::InProgress | SessionStatus::Triggered
@@ -452,6 +458,8 @@ impl Sim {
             status,
             created: now,
             last_updated: now,
+            created_wall: Utc::now(),
+            updated_wall: Utc::now(),
             last_activity: now,
             triggered: triggered.then_some(now),
             trigger_seq: seq,
@@ -573,6 +581,8 @@ impl Sim {
             status: SessionStatus::Created,
             created: now,
             last_updated: now,
+            created_wall: Utc::now(),
+            updated_wall: Utc::now(),
             last_activity: now,
             triggered: None,
             trigger_seq: 0,

@@ -162,11 +162,38 @@ impl EventStore {
             tracing::warn!(error = %e, "cannot read the last session time: assuming none");
             None
         });
-        let events = self.clone();
-        let source = source.to_string();
-        crate::okta::session::SpacingClock::persisted(last, move |at| {
-            if let Err(e) = events.record_session_activity(&source, at) {
+        let (events, id) = (self.clone(), source.to_string());
+        let clock = crate::okta::session::SpacingClock::persisted(last, move |at| {
+            if let Err(e) = events.record_session_activity(&id, at) {
                 tracing::warn!(error = %e, "cannot record the session time");
+            }
+        });
+        let (events, id) = (self.clone(), source.to_string());
+        clock.with_ledger(move || events.session_ledger(&id))
+    }
+
+    /// The ledger of `identity_source`'s sessions ([`crate::okta::ledger`]) as stored, writing
+    /// each change back. An unreadable one starts empty, with a warning: its sessions are then
+    /// foreign, left alone (never cancelled by mistake).
+    pub fn session_ledger(&self, identity_source: &str) -> crate::okta::ledger::SessionLedger {
+        let stored = self.session_ledger_text(identity_source);
+        let ledger = match stored {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(identity_source, error = %e, "unreadable session ledger: starting afresh");
+                Default::default()
+            }),
+            Ok(None) => Default::default(),
+            Err(e) => {
+                tracing::warn!(identity_source, error = %e, "cannot read the session ledger: starting afresh");
+                Default::default()
+            }
+        };
+        let events = self.clone();
+        let source = identity_source.to_string();
+        crate::okta::ledger::SessionLedger::persisted(ledger, move |l| {
+            let text = serde_json::to_string(l).unwrap_or_default();
+            if let Err(e) = events.record_session_ledger(&source, &text) {
+                tracing::warn!(error = %e, "cannot record the session ledger");
             }
         })
     }
@@ -244,6 +271,19 @@ impl EventStore {
         identity_source: &str,
     ) -> Result<Option<DateTime<Utc>>, StateError> {
         each!(self, s => s.session_activity(identity_source))
+    }
+    /// The stored session ledger of `identity_source` (JSON), if any.
+    pub fn session_ledger_text(&self, identity_source: &str) -> Result<Option<String>, StateError> {
+        each!(self, s => s.session_ledger_text(identity_source))
+    }
+
+    /// Replace the stored session ledger of `identity_source`.
+    pub fn record_session_ledger(
+        &self,
+        identity_source: &str,
+        ledger: &str,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.record_session_ledger(identity_source, ledger))
     }
 }
 
@@ -584,6 +624,34 @@ impl SqliteEventStore {
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|d| d.with_timezone(&Utc)))
+    }
+
+    /// The stored session ledger of `identity_source` (JSON), if any.
+    pub fn session_ledger_text(&self, identity_source: &str) -> Result<Option<String>, StateError> {
+        self.conn()?
+            .query_row(
+                "SELECT ledger FROM session_ledger WHERE identity_source = ?1",
+                [identity_source],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replace the stored session ledger of `identity_source`.
+    pub fn record_session_ledger(
+        &self,
+        identity_source: &str,
+        ledger: &str,
+    ) -> Result<(), StateError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO session_ledger (identity_source, ledger) VALUES (?1, ?2)
+                 ON CONFLICT (identity_source) DO UPDATE SET ledger = excluded.ledger",
+                rusqlite::params![identity_source, ledger],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StateError> {

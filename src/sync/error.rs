@@ -164,13 +164,15 @@ pub enum FailureKind {
     SessionFailed,
     /// The state store (or the pulled users' temporary file) failed.
     State,
+    /// Another client keeps a session open on the identity source (it is left alone).
+    ForeignSession,
     /// The daemon was shutting down.
     Shutdown,
 }
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 9] = [
+    pub const ALL: [FailureKind; 10] = [
         FailureKind::OktaCredentials,
         FailureKind::OktaScope,
         FailureKind::UnknownIdentitySource,
@@ -179,6 +181,7 @@ impl FailureKind {
         FailureKind::OktaUnavailable,
         FailureKind::SessionFailed,
         FailureKind::State,
+        FailureKind::ForeignSession,
         FailureKind::Shutdown,
     ];
 
@@ -192,6 +195,7 @@ impl FailureKind {
             FailureKind::OktaUnavailable => "okta_unavailable",
             FailureKind::SessionFailed => "session_failed",
             FailureKind::State => "state",
+            FailureKind::ForeignSession => "foreign_session",
             FailureKind::Shutdown => "shutdown",
         }
     }
@@ -241,6 +245,9 @@ impl FailureKind {
             FailureKind::State => {
                 "the state store could not be read or written: check its disk or its tables"
             }
+            FailureKind::ForeignSession => {
+                "another client keeps an import session open on the identity source: xaas waits for it and never touches it; the run page names it"
+            }
             FailureKind::Shutdown => "the daemon was shutting down during the run",
         }
     }
@@ -251,6 +258,7 @@ impl FailureKind {
             OktaError::Unauthorized { .. } => FailureKind::OktaCredentials,
             OktaError::Forbidden { .. } => FailureKind::OktaScope,
             OktaError::NotFound { .. } => FailureKind::UnknownIdentitySource,
+            OktaError::ForeignSession { .. } => FailureKind::ForeignSession,
             OktaError::OAuth { error, status, .. } => match error.as_str() {
                 "invalid_scope" => FailureKind::OktaScope,
                 _ if *status >= 500 || *status == 429 => FailureKind::OktaUnavailable,
@@ -345,6 +353,6 @@ mod tests {
                 k.is_lasting()
             })
             .collect();
-        assert_eq!(lasting, [true, true, true, true, false, false, false, false, false]);
+        assert_eq!(lasting, [true, true, true, true, false, false, false, false, false, false]);
     }
 }

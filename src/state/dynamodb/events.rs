@@ -500,6 +500,36 @@ impl DynamoEventStore {
             Ok(parse_ts(get_item(&ctx, &ctx.t.meta, key).await?.and_then(|i| get_s(&i, "at"))))
         })
     }
+
+    pub fn session_ledger_text(&self, identity_source: &str) -> Result<Option<String>, StateError> {
+        let key = key1("pk", &format!("ledger#{identity_source}"));
+        self.d.call(move |ctx| async move {
+            Ok(get_item(&ctx, &ctx.t.meta, key).await?.and_then(|i| get_s(&i, "ledger")))
+        })
+    }
+
+    /// Fenced like the session times: a replica that lost the source's lease cannot
+    /// overwrite what its new owner recorded.
+    pub fn record_session_ledger(
+        &self,
+        identity_source: &str,
+        ledger: &str,
+    ) -> Result<(), StateError> {
+        let token = self.d.fence_for_source(identity_source)?;
+        let source = identity_source.to_string();
+        let ledger = ledger.to_string();
+        self.d.call(move |ctx| async move {
+            if let Some(t) = token {
+                check_lease(&ctx, &source, t).await?;
+            }
+            Upd::new(&ctx.t.meta, key1("pk", &format!("ledger#{source}")))
+                .set("ledger", s(ledger))
+                .fence(token)
+                .send_fenced(&ctx)
+                .await
+                .map(|_| ())
+        })
+    }
 }
 
 /// The events an urgent flush takes (the same rule as the SQLite log): the urgent events, the

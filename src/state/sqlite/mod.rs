@@ -134,6 +134,12 @@ const MIGRATIONS: &[&str] = &[
         watch TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );",
+    // 8: the sessions xaas created on each identity source and its unanswered creates
+    // (`crate::okta::ledger`), one JSON record per source.
+    "CREATE TABLE session_ledger (
+        identity_source TEXT PRIMARY KEY,
+        ledger TEXT NOT NULL
+    );",
 ];
 
 /// The columns [`run_row`] reads.
