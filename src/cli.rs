@@ -270,6 +270,7 @@ async fn run(
         }
     };
     watch_runs(&settings, &report).await;
+    prune_history(&settings).await;
     println!();
     print!("{}", report.render_text());
     if let Some(path) = report_path
@@ -299,6 +300,22 @@ async fn watch_runs(settings: &Settings, report: &crate::sync::report::RunReport
     if let Some(n) = &settings.notify {
         let within = (n.timeout * n.attempts + Duration::from_secs(7)).min(Duration::from_secs(60));
         notifier.flush(within).await;
+    }
+}
+
+/// A one-shot run applies `state.history` too, so a scheduled container keeps its state
+/// bounded like the daemon does.
+async fn prune_history(settings: &Settings) {
+    let state = settings.state.clone();
+    let pruned = tokio::task::spawn_blocking(move || {
+        let mut store = crate::state::open(&state)?;
+        crate::state::prune(store.as_mut(), &state.history, Duration::from_millis(5))
+    })
+    .await;
+    match pruned {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the history"),
+        Err(e) => tracing::warn!(error = %e, "the pruning task failed"),
     }
 }
 

@@ -82,6 +82,11 @@ pub const JOB_HELD_SINCE_TIMESTAMP_SECONDS: &str = "xaas_job_held_since_timestam
 pub const JOB_SCHEDULE_INTERVAL_SECONDS: &str = "xaas_job_schedule_interval_seconds";
 /// 1 while the last configuration reload failed (the previous configuration is in force).
 pub const CONFIG_RELOAD_FAILED: &str = "xaas_config_reload_failed";
+/// Gauge: the state store's size on disk, in bytes (SQLite: the file; `kind="free"`: the
+/// part of it that is free pages, reused before the file grows).
+pub const STATE_SIZE_BYTES: &str = "xaas_state_size_bytes";
+/// Counter, labelled `kind` (`runs`, `decisions`, `events`): history rows pruned.
+pub const STATE_PRUNED_TOTAL: &str = "xaas_state_pruned_total";
 /// Gauge, labelled `job`: 1 while the job is quarantined (its schedule backs off).
 pub const JOB_QUARANTINED: &str = "xaas_job_quarantined";
 /// Counter, labelled `kind` (held, failing, recovered, quarantined) and `result`
@@ -114,6 +119,8 @@ pub const ALL: &[&str] = &[
     CONFIG_RELOAD_FAILED,
     JOB_QUARANTINED,
     NOTIFICATIONS_TOTAL,
+    STATE_SIZE_BYTES,
+    STATE_PRUNED_TOTAL,
 ];
 
 /// The outcomes of a run, as [`JOB_LAST_RUN`] labels them.
@@ -312,12 +319,37 @@ pub fn describe() {
         "Time between two scheduled runs of the job"
     );
     describe_gauge!(CONFIG_RELOAD_FAILED, "1 while the last configuration reload failed");
+    describe_gauge!(
+        STATE_SIZE_BYTES,
+        Unit::Bytes,
+        "The state store's size on disk (kind: total, free)"
+    );
+    describe_counter!(
+        STATE_PRUNED_TOTAL,
+        Unit::Count,
+        "History rows pruned (kind: runs, decisions, events)"
+    );
     describe_gauge!(JOB_QUARANTINED, "1 while the job is quarantined: its schedule backs off");
     describe_counter!(
         NOTIFICATIONS_TOTAL,
         Unit::Count,
         "Notifications per target, by kind and result (delivered, failed)"
     );
+}
+
+/// The state store's size and its free part, in bytes.
+pub fn state_size(bytes: u64, free: u64) {
+    gauge!(STATE_SIZE_BYTES, "kind" => "total").set(bytes as f64);
+    gauge!(STATE_SIZE_BYTES, "kind" => "free").set(free as f64);
+}
+
+/// History rows one pruning pass removed.
+pub fn pruned(runs: u64, decisions: u64, events: u64) {
+    for (kind, n) in [("runs", runs), ("decisions", decisions), ("events", events)] {
+        if n > 0 {
+            counter!(STATE_PRUNED_TOTAL, "kind" => kind).increment(n);
+        }
+    }
 }
 
 /// Whether `job` is quarantined.

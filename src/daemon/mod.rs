@@ -546,6 +546,30 @@ impl Runner for DaemonRunner {
     }
 }
 
+/// How often the daemon applies `state.history` (and publishes the state's size).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Retention: a pruning pass now and every [`PRUNE_EVERY`], on a blocking thread, in short
+/// transactions with pauses between them so imports keep their turn. Runs until aborted.
+async fn prune_loop(daemon: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let d = daemon.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let policy = d.settings().state.history;
+            let mut store = d.open_store()?;
+            crate::state::prune(store.as_mut(), &policy, std::time::Duration::from_millis(20))
+        })
+        .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot prune the history"),
+            Err(e) => warn!(error = %e, "the pruning task failed"),
+        }
+    }
+}
+
 /// With several replicas: keep the leases, and work the sources held (see [`lease`]). Runs
 /// until aborted.
 async fn lease_loop(daemon: Arc<Daemon>) {
@@ -673,6 +697,8 @@ pub async fn serve(
         }
     };
 
+    let prune_loop = tokio::spawn(prune_loop(daemon.clone()));
+
     // Schedules.
     let scheduled: Vec<(String, Schedule)> =
         settings.jobs.iter().filter_map(|j| Some((j.name.clone(), j.schedule.clone()?))).collect();
@@ -737,6 +763,7 @@ pub async fn serve(
             warn!("the import did not stop in time");
         }
     }
+    prune_loop.abort();
     // Hand the identity sources over at once instead of after the lease time.
     if let Some(task) = lease_loop {
         task.abort();

@@ -396,6 +396,7 @@ fn validate(
             }
         },
         store_profiles: raw_state.store_profiles,
+        history: history_policy(&raw_state.history, index, diags),
     };
     let serve = validate_serve(raw.serve.unwrap_or_default(), index, diags);
     // Its problems are in `diags`, which fail the load.
@@ -409,6 +410,32 @@ fn validate(
         serve: serve?,
         notify,
     })
+}
+
+/// `state.history`, resolved: `null` keeps forever, 0 only by count.
+fn history_policy(
+    raw: &raw::RawHistory,
+    index: &YamlIndex,
+    diags: &mut Vec<Diagnostic>,
+) -> crate::state::config::HistoryPolicy {
+    let mut days = |key: &str, d: Option<f64>| match d {
+        None => None,
+        Some(d) if d.is_finite() && (0.0..=36_500.0).contains(&d) => {
+            Some(Duration::from_secs_f64(d * 86_400.0))
+        }
+        Some(_) => {
+            diags.push(index.diag(
+                format!("state.history.{key}"),
+                "must be a number of days from 0 to 36500, or null to keep forever",
+            ));
+            None
+        }
+    };
+    crate::state::config::HistoryPolicy {
+        keep_runs_for: days("keep_days", raw.keep_days),
+        keep_runs: raw.keep_runs,
+        keep_events_for: days("events_keep_days", raw.events_keep_days),
+    }
 }
 
 fn validate_serve(

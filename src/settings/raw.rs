@@ -116,6 +116,41 @@ pub struct RawState {
     /// attribute-level diff. This is personal data at rest: `false` keeps only a hash.
     #[serde(default = "default_true")]
     pub store_profiles: bool,
+    /// How much run history and how many finished webhook events are kept.
+    #[serde(default)]
+    pub history: RawHistory,
+}
+
+/// `state.history:`. `null` keeps forever; 0 keeps only by count (`keep_runs`).
+#[derive(Debug, Deserialize)]
+pub struct RawHistory {
+    /// Runs finished longer ago than this many days are pruned (their reports, decisions and
+    /// approvals)...
+    #[serde(default = "default_keep_days")]
+    pub keep_days: Option<f64>,
+    /// ...except the last this many runs of each job, and held runs not released yet.
+    #[serde(default = "default_keep_runs")]
+    pub keep_runs: u32,
+    /// Finished webhook events older than this many days are pruned.
+    #[serde(default = "default_keep_days")]
+    pub events_keep_days: Option<f64>,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        Self {
+            keep_days: default_keep_days(),
+            keep_runs: default_keep_runs(),
+            events_keep_days: default_keep_days(),
+        }
+    }
+}
+
+fn default_keep_days() -> Option<f64> {
+    Some(30.0)
+}
+fn default_keep_runs() -> u32 {
+    50
 }
 
 impl Default for RawState {
@@ -128,12 +163,21 @@ impl Default for RawState {
             endpoint_url: None,
             lease_secs: None,
             store_profiles: true,
+            history: RawHistory::default(),
         }
     }
 }
 
-const STATE_KEYS: &[&str] =
-    &["backend", "path", "table_prefix", "region", "endpoint_url", "lease_secs", "store_profiles"];
+const STATE_KEYS: &[&str] = &[
+    "backend",
+    "path",
+    "table_prefix",
+    "region",
+    "endpoint_url",
+    "lease_secs",
+    "store_profiles",
+    "history",
+];
 
 /// The state backends (a closed set).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

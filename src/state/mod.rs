@@ -492,6 +492,24 @@ pub trait StateStore: Send {
         Err(unsupported("reading a run by id"))
     }
 
+    /// One pass of retention (`state.history`) at `now`, deleting at most about `max_rows`
+    /// rows in short transactions; call again until it says `done`. The users' state is never
+    /// pruned. Backends that expire history themselves (DynamoDB's TTL) do nothing here.
+    fn prune_history(
+        &mut self,
+        policy: &config::HistoryPolicy,
+        now: DateTime<Utc>,
+        max_rows: usize,
+    ) -> Result<config::Pruned, StateError> {
+        let _ = (policy, now, max_rows);
+        Ok(config::Pruned { done: true, ..Default::default() })
+    }
+
+    /// The store's size in bytes and how much of it is free (reusable) space, when known.
+    fn size_bytes(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// How `job`'s latest runs went (default: nothing recorded yet).
     fn job_watch(&self, job: &str) -> Result<JobWatch, StateError>;
 
@@ -522,15 +540,53 @@ fn watch_of(text: Option<&str>, location: &str) -> JobWatch {
     })
 }
 
+/// Rows one pruning pass deletes at most.
+pub const PRUNE_PASS_ROWS: usize = 10_000;
+
+/// Apply `policy` until nothing is left to prune, a pass of [`PRUNE_PASS_ROWS`] at a time
+/// with `pause` between passes, so an import writing to the same store gets its turn; then
+/// publish the store's size. The totals removed.
+pub fn prune(
+    store: &mut dyn StateStore,
+    policy: &config::HistoryPolicy,
+    pause: std::time::Duration,
+) -> Result<config::Pruned, StateError> {
+    let mut total = config::Pruned::default();
+    loop {
+        let pass = store.prune_history(policy, Utc::now(), PRUNE_PASS_ROWS)?;
+        total.runs += pass.runs;
+        total.decisions += pass.decisions;
+        total.events += pass.events;
+        crate::telemetry::pruned(pass.runs, pass.decisions, pass.events);
+        if pass.done {
+            break;
+        }
+        std::thread::sleep(pause);
+    }
+    total.done = true;
+    if total.runs + total.events > 0 {
+        tracing::info!(
+            runs = total.runs,
+            decisions = total.decisions,
+            events = total.events,
+            "pruned the history"
+        );
+    }
+    if let Some((bytes, free)) = store.size_bytes() {
+        crate::telemetry::state_size(bytes, free);
+    }
+    Ok(total)
+}
+
 /// Open the configured backend.
 pub fn open(settings: &config::StateSettings) -> Result<Box<dyn StateStore>, StateError> {
     match &settings.backend {
         config::StateBackend::Sqlite { path } => {
             Ok(Box::new(sqlite::SqliteStore::open(path, settings.store_profiles)?))
         }
-        config::StateBackend::Dynamodb(d) => {
-            Ok(Box::new(dynamodb::DynamoStore::open(d, settings.store_profiles)?))
-        }
+        config::StateBackend::Dynamodb(d) => Ok(Box::new(
+            dynamodb::DynamoStore::open(d, settings.store_profiles)?.with_history(settings.history),
+        )),
     }
 }
 
@@ -555,8 +611,8 @@ pub fn open_read_only(settings: &config::StateSettings) -> Result<Box<dyn StateS
 pub fn open_events(settings: &config::StateSettings) -> Result<events::EventStore, StateError> {
     match &settings.backend {
         config::StateBackend::Sqlite { path } => events::EventStore::open(path),
-        config::StateBackend::Dynamodb(d) => {
-            dynamodb::DynamoEventStore::open(d).map(events::EventStore::Dynamo)
-        }
+        config::StateBackend::Dynamodb(d) => dynamodb::DynamoEventStore::open(d).map(|e| {
+            events::EventStore::Dynamo(e.with_events_kept_for(settings.history.keep_events_for))
+        }),
     }
 }

@@ -7,6 +7,8 @@ use super::*;
 #[derive(Clone, Debug)]
 pub struct DynamoEventStore {
     d: Dynamo,
+    /// Finished events carry an `expires_at` (TTL) attribute from `keep_events_for`.
+    keep_events_for: Option<std::time::Duration>,
 }
 
 /// An open event as the `open_events` table holds it.
@@ -97,12 +99,18 @@ fn event_id(job: &str, key: Option<&str>) -> String {
 impl DynamoEventStore {
     /// The event log on the process's shared handle.
     pub fn open(settings: &DynamoStateSettings) -> Result<Self, StateError> {
-        Ok(Self { d: Dynamo::open(settings)? })
+        Ok(Self { d: Dynamo::open(settings)?, keep_events_for: None })
+    }
+
+    /// Expire finished events after `keep` (DynamoDB's TTL deletes them).
+    pub fn with_events_kept_for(mut self, keep: Option<std::time::Duration>) -> Self {
+        self.keep_events_for = keep;
+        self
     }
 
     /// The event log on a given handle.
     pub fn with(d: Dynamo) -> Self {
-        Self { d }
+        Self { d, keep_events_for: None }
     }
 
     /// The handle (leases, triggers).
@@ -397,6 +405,7 @@ impl DynamoEventStore {
     ) -> Result<(), StateError> {
         let outcomes = outcomes.to_vec();
         let d = self.d.clone();
+        let keep = self.keep_events_for;
         self.d.call(move |ctx| async move {
             let ids: Vec<String> = outcomes.iter().map(|(id, _, _)| id.clone()).collect();
             let views = Self::fenced_views(&d, &ctx, &ids).await?;
@@ -404,6 +413,7 @@ impl DynamoEventStore {
                 .into_iter()
                 .filter_map(|(v, t)| get_s(&v, "id").map(|id| (id, (v, t))))
                 .collect();
+            let expires = keep.map(|k| expiry(at, k));
             let at = ts(at);
             for (id, status, outcome) in outcomes {
                 let Some((view, token)) = by_id.get(&id) else { continue };
@@ -411,13 +421,15 @@ impl DynamoEventStore {
                 else {
                     continue;
                 };
-                Upd::new(&ctx.t.events, key1("id", &id))
+                let mut upd = Upd::new(&ctx.t.events, key1("id", &id))
                     .set("status", s(status.as_str()))
                     .set("outcome", s(outcome.to_string()))
                     .set("finished_at", s(&at))
-                    .fence(*token)
-                    .send_fenced(&ctx)
-                    .await?;
+                    .fence(*token);
+                if let Some(t) = expires.filter(|_| !matches!(status, EventStatus::Queued | EventStatus::Processing)) {
+                    upd = upd.set(TTL_ATTRIBUTE, n(t));
+                }
+                upd.send_fenced(&ctx).await?;
                 if matches!(status, EventStatus::Queued | EventStatus::Processing) {
                     continue;
                 }

@@ -71,6 +71,15 @@ use super::{
 type Item = HashMap<String, Av>;
 type Request = Box<dyn FnOnce(Ctx) -> BoxFuture<'static, ()> + Send>;
 
+/// The TTL attribute (unix seconds) of finished runs and events: DynamoDB deletes them
+/// after it (`state.history`). TTL is turned on for both tables when they are created.
+pub(super) const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// When a history item finished at `at` and kept for `keep` expires, in unix seconds.
+pub(super) fn expiry(at: DateTime<Utc>, keep: Duration) -> i64 {
+    at.timestamp().saturating_add(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Item writes run this many at a time within one call.
 const WRITE_CONCURRENCY: usize = 16;
 
@@ -323,6 +332,9 @@ impl Dynamo {
         self.call(|ctx| async move {
             for (name, hash, range) in ctx.t.schemas() {
                 ensure_table(&ctx.client, name, hash, range).await?;
+            }
+            for table in [&ctx.t.runs, &ctx.t.events] {
+                tables::enable_ttl(&ctx.client, table).await;
             }
             Ok(())
         })

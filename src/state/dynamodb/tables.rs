@@ -32,6 +32,40 @@ pub(super) async fn build_client(config: &DynamoStateSettings) -> Client {
     Client::new(&loader.load().await)
 }
 
+/// Turn on TTL deletion by [`super::TTL_ATTRIBUTE`] for `table` (history retention). Best
+/// effort: an endpoint without TTL (dynalite) or a role without `dynamodb:UpdateTimeToLive`
+/// keeps every item, and says so once at debug/warn level.
+pub(super) async fn enable_ttl(client: &Client, table: &str) {
+    use aws_sdk_dynamodb::types::{TimeToLiveSpecification, TimeToLiveStatus};
+    let on = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .ok()
+        .and_then(|d| d.time_to_live_description.and_then(|t| t.time_to_live_status));
+    if matches!(on, Some(TimeToLiveStatus::Enabled) | Some(TimeToLiveStatus::Enabling)) {
+        return;
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(super::TTL_ATTRIBUTE)
+        .build();
+    let Ok(spec) = spec else { return };
+    match client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(spec)
+        .send()
+        .await
+    {
+        Ok(_) => tracing::info!(table, "turned on TTL for the history"),
+        Err(e) => {
+            tracing::debug!(table, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "cannot turn on TTL: history items are kept")
+        }
+    }
+}
+
 pub(super) async fn ensure_table(
     client: &Client,
     name: &str,

@@ -6,17 +6,26 @@ use super::*;
 pub struct DynamoStore {
     d: Dynamo,
     store_profiles: bool,
+    /// Finished runs carry an `expires_at` (TTL) attribute from `keep_runs_for`.
+    history: crate::state::config::HistoryPolicy,
 }
 
 impl DynamoStore {
     /// The store on the process's shared handle (see [`Dynamo::open`]).
     pub fn open(settings: &DynamoStateSettings, store_profiles: bool) -> Result<Self, StateError> {
-        Ok(Self { d: Dynamo::open(settings)?, store_profiles })
+        Ok(Self { d: Dynamo::open(settings)?, store_profiles, history: Default::default() })
+    }
+
+    /// Expire finished runs under `history` (DynamoDB's TTL deletes them; the last
+    /// `keep_runs` of a job are not protected on this backend).
+    pub fn with_history(mut self, history: crate::state::config::HistoryPolicy) -> Self {
+        self.history = history;
+        self
     }
 
     /// The store on a given handle.
     pub fn with(d: Dynamo, store_profiles: bool) -> Self {
-        Self { d, store_profiles }
+        Self { d, store_profiles, history: Default::default() }
     }
 
     /// The job's fence, checked against the lease item.
@@ -400,6 +409,9 @@ impl StateStore for DynamoStore {
             report_json.to_string()
         };
         let hold = hold.cloned();
+        // A held run waits for its approval: no expiry.
+        let expires =
+            self.history.keep_runs_for.filter(|_| hold.is_none()).map(|keep| expiry(at, keep));
         self.d.call(move |ctx| async move {
             let token = fenced(&ctx, &fence).await?;
             let mut upd = Upd::new(&ctx.t.runs, run_key(&job, run))
@@ -407,6 +419,9 @@ impl StateStore for DynamoStore {
                 .set("outcome", s(outcome))
                 .set("report", s(report))
                 .fence(token);
+            if let Some(t) = expires {
+                upd = upd.set(TTL_ATTRIBUTE, n(t));
+            }
             if let Some(h) = hold {
                 upd = upd
                     .set("hold", s(serde_json::to_string(&h.reasons).unwrap_or_default()))

@@ -17,6 +17,7 @@ use super::{
 };
 
 mod groups;
+mod history;
 
 /// Migrations, in order; the schema version is the number applied (`PRAGMA user_version`).
 /// Never edit one that has shipped: add the next.
@@ -220,6 +221,13 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(|e| backend(&location, e))?;
         let mut store = Self { conn, location, store_profiles };
+        // A new file gives pruned pages back (`history`); it must be set before any table.
+        if store.version()? == 0 {
+            store
+                .conn
+                .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+                .map_err(|e| store.err(e))?;
+        }
         store.configure(true)?;
         store.migrate()?;
         Ok(store)
@@ -833,6 +841,19 @@ impl StateStore for SqliteStore {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn prune_history(
+        &mut self,
+        policy: &crate::state::config::HistoryPolicy,
+        now: DateTime<Utc>,
+        max_rows: usize,
+    ) -> Result<crate::state::config::Pruned, StateError> {
+        self.prune(policy, now, max_rows)
+    }
+
+    fn size_bytes(&self) -> Option<(u64, u64)> {
+        self.file_size()
     }
 
     fn job_watch(&self, job: &str) -> Result<JobWatch, StateError> {
