@@ -85,7 +85,7 @@ pub const CONFIG_RELOAD_FAILED: &str = "xaas_config_reload_failed";
 /// Gauge: the state store's size on disk, in bytes (SQLite: the file; `kind="free"`: the
 /// part of it that is free pages, reused before the file grows).
 pub const STATE_SIZE_BYTES: &str = "xaas_state_size_bytes";
-/// Counter, labelled `kind` (`runs`, `decisions`, `events`): history rows pruned.
+/// Counter, labelled `kind` (`runs`, `decisions`, `events`, `signatures`): history rows pruned.
 pub const STATE_PRUNED_TOTAL: &str = "xaas_state_pruned_total";
 /// Gauge, labelled `job`: 1 while the job is quarantined (its schedule backs off).
 pub const JOB_QUARANTINED: &str = "xaas_job_quarantined";
@@ -344,8 +344,14 @@ pub fn state_size(bytes: u64, free: u64) {
 }
 
 /// History rows one pruning pass removed.
-pub fn pruned(runs: u64, decisions: u64, events: u64) {
-    for (kind, n) in [("runs", runs), ("decisions", decisions), ("events", events)] {
+pub fn pruned(p: &crate::state::config::Pruned) {
+    let kinds = [
+        ("runs", p.runs),
+        ("decisions", p.decisions),
+        ("events", p.events),
+        ("signatures", p.signatures),
+    ];
+    for (kind, n) in kinds {
         if n > 0 {
             counter!(STATE_PRUNED_TOTAL, "kind" => kind).increment(n);
         }

@@ -4,7 +4,8 @@
 //! triggers go to random replicas. The lease owner of one source is killed (SIGKILL) mid-run:
 //! its job moves to another replica within the lease time (the takeover time is printed), and
 //! the emulator ends with exactly the source state, no overlapping sessions on any source and
-//! no duplicate externalId in any session.
+//! no duplicate externalId in any session. Then a signed push replayed to another replica is
+//! answered as a duplicate of the first and not imported again.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue as Av;
 use common::config::{self, TestConfig};
 use common::serve::Serve;
-use common::{Person, signed_post};
+use common::{Person, SignedRequest, signed_post};
 use xaas::sim::{SimConfig, SimHandle};
 
 const SOURCE_A: &str = "0oasimaaaaaaaaaaaaa";
@@ -343,5 +344,28 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         survivors.iter().any(|l| l.contains("lease acquired") && l.contains(SOURCE_A)),
         "a survivor took A over"
     );
+
+    // A signed push replayed to another replica: the first event, not applied again.
+    let bases = alive(&replicas);
+    let hire = Person::generate(9000, true);
+    let push = SignedRequest::post("/v1/jobs/hr/records", &hire.json(), true);
+    let (status, first) = push.send(&http, &bases[0]).await;
+    assert_eq!(status, 202, "{first}");
+    let imported = |sim: &SimHandle| {
+        sim.snapshot().users.iter().find(|u| u.external_id == hire.id).map_or(0, |u| u.imports)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while imported(&sim) == 0 {
+        assert!(Instant::now() < deadline, "the last hire did not reach okta");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, again) = push.send(&http, &bases[1]).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["event_id"], &again["duplicate"]),
+        (&first["event_id"], &serde_json::json!(true))
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(imported(&sim), 1, "the replay was not imported again");
     println!("multi-replica test: {} ms", test_started.elapsed().as_millis());
 }

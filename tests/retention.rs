@@ -152,6 +152,7 @@ async fn finished_events_go_after_their_time_and_queued_ones_stay() {
         record_count: 1,
         urgent: false,
         external_ids: vec![format!("u{i}")],
+        signature: None,
     };
     let mut ids = Vec::new();
     for i in 0..5 {

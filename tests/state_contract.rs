@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use xaas::settings::DynamoStateSettings;
 use xaas::state::dynamodb::{Dynamo, DynamoEventStore, DynamoStore};
-use xaas::state::events::{EventStatus, EventStore, NewEvent, Stored};
+use xaas::state::events::{Claim, EventStatus, EventStore, NewEvent, SeenSignature, Stored};
 use xaas::state::sqlite::SqliteStore;
 use xaas::state::{
     Confirmed, Entry, Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
@@ -127,6 +127,7 @@ events_contract!(
     an_idempotency_key_stores_once_per_job,
     appended_events_survive_a_reopen,
     session_activity_is_kept,
+    a_signed_message_is_applied_once_across_reopens_and_routes,
 );
 
 fn now() -> DateTime<Utc> {
@@ -353,6 +354,7 @@ fn event(job: &str, key: Option<&str>, count: u32, urgent: bool) -> NewEvent {
         record_count: count,
         urgent,
         external_ids: Vec::new(),
+        signature: None,
     }
 }
 
@@ -487,7 +489,7 @@ async fn an_idempotency_key_stores_once_per_job(store: EventStore, _: &dyn Fn() 
     let first = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
     assert!(!first.duplicate);
     let again = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
-    assert_eq!(again, Stored { id: first.id.clone(), duplicate: true });
+    assert_eq!(again, Stored::duplicate_of(first.id.clone()));
     let other_job = store.append(event("ad", Some("k1"), 1, false)).await.unwrap();
     assert!(!other_job.duplicate);
     assert_ne!(other_job.id, first.id);
@@ -507,8 +509,83 @@ async fn an_idempotency_key_stores_once_per_job(store: EventStore, _: &dyn Fn() 
     })
     .await;
     let late = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
-    assert_eq!(late, Stored { id: first.id.clone(), duplicate: true });
+    assert_eq!(late, Stored::duplicate_of(first.id.clone()));
     assert_eq!(blocking(move || store.queued_total().unwrap()).await, 2);
+}
+
+fn seen(message: &str, routed: Option<&str>, route: &str) -> SeenSignature {
+    SeenSignature {
+        message: format!("{message}-{}", uuid::Uuid::now_v7()),
+        routed: routed.map(|r| format!("{r}-{}", uuid::Uuid::now_v7())),
+        route: route.into(),
+        expires_at: Utc::now().timestamp() + 300,
+    }
+}
+
+fn signed(job: &str, sig: &SeenSignature) -> NewEvent {
+    NewEvent { signature: Some(sig.clone()), ..event(job, None, 1, false) }
+}
+
+async fn a_signed_message_is_applied_once_across_reopens_and_routes(
+    store: EventStore,
+    reopen: &dyn Fn() -> EventStore,
+) {
+    const HR: &str = "POST /v1/jobs/hr/records";
+    let v1 = seen("m", None, HR);
+    let first = store.append(signed("hr", &v1)).await.unwrap();
+    assert_eq!(first, Stored::new(first.id.clone()));
+    // After a restart, or on another replica: the first event, nothing stored again.
+    let other = reopen();
+    let again = other.append(signed("hr", &v1)).await.unwrap();
+    assert_eq!(again, Stored::duplicate_of(first.id.clone()));
+    // The same v1 message aimed at another route: refused, nothing stored.
+    let aimed = SeenSignature { route: "POST /v1/jobs/ad/records".into(), ..v1.clone() };
+    let aimed = other.append(signed("ad", &aimed)).await.unwrap();
+    assert_eq!(aimed.other_route.as_deref(), Some(HR));
+    assert!(aimed.duplicate && aimed.id.is_empty());
+    // v2 signed for another route: another message; its v1 form stays the first route's.
+    let v2_ad = SeenSignature {
+        routed: Some(format!("r-{}", uuid::Uuid::now_v7())),
+        route: "POST /v1/jobs/ad/records".into(),
+        ..v1.clone()
+    };
+    let ad = other.append(signed("ad", &v2_ad)).await.unwrap();
+    assert!(!ad.duplicate && ad.other_route.is_none());
+    assert_eq!(other.append(signed("ad", &v2_ad)).await.unwrap(), Stored::duplicate_of(ad.id));
+    // A v2 request's v1 form, stripped and replayed to its route: a duplicate.
+    let v2_hr = seen("m2", Some("r2"), HR);
+    let stored = store.append(signed("hr", &v2_hr)).await.unwrap();
+    let stripped = SeenSignature { routed: None, ..v2_hr.clone() };
+    assert_eq!(
+        reopen().append(signed("hr", &stripped)).await.unwrap(),
+        Stored::duplicate_of(stored.id)
+    );
+    // Two senders at once with the same bytes: one event, both answered with it.
+    let both = seen("m3", None, HR);
+    let (x, y) = tokio::join!(store.append(signed("hr", &both)), other.append(signed("hr", &both)));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.id, y.id);
+    assert!(x.duplicate != y.duplicate);
+    // An expired record no longer counts (the timestamp check refuses such a message first).
+    let old = SeenSignature { expires_at: Utc::now().timestamp() - 1, ..seen("m4", None, HR) };
+    assert!(!store.append(signed("hr", &old)).await.unwrap().duplicate);
+    assert!(!store.append(signed("hr", &old)).await.unwrap().duplicate);
+    // Triggers store no event: the claim alone.
+    const TRIGGER: &str = "POST /v1/jobs/hr/trigger";
+    let t = seen("t", None, TRIGGER);
+    assert_eq!(store.claim_signature(t.clone()).await.unwrap(), Claim::New);
+    assert_eq!(
+        reopen().claim_signature(t.clone()).await.unwrap(),
+        Claim::Duplicate { event_id: None }
+    );
+    let t_ad = SeenSignature { route: "POST /v1/jobs/ad/trigger".into(), ..t };
+    assert_eq!(
+        store.claim_signature(t_ad).await.unwrap(),
+        Claim::OtherRoute { route: TRIGGER.into() }
+    );
+    // What was stored: first, ad, stored, one of x/y, old twice.
+    let s = store.clone();
+    assert_eq!(blocking(move || s.queued_total().unwrap()).await, 6);
 }
 
 async fn appended_events_survive_a_reopen(store: EventStore, reopen: &dyn Fn() -> EventStore) {

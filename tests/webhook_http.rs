@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use xaas::daemon::auth::sign;
+use xaas::daemon::auth::{sign, sign_v2};
 use xaas::daemon::webhook::{WebhookContext, router};
 use xaas::daemon::{Dispatch, TriggerAck};
 use xaas::settings::Job;
@@ -34,14 +34,14 @@ required: [userName, email, firstName, lastName]
 
 #[derive(Default)]
 struct FakeDispatch {
-    job: Mutex<Option<Arc<Job>>>,
+    jobs: Mutex<Vec<Arc<Job>>>,
     stored: Mutex<Vec<(String, bool)>>,
     triggered: Mutex<Vec<String>>,
 }
 
 impl Dispatch for FakeDispatch {
     fn job(&self, name: &str) -> Option<Arc<Job>> {
-        self.job.lock().unwrap().clone().filter(|j| j.name == name)
+        self.jobs.lock().unwrap().iter().find(|j| j.name == name).cloned()
     }
     fn events_stored(&self, job: &str, urgent: bool) {
         self.stored.lock().unwrap().push((job.to_string(), urgent));
@@ -74,7 +74,9 @@ async fn start(webhook_yaml: &str) -> Server {
     });
     let webhook = settings.serve.webhook.clone().expect("serve.webhook is set");
     let dispatch = Arc::new(FakeDispatch::default());
-    *dispatch.job.lock().unwrap() = Some(Arc::new(settings.jobs[0].clone()));
+    // `hr`, and `payroll`: the same job under another name.
+    let payroll = xaas::settings::Job { name: "payroll".into(), ..settings.jobs[0].clone() };
+    *dispatch.jobs.lock().unwrap() = vec![Arc::new(settings.jobs[0].clone()), Arc::new(payroll)];
     let events = EventStore::open(&dir.path().join("xaas-state.db")).unwrap();
     let ctx = WebhookContext::fixed(dispatch.clone(), events.clone(), webhook);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,10 +240,78 @@ async fn bad_signatures_old_timestamps_replays_and_big_bodies_store_nothing() {
 
     let r = s.post_signed(path, &body, SECRET, now, &[]).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let first: Value = r.json().await.unwrap();
+    // The same signed bytes again: the first event, not applied again.
     let r = s.post_signed(path, &body, SECRET, now, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(error_of(r).await, "replayed request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!((&again["event_id"], &again["duplicate"]), (&first["event_id"], &json!(true)));
     assert_eq!(s.stored(), 1);
+    assert_eq!(s.dispatch.stored.lock().unwrap().len(), 1, "dispatched once");
+}
+
+#[tokio::test]
+async fn v2_signatures_cover_the_path_and_v1_can_be_refused() {
+    let s = start(&format!(
+        "{HMAC}      require_v2: true
+"
+    ))
+    .await;
+    let body = serde_json::to_vec(&json!([person("v1", "true")])).unwrap();
+    let now = Utc::now().timestamp();
+    let path = "/v1/jobs/hr/records";
+    let send = |path: &str, signature: String| {
+        s.client
+            .post(format!("{}{path}", s.url))
+            .header("X-Xaas-Timestamp", now.to_string())
+            .header("X-Xaas-Signature", signature)
+            .body(body.clone())
+            .send()
+    };
+    let r = send(path, sign(SECRET.as_bytes(), now, &body)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(error_of(r).await.starts_with("a v2 signature is required"));
+    let v2 = sign_v2(SECRET.as_bytes(), now, "POST", path, &body);
+    let r = send("/v1/jobs/payroll/records", v2.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "signed for another path");
+    assert_eq!(
+        error_of(r).await,
+        "v2 signature does not match (it covers the method and the path too)"
+    );
+    assert_eq!(s.stored(), 0);
+    let r = send(path, v2.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = send(path, v2).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a repeat is a duplicate");
+    assert_eq!(s.stored(), 1);
+}
+
+#[tokio::test]
+async fn a_v1_message_sent_to_another_route_is_refused_with_409() {
+    let s = start(HMAC).await;
+    let body = serde_json::to_vec(&json!([person("w1", "true")])).unwrap();
+    let now = Utc::now().timestamp();
+    let r = s.post_signed("/v1/jobs/hr/records", &body, SECRET, now, &[]).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // The same v1-signed bytes aimed at another job: a v1 signature does not cover the path.
+    let r = s.post_signed("/v1/jobs/payroll/records", &body, SECRET, now, &[]).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let msg = error_of(r).await;
+    assert!(msg.contains("already accepted on `POST /v1/jobs/hr/records`"), "{msg}");
+    assert_eq!(s.stored(), 1);
+    // Signed with v2 for that job, the same body is another message: stored.
+    let v2 = sign_v2(SECRET.as_bytes(), now, "POST", "/v1/jobs/payroll/records", &body);
+    let r = s
+        .client
+        .post(format!("{}/v1/jobs/payroll/records", s.url))
+        .header("X-Xaas-Timestamp", now.to_string())
+        .header("X-Xaas-Signature", v2)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(s.stored(), 2);
 }
 
 #[tokio::test]
@@ -346,10 +416,12 @@ async fn the_second_rotation_secret_is_accepted_and_trigger_works() {
     let ack: Value = r.json().await.unwrap();
     assert_eq!(ack, json!({"status": "queued", "position": 0}));
     assert_eq!(*s.dispatch.triggered.lock().unwrap(), ["hr"]);
-    // The same signed trigger again is a replay.
+    // The same signed trigger again is a duplicate: answered, not run twice.
     let r = s.post_signed("/v1/jobs/hr/trigger", b"", NEXT_SECRET, now, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(error_of(r).await, "replayed request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(ack, json!({"status": "duplicate", "duplicate": true}));
+    assert_eq!(*s.dispatch.triggered.lock().unwrap(), ["hr"]);
 }
 
 #[tokio::test]

@@ -4,24 +4,31 @@
 //!
 //! ```text
 //! X-Xaas-Timestamp: 1767225600
-//! X-Xaas-Signature: v1=5f2b…(64 hex digits)
+//! X-Xaas-Signature: v2=5f2b…(64 hex digits)
 //! ```
 //!
-//! The signature is `hex(HMAC-SHA256(secret, "{timestamp}.{raw body}"))` ([`sign`]). Several
-//! comma-separated `v1=` values may be sent (a sender signing with both secrets during a
-//! rotation); the request is accepted when any configured secret matches any of them. Every
-//! comparison is constant-time (`Mac::verify_slice`).
+//! Two signature versions ([`sign_v2`], [`sign`]):
 //!
-//! Two more checks make a captured request useless to replay: the timestamp must be within the
-//! replay window of our clock, and a signed message accepted once is refused for as long as
-//! its timestamp stays in that window ([`ReplayCache`]). The cache is keyed by a SHA-256 of the
-//! signed message rather than by the `v1` value that matched, so resending a request with only
-//! its second-secret signature is still caught.
+//! - `v2=hex(HMAC-SHA256(secret, "{timestamp}\n{METHOD}\n{path}\n{raw body}"))`: covers the
+//!   method and the path as well (the path the daemon receives, without the query), so a
+//!   captured request cannot be aimed at another route.
+//! - `v1=hex(HMAC-SHA256(secret, "{timestamp}.{raw body}"))`: the first scheme, accepted unless
+//!   `require_v2: true`.
+//!
+//! Several comma-separated values may be sent (both versions, or a sender signing with both
+//! secrets during a rotation). When any `v2=` value is present, a `v2=` value must match: one
+//! tampered path fails even if a `v1=` value is also there. Every comparison is constant-time
+//! (`Mac::verify_slice`).
+//!
+//! A timestamp outside the replay window of our clock is refused. Within it, a signed message
+//! accepted once is remembered in the state store by its fingerprints ([`Verified`]), so its
+//! repeat is answered as a duplicate of the first, after a restart and on any replica
+//! (`crate::state::events::SeenSignature`). The fingerprints are digests of what was signed,
+//! not of the `v1`/`v2` values, so resending a request with only its second-secret signature
+//! is still recognised.
 //!
 //! Everything here is pure (the clock is an argument), so it is unit- and property-tested
 //! without a server.
-
-use std::collections::{HashMap, VecDeque};
 
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -31,10 +38,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The header carrying the signing time, in unix seconds.
 pub const TIMESTAMP_HEADER: &str = "x-xaas-timestamp";
-/// The header carrying `v1=<hex>` signatures.
+/// The header carrying `v2=<hex>` and `v1=<hex>` signatures.
 pub const SIGNATURE_HEADER: &str = "x-xaas-signature";
 
-/// At most this many `v1=` values are tried, so a huge header costs bounded work.
+/// At most this many signature values are tried, so a huge header costs bounded work.
 const MAX_SIGNATURES: usize = 8;
 
 /// Why a request was not authenticated. The message is what the 401 body says: it names the
@@ -47,14 +54,18 @@ pub enum AuthError {
     MissingTimestamp,
     #[error("garbled timestamp: X-Xaas-Timestamp must be the unix time in seconds")]
     GarbledTimestamp,
-    #[error("garbled signature: X-Xaas-Signature must be `v1=<64 hex digits>`")]
+    #[error("garbled signature: X-Xaas-Signature must be `v2=<64 hex digits>` (or `v1=`)")]
     GarbledSignature,
+    #[error(
+        "a v2 signature is required (serve.webhook.auth.require_v2): sign \"{{timestamp}}\\n{{METHOD}}\\n{{path}}\\n{{body}}\" and send `v2=<hex>`"
+    )]
+    V2Required,
     #[error("timestamp outside the {0} window")]
     Expired(String),
     #[error("signature does not match")]
     Mismatch,
-    #[error("replayed request")]
-    Replayed,
+    #[error("v2 signature does not match (it covers the method and the path too)")]
+    MismatchV2,
     #[error("missing bearer token: send `Authorization: Bearer <token>`")]
     MissingToken,
     #[error("bearer token does not match")]
@@ -67,32 +78,78 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
-fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
+/// The `v2=<hex>` value for a request to `method path` with `body`, signed at `timestamp`.
+pub fn sign_v2(secret: &[u8], timestamp: i64, method: &str, path: &str, body: &[u8]) -> String {
+    let mac = mac_v2(secret, timestamp, method, path, body);
+    format!("v2={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn keyed(secret: &[u8]) -> HmacSha256 {
     // Any key length is valid for HMAC; `new_from_slice` cannot fail here.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
+    <HmacSha256 as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"))
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
+    let mut mac = keyed(secret);
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     mac
 }
 
-/// A signed request's headers, as received (`None` when absent or not visible ASCII).
+/// `"{timestamp}\n{METHOD}\n{path}\n{body}"`: newlines cannot occur in a method or a path,
+/// so no two requests sign the same bytes.
+fn mac_v2(secret: &[u8], timestamp: i64, method: &str, path: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = keyed(secret);
+    for part in [timestamp.to_string().as_bytes(), method.as_bytes(), path.as_bytes()] {
+        mac.update(part);
+        mac.update(b"\n");
+    }
+    mac.update(body);
+    mac
+}
+
+/// A signed request as received (headers `None` when absent or not visible ASCII).
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
     pub timestamp: Option<&'a str>,
     pub signature: Option<&'a str>,
+    pub method: &'a str,
+    /// The path the daemon received, without the query.
+    pub path: &'a str,
     pub body: &'a [u8],
 }
 
-/// Check a signed request against `secrets` at `now` (unix seconds). On success returns the
-/// key to remember in the [`ReplayCache`] together with the request's timestamp.
+/// What a verified request is known by (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub timestamp: i64,
+    /// The timestamp and the body.
+    pub message: MessageKey,
+    /// The timestamp, method, path and body, when a v2 signature covered them.
+    pub routed: Option<MessageKey>,
+}
+
+/// The decoded 32-byte values of `version` (`"v1="`, `"v2="`) in a signature header.
+fn values(signature: &str, version: &str) -> Vec<Vec<u8>> {
+    signature
+        .split(',')
+        .filter_map(|part| part.trim().strip_prefix(version))
+        .filter_map(|h| hex::decode(h.trim()).ok())
+        .filter(|b| b.len() == 32)
+        .take(MAX_SIGNATURES)
+        .collect()
+}
+
+/// Check a signed request against `secrets` at `now` (unix seconds).
 pub fn verify_hmac(
     secrets: &[SecretString],
     window_secs: u64,
+    require_v2: bool,
     req: Signed<'_>,
     now: i64,
-) -> Result<(MessageKey, i64), AuthError> {
+) -> Result<Verified, AuthError> {
     let signature = req.signature.map(str::trim).filter(|s| !s.is_empty());
     let Some(signature) = signature else { return Err(AuthError::MissingSignature) };
     let Some(ts) = req.timestamp.map(str::trim) else { return Err(AuthError::MissingTimestamp) };
@@ -100,28 +157,43 @@ pub fn verify_hmac(
         Ok(t) if ts.bytes().all(|b| b.is_ascii_digit()) => t,
         _ => return Err(AuthError::GarbledTimestamp),
     };
-    let candidates: Vec<Vec<u8>> = signature
-        .split(',')
-        .filter_map(|part| part.trim().strip_prefix("v1="))
-        .filter_map(|h| hex::decode(h.trim()).ok())
-        .filter(|b| b.len() == 32)
-        .take(MAX_SIGNATURES)
-        .collect();
-    if candidates.is_empty() {
+    let (v2, v1) = (values(signature, "v2="), values(signature, "v1="));
+    if v2.is_empty() && v1.is_empty() {
         return Err(AuthError::GarbledSignature);
+    }
+    if v2.is_empty() && require_v2 {
+        return Err(AuthError::V2Required);
     }
     let window = i64::try_from(window_secs).unwrap_or(i64::MAX);
     if now.checked_sub(timestamp).is_none_or(|d| d.checked_abs().is_none_or(|d| d > window)) {
         return Err(AuthError::Expired(describe_window(window_secs)));
     }
+    let message = MessageKey::of(timestamp, req.body);
+    if !v2.is_empty() {
+        let matched = secrets.iter().any(|secret| {
+            let mac = mac_v2(
+                secret.expose_secret().as_bytes(),
+                timestamp,
+                req.method,
+                req.path,
+                req.body,
+            );
+            v2.iter().any(|c| mac.clone().verify_slice(c).is_ok())
+        });
+        if !matched {
+            return Err(AuthError::MismatchV2);
+        }
+        let routed = message.scoped(&format!("{} {}", req.method, req.path));
+        return Ok(Verified { timestamp, message, routed: Some(routed) });
+    }
     let matched = secrets.iter().any(|secret| {
         let mac = mac(secret.expose_secret().as_bytes(), timestamp, req.body);
-        candidates.iter().any(|c| mac.clone().verify_slice(c).is_ok())
+        v1.iter().any(|c| mac.clone().verify_slice(c).is_ok())
     });
     if !matched {
         return Err(AuthError::Mismatch);
     }
-    Ok((MessageKey::of(timestamp, req.body), timestamp))
+    Ok(Verified { timestamp, message, routed: None })
 }
 
 /// "5-minute", "90-second": how the replay window reads in an error.
@@ -141,8 +213,7 @@ pub fn verify_bearer(token: &SecretString, authorization: Option<&str>) -> Resul
     // Both sides go through the same keyed MAC, so the comparison is fixed-length and
     // constant-time whatever the token lengths (`CtOutput` compares with `subtle`).
     let digest = |t: &str| {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(b"xaas bearer comparison")
-            .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
+        let mut m = keyed(b"xaas bearer comparison");
         m.update(t.as_bytes());
         m.finalize()
     };
@@ -168,87 +239,17 @@ impl MessageKey {
         Self(h.finalize().into())
     }
 
+    /// Lower-case hex, as the state store keeps it.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
     fn of(timestamp: i64, body: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(timestamp.to_string().as_bytes());
         h.update(b".");
         h.update(body);
         Self(h.finalize().into())
-    }
-}
-
-/// Signed messages accepted within the replay window, bounded in memory.
-///
-/// Entries leave once their timestamp is older than the window (the timestamp check refuses
-/// them from then on anyway). Above `capacity` the oldest accepted entry goes first: replaying
-/// it would then need `capacity` newer signed requests inside one window, far beyond the
-/// per-client rate limit.
-#[derive(Debug)]
-pub struct ReplayCache {
-    seen: HashMap<MessageKey, i64>,
-    /// Insertion order, for eviction.
-    order: VecDeque<(MessageKey, i64)>,
-    capacity: usize,
-}
-
-impl ReplayCache {
-    pub fn new(capacity: usize) -> Self {
-        Self { seen: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
-    }
-
-    /// Remember `key` (signed at `timestamp`); `Err(Replayed)` when it was already there.
-    pub fn insert(
-        &mut self,
-        key: MessageKey,
-        timestamp: i64,
-        now: i64,
-        window_secs: u64,
-    ) -> Result<(), AuthError> {
-        self.evict(now, window_secs);
-        if self.seen.contains_key(&key) {
-            return Err(AuthError::Replayed);
-        }
-        while self.seen.len() >= self.capacity {
-            let Some((old, _)) = self.order.pop_front() else { break };
-            self.seen.remove(&old);
-        }
-        self.seen.insert(key, timestamp);
-        self.order.push_back((key, timestamp));
-        Ok(())
-    }
-
-    /// Forget `key`: the request was authenticated but not acted on (the event could not be
-    /// stored), so the sender may retry it as it is.
-    pub fn forget(&mut self, key: &MessageKey) {
-        self.seen.remove(key);
-        // Its `order` entry stays until evicted; `evict` skips keys no longer in `seen`.
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-
-    fn evict(&mut self, now: i64, window_secs: u64) {
-        let window = i64::try_from(window_secs).unwrap_or(i64::MAX);
-        let oldest_valid = now.saturating_sub(window);
-        // Insertion order is nearly timestamp order (clocks differ by at most the window), so
-        // scanning from the front until a recent entry is enough.
-        while let Some((key, ts)) = self.order.front().copied() {
-            // Forgotten (or re-inserted later) entries leave their old `order` slot behind.
-            let gone = self.seen.get(&key) != Some(&ts);
-            if ts < oldest_valid || gone {
-                self.order.pop_front();
-                if !gone {
-                    self.seen.remove(&key);
-                }
-            } else {
-                break;
-            }
-        }
     }
 }
 
@@ -263,8 +264,20 @@ mod tests {
         s.iter().map(|s| SecretString::from(s.to_string())).collect()
     }
 
+    const PATH: &str = "/v1/jobs/hr/records";
+
     fn req<'a>(ts: &'a str, sig: &'a str, body: &'a [u8]) -> Signed<'a> {
-        Signed { timestamp: Some(ts), signature: Some(sig), body }
+        Signed { timestamp: Some(ts), signature: Some(sig), method: "POST", path: PATH, body }
+    }
+
+    /// v1 accepted (`require_v2: false`).
+    fn verify(
+        s: &[SecretString],
+        window: u64,
+        r: Signed<'_>,
+        now: i64,
+    ) -> Result<Verified, AuthError> {
+        verify_hmac(s, window, false, r, now)
     }
 
     #[test]
@@ -272,7 +285,7 @@ mod tests {
         let sig = sign(b"k1", NOW, b"[{}]");
         assert!(sig.starts_with("v1=") && sig.len() == 3 + 64);
         let ts = NOW.to_string();
-        assert!(verify_hmac(&secrets(&["k1"]), 300, req(&ts, &sig, b"[{}]"), NOW + 299).is_ok());
+        assert!(verify(&secrets(&["k1"]), 300, req(&ts, &sig, b"[{}]"), NOW + 299).is_ok());
     }
 
     #[test]
@@ -280,23 +293,23 @@ mod tests {
         let s = secrets(&["k1"]);
         let ts = NOW.to_string();
         let sig = sign(b"k1", NOW, b"body");
-        let none = Signed { timestamp: Some(&ts), signature: None, body: b"body" };
-        assert_eq!(verify_hmac(&s, 300, none, NOW), Err(AuthError::MissingSignature));
-        let no_ts = Signed { timestamp: None, signature: Some(&sig), body: b"body" };
-        assert_eq!(verify_hmac(&s, 300, no_ts, NOW), Err(AuthError::MissingTimestamp));
+        let none = Signed { signature: None, ..req(&ts, &sig, b"body") };
+        assert_eq!(verify(&s, 300, none, NOW), Err(AuthError::MissingSignature));
+        let no_ts = Signed { timestamp: None, ..req(&ts, &sig, b"body") };
+        assert_eq!(verify(&s, 300, no_ts, NOW), Err(AuthError::MissingTimestamp));
         assert_eq!(
-            verify_hmac(&s, 300, req("-5", &sig, b"body"), NOW),
+            verify(&s, 300, req("-5", &sig, b"body"), NOW),
             Err(AuthError::GarbledTimestamp)
         );
         assert_eq!(
-            verify_hmac(&s, 300, req(&ts, "sha256=abc", b"body"), NOW),
+            verify(&s, 300, req(&ts, "sha256=abc", b"body"), NOW),
             Err(AuthError::GarbledSignature)
         );
-        let err = verify_hmac(&s, 300, req(&ts, &sig, b"body"), NOW + 301).unwrap_err();
+        let err = verify(&s, 300, req(&ts, &sig, b"body"), NOW + 301).unwrap_err();
         assert_eq!(err.to_string(), "timestamp outside the 5-minute window");
-        assert_eq!(verify_hmac(&s, 300, req(&ts, &sig, b"bodx"), NOW), Err(AuthError::Mismatch));
+        assert_eq!(verify(&s, 300, req(&ts, &sig, b"bodx"), NOW), Err(AuthError::Mismatch));
         assert_eq!(
-            verify_hmac(&secrets(&["k2"]), 300, req(&ts, &sig, b"body"), NOW),
+            verify(&secrets(&["k2"]), 300, req(&ts, &sig, b"body"), NOW),
             Err(AuthError::Mismatch)
         );
     }
@@ -307,29 +320,58 @@ mod tests {
         let ts = NOW.to_string();
         let old = sign(b"old", NOW, b"x");
         let new = sign(b"new", NOW, b"x");
-        assert!(verify_hmac(&s, 300, req(&ts, &new, b"x"), NOW).is_ok());
+        assert!(verify(&s, 300, req(&ts, &new, b"x"), NOW).is_ok());
         let both = format!("v1=00, {old}, {new}");
-        assert!(verify_hmac(&secrets(&["new"]), 300, req(&ts, &both, b"x"), NOW).is_ok());
+        assert!(verify(&secrets(&["new"]), 300, req(&ts, &both, b"x"), NOW).is_ok());
     }
 
     #[test]
-    fn the_replay_cache_refuses_a_message_twice_and_forgets_old_ones() {
-        let mut cache = ReplayCache::new(10);
+    fn a_message_is_known_by_what_was_signed_not_by_the_signature() {
         let ts = NOW.to_string();
         let s = secrets(&["a", "b"]);
         let both = format!("{},{}", sign(b"a", NOW, b"x"), sign(b"b", NOW, b"x"));
-        let (key, t) = verify_hmac(&s, 300, req(&ts, &both, b"x"), NOW).unwrap();
-        assert!(cache.insert(key, t, NOW, 300).is_ok());
-        // The same message with only its second signature is still a replay.
-        let second = sign(b"b", NOW, b"x");
-        let (key2, _) = verify_hmac(&s, 300, req(&ts, &second, b"x"), NOW).unwrap();
-        assert_eq!(cache.insert(key2, t, NOW + 10, 300), Err(AuthError::Replayed));
-        // Past the window it is evicted (and refused as expired by the timestamp check).
-        let other = MessageKey::of(NOW + 400, b"y");
-        assert!(cache.insert(other, NOW + 400, NOW + 400, 300).is_ok());
-        assert_eq!(cache.len(), 1);
-        cache.forget(&other);
-        assert!(cache.insert(other, NOW + 400, NOW + 400, 300).is_ok());
+        let first = verify(&s, 300, req(&ts, &both, b"x"), NOW).unwrap();
+        // The same message with only its second signature has the same fingerprint.
+        let second = verify(&s, 300, req(&ts, &sign(b"b", NOW, b"x"), b"x"), NOW).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.routed, None);
+        let other = verify(&s, 300, req(&ts, &sign(b"a", NOW, b"y"), b"y"), NOW).unwrap();
+        assert_ne!(first.message, other.message);
+    }
+
+    #[test]
+    fn v2_covers_the_method_and_the_path() {
+        let s = secrets(&["k"]);
+        let ts = NOW.to_string();
+        let v2 = sign_v2(b"k", NOW, "POST", PATH, b"[{}]");
+        assert!(v2.starts_with("v2=") && v2.len() == 3 + 64);
+        let ok = verify_hmac(&s, 300, true, req(&ts, &v2, b"[{}]"), NOW).unwrap();
+        assert!(ok.routed.is_some());
+        // Aimed at another job, or with another method: refused, even with a valid v1 beside.
+        let elsewhere = Signed { path: "/v1/jobs/payroll/records", ..req(&ts, &v2, b"[{}]") };
+        assert_eq!(verify(&s, 300, elsewhere, NOW), Err(AuthError::MismatchV2));
+        let both = format!("{v2},{}", sign(b"k", NOW, b"[{}]"));
+        let elsewhere = Signed { path: "/v1/jobs/payroll/records", ..req(&ts, &both, b"[{}]") };
+        assert_eq!(verify(&s, 300, elsewhere, NOW), Err(AuthError::MismatchV2));
+        let put = Signed { method: "PUT", ..req(&ts, &v2, b"[{}]") };
+        assert_eq!(verify(&s, 300, put, NOW), Err(AuthError::MismatchV2));
+        // The same body signed for two routes: two routed fingerprints, one message.
+        let other = sign_v2(b"k", NOW, "POST", "/v1/jobs/payroll/records", b"[{}]");
+        let there = Signed { path: "/v1/jobs/payroll/records", ..req(&ts, &other, b"[{}]") };
+        let there = verify(&s, 300, there, NOW).unwrap();
+        assert_ne!(there.routed, ok.routed);
+        assert_eq!(there.message, ok.message);
+        // v1 alone: accepted unless v2 is required.
+        let v1 = sign(b"k", NOW, b"[{}]");
+        assert!(verify(&s, 300, req(&ts, &v1, b"[{}]"), NOW).is_ok());
+        assert_eq!(
+            verify_hmac(&s, 300, true, req(&ts, &v1, b"[{}]"), NOW),
+            Err(AuthError::V2Required)
+        );
+        // The path and the body cannot trade bytes: newlines separate them.
+        let a = sign_v2(b"k", NOW, "POST", "/a.b", b"c");
+        let b = sign_v2(b"k", NOW, "POST", "/a", b"b.c");
+        assert_ne!(a, b);
     }
 
     #[test]
@@ -337,15 +379,6 @@ mod tests {
         let k = MessageKey::of(NOW, b"");
         assert_ne!(k.scoped("POST /v1/jobs/a/trigger"), k.scoped("POST /v1/jobs/b/trigger"));
         assert_eq!(k.scoped("x"), MessageKey::of(NOW, b"").scoped("x"));
-    }
-
-    #[test]
-    fn the_replay_cache_is_bounded() {
-        let mut cache = ReplayCache::new(3);
-        for i in 0..10 {
-            cache.insert(MessageKey::of(NOW, &[i]), NOW, NOW, 300).unwrap();
-        }
-        assert_eq!(cache.len(), 3);
     }
 
     #[test]
@@ -362,18 +395,22 @@ mod tests {
         #[test]
         fn verification_never_panics(
             ts in proptest::option::of(".{0,24}"),
-            sig in proptest::option::of("(v1=[0-9a-f]{0,70},? ?){0,3}|.{0,80}"),
+            sig in proptest::option::of("(v[12]=[0-9a-f]{0,70},? ?){0,3}|.{0,80}"),
             body in proptest::collection::vec(any::<u8>(), 0..64),
             now in any::<i64>(),
             window in any::<u64>(),
             auth in proptest::option::of(".{0,40}"),
         ) {
             let s = secrets(&["k"]);
-            let r = Signed { timestamp: ts.as_deref(), signature: sig.as_deref(), body: &body };
-            if let Ok((key, t)) = verify_hmac(&s, window, r, now) {
-                let mut cache = ReplayCache::new(4);
-                let _ = cache.insert(key, t, now, window);
-            }
+            let r = Signed {
+                timestamp: ts.as_deref(),
+                signature: sig.as_deref(),
+                method: "POST",
+                path: PATH,
+                body: &body,
+            };
+            let _ = verify_hmac(&s, window, true, r, now);
+            let _ = verify_hmac(&s, window, false, r, now);
             let _ = verify_bearer(&SecretString::from("k".to_string()), auth.as_deref());
         }
 
@@ -382,9 +419,11 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..256),
             skew in -300i64..=300,
         ) {
-            let sig = sign(b"k", NOW, &body);
             let ts = NOW.to_string();
-            prop_assert!(verify_hmac(&secrets(&["k"]), 300, req(&ts, &sig, &body), NOW + skew).is_ok());
+            let sig = sign(b"k", NOW, &body);
+            prop_assert!(verify(&secrets(&["k"]), 300, req(&ts, &sig, &body), NOW + skew).is_ok());
+            let sig = sign_v2(b"k", NOW, "POST", PATH, &body);
+            prop_assert!(verify_hmac(&secrets(&["k"]), 300, true, req(&ts, &sig, &body), NOW + skew).is_ok());
         }
     }
 }

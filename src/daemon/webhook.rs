@@ -19,13 +19,15 @@
 //! record's values: a mapping rejection's reason has every value taken from the record
 //! replaced by `<value>`.
 //!
-//! Replays: a signed push or trigger is accepted once (the replay cache remembers the signed
-//! message; for an empty body, which is the same message on every route, together with its
-//! route, so triggering two jobs within one second works). Reads (`GET /v1/events/{id}`) have
-//! no effect to repeat and skip the replay check, so a client may poll. The signature covers
-//! the timestamp and the body but not the method or the path (the agreed v1 scheme), so within
-//! the replay window a captured signed request could be sent once to another route; covering
-//! them would take a `v2=` signature.
+//! Replays: a signed push or trigger is applied once. Its fingerprints ([`auth::Verified`])
+//! are stored with the event, in the same transaction, until its timestamp leaves the replay
+//! window (`crate::state::events::SeenSignature`), so the same signed request sent again (by
+//! an attacker, by a sender's retry, or by two senders pushing the same record in the same
+//! second) gets 200 with the first event's id and `"duplicate": true`, after a restart and on
+//! any replica. A `v1=` signature does not cover the path: its message seen on another route
+//! gets 409 and is not applied. A sender who means to apply the same content twice within the
+//! window sends a distinct `Idempotency-Key` (or timestamp). Reads (`GET /v1/events/{id}`) have
+//! no effect to repeat and are not remembered, so a client may poll.
 //!
 //! # Reloading
 //!
@@ -41,7 +43,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,17 +55,14 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use super::Dispatch;
-use super::auth::{self, AuthError, MessageKey, ReplayCache, Signed};
+use super::auth::{self, AuthError, Signed};
 use crate::mapping::{Mapped, Origin, Record};
 use crate::settings::webhook::{WebhookAuth, WebhookSettings};
-use crate::state::events::{EventStore, NewEvent};
+use crate::state::events::{Claim, EventStore, NewEvent, SeenSignature};
 use crate::telemetry;
 
 /// The longest `Idempotency-Key` accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
-
-/// Signed messages remembered at most (see [`ReplayCache`]).
-const REPLAY_CACHE_CAPACITY: usize = 200_000;
 
 /// Requests mapped on the async worker; bigger ones are mapped on a blocking thread so a
 /// 10,000-record push does not stall other requests.
@@ -97,12 +96,7 @@ impl WebhookContext {
 /// The webhook's routes. Serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limit is per client IP.
 pub fn router(ctx: WebhookContext) -> Router {
-    let app = Arc::new(App {
-        ctx,
-        replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAPACITY)),
-        limiter: Mutex::new(None),
-        checks: AtomicU64::new(0),
-    });
+    let app = Arc::new(App { ctx, limiter: Mutex::new(None), checks: AtomicU64::new(0) });
     Router::new()
         .route("/v1/jobs/{job}/records", post(push_records))
         .route("/v1/jobs/{job}/trigger", post(trigger))
@@ -112,7 +106,6 @@ pub fn router(ctx: WebhookContext) -> Router {
 
 struct App {
     ctx: WebhookContext,
-    replay: Mutex<ReplayCache>,
     /// Built from the settings on first use, rebuilt when the limits change.
     limiter: Mutex<Option<ClientLimiter>>,
     checks: AtomicU64,
@@ -196,42 +189,33 @@ impl App {
         }
     }
 
-    /// Check the caller; for HMAC, returns the message to forget if the request is not acted
-    /// on after all. `route` is `None` for reads, which skip the replay check.
+    /// Check the caller; for a signed request that has an effect (`route`: method and path;
+    /// `None` for reads), returns the fingerprints to remember with it.
     fn authenticate(
         &self,
         settings: &WebhookSettings,
         headers: &HeaderMap,
         body: &[u8],
         client: IpAddr,
-        route: Option<&str>,
-    ) -> Result<Option<MessageKey>, Refusal> {
+        route: Option<&Route<'_>>,
+    ) -> Result<Option<SeenSignature>, Refusal> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let result = match &settings.auth {
             WebhookAuth::Bearer { token } => {
                 auth::verify_bearer(token, text(header::AUTHORIZATION.as_str())).map(|()| None)
             }
-            WebhookAuth::Hmac { secrets, replay_window } => {
+            WebhookAuth::Hmac { secrets, replay_window, require_v2 } => {
                 let window = replay_window.as_secs();
-                let now = Utc::now().timestamp();
                 let signed = Signed {
                     timestamp: text(auth::TIMESTAMP_HEADER),
                     signature: text(auth::SIGNATURE_HEADER),
+                    method: route.map_or("GET", |r| r.method),
+                    path: route.map_or("", |r| r.path),
                     body,
                 };
-                auth::verify_hmac(secrets, window, signed, now).and_then(|(key, ts)| {
-                    let Some(route) = route else { return Ok(None) };
-                    // A trigger's body means nothing, so `{}` signed in one second is the
-                    // same message for every job: tell them apart by route. A push body is
-                    // replay-checked across routes (stricter).
-                    let key = if body.is_empty() || route.ends_with("/trigger") {
-                        key.scoped(route)
-                    } else {
-                        key
-                    };
-                    let mut cache = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
-                    cache.insert(key, ts, now, window).map(|()| Some(key))
-                })
+                let now = Utc::now().timestamp();
+                auth::verify_hmac(secrets, window, *require_v2, signed, now)
+                    .map(|v| route.map(|r| r.fingerprints(&v, body, window)))
             }
         };
         result.map_err(|e| {
@@ -244,12 +228,6 @@ impl App {
         })
     }
 
-    fn forget(&self, key: Option<MessageKey>) {
-        if let Some(key) = key {
-            self.replay.lock().unwrap_or_else(PoisonError::into_inner).forget(&key);
-        }
-    }
-
     /// Rate limit, body limit and authentication, in that order (`route`: see
     /// [`Self::authenticate`]).
     async fn gate(
@@ -257,14 +235,56 @@ impl App {
         client: IpAddr,
         headers: &HeaderMap,
         body: Body,
-        route: Option<&str>,
-    ) -> Result<(Arc<WebhookSettings>, Bytes, Option<MessageKey>), Refusal> {
+        route: Option<&Route<'_>>,
+    ) -> Result<(Arc<WebhookSettings>, Bytes, Option<SeenSignature>), Refusal> {
         let settings = self.settings();
         self.rate_limit(client, &settings)?;
         let body = read_body(body, headers, settings.max_body_bytes).await?;
-        let key = self.authenticate(&settings, headers, &body, client, route)?;
-        Ok((settings, body, key))
+        let sig = self.authenticate(&settings, headers, &body, client, route)?;
+        Ok((settings, body, sig))
     }
+}
+
+/// A request with an effect: its method and the path the daemon received.
+struct Route<'a> {
+    method: &'a str,
+    path: &'a str,
+    /// A trigger's body means nothing: `{}` signed in one second is the same message for every
+    /// job, so its message is told apart by route (as an empty body's is).
+    bodiless: bool,
+}
+
+impl Route<'_> {
+    fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// What the state remembers of the verified request `v` (see
+    /// [`crate::state::events::SeenSignature`]).
+    fn fingerprints(&self, v: &auth::Verified, body: &[u8], window_secs: u64) -> SeenSignature {
+        let route = self.name();
+        let message =
+            if body.is_empty() || self.bodiless { v.message.scoped(&route) } else { v.message };
+        // The timestamp check accepts it until `timestamp + window`.
+        let window = i64::try_from(window_secs).unwrap_or(i64::MAX);
+        SeenSignature {
+            message: message.hex(),
+            routed: v.routed.map(|k| k.hex()),
+            route,
+            expires_at: v.timestamp.saturating_add(window).saturating_add(1),
+        }
+    }
+}
+
+/// 409: the signed message was accepted on another route (a v1 signature does not cover it).
+fn seen_elsewhere(route: &str) -> Refusal {
+    tracing::warn!(first_route = route, "signed webhook message repeated on another route");
+    Refusal::new(
+        StatusCode::CONFLICT,
+        format!(
+            "this signed message was already accepted on `{route}` and is not applied again; a v1 signature does not cover the path: sign with v2 to send the same body to several routes"
+        ),
+    )
 }
 
 /// The body, refused with 413 past `max` bytes (early when `Content-Length` says so).
@@ -447,21 +467,18 @@ async fn push_records(
     State(app): State<Arc<App>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(job): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
     let client = client.ip();
-    let route = format!("POST /v1/jobs/{job}/records");
+    let route = Route { method: "POST", path: uri.path(), bodiless: false };
     let response = match app.gate(client, &headers, body, Some(&route)).await {
         Err(r) => r.into_response(),
-        Ok((settings, body, key)) => {
-            let outcome = accept_records(&app, &settings, &job, &headers, &body).await;
-            if outcome.as_ref().is_err_and(|r| r.status.is_server_error()) {
-                // Nothing was stored: let the sender retry the very same signed request.
-                app.forget(key);
-            }
-            finish(outcome)
+        // A failure stores nothing, the signature included: the sender may retry as it is.
+        Ok((settings, body, sig)) => {
+            finish(accept_records(&app, &settings, &job, &headers, &body, sig).await)
         }
     };
     // Labels stay bounded: a configured job name, never the raw path segment.
@@ -479,7 +496,8 @@ fn webhook_outcome(status: StatusCode) -> telemetry::WebhookOutcome {
         StatusCode::ACCEPTED => W::Accepted,
         // 200 answers a repeat of a stored event (idempotency key) with the first one's id.
         StatusCode::OK => W::Duplicate,
-        StatusCode::UNAUTHORIZED => W::RejectedAuth,
+        // 409: a signed message repeated on another route (a replay, not applied).
+        StatusCode::UNAUTHORIZED | StatusCode::CONFLICT => W::RejectedAuth,
         StatusCode::TOO_MANY_REQUESTS => W::RateLimited,
         StatusCode::UNPROCESSABLE_ENTITY => W::RejectedMapping,
         s if s.is_server_error() => W::Failed,
@@ -493,6 +511,7 @@ async fn accept_records(
     job_name: &str,
     headers: &HeaderMap,
     body: &[u8],
+    signature: Option<SeenSignature>,
 ) -> Outcome {
     let idempotency_key = idempotency_key(headers)?;
     let records = parse_records(body, settings.max_records_per_request)?;
@@ -543,6 +562,7 @@ async fn accept_records(
             record_count: u32::try_from(count).unwrap_or(u32::MAX),
             urgent: mapped.urgent,
             external_ids: mapped.external_ids.clone(),
+            signature,
         })
         .await
         .map_err(|e| {
@@ -554,8 +574,11 @@ async fn accept_records(
         })?;
     let location = HeaderValue::from_str(&format!("/v1/events/{}", stored.id))
         .unwrap_or_else(|_| HeaderValue::from_static("/v1/events"));
+    if let Some(route) = &stored.other_route {
+        return Err(seen_elsewhere(route));
+    }
     if stored.duplicate {
-        tracing::info!(job = job_name, event = %stored.id, "webhook retry de-duplicated");
+        tracing::info!(job = job_name, event = %stored.id, "webhook repeat de-duplicated");
         let status = app
             .ctx
             .events
@@ -595,15 +618,36 @@ async fn trigger(
     State(app): State<Arc<App>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(job): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let route = format!("POST /v1/jobs/{job}/trigger");
-    if let Err(r) = app.gate(client.ip(), &headers, body, Some(&route)).await {
-        return r.into_response();
-    }
+    let route = Route { method: "POST", path: uri.path(), bodiless: true };
+    let sig = match app.gate(client.ip(), &headers, body, Some(&route)).await {
+        Err(r) => return r.into_response(),
+        Ok((_, _, sig)) => sig,
+    };
     if app.ctx.dispatch.job(&job).is_none() {
         return Refusal::new(StatusCode::NOT_FOUND, no_such_job(&app, &job)).into_response();
+    }
+    if let Some(sig) = sig {
+        match app.ctx.events.claim_signature(sig).await {
+            Ok(Claim::New) => {}
+            Ok(Claim::Duplicate { .. }) => {
+                tracing::info!(job = %job, "webhook trigger repeat de-duplicated");
+                let body = json!({"status": "duplicate", "duplicate": true});
+                return (StatusCode::OK, axum::Json(body)).into_response();
+            }
+            Ok(Claim::OtherRoute { route }) => return seen_elsewhere(&route).into_response(),
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "cannot record a webhook trigger");
+                return Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the trigger could not be recorded; retry later",
+                )
+                .into_response();
+            }
+        }
     }
     let ack = app.ctx.dispatch.trigger(&job);
     tracing::info!(job = %job, status = ack.status, position = ack.position, "webhook trigger");

@@ -9,6 +9,7 @@
 //!         - env: XAAS_WEBHOOK_SECRET
 //!         - file: /run/secrets/webhook-next
 //!       replay_window_secs: 300
+//!       require_v2: false        # true: refuse v1 signatures (they do not cover the path)
 //!     max_body_bytes: 1048576
 //!     rate_limit_per_second: 50
 //!     rate_limit_burst: 100
@@ -95,7 +96,8 @@ fn default_replay_window_secs() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawWebhookAuth {
-    /// Each request is signed: `X-Xaas-Signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`
+    /// Each request is signed: `X-Xaas-Signature: v2=<hex HMAC-SHA256 of
+    /// "{timestamp}\n{METHOD}\n{path}\n{body}">` (or the older `v1=` of "{timestamp}.{body}")
     /// with `X-Xaas-Timestamp: <unix seconds>`.
     Hmac {
         /// One shared secret, or two while rotating (a request signed with either is
@@ -103,9 +105,12 @@ pub enum RawWebhookAuth {
         #[serde(default)]
         secrets: Vec<RawSecret>,
         /// A request whose timestamp is further than this from the daemon's clock is refused,
-        /// and a request seen once within it is refused as a replay, in seconds.
+        /// and a signed request seen once within it is answered as a duplicate, in seconds.
         #[serde(default = "default_replay_window_secs")]
         replay_window_secs: u64,
+        /// Refuse `v1=` signatures, which do not cover the method and the path.
+        #[serde(default)]
+        require_v2: bool,
     },
     /// `Authorization: Bearer <token>`. Give the token in exactly one of the three places.
     Bearer {
@@ -153,9 +158,11 @@ pub enum WebhookAuth {
     Hmac {
         /// One or two secrets (two while rotating).
         secrets: Vec<SecretString>,
-        /// Timestamps further than this from now are refused; signatures are remembered this
-        /// long to refuse replays.
+        /// Timestamps further than this from now are refused; signed messages are remembered
+        /// this long, so a repeat is answered as a duplicate.
         replay_window: Duration,
+        /// Only `v2=` signatures are accepted.
+        require_v2: bool,
     },
     /// A static bearer token.
     Bearer { token: SecretString },
@@ -179,7 +186,7 @@ pub fn resolve(
             ));
             None
         }
-        Some(RawWebhookAuth::Hmac { secrets, replay_window_secs }) => {
+        Some(RawWebhookAuth::Hmac { secrets, replay_window_secs, require_v2 }) => {
             let at = format!("{key}.auth.secrets");
             if secrets.is_empty() || secrets.len() > 2 {
                 diags.push(index.diag(
@@ -207,6 +214,7 @@ pub fn resolve(
             secrets.map(|secrets| WebhookAuth::Hmac {
                 secrets,
                 replay_window: Duration::from_secs(replay_window_secs),
+                require_v2,
             })
         }
         Some(RawWebhookAuth::Bearer { token, token_file, token_env }) => {
@@ -339,7 +347,8 @@ mod tests {
         assert_eq!(s.rate_limit_per_second.get(), 50);
         assert_eq!(s.rate_limit_burst.get(), 100);
         assert_eq!(s.max_records_per_request, 10_000);
-        let WebhookAuth::Hmac { secrets, replay_window } = &s.auth else { panic!() };
+        let WebhookAuth::Hmac { secrets, replay_window, require_v2 } = &s.auth else { panic!() };
+        assert!(!require_v2);
         assert_eq!(*replay_window, Duration::from_secs(300));
         assert_eq!(secrets.len(), 2);
         let debug = format!("{s:?}");

@@ -45,6 +45,8 @@ pub struct Pruned {
     pub runs: u64,
     pub decisions: u64,
     pub events: u64,
+    /// Seen webhook signatures past their replay window.
+    pub signatures: u64,
     /// Nothing left to prune under the policy (a pass may stop at its row budget first).
     pub done: bool,
 }

@@ -557,7 +557,8 @@ pub fn prune(
         total.runs += pass.runs;
         total.decisions += pass.decisions;
         total.events += pass.events;
-        crate::telemetry::pruned(pass.runs, pass.decisions, pass.events);
+        total.signatures += pass.signatures;
+        crate::telemetry::pruned(&pass);
         if pass.done {
             break;
         }

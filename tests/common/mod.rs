@@ -276,3 +276,46 @@ pub async fn signed_post(
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// A signed request kept as sent, so a test can send the very same bytes again (a replay).
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // not every test binary replays
+pub struct SignedRequest {
+    pub path: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: Vec<u8>,
+}
+
+#[allow(dead_code)]
+impl SignedRequest {
+    /// POST `body` to `path`, signed now with [`WEBHOOK_SECRET`]: `v2=` (method and path
+    /// covered) when `v2`, else `v1=`.
+    pub fn post(path: &str, body: &serde_json::Value, v2: bool) -> Self {
+        use xaas::daemon::auth;
+        let body = serde_json::to_vec(body).unwrap();
+        let timestamp = chrono::Utc::now().timestamp();
+        let secret = WEBHOOK_SECRET.as_bytes();
+        let signature = if v2 {
+            auth::sign_v2(secret, timestamp, "POST", path, &body)
+        } else {
+            auth::sign(secret, timestamp, &body)
+        };
+        Self { path: path.into(), timestamp, signature, body }
+    }
+
+    /// Send it to the daemon at `base` (`http://127.0.0.1:port`); (status, JSON answer).
+    pub async fn send(&self, client: &reqwest::Client, base: &str) -> (u16, serde_json::Value) {
+        let resp = client
+            .post(format!("{base}{}", self.path))
+            .header("content-type", "application/json")
+            .header("x-xaas-timestamp", self.timestamp.to_string())
+            .header("x-xaas-signature", &self.signature)
+            .body(self.body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}

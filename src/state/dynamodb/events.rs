@@ -96,6 +96,114 @@ fn event_id(job: &str, key: Option<&str>) -> String {
     }
 }
 
+/// A repeat found the first event `id`: if that append died between its writes, the event is
+/// queued but has no open item; put it back (the retry is what saves it).
+async fn restore_open(ctx: &Ctx, id: &str) -> Result<(), StateError> {
+    let first = get_item(ctx, &ctx.t.events, key1("id", id)).await?;
+    if let Some(first) = first
+        && get_s(&first, "status").as_deref() == Some("queued")
+    {
+        let repair = ctx
+            .client
+            .put_item()
+            .table_name(&ctx.t.open_events)
+            .set_item(Some(open_item_from(&first)))
+            .condition_expression("attribute_not_exists(job)")
+            .send()
+            .await;
+        if let Err(e) = repair
+            && !condition_failed(&e)
+        {
+            return Err(sdk_err(&ctx.t.open_events, "restore open event", e));
+        }
+    }
+    Ok(())
+}
+
+/// Withdraw an event written by an append that did not go through (best effort).
+async fn delete_event(ctx: &Ctx, id: &str) {
+    let _ = ctx
+        .client
+        .delete_item()
+        .table_name(&ctx.t.events)
+        .set_key(Some(key1("id", id)))
+        .send()
+        .await;
+}
+
+/// One fingerprint's item, unless a live one holds its key (see [`crate::state::events`]).
+async fn put_seen(
+    ctx: &Ctx,
+    key: &str,
+    sig: &SeenSignature,
+    event_id: Option<&str>,
+) -> Result<bool, StateError> {
+    let mut item: Item = HashMap::from([
+        ("key".to_string(), s(key)),
+        ("route".to_string(), s(&sig.route)),
+        (TTL_ATTRIBUTE.to_string(), n(sig.expires_at)),
+    ]);
+    if let Some(id) = event_id {
+        item.insert("event_id".into(), s(id));
+    }
+    let put = ctx
+        .client
+        .put_item()
+        .table_name(&ctx.t.seen)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#k) OR #e < :now")
+        .expression_attribute_names("#k", "key")
+        .expression_attribute_names("#e", TTL_ATTRIBUTE)
+        .expression_attribute_values(":now", n(Utc::now().timestamp()))
+        .send()
+        .await;
+    match put {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(sdk_err(&ctx.t.seen, "put seen signature", e)),
+    }
+}
+
+/// Remember `sig` with its event, or say what an earlier request with it was.
+async fn claim(
+    ctx: &Ctx,
+    sig: &SeenSignature,
+    event_id: Option<&str>,
+) -> Result<Claim, StateError> {
+    if put_seen(ctx, sig.decisive(), sig, event_id).await? {
+        if sig.routed.is_some() {
+            // Its v1 form too, unless another route's live item holds it.
+            put_seen(ctx, &sig.message, sig, event_id).await?;
+        }
+        return Ok(Claim::New);
+    }
+    let seen = get_item(ctx, &ctx.t.seen, key1("key", sig.decisive())).await?;
+    Ok(match seen {
+        Some(item) => {
+            sig.judge(get_s(&item, "route").unwrap_or_default(), get_s(&item, "event_id"))
+        }
+        // Expired and deleted between the two calls: it was a replay all the same.
+        None => Claim::Duplicate { event_id: None },
+    })
+}
+
+/// Forget `sig` after its event could not be stored, so the sender may retry it as it is.
+async fn release(ctx: &Ctx, sig: &SeenSignature, event_id: &str) {
+    let keys =
+        std::iter::once(sig.decisive()).chain(sig.routed.as_ref().map(|_| sig.message.as_str()));
+    for key in keys {
+        let _ = ctx
+            .client
+            .delete_item()
+            .table_name(&ctx.t.seen)
+            .set_key(Some(key1("key", key)))
+            .condition_expression("event_id = :id")
+            .expression_attribute_values(":id", s(event_id))
+            .send()
+            .await;
+    }
+}
+
 impl DynamoEventStore {
     /// The event log on the process's shared handle.
     pub fn open(settings: &DynamoStateSettings) -> Result<Self, StateError> {
@@ -153,31 +261,28 @@ impl DynamoEventStore {
                 match put {
                     Ok(_) => {}
                     Err(err_) if condition_failed(&err_) => {
-                        // A duplicate. If the first append died between its two writes, its
-                        // open item is missing: put it back (the retry is what saves it).
-                        let first = get_item(&ctx, &ctx.t.events, key1("id", &id)).await?;
-                        if let Some(first) = first
-                            && get_s(&first, "status").as_deref() == Some("queued")
-                        {
-                            let repair = ctx
-                                .client
-                                .put_item()
-                                .table_name(&ctx.t.open_events)
-                                .set_item(Some(open_item_from(&first)))
-                                .condition_expression("attribute_not_exists(job)")
-                                .send()
-                                .await;
-                            if let Err(e) = repair
-                                && !condition_failed(&e)
-                            {
-                                return Err(sdk_err(&ctx.t.open_events, "restore open event", e));
-                            }
-                        }
-                        return Ok(Stored { id, duplicate: true });
+                        restore_open(&ctx, &id).await?;
+                        return Ok(Stored::duplicate_of(id));
                     }
                     Err(e) => return Err(sdk_err(&ctx.t.events, &format!("put event {id}"), e)),
                 }
-                // 2. Its place in the queue.
+                // 2. Its signed message, once: a repeat withdraws the event just written (the
+                // queue reads only open events, so nothing saw it).
+                if let Some(sig) = &e.signature {
+                    let claimed = claim(&ctx, sig, Some(&id)).await;
+                    if !matches!(claimed, Ok(Claim::New)) {
+                        delete_event(&ctx, &id).await;
+                    }
+                    match claimed? {
+                        Claim::New => {}
+                        Claim::Duplicate { event_id: Some(first) } => {
+                            restore_open(&ctx, &first).await?;
+                            return Ok(Stored::duplicate_of(first));
+                        }
+                        other => return Ok(Stored::from_claim(other).unwrap_or(Stored::new(id))),
+                    }
+                }
+                // 3. Its place in the queue.
                 let put = ctx
                     .client
                     .put_item()
@@ -185,19 +290,21 @@ impl DynamoEventStore {
                     .set_item(Some(open_item_from(&item)))
                     .send()
                     .await;
-                if let Err(e) = put {
-                    let _ = ctx
-                        .client
-                        .delete_item()
-                        .table_name(&ctx.t.events)
-                        .set_key(Some(key1("id", &id)))
-                        .send()
-                        .await;
-                    return Err(sdk_err(&ctx.t.open_events, &format!("put open event {id}"), e));
+                if let Err(err_) = put {
+                    delete_event(&ctx, &id).await;
+                    if let Some(sig) = &e.signature {
+                        release(&ctx, sig, &id).await;
+                    }
+                    return Err(sdk_err(&ctx.t.open_events, &format!("put open event {id}"), err_));
                 }
-                Ok(Stored { id, duplicate: false })
+                Ok(Stored::new(id))
             })
             .await
+    }
+
+    /// Remember a signed request that stores no event (a trigger).
+    pub async fn claim_signature(&self, sig: SeenSignature) -> Result<Claim, StateError> {
+        self.d.call_async(move |ctx| async move { claim(&ctx, &sig, None).await }).await
     }
 
     pub fn get(&self, id: &str) -> Result<Option<EventView>, StateError> {

@@ -12,6 +12,7 @@
 //! | `open_events`  | `job`, `seq` (N)         | the events still to import, in arrival order       |
 //! | `meta`         | `pk`                     | counters, job facts, run → job, session times, triggers |
 //! | `leases`       | `source`                 | the lease per identity source: owner, token, expiry |
+//! | `seen`         | `key`                    | signed webhook requests within the replay window (`expires_at` TTL) |
 //!
 //! Every read that decides something is strongly consistent (`ConsistentRead`), and the open
 //! events are a table of their own so the queue's `pending` is a consistent query whose size
@@ -62,7 +63,7 @@ use sha2::Digest;
 use tokio::sync::oneshot;
 
 use super::config::DynamoStateSettings;
-use super::events::{EventStatus, EventView, NewEvent, QueuedEvent, Stored};
+use super::events::{Claim, EventStatus, EventView, NewEvent, QueuedEvent, SeenSignature, Stored};
 use super::{
     Confirmed, Entry, Hold, JobState, OwnedGroup, RunId, RunRecord, SentStatus, StateError,
     StateStore,
@@ -71,8 +72,8 @@ use super::{
 type Item = HashMap<String, Av>;
 type Request = Box<dyn FnOnce(Ctx) -> BoxFuture<'static, ()> + Send>;
 
-/// The TTL attribute (unix seconds) of finished runs and events: DynamoDB deletes them
-/// after it (`state.history`). TTL is turned on for both tables when they are created.
+/// The TTL attribute (unix seconds) of finished runs and events (`state.history`) and of
+/// seen signatures: DynamoDB deletes them after it. TTL is turned on for the three tables.
 pub(super) const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// When a history item finished at `at` and kept for `keep` expires, in unix seconds.
@@ -101,6 +102,7 @@ struct Tables {
     open_events: String,
     meta: String,
     leases: String,
+    seen: String,
 }
 
 impl Tables {
@@ -112,11 +114,12 @@ impl Tables {
             open_events: format!("{prefix}open_events"),
             meta: format!("{prefix}meta"),
             leases: format!("{prefix}leases"),
+            seen: format!("{prefix}seen"),
         }
     }
 
     /// Each table with its key.
-    fn schemas(&self) -> [Schema<'_>; 6] {
+    fn schemas(&self) -> [Schema<'_>; 7] {
         [
             (&self.users, "job", Some(("external_id", false))),
             (&self.runs, "job", Some(("id", true))),
@@ -124,6 +127,7 @@ impl Tables {
             (&self.open_events, "job", Some(("seq", true))),
             (&self.meta, "pk", None),
             (&self.leases, "source", None),
+            (&self.seen, "key", None),
         ]
     }
 }
@@ -333,7 +337,7 @@ impl Dynamo {
             for (name, hash, range) in ctx.t.schemas() {
                 ensure_table(&ctx.client, name, hash, range).await?;
             }
-            for table in [&ctx.t.runs, &ctx.t.events] {
+            for table in [&ctx.t.runs, &ctx.t.events, &ctx.t.seen] {
                 tables::enable_ttl(&ctx.client, table).await;
             }
             Ok(())

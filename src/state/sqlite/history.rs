@@ -1,5 +1,5 @@
 //! Retention of the SQLite file (`state.history`): old runs, their decisions and approvals,
-//! and finished webhook events are deleted in small batches, and the pages they held are
+//! finished webhook events and expired seen signatures are deleted in small batches, and the pages they held are
 //! given back to the file system (incremental vacuum).
 //!
 //! Every statement is its own short transaction, so an import writing to the same file waits
@@ -49,6 +49,15 @@ impl SqliteStore {
                 if n < chunk {
                     break;
                 }
+            }
+        }
+        while budget > 0 {
+            let chunk = CHUNK.min(budget);
+            let n = self.prune_signatures(now.timestamp(), chunk)?;
+            pruned.signatures += n as u64;
+            budget -= n;
+            if n < chunk {
+                break;
             }
         }
         pruned.done = budget > 0;
@@ -137,6 +146,18 @@ impl SqliteStore {
             .map_err(|e| backend_of(&self.location, e))?;
         tx.commit().map_err(|e| backend_of(&self.location, e))?;
         Ok(n)
+    }
+
+    /// Delete up to `limit` seen signatures expired before `now` (unix seconds): the timestamp
+    /// check refuses their messages anyway. Whatever the history policy.
+    fn prune_signatures(&mut self, now: i64, limit: usize) -> Result<usize, StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM seen_signatures WHERE key IN
+                     (SELECT key FROM seen_signatures WHERE expires_at < ?1 LIMIT ?2)",
+                params![now, limit as i64],
+            )
+            .map_err(|e| backend_of(&self.location, e))
     }
 
     /// Give free pages back to the file system, a step at a time (files created before

@@ -141,6 +141,15 @@ const MIGRATIONS: &[&str] = &[
         identity_source TEXT PRIMARY KEY,
         ledger TEXT NOT NULL
     );",
+    // 9: the signed webhook requests seen within the replay window (`crate::state::events`,
+    // "seen"), so a replay is known after a restart; expired rows go with the pruning.
+    "CREATE TABLE seen_signatures (
+        key TEXT PRIMARY KEY,
+        route TEXT NOT NULL,
+        event_id TEXT,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX seen_signatures_expiry ON seen_signatures (expires_at);",
 ];
 
 /// The columns [`run_row`] reads.

@@ -1,24 +1,5 @@
-//! Webhook events: records pushed to `POST /v1/jobs/{job}/records`, kept durably until an
-//! import session has carried them to Okta.
-//!
-//! The webhook answers 202 only once the event is committed, so a crash after the 202 loses
-//! nothing: on restart the queue finds it with [`EventStore::pending`]. [`EventStore`] is the
-//! backend-neutral log: with SQLite the events live in the state's file (migration 2 of
-//! [`super::sqlite`]), next to the users they update, written as below; with DynamoDB they live
-//! in the shared tables of [`super::dynamodb`], where every replica appends.
-//!
-//! # Group commit (SQLite)
-//!
-//! A durable commit costs one fsync of the WAL (`synchronous = FULL`), a millisecond or more
-//! on ordinary disks; one commit per request would cap the webhook at a few hundred requests
-//! per second. Instead one writer thread owns a connection and loops: wait for an append,
-//! take every other append already waiting, write them all in one transaction, commit (one
-//! fsync), then answer each caller through its oneshot. Under load the batches grow by
-//! themselves, so throughput scales with concurrency while each caller still returns only
-//! after its own event is on disk.
-//!
-//! Reads and the queue's status updates go through a second connection (WAL lets readers run
-//! beside the writer; the two writers take turns on SQLite's lock, with a busy timeout).
+//! The SQLite event log: one writer thread group-commits the appends (see the parent module),
+//! a second connection reads and updates.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -27,265 +8,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::StateError;
+use super::*;
+use crate::state::StateError;
 
 /// The most appends written in one transaction (bounds a commit's latency under a flood).
 const MAX_GROUP: usize = 1024;
 
-/// An event to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub job: String,
-    /// The sender's `Idempotency-Key`: a second event with the same key for the same job is
-    /// not stored.
-    pub idempotency_key: Option<String>,
-    /// The records, as a JSON array of objects in the job's source shape.
-    pub records: String,
-    pub record_count: u32,
-    /// One of the records maps to a deactivation: import it without waiting for a batch.
-    pub urgent: bool,
-    /// The externalIds the records map to.
-    pub external_ids: Vec<String>,
-}
-
-/// Where an appended event went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// `evt_<uuid v7>` (time-ordered).
-    pub id: String,
-    /// The idempotency key was seen before: `id` is the first event's, nothing was stored.
-    pub duplicate: bool,
-}
-
-/// Where an event stands.
-#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "snake_case")]
-pub enum EventStatus {
-    /// Stored, waiting for an import.
-    Queued,
-    /// In an import session that has not finished.
-    Processing,
-    /// Imported (Okta completed the session).
-    Done,
-    /// The import failed.
-    Failed,
-    /// Held by a safeguard, waiting for approval.
-    Held,
-}
-
-impl EventStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Queued => "queued",
-            EventStatus::Processing => "processing",
-            EventStatus::Done => "done",
-            EventStatus::Failed => "failed",
-            EventStatus::Held => "held",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => EventStatus::Queued,
-            "processing" => EventStatus::Processing,
-            "done" => EventStatus::Done,
-            "failed" => EventStatus::Failed,
-            "held" => EventStatus::Held,
-            _ => return None,
-        })
-    }
-}
-
-/// An event as `GET /v1/events/{id}` shows it (never its records: they are personal data).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventView {
-    pub id: String,
-    pub job: String,
-    pub status: EventStatus,
-    pub received_at: String,
-    pub finished_at: Option<String>,
-    pub record_count: u32,
-    /// The import sessions that carried it (more than one after a replay).
-    pub sessions: Vec<String>,
-    /// What the import reported, once finished.
-    pub outcome: Option<serde_json::Value>,
-}
-
-/// An event waiting for (or in) an import, with its records.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueuedEvent {
-    pub id: String,
-    /// Store order: events of a job are imported in this order.
-    pub seq: i64,
-    pub job: String,
-    pub records: String,
-    pub urgent: bool,
-    pub status: EventStatus,
-    pub sessions: Vec<String>,
-}
-
 type Reply = oneshot::Sender<Result<Stored, StateError>>;
-
-/// The webhook event log, on the configured backend. Cheap to clone.
-///
-/// SQLite (the embedded default, group-committed) or DynamoDB (shared by every replica, see
-/// [`super::dynamodb`]). Both keep the same contract, checked by `tests/state_contract.rs`.
-#[derive(Clone, Debug)]
-pub enum EventStore {
-    Sqlite(SqliteEventStore),
-    Dynamo(super::dynamodb::DynamoEventStore),
-}
-
-macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            EventStore::Sqlite($s) => $e,
-            EventStore::Dynamo($s) => $e,
-        }
-    };
-}
-
-impl EventStore {
-    /// Open the SQLite event log in the state file at `path` (see [`SqliteEventStore::open`]).
-    pub fn open(path: &Path) -> Result<Self, StateError> {
-        SqliteEventStore::open(path).map(EventStore::Sqlite)
-    }
-
-    /// The 5-minute clock of the identity source `source`, read from and written through to
-    /// the state: a process started right after one that was killed still waits out the
-    /// spacing of the sessions created before it, instead of being refused.
-    pub fn spacing_clock(&self, source: &str) -> crate::okta::session::SpacingClock {
-        let last = self.session_activity(source).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the last session time: assuming none");
-            None
-        });
-        let (events, id) = (self.clone(), source.to_string());
-        let clock = crate::okta::session::SpacingClock::persisted(last, move |at| {
-            if let Err(e) = events.record_session_activity(&id, at) {
-                tracing::warn!(error = %e, "cannot record the session time");
-            }
-        });
-        let (events, id) = (self.clone(), source.to_string());
-        clock.with_ledger(move || events.session_ledger(&id))
-    }
-
-    /// The ledger of `identity_source`'s sessions ([`crate::okta::ledger`]) as stored, writing
-    /// each change back. An unreadable one starts empty, with a warning: its sessions are then
-    /// foreign, left alone (never cancelled by mistake).
-    pub fn session_ledger(&self, identity_source: &str) -> crate::okta::ledger::SessionLedger {
-        let stored = self.session_ledger_text(identity_source);
-        let ledger = match stored {
-            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
-                tracing::warn!(identity_source, error = %e, "unreadable session ledger: starting afresh");
-                Default::default()
-            }),
-            Ok(None) => Default::default(),
-            Err(e) => {
-                tracing::warn!(identity_source, error = %e, "cannot read the session ledger: starting afresh");
-                Default::default()
-            }
-        };
-        let events = self.clone();
-        let source = identity_source.to_string();
-        crate::okta::ledger::SessionLedger::persisted(ledger, move |l| {
-            let text = serde_json::to_string(l).unwrap_or_default();
-            if let Err(e) = events.record_session_ledger(&source, &text) {
-                tracing::warn!(error = %e, "cannot record the session ledger");
-            }
-        })
-    }
-
-    /// Store `e` durably. Returns once it is committed (or is a duplicate of a committed one).
-    pub async fn append(&self, e: NewEvent) -> Result<Stored, StateError> {
-        each!(self, s => s.append(e).await)
-    }
-
-    /// One event, by id.
-    pub fn get(&self, id: &str) -> Result<Option<EventView>, StateError> {
-        each!(self, s => s.get(id))
-    }
-
-    /// The most recent events, newest first.
-    pub fn recent(&self, limit: usize) -> Result<Vec<EventView>, StateError> {
-        each!(self, s => s.recent(limit))
-    }
-
-    /// Events of `jobs` still to import (queued, or processing when a session was
-    /// interrupted), oldest first, up to about `max_records` records: it stops after the event
-    /// that reaches `max_records`, and always returns at least one event when there is one.
-    ///
-    /// When an open event is urgent (a termination), only the urgent events are returned,
-    /// together with the events already processing and every earlier open event that touches
-    /// one of their users (transitively), so no user's events are imported out of order.
-    pub fn pending(
-        &self,
-        jobs: &[String],
-        max_records: usize,
-    ) -> Result<Vec<QueuedEvent>, StateError> {
-        each!(self, s => s.pending(jobs, max_records))
-    }
-
-    /// How many events of `jobs` are still to import, and whether any of them is urgent.
-    pub fn has_pending(&self, jobs: &[String]) -> Result<(usize, bool), StateError> {
-        each!(self, s => s.has_pending(jobs))
-    }
-
-    /// The events `ids` are in an import session (`session_id`, once Okta gave one).
-    pub fn mark_processing(
-        &self,
-        ids: &[String],
-        session_id: Option<&str>,
-    ) -> Result<(), StateError> {
-        each!(self, s => s.mark_processing(ids, session_id))
-    }
-
-    /// Record how the events ended: their status and the import's outcome (JSON).
-    pub fn finish(
-        &self,
-        outcomes: &[(String, EventStatus, serde_json::Value)],
-        at: DateTime<Utc>,
-    ) -> Result<(), StateError> {
-        each!(self, s => s.finish(outcomes, at))
-    }
-
-    /// Events not finished yet (queued or processing), across every job: the queue depth.
-    pub fn queued_total(&self) -> Result<u64, StateError> {
-        each!(self, s => s.queued_total())
-    }
-
-    /// Record that xaas created or triggered a session of `identity_source` at `at`.
-    pub fn record_session_activity(
-        &self,
-        identity_source: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StateError> {
-        each!(self, s => s.record_session_activity(identity_source, at))
-    }
-
-    /// When xaas last created or triggered a session of `identity_source`, if ever.
-    pub fn session_activity(
-        &self,
-        identity_source: &str,
-    ) -> Result<Option<DateTime<Utc>>, StateError> {
-        each!(self, s => s.session_activity(identity_source))
-    }
-    /// The stored session ledger of `identity_source` (JSON), if any.
-    pub fn session_ledger_text(&self, identity_source: &str) -> Result<Option<String>, StateError> {
-        each!(self, s => s.session_ledger_text(identity_source))
-    }
-
-    /// Replace the stored session ledger of `identity_source`.
-    pub fn record_session_ledger(
-        &self,
-        identity_source: &str,
-        ledger: &str,
-    ) -> Result<(), StateError> {
-        each!(self, s => s.record_session_ledger(identity_source, ledger))
-    }
-}
 
 /// The SQLite event log. Cheap to clone; every clone shares the writer thread, which stops
 /// once the last clone is dropped.
@@ -327,7 +58,7 @@ impl SqliteEventStore {
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let location = path.display().to_string();
         // The state store owns the schema: opening it runs any pending migration.
-        drop(super::sqlite::SqliteStore::open(path, false)?);
+        drop(crate::state::sqlite::SqliteStore::open(path, false)?);
         let writer = connect(path, &location)?;
         let reader = connect(path, &location)?;
         let (tx, rx) = mpsc::channel();
@@ -344,6 +75,26 @@ impl SqliteEventStore {
         let (tx, rx) = oneshot::channel();
         self.appends.send((e, tx)).map_err(|_| self.err("the event writer has stopped"))?;
         rx.await.map_err(|_| self.err("the event writer stopped before answering"))?
+    }
+
+    /// Remember a signed request that stores no event (see [`EventStore::claim_signature`]).
+    pub async fn claim_signature(&self, sig: SeenSignature) -> Result<Claim, StateError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.conn()?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| store.err(e))?;
+            let now = Utc::now().timestamp();
+            let claim = seen::check(&tx, &sig, now).map_err(|e| store.err(e))?;
+            if claim == Claim::New {
+                seen::remember(&tx, &sig, None, now).map_err(|e| store.err(e))?;
+            }
+            tx.commit().map_err(|e| store.err(e))?;
+            Ok(claim)
+        })
+        .await
+        .map_err(|e| self.err(format!("the signature check stopped: {e}")))?
     }
 
     /// One event, by id.
@@ -715,11 +466,15 @@ fn write_group(
     let failed_all = |e: &dyn std::fmt::Display| -> Vec<Result<Stored, StateError>> {
         group.iter().map(|_| Err(backend(location, e))).collect()
     };
-    let tx = match conn.transaction() {
+    // Immediate: the write lock is taken (waiting on the busy timeout) before the duplicate
+    // checks read, so another writer on the file cannot slip the same message in between.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return failed_all(&e),
     };
-    let received_at = ts(Utc::now());
+    let now = Utc::now();
+    let received_at = ts(now);
+    let now = now.timestamp();
     let mut answers = Vec::with_capacity(group.len());
     {
         let statements = (
@@ -737,39 +492,7 @@ fn write_group(
             (Err(e), _) | (_, Err(e)) => return failed_all(&e),
         };
         for (e, _) in group {
-            let existing = match &e.idempotency_key {
-                None => Ok(None),
-                Some(key) => {
-                    find.query_row(params![e.job, key], |r| r.get::<_, String>(0)).optional()
-                }
-            };
-            let answer = existing.and_then(|existing| match existing {
-                Some(id) => Ok(Stored { id, duplicate: true }),
-                None => {
-                    let id = format!("evt_{}", uuid::Uuid::now_v7());
-                    insert
-                        .execute(params![
-                            id,
-                            e.job,
-                            e.idempotency_key,
-                            e.records,
-                            e.record_count,
-                            e.urgent,
-                            received_at
-                        ])
-                        .and_then(|_| {
-                            let seq = tx.last_insert_rowid();
-                            let mut users = tx.prepare_cached(
-                                "INSERT INTO webhook_event_users (seq, external_id) VALUES (?1, ?2)",
-                            )?;
-                            for ext in &e.external_ids {
-                                users.execute(params![seq, ext])?;
-                            }
-                            Ok(())
-                        })
-                        .map(|_| Stored { id, duplicate: false })
-                }
-            });
+            let answer = write_one(&tx, &mut find, &mut insert, e, &received_at, now);
             answers.push(answer.map_err(|err| backend(location, err)));
         }
     }
@@ -777,6 +500,49 @@ fn write_group(
         Ok(()) => answers,
         Err(e) => failed_all(&e),
     }
+}
+
+/// One append of a group: a repeat (signed message or idempotency key seen before) answers
+/// with the first event, anything else is stored with its users and its signature.
+fn write_one(
+    tx: &rusqlite::Transaction<'_>,
+    find: &mut rusqlite::CachedStatement<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    e: &NewEvent,
+    received_at: &str,
+    now: i64,
+) -> rusqlite::Result<Stored> {
+    if let Some(sig) = &e.signature
+        && let Some(seen) = Stored::from_claim(seen::check(tx, sig, now)?)
+    {
+        return Ok(seen);
+    }
+    if let Some(key) = &e.idempotency_key
+        && let Some(id) =
+            find.query_row(params![e.job, key], |r| r.get::<_, String>(0)).optional()?
+    {
+        return Ok(Stored::duplicate_of(id));
+    }
+    let id = format!("evt_{}", uuid::Uuid::now_v7());
+    insert.execute(params![
+        id,
+        e.job,
+        e.idempotency_key,
+        e.records,
+        e.record_count,
+        e.urgent,
+        received_at
+    ])?;
+    let seq = tx.last_insert_rowid();
+    let mut users =
+        tx.prepare_cached("INSERT INTO webhook_event_users (seq, external_id) VALUES (?1, ?2)")?;
+    for ext in &e.external_ids {
+        users.execute(params![seq, ext])?;
+    }
+    if let Some(sig) = &e.signature {
+        seen::remember(tx, sig, Some(&id), now)?;
+    }
+    Ok(Stored::new(id))
 }
 
 #[cfg(test)]
@@ -791,6 +557,7 @@ mod tests {
             record_count: count,
             urgent,
             external_ids: Vec::new(),
+            signature: None,
         }
     }
 
@@ -896,7 +663,7 @@ mod tests {
         let store = EventStore::open(&dir.path().join("state.db")).unwrap();
         let first = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
         let again = store.append(event("hr", Some("k1"), 1, false)).await.unwrap();
-        assert_eq!(again, Stored { id: first.id.clone(), duplicate: true });
+        assert_eq!(again, Stored::duplicate_of(first.id.clone()));
         let other_job = store.append(event("ad", Some("k1"), 1, false)).await.unwrap();
         assert!(!other_job.duplicate);
         // Concurrent duplicates land in one group; still one stored.
