@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use xaas::daemon::queue::{PushProgress, RunReason, Runner, SourceQueue};
-use xaas::daemon::schedule::{Fired, Schedule, TokioClock, run_virtual};
+use xaas::daemon::schedule::{Fired, Schedule, TokioClock, WallClock, run_schedule};
 use xaas::settings::MissedRuns;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +120,13 @@ async fn cron_fires_at_each_scheduled_time_in_the_jobs_time_zone() {
     // Every 15 minutes, read in Paris time (UTC+1 in November).
     let schedule = Schedule::parse("*/15 * * * *", "Europe/Paris".parse().unwrap()).unwrap();
     let clock = TokioClock::starting_at(base() + chrono::Duration::seconds(30));
-    tokio::spawn(run_virtual("hr".into(), schedule, clock, sink.clone(), cancel.clone()));
+    tokio::spawn(run_schedule(
+        "hr".into(),
+        schedule,
+        Arc::new(clock),
+        sink.clone(),
+        cancel.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let fired = sink.fired.lock().unwrap().clone();
     let want: Vec<DateTime<Utc>> =
@@ -135,10 +141,10 @@ async fn a_run_longer_than_its_interval_never_overlaps_and_late_runs_do_not_pile
     let (runner, queue, cancel) = start(Duration::from_secs(35), Duration::from_secs(2));
     let sink = Arc::new(ToQueue { queue, missed: MissedRuns::Once, fired: Mutex::new(vec![]) });
     let schedule = Schedule::parse("*/10 * * * * *", chrono_tz::UTC).unwrap();
-    tokio::spawn(run_virtual(
+    tokio::spawn(run_schedule(
         "hr".into(),
         schedule,
-        TokioClock::starting_at(base()),
+        Arc::new(TokioClock::starting_at(base())),
         sink.clone(),
         cancel.clone(),
     ));
@@ -166,10 +172,10 @@ async fn missed_skip_drops_firings_while_the_job_runs() {
     let (runner, queue, cancel) = start(Duration::from_secs(35), Duration::from_secs(2));
     let sink = Arc::new(ToQueue { queue, missed: MissedRuns::Skip, fired: Mutex::new(vec![]) });
     let schedule = Schedule::parse("*/10 * * * * *", chrono_tz::UTC).unwrap();
-    tokio::spawn(run_virtual(
+    tokio::spawn(run_schedule(
         "hr".into(),
         schedule,
-        TokioClock::starting_at(base()),
+        Arc::new(TokioClock::starting_at(base())),
         sink.clone(),
         cancel.clone(),
     ));
@@ -259,9 +265,9 @@ async fn a_termination_goes_ahead_of_waiting_runs_but_never_interrupts_one() {
     assert_eq!(order, vec!["a", "push", "b"]);
 }
 
-/// The production firing: tokio-cron-scheduler on the wall clock (so real time, briefly).
+/// The production firing on the wall clock (so real time, briefly).
 #[tokio::test]
-async fn tokio_cron_scheduler_fires_the_sink_every_second() {
+async fn the_wall_clock_fires_the_sink_every_second() {
     struct Count(Mutex<Vec<(String, DateTime<Utc>)>>);
     impl Fired for Count {
         fn fire(&self, job: &str, at: DateTime<Utc>) {
@@ -270,10 +276,98 @@ async fn tokio_cron_scheduler_fires_the_sink_every_second() {
     }
     let sink = Arc::new(Count(Mutex::new(Vec::new())));
     let jobs = vec![("hr".to_string(), Schedule::parse("* * * * * *", chrono_tz::UTC).unwrap())];
-    let mut scheduler = xaas::daemon::schedule::start_cron(&jobs, sink.clone()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let loops = xaas::daemon::schedule::start(&jobs, Arc::new(WallClock), sink.clone(), &cancel);
     tokio::time::sleep(Duration::from_millis(3_600)).await;
-    scheduler.shutdown().await.unwrap();
+    cancel.cancel();
+    loops.join_all().await;
     let fired = sink.0.lock().unwrap().clone();
     assert!((2..=5).contains(&fired.len()), "{fired:?}");
     assert!(fired.iter().all(|(j, _)| j == "hr"));
+}
+
+/// Firings recorded as they come (no queue behind).
+struct Record(Mutex<Vec<DateTime<Utc>>>);
+
+impl Fired for Record {
+    fn fire(&self, _job: &str, at: DateTime<Utc>) {
+        self.0.lock().unwrap().push(at);
+    }
+}
+
+/// Run the production schedule loops (`schedule::start`) on a paused clock from `from` for
+/// `days`; the firings, and whether "next run" (what `/v1/jobs` and `/ui` show, asked a second
+/// after each firing) named each firing before it came.
+async fn fire_for_days(
+    expr: &str,
+    zone: &str,
+    from: DateTime<Utc>,
+    days: i64,
+) -> Vec<DateTime<Utc>> {
+    let schedule = Schedule::parse(expr, zone.parse().unwrap()).unwrap();
+    let sink = Arc::new(Record(Mutex::new(Vec::new())));
+    let cancel = CancellationToken::new();
+    let clock = TokioClock::starting_at(from);
+    let jobs = vec![("hr".to_string(), schedule.clone())];
+    let loops = xaas::daemon::schedule::start(&jobs, Arc::new(clock), sink.clone(), &cancel);
+    let mut shown = vec![schedule.next_after(from).unwrap()];
+    for _ in 0..days * 24 * 60 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let fired = sink.0.lock().unwrap().len();
+        if fired == shown.len() {
+            // It fired what the page showed; the page now shows the next one.
+            use xaas::daemon::schedule::Clock;
+            shown.push(schedule.next_after(clock.now()).unwrap());
+        }
+    }
+    cancel.cancel();
+    loops.join_all().await;
+    let fired = sink.0.lock().unwrap().clone();
+    assert_eq!(fired[..], shown[..fired.len()], "the page's next run is when it fired");
+    fired
+}
+
+/// The local dates of `fired` in `zone`, each once.
+fn local_days(fired: &[DateTime<Utc>], zone: &str) -> Vec<chrono::NaiveDate> {
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    fired.iter().map(|t| t.with_timezone(&tz).date_naive()).collect()
+}
+
+fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+}
+
+fn consecutive_days(first: (i32, u32, u32), n: u64) -> Vec<chrono::NaiveDate> {
+    let start = chrono::NaiveDate::from_ymd_opt(first.0, first.1, first.2).unwrap();
+    start.iter_days().take(n as usize).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn paris_at_two_runs_once_a_day_across_both_transitions() {
+    // Spring: on 29 March 2026 02:00 does not exist (01:59:59 CET, then 03:00 CEST).
+    let fired = fire_for_days("0 2 * * *", "Europe/Paris", utc(2026, 3, 26, 12, 0), 6).await;
+    assert_eq!(local_days(&fired, "Europe/Paris"), consecutive_days((2026, 3, 27), 6));
+    assert_eq!(fired[1], utc(2026, 3, 28, 1, 0), "02:00 CET");
+    assert_eq!(fired[2], utc(2026, 3, 29, 1, 0), "the first instant after 02:00: 03:00 CEST");
+    assert_eq!(fired[3], utc(2026, 3, 30, 0, 0), "02:00 CEST");
+    // Autumn: on 25 October 2026 02:00 happens twice (CEST, then CET): once.
+    let fired = fire_for_days("0 2 * * *", "Europe/Paris", utc(2026, 10, 22, 12, 0), 6).await;
+    assert_eq!(local_days(&fired, "Europe/Paris"), consecutive_days((2026, 10, 23), 6));
+    assert_eq!(fired[1], utc(2026, 10, 24, 0, 0), "02:00 CEST");
+    assert_eq!(fired[2], utc(2026, 10, 25, 0, 0), "the first 02:00, CEST");
+    assert_eq!(fired[3], utc(2026, 10, 26, 1, 0), "02:00 CET");
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_york_at_half_past_one_runs_once_a_day_across_both_transitions() {
+    // Spring: on 8 March 2026 the clock skips 02:00-03:00; 01:30 EST is there as usual.
+    let fired = fire_for_days("30 1 * * *", "America/New_York", utc(2026, 3, 5, 12, 0), 6).await;
+    assert_eq!(local_days(&fired, "America/New_York"), consecutive_days((2026, 3, 6), 6));
+    assert_eq!(fired[2], utc(2026, 3, 8, 6, 30), "01:30 EST");
+    assert_eq!(fired[3], utc(2026, 3, 9, 5, 30), "01:30 EDT");
+    // Autumn: on 1 November 2026 01:30 happens twice (EDT, then EST): once.
+    let fired = fire_for_days("30 1 * * *", "America/New_York", utc(2026, 10, 29, 12, 0), 6).await;
+    assert_eq!(local_days(&fired, "America/New_York"), consecutive_days((2026, 10, 30), 6));
+    assert_eq!(fired[2], utc(2026, 11, 1, 5, 30), "the first 01:30, EDT");
+    assert_eq!(fired[3], utc(2026, 11, 2, 6, 30), "01:30 EST");
 }

@@ -2,7 +2,8 @@
 //!
 //! One process serves every job of the config:
 //!
-//! - [`schedule`]: each job's cron `schedule` (tokio-cron-scheduler) puts a run on the queue.
+//! - [`schedule`]: each job's cron `schedule` (one loop per job on the wall clock, DST-safe)
+//!   puts a run on the queue.
 //! - [`queue`]: one ordered queue per identity source. Scheduled runs, webhook batches and
 //!   manual triggers all go through it, so two imports never overlap on one identity source
 //!   (Okta allows one active session per source, and 5 minutes between creations).
@@ -108,8 +109,6 @@ pub enum ServeError {
     Okta(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot start the scheduler: {0}")]
-    Scheduler(String),
 }
 
 /// The settings in force, and the Okta client built from them (both swapped on reload).
@@ -702,9 +701,9 @@ pub async fn serve(
     // Schedules.
     let scheduled: Vec<(String, Schedule)> =
         settings.jobs.iter().filter_map(|j| Some((j.name.clone(), j.schedule.clone()?))).collect();
-    let mut cron = schedule::start_cron(&scheduled, daemon.clone())
-        .await
-        .map_err(|e| ServeError::Scheduler(e.to_string()))?;
+    let schedules_stop = CancellationToken::new();
+    let schedules =
+        schedule::start(&scheduled, Arc::new(schedule::WallClock), daemon.clone(), &schedules_stop);
     for (job, s) in &scheduled {
         info!(job = %job, schedule = %s.expression, timezone = %s.timezone, next = ?s.next_after(Utc::now()), "scheduled");
     }
@@ -748,7 +747,8 @@ pub async fn serve(
     info!(deadline_secs = deadline.as_secs(), "shutting down: no new work is taken");
     readiness.set_draining(true);
     intake.cancel();
-    let _ = cron.shutdown().await;
+    schedules_stop.cancel();
+    schedules.join_all().await;
     daemon.close_queues();
     daemon.stop.cancel();
     daemon.workers.close();

@@ -1,20 +1,23 @@
 //! When each job runs: its cron `schedule`, read in its `timezone`, plus a random `jitter`.
 //!
-//! In production the firing is done by tokio-cron-scheduler ([`start_cron`]); every firing is
-//! handed to [`Fired::fire`], which applies the jitter and puts a run on the job's
-//! identity-source queue (where the missed-run policy and the no-overlap rule live, see
-//! [`super::queue`]).
+//! One loop per scheduled job ([`run_schedule`]) asks the job's [`Schedule`] for its next time
+//! ([`Schedule::next_after`], which also says what the monitoring page shows as "next run"),
+//! sleeps until then on a [`Clock`], and hands the firing to [`Fired::fire`], which applies
+//! the jitter and puts a run on the job's identity-source queue (where the missed-run policy
+//! and the no-overlap rule live, see [`super::queue`]).
 //!
-//! tokio-cron-scheduler reads the wall clock (`Utc::now()`), which tests cannot pause. So the
-//! same [`Fired`] sink can also be driven by [`run_virtual`], a loop over [`Schedule::next_after`]
-//! that sleeps on tokio's clock: under `#[tokio::test(start_paused = true)]` a day of cron
-//! firings takes milliseconds, and the queue behind it is the production one.
+//! In production the clock is the wall clock ([`WallClock`]); tests drive the very same loop on
+//! tokio's paused clock ([`TokioClock`]), so a year of firings across both daylight-saving
+//! transitions takes milliseconds. (tokio-cron-scheduler fired the schedules before: it keeps
+//! the zone's UTC offset from the moment a job is created, so after a DST change its jobs ran
+//! an hour off until a restart, mvniekerk/tokio-cron-scheduler#87 and #107, and it reads the
+//! wall clock, which a test cannot pause.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_cron_scheduler::{Job as CronJob, JobScheduler, JobSchedulerError};
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::settings::schedule::{Schedule, ScheduleError};
@@ -25,33 +28,41 @@ pub trait Fired: Send + Sync + 'static {
     fn fire(&self, job: &str, at: DateTime<Utc>);
 }
 
-/// Start tokio-cron-scheduler with one cron job per scheduled job. Firing calls
-/// `sink.fire(job, now)`. Shut the returned scheduler down on exit.
-pub async fn start_cron(
-    jobs: &[(String, Schedule)],
-    sink: Arc<dyn Fired>,
-) -> Result<JobScheduler, JobSchedulerError> {
-    let scheduler = JobScheduler::new().await?;
-    for (name, schedule) in jobs {
-        let name = name.clone();
-        let sink = sink.clone();
-        let job = CronJob::new_async_tz(
-            schedule.expression.as_str(),
-            schedule.timezone,
-            move |_id, _scheduler| {
-                let sink = sink.clone();
-                let name = name.clone();
-                Box::pin(async move { sink.fire(&name, Utc::now()) })
-            },
-        )?;
-        scheduler.add(job).await?;
-    }
-    scheduler.start().await?;
-    Ok(scheduler)
+/// What the schedule loops read the time from and sleep on.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+    /// Return once the clock reads `t` or later.
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()>;
 }
 
-/// A clock for [`run_virtual`]: `base` plus the tokio time elapsed since `started` (tokio's
-/// clock pauses and advances in tests).
+/// The longest a [`WallClock`] sleeps before looking at the time again, so a clock step (NTP,
+/// a suspended VM) delays a firing by at most this much.
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(30);
+
+/// The system clock: what production fires by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            loop {
+                let Ok(left) = (t - Utc::now()).to_std() else { return };
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left.min(WALL_CLOCK_RECHECK)).await;
+            }
+        })
+    }
+}
+
+/// A clock on tokio's time: `base` plus the tokio time elapsed since `started` (tokio's clock
+/// pauses and advances in tests).
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
     base: DateTime<Utc>,
@@ -64,11 +75,6 @@ impl TokioClock {
         Self { base, started: tokio::time::Instant::now() }
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        let elapsed = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
-        self.base + elapsed
-    }
-
     /// The tokio instant at which the clock reads `t`.
     pub fn instant_at(&self, t: DateTime<Utc>) -> tokio::time::Instant {
         let ahead = (t - self.base).to_std().unwrap_or(Duration::ZERO);
@@ -76,12 +82,26 @@ impl TokioClock {
     }
 }
 
-/// Fire `job` on `schedule` by tokio's clock until `cancel`: the paused-time twin of
-/// [`start_cron`], for tests and the emulator.
-pub async fn run_virtual(
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
+        self.base + elapsed
+    }
+
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(self.instant_at(t)))
+    }
+}
+
+/// Fire `job` on `schedule` by `clock` until `cancel`.
+///
+/// Each firing is the schedule's next time after the previous one, or after now when the
+/// clock jumped past several (a suspended machine): those are one firing, and the queue's
+/// missed-run policy decides about the rest.
+pub async fn run_schedule(
     job: String,
     schedule: Schedule,
-    clock: TokioClock,
+    clock: Arc<dyn Clock>,
     sink: Arc<dyn Fired>,
     cancel: CancellationToken,
 ) {
@@ -89,11 +109,31 @@ pub async fn run_virtual(
     while let Some(next) = schedule.next_after(after) {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(clock.instant_at(next)) => {}
+            _ = clock.sleep_until(next) => {}
         }
         sink.fire(&job, next);
-        after = next;
+        after = next.max(clock.now());
     }
+}
+
+/// One [`run_schedule`] loop per job, on `clock`, until `cancel`.
+pub fn start(
+    jobs: &[(String, Schedule)],
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn Fired>,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut loops = tokio::task::JoinSet::new();
+    for (name, schedule) in jobs {
+        loops.spawn(run_schedule(
+            name.clone(),
+            schedule.clone(),
+            clock.clone(),
+            sink.clone(),
+            cancel.clone(),
+        ));
+    }
+    loops
 }
 
 /// A random delay in `[0, jitter]`.
