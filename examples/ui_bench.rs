@@ -75,7 +75,15 @@ fn seed(path: &Path, runs: usize, records: usize) -> Vec<i64> {
                 ),
                 _ => (Decision::Unchanged, None, None),
             };
-            DecisionRecord { external_id: id(i), decision, reason, line, profile: None }
+            let changes = match decision {
+                Decision::Updated => vec![xaas::state::AttributeChange {
+                    attribute: "title".into(),
+                    from: Some("Engineer".into()),
+                    to: Some("Lead".into()),
+                }],
+                _ => Vec::new(),
+            };
+            DecisionRecord { external_id: id(i), decision, reason, line, profile: None, changes }
         });
         store.record_decisions(run, &mut decisions).expect("record decisions");
         ids.push(run);

@@ -22,6 +22,7 @@ fn decisions(n: usize) -> Vec<DecisionRecord> {
             reason: None,
             line: Some(format!("line {}", i + 2)),
             profile: None,
+            changes: Vec::new(),
         })
         .collect()
 }

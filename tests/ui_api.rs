@@ -17,7 +17,7 @@ use xaas::okta::batch::SessionKind;
 use xaas::okta::model::SessionStatus;
 use xaas::okta::session::SessionOutcome;
 use xaas::state::sqlite::SqliteStore;
-use xaas::state::{Decision, DecisionRecord, Hold, StateStore};
+use xaas::state::{AttributeChange, Decision, DecisionRecord, Hold, StateStore};
 use xaas::sync::report::{JobReport, MembershipDetail, SessionReport};
 
 const TOKEN: &str = "ui-test-token-0123456789";
@@ -94,7 +94,8 @@ async fn serve(config: &Path) -> Served {
 }
 
 /// One finished run of `hr` with 250 decisions (`u0000`…`u0249`): every 10th deactivated,
-/// every 7th created, the rest unchanged; each with a profile.
+/// the 5th of every 10 updated (its title changed), every other 7th created, the rest
+/// unchanged; each with a profile.
 fn seed(dir: &Path, held: bool) -> i64 {
     let mut store = SqliteStore::open(&dir.join("state.db"), false).unwrap();
     let now = chrono::Utc::now();
@@ -157,10 +158,20 @@ fn seed(dir: &Path, held: bool) -> i64 {
     let mut decisions = (0..250).map(|i| {
         let (decision, reason) = if i % 10 == 0 {
             (Decision::Deactivated, Some("missing_from_source".to_string()))
+        } else if i % 10 == 5 {
+            (Decision::Updated, None)
         } else if i % 7 == 0 {
             (Decision::Created, None)
         } else {
             (Decision::Unchanged, None)
+        };
+        let changes = match decision {
+            Decision::Updated => vec![AttributeChange {
+                attribute: "title".into(),
+                from: Some(format!("Title {i}")),
+                to: Some(format!("Title {}", i + 1)),
+            }],
+            _ => Vec::new(),
         };
         DecisionRecord {
             external_id: format!("u{i:04}"),
@@ -168,6 +179,7 @@ fn seed(dir: &Path, held: bool) -> i64 {
             reason,
             line: None,
             profile: Some(json!({"email": format!("person{i}@example.com")})),
+            changes,
         }
     });
     assert_eq!(store.record_decisions(run, &mut decisions).unwrap(), 250);
@@ -187,6 +199,19 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     let (status, body) = get(client, url, Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(status, 200, "{url}: {body}");
     serde_json::from_str(&body).unwrap()
+}
+
+/// The seeded ids of `range` in page order: created, updated, deactivated, then unchanged.
+fn changes_first(range: std::ops::Range<usize>) -> Vec<String> {
+    let rank = |i: usize| match (i % 10, i % 7) {
+        (0, _) => 2,
+        (5, _) => 1,
+        (_, 0) => 0,
+        _ => 3,
+    };
+    let mut ids: Vec<(usize, String)> = range.map(|i| (rank(i), format!("u{i:04}"))).collect();
+    ids.sort();
+    ids.into_iter().map(|(_, id)| id).collect()
 }
 
 /// Every page of `url` (which has no `after`), following `next_after`.
@@ -253,14 +278,17 @@ async fn json_routes_need_auth_and_paginate_and_search() {
         "profiles are hidden unless show_profiles: {detail}"
     );
 
-    // Every decision once, in order, over pages of 37.
+    // Every decision once, changes first (created, updated, deactivated; unchanged last), by
+    // externalId within each, over pages of 37.
     let all = walk(&client, &format!("{base}/v1/runs/{run}?limit=37")).await;
-    let want: Vec<String> = (0..250).map(|i| format!("u{i:04}")).collect();
-    assert_eq!(all, want);
+    assert_eq!(all, changes_first(0..250));
     // A prefix search, paginated.
     let found = walk(&client, &format!("{base}/v1/runs/{run}?q=u01&limit=30")).await;
-    let want: Vec<String> = (100..200).map(|i| format!("u{i:04}")).collect();
-    assert_eq!(found, want);
+    assert_eq!(found, changes_first(100..200));
+    // An update says what changed, without the values unless show_profiles.
+    let updated =
+        get_json(&client, &format!("{base}/v1/runs/{run}?decision=updated&limit=1")).await;
+    assert_eq!(updated["decisions"]["items"][0]["changes"], json!([{"attribute": "title"}]));
     let one = walk(&client, &format!("{base}/v1/runs/{run}?q=u0042")).await;
     assert_eq!(one, ["u0042"]);
     // A decision filter, paginated.
@@ -297,6 +325,12 @@ async fn json_routes_need_auth_and_paginate_and_search() {
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("u0100") && !html.contains("u0099"), "search applies to the page");
     assert!(!html.contains("person100@example.com"), "no profile values on the page");
+    // An update names what changed, not the values.
+    let (_, html) =
+        get(&client, &format!("{base}/ui/runs/{run}?q=u0005"), Some(&format!("Bearer {TOKEN}")))
+            .await;
+    assert!(html.contains("<b>title</b> changed"), "{html}");
+    assert!(!html.contains("Title 5"), "no values without show_profiles: {html}");
     // The mover's counts and per-user changes, and the left-out reference.
     assert!(html.contains("memberships removed 2 · groups deleted 1"), "{html}");
     assert!(html.contains("references resolved 40 · left out 1"), "{html}");
@@ -325,6 +359,19 @@ async fn profiles_are_shown_only_with_show_profiles() {
     )
     .await;
     assert!(html.contains("person3@example.com"), "{html}");
+    // An update's old and new values, on the page and in the JSON.
+    let detail = get_json(&client, &format!("{}/v1/runs/{run}?q=u0005", served.base)).await;
+    assert_eq!(
+        detail["decisions"]["items"][0]["changes"],
+        json!([{"attribute": "title", "from": "Title 5", "to": "Title 6"}])
+    );
+    let (_, html) = get(
+        &client,
+        &format!("{}/ui/runs/{run}?q=u0005", served.base),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert!(html.contains("<b>title</b> Title 5 → Title 6"), "{html}");
     served.stop().await;
 }
 

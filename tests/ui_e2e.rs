@@ -202,6 +202,28 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
     assert_eq!(r["external_id"], nameless.id.as_str(), "{rejected}");
     assert_eq!(r["line"], "line 212", "header, 210 people, then the bad one: {rejected}");
     assert!(r["reason"].as_str().unwrap().contains("lastName"), "{rejected}");
+    // The run page lists what changed first, and for each rename the attribute that changed
+    // (read before the push confirmed the new profile; no values without show_profiles): the
+    // first name, and the display name made from it.
+    let page: Value = http
+        .get(format!("{base}/v1/runs/{}?limit=26", second["id"]))
+        .bearer_auth(UI_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["decisions"]["items"].as_array().unwrap();
+    let order: Vec<&str> = items.iter().map(|d| d["decision"].as_str().unwrap()).collect();
+    let mut want = vec!["created"; 10];
+    want.extend(["updated"; 15]);
+    want.push("rejected");
+    assert_eq!(order, want, "changes first: {page}");
+    for d in &items[10..25] {
+        let want = json!([{"attribute": "displayName"}, {"attribute": "firstName"}]);
+        assert_eq!(d["changes"], want, "{d}");
+    }
     common::write_csv(&csv, &people[..150]);
     let held = run_and_wait(&http, &base, "hr", second["id"].as_i64().unwrap()).await;
     assert_eq!(held["outcome"], "held", "{held}\n{}", serve_log());

@@ -414,7 +414,10 @@ pub fn run_detail(
     let mut decisions = store.decisions(id, query)?;
     if !show_profiles {
         // Stored only when shown, but a setting turned off later hides them again.
-        decisions.items.iter_mut().for_each(|d| d.profile = None);
+        for d in &mut decisions.items {
+            d.profile = None;
+            d.changes.iter_mut().for_each(|c| (c.from, c.to) = (None, None));
+        }
     }
     Ok(RunDetail {
         run: summary(store, record)?,

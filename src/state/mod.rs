@@ -275,6 +275,21 @@ pub struct DecisionRecord {
     /// The profile sent (JSON object), kept only with `serve.ui.show_profiles: true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<serde_json::Value>,
+    /// For an update, the attributes that changed against the last profile Okta confirmed
+    /// (empty when the state keeps no profiles); their values only with `show_profiles`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<AttributeChange>,
+}
+
+/// One attribute of an update, against the last profile Okta confirmed (`from`, `to`: absent
+/// when the attribute was added or removed, or when values are not shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AttributeChange {
+    pub attribute: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Which decisions of a run to read: one page, after a key (keyset pagination).
@@ -283,16 +298,17 @@ pub struct DecisionQuery {
     /// Only externalIds starting with this.
     pub q: Option<String>,
     pub decision: Option<Decision>,
-    /// Only externalIds after this one (the previous page's `next_after`).
+    /// Only records after this cursor (the previous page's `next_after`).
     pub after: Option<String>,
     pub limit: usize,
 }
 
-/// One page of a run's decisions, in externalId order.
+/// One page of a run's decisions: changes first ([`Decision::ALL`] order), by externalId
+/// within each decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DecisionPage {
     pub items: Vec<DecisionRecord>,
-    /// Pass as `after` for the next page; `None` on the last one.
+    /// Pass as `after` for the next page (`decision:externalId`); `None` on the last one.
     pub next_after: Option<String>,
 }
 

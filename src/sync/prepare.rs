@@ -34,6 +34,8 @@ pub struct Prepared {
     pub leavers: Vec<String>,
     /// The memberships and groups this run takes away (what the hold lets through).
     pub removals: GroupRemovals,
+    /// Per spill slot of an update: what it changes (a run's; a plan has none).
+    pub changes: std::collections::HashMap<usize, Vec<report::AttributeChange>>,
 }
 
 /// Pull, diff, check safeguards and plan sessions, filling `report`. An `Err` means nothing
@@ -92,6 +94,10 @@ pub async fn prepare(
         Hold::Everything => GroupRemovals::default(),
     };
     report.details = details(store, job, &pulled.users, &delta, options.detail_limit);
+    let changes = match ctx.okta {
+        Some(_) => super::record::update_changes(store, job, &pulled.users, &delta.actions),
+        None => Default::default(),
+    };
 
     let (planned, upserted_groups) =
         plan_sessions(job, &mut pulled, &send, &extra_deletes, &removals)?;
@@ -136,6 +142,7 @@ pub async fn prepare(
         actions: delta.actions,
         leavers: delta.leavers,
         removals,
+        changes,
     })
 }
 

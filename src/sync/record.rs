@@ -1,13 +1,16 @@
 //! After the push: record the pull, the run and its per-record decisions in the state.
 
+use std::collections::HashMap;
+
 use tracing::warn;
 
 use super::SyncError;
 use super::delta::Action;
-use super::prepare::Prepared;
+use super::prepare::{Prepared, attribute_diff};
 use super::report::{JobOutcome, JobReport};
+use super::spill::Spill;
 use crate::settings::Job;
-use crate::state::{self, StateStore};
+use crate::state::{self, AttributeChange, StateStore};
 
 /// Write the finished run to the history: its report, its hold (what an approval must cover)
 /// and what it decided for every record. Failures are logged: the run itself is over.
@@ -53,6 +56,7 @@ fn record_decisions(
         reason: reason.map(str::to_string),
         line: None,
         profile: None,
+        changes: Vec::new(),
     };
     let rejected = report.rejected.iter().map(|r| DecisionRecord {
         // Records without an externalId are keyed by where they were.
@@ -64,6 +68,7 @@ fn record_decisions(
         }),
         line: Some(r.origin.to_string()),
         profile: None,
+        changes: Vec::new(),
     });
     let Some(p) = prepared else {
         return store.record_decisions(run, &mut rejected.into_iter());
@@ -88,18 +93,26 @@ fn record_decisions(
             }
         }
     }
-    let planned = p.actions.iter().zip(by_slot).map(|(action, (id, profile))| {
-        let (decision, reason) = match action {
-            Action::Create => (Decision::Created, None),
-            Action::Update => (Decision::Updated, None),
-            Action::Reactivate => (Decision::Reactivated, None),
-            Action::Unchanged => (Decision::Unchanged, None),
-            Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
-            Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
-            Action::DeactivateUnowned => (Decision::Deactivated, Some("inactive_not_sent_before")),
-        };
-        DecisionRecord { profile, ..record(id, decision, reason) }
-    });
+    let planned =
+        p.actions.iter().zip(by_slot).enumerate().map(|(slot, (action, (id, profile)))| {
+            let (decision, reason) = match action {
+                Action::Create => (Decision::Created, None),
+                Action::Update => (Decision::Updated, None),
+                Action::Reactivate => (Decision::Reactivated, None),
+                Action::Unchanged => (Decision::Unchanged, None),
+                Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
+                Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
+                Action::DeactivateUnowned => {
+                    (Decision::Deactivated, Some("inactive_not_sent_before"))
+                }
+            };
+            let mut changes = p.changes.get(&slot).cloned().unwrap_or_default();
+            if !show_profiles {
+                // Which attributes changed, not their values (personal data).
+                changes.iter_mut().for_each(|c| (c.from, c.to) = (None, None));
+            }
+            DecisionRecord { profile, changes, ..record(id, decision, reason) }
+        });
     let leavers = p
         .leavers
         .iter()
@@ -113,6 +126,37 @@ fn record_decisions(
     });
     let mut all = rejected.chain(planned).chain(leavers).chain(not_yet);
     store.record_decisions(run, &mut all)
+}
+
+/// What each update changes, old → new, read before the push confirms the new profiles (the
+/// run page shows it). Empty when the state keeps no profiles (`store_profiles: false`): the
+/// page then says "changed". Reads the updated users back from the spill, a chunk at a time.
+pub fn update_changes(
+    store: &dyn StateStore,
+    job: &Job,
+    users: &Spill,
+    actions: &[Action],
+) -> HashMap<usize, Vec<AttributeChange>> {
+    let updates: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| **a == Action::Update).map(|(i, _)| i).collect();
+    let mut out = HashMap::new();
+    for chunk in updates.chunks(1_000) {
+        let read = match users.read_slots(chunk) {
+            Ok(read) => read,
+            Err(e) => {
+                warn!(error = %e, "cannot read back the updated users: the run page shows no diffs");
+                break;
+            }
+        };
+        for (slot, user) in chunk.iter().zip(read) {
+            let before = store.confirmed_profile(&job.name, &user.external_id).ok().flatten();
+            let changes = before.map(|b| attribute_diff(&b, &user.profile)).unwrap_or_default();
+            if !changes.is_empty() {
+                out.insert(*slot, changes);
+            }
+        }
+    }
+    out
 }
 
 /// After the push: record the pull (a complete one that was not held) and a completed full

@@ -101,15 +101,8 @@ pub struct HoldReport {
     pub release: Option<String>,
 }
 
-/// One attribute of an update, against the last profile Okta confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttributeChange {
-    pub attribute: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-}
+/// One attribute of an update (stored with the run's decisions too).
+pub use crate::state::AttributeChange;
 
 /// An update and what changed in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

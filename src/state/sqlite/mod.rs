@@ -16,6 +16,7 @@ use super::{
     JobState, JobWatch, OwnedGroup, RunId, RunRecord, SentStatus, StateError, StateStore,
 };
 
+mod decisions;
 mod groups;
 mod history;
 
@@ -150,6 +151,8 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     CREATE INDEX seen_signatures_expiry ON seen_signatures (expires_at);",
+    // 10: what an update changed, old → new (`decisions`), a JSON array.
+    "ALTER TABLE run_decisions ADD COLUMN changes TEXT;",
 ];
 
 /// The columns [`run_row`] reads.
@@ -173,32 +176,6 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         approved_at: r.get(8)?,
         consumed_by: r.get(9)?,
     })
-}
-
-fn decision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
-    let decision: String = r.get(1)?;
-    let profile: Option<String> = r.get(4)?;
-    Ok(DecisionRecord {
-        external_id: r.get(0)?,
-        // Written by this module from `Decision::as_str`; an unknown one reads as unchanged.
-        decision: Decision::parse(&decision).unwrap_or(Decision::Unchanged),
-        reason: r.get(2)?,
-        line: r.get(3)?,
-        profile: profile.and_then(|p| serde_json::from_str(&p).ok()),
-    })
-}
-
-/// The smallest string greater than every string starting with `prefix` (for a prefix
-/// search as a range on the primary key); `None` when there is none.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 /// The SQLite state store.
@@ -689,107 +666,15 @@ impl StateStore for SqliteStore {
         run: RunId,
         decisions: &mut dyn Iterator<Item = DecisionRecord>,
     ) -> Result<u64, StateError> {
-        let location = self.location.clone();
-        let e = |e| backend(&location, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        let mut counts: BTreeMap<Decision, u64> = BTreeMap::new();
-        let mut written = 0u64;
-        {
-            // A record rejected twice (or rejected and kept) keeps its first decision.
-            let mut stmt = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO run_decisions
-                        (run, external_id, decision, reason, line, profile)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(e)?;
-            for d in decisions {
-                let profile = d.profile.as_ref().map(|p| p.to_string());
-                let n = stmt
-                    .execute(params![
-                        run,
-                        d.external_id,
-                        d.decision.as_str(),
-                        d.reason,
-                        d.line,
-                        profile
-                    ])
-                    .map_err(e)?;
-                if n > 0 {
-                    *counts.entry(d.decision).or_default() += 1;
-                    written += 1;
-                }
-            }
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO run_decision_counts (run, decision, n) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (run, decision) DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(e)?;
-            for (d, n) in &counts {
-                stmt.execute(params![run, d.as_str(), *n as i64]).map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)?;
-        Ok(written)
+        self.write_decisions(run, decisions)
     }
 
     fn decisions(&self, run: RunId, query: &DecisionQuery) -> Result<DecisionPage, StateError> {
-        // Keyset pagination on (run, [decision,] external_id): every page, however deep, is
-        // one index range read of `limit + 1` rows.
-        let limit = query.limit.clamp(1, 1_000);
-        let q = query.q.as_deref().filter(|q| !q.is_empty());
-        let low = match (q, query.after.as_deref()) {
-            (Some(q), Some(a)) if a >= q => (a.to_string(), false),
-            (Some(q), _) => (q.to_string(), true),
-            (None, Some(a)) => (a.to_string(), false),
-            (None, None) => (String::new(), true),
-        };
-        let high = q.and_then(prefix_end);
-        let mut sql = String::from(
-            "SELECT external_id, decision, reason, line, profile FROM run_decisions WHERE run = ?1",
-        );
-        sql.push_str(if low.1 { " AND external_id >= ?2" } else { " AND external_id > ?2" });
-        if high.is_some() {
-            sql.push_str(" AND external_id < ?3");
-        }
-        if query.decision.is_some() {
-            sql.push_str(" AND decision = ?4");
-        }
-        sql.push_str(" ORDER BY external_id LIMIT ?5");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        // `?5` is always there, so the statement takes five parameters whichever are used.
-        let decision = query.decision.map(Decision::as_str);
-        let rows = stmt
-            .query_map(params![run, low.0, high, decision, (limit + 1) as i64], decision_row)
-            .map_err(|e| self.err(e))?;
-        let mut items: Vec<DecisionRecord> =
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        let next_after = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| d.external_id.clone())
-        } else {
-            None
-        };
-        Ok(DecisionPage { items, next_after })
+        self.decision_page(run, query)
     }
 
     fn decision_counts(&self, run: RunId) -> Result<BTreeMap<Decision, u64>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT decision, n FROM run_decision_counts WHERE run = ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let (d, n) = row.map_err(|e| self.err(e))?;
-            if let Some(d) = Decision::parse(&d) {
-                out.insert(d, n.max(0) as u64);
-            }
-        }
-        Ok(out)
+        self.counts_of(run)
     }
 
     fn runs(

@@ -1,4 +1,6 @@
+use super::decisions::prefix_end;
 use super::*;
+use crate::state::AttributeChange;
 
 fn now() -> DateTime<Utc> {
     Utc::now()
@@ -79,7 +81,7 @@ fn approvals_release_one_run_within_what_was_approved() {
 }
 
 #[test]
-fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
+fn decisions_page_changes_first_search_by_prefix_and_keep_counts() {
     let mut s = SqliteStore::in_memory(false).unwrap();
     let run = s.begin_run("hr", now()).unwrap();
     let d = |id: &str, decision| DecisionRecord {
@@ -88,6 +90,7 @@ fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
         reason: None,
         line: None,
         profile: None,
+        changes: Vec::new(),
     };
     let mut rows = vec![d("b1", Decision::Rejected), d("a2", Decision::Created)].into_iter();
     let mut more =
@@ -106,11 +109,17 @@ fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
         let p = s.decisions(run, &query).unwrap();
         (p.items.iter().map(|d| d.external_id.clone()).collect::<Vec<_>>(), p.next_after)
     };
-    assert_eq!(page(None, None, None), (vec!["a1".into(), "a2".into()], Some("a2".into())));
-    assert_eq!(page(None, Some("a2"), None), (vec!["ab".into(), "b1".into()], None));
-    assert_eq!(page(Some("a"), Some("a1"), None), (vec!["a2".into(), "ab".into()], None));
+    // Changes first: created a1 a2, rejected b1, unchanged ab last.
+    let first = (vec!["a1".into(), "a2".into()], Some("created:a2".into()));
+    assert_eq!(page(None, None, None), first);
+    assert_eq!(page(None, Some("created:a2"), None), (vec!["b1".into(), "ab".into()], None));
+    assert_eq!(page(None, Some("rejected:b1"), None), (vec!["ab".into()], None));
+    assert_eq!(page(Some("a"), Some("created:a1"), None), (vec!["a2".into(), "ab".into()], None));
     assert_eq!(page(Some("b"), None, None), (vec!["b1".into()], None));
     assert_eq!(page(None, None, Some(Decision::Created)).0, ["a1", "a2"]);
+    assert_eq!(page(None, None, Some(Decision::Unchanged)).0, ["ab"]);
+    // A cursor from before changes-first pages (a bare externalId) still pages on.
+    assert_eq!(page(None, Some("a1"), None).0, ["a2", "b1"]);
     let counts = s.decision_counts(run).unwrap();
     assert_eq!(counts.get(&Decision::Created), Some(&2));
     assert_eq!(counts.get(&Decision::Rejected), Some(&1));
@@ -121,6 +130,16 @@ fn decisions_page_by_key_search_by_prefix_and_keep_counts() {
             .items
             .is_empty()
     );
+    // What an update changed is kept with it.
+    let change = AttributeChange {
+        attribute: "title".into(),
+        from: Some("Engineer".into()),
+        to: Some("Lead".into()),
+    };
+    let updated = DecisionRecord { changes: vec![change.clone()], ..d("c1", Decision::Updated) };
+    assert_eq!(s.record_decisions(run, &mut std::iter::once(updated)).unwrap(), 1);
+    let only = DecisionQuery { decision: Some(Decision::Updated), limit: 5, ..Default::default() };
+    assert_eq!(s.decisions(run, &only).unwrap().items[0].changes, [change]);
     assert_eq!(prefix_end("ab"), Some("ac".into()));
 }
 
