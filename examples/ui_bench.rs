@@ -1,7 +1,11 @@
 //! Seeds a state store with a large run history and times the monitoring pages over HTTP
 //! (`bench/ui.sh`).
 //!
-//! `ui_bench [--runs 100] [--records 100000] [--requests 200] [--dir target/ui-bench]`
+//! `ui_bench [--runs 100] [--records 100000] [--requests 200] [--dir target/ui-bench]
+//!  [--dynamodb http://127.0.0.1:PORT]`
+//!
+//! With `--dynamodb`, the history goes to fresh DynamoDB tables at that endpoint (dynalite)
+//! instead of the SQLite file, and the daemon serves the pages from them.
 //!
 //! The store gets `runs` finished runs of one job, each with `records` per-record decisions
 //! (1% created, 2% updated, 0.5% deactivated, 0.1% rejected, the rest unchanged), written
@@ -31,8 +35,7 @@ fn id(i: usize) -> String {
     format!("emp{i:07}")
 }
 
-fn seed(path: &Path, runs: usize, records: usize) -> Vec<i64> {
-    let mut store = SqliteStore::open(path, false).expect("open the state store");
+fn seed(store: &mut dyn StateStore, runs: usize, records: usize) -> Vec<i64> {
     let existing = store.runs(Some("hr"), None, runs + 1).expect("list runs");
     let complete = existing.len() == runs
         && existing.iter().all(|r| {
@@ -40,10 +43,10 @@ fn seed(path: &Path, runs: usize, records: usize) -> Vec<i64> {
                 == records as u64
         });
     if complete {
-        println!("reusing the seeded history in {}", path.display());
+        println!("reusing the seeded history");
         return existing.iter().map(|r| r.id).collect();
     }
-    assert!(existing.is_empty(), "{} holds another history: remove it", path.display());
+    assert!(existing.is_empty(), "the store holds another history: remove it");
     let started = Instant::now();
     let sessions: Vec<serde_json::Value> = (0..10)
         .map(|s| {
@@ -112,20 +115,45 @@ async fn main() {
     let dir = PathBuf::from(arg("--dir", "target/ui-bench"));
     std::fs::create_dir_all(&dir).expect("create the bench directory");
     let state = dir.join("state.db");
-    let ids = seed(&state, runs, records);
-    let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "history: {} runs × {records} decisions, state file {:.0} MB",
-        ids.len(),
-        size as f64 / 1e6
-    );
+    let dynamodb = std::env::args().any(|a| a == "--dynamodb").then(|| arg("--dynamodb", ""));
+    let (ids, state_yaml) = match &dynamodb {
+        None => {
+            let mut store = SqliteStore::open(&state, false).expect("open the state store");
+            let ids = seed(&mut store, runs, records);
+            let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
+            println!("state: SQLite, file {:.0} MB", size as f64 / 1e6);
+            let path = state.canonicalize().expect("state path");
+            (ids, format!("  path: {}\n", path.display()))
+        }
+        Some(endpoint) => {
+            let prefix = format!("uibench_{}_", std::process::id());
+            let settings = xaas::settings::DynamoStateSettings {
+                table_prefix: prefix.clone(),
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(endpoint.clone()),
+                lease: std::time::Duration::from_secs(15),
+            };
+            let mut store = xaas::state::dynamodb::DynamoStore::open(&settings, false)
+                .expect("open the dynamodb state");
+            let started = Instant::now();
+            let ids = seed(&mut store, runs, records);
+            println!(
+                "state: DynamoDB at {endpoint} (tables {prefix}*), seeded in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            let yaml = format!(
+                "  backend: dynamodb\n  table_prefix: {prefix}\n  region: us-east-1\n  endpoint_url: {endpoint}\n"
+            );
+            (ids, yaml)
+        }
+    };
+    println!("history: {} runs × {records} decisions", ids.len());
 
     let config = dir.join("xaas.yaml");
     std::fs::write(
         &config,
         format!(
-            "okta:\n  org_url: http://127.0.0.1:9\n  auth: {{type: api_token, token: unused}}\nstate:\n  path: {}\nserve:\n  listen: 127.0.0.1:0\n  ui:\n    enabled: true\n    auth: {{type: token, token: {TOKEN}}}\njobs:\n  - name: hr\n    identity_source_id: 0oabench000000000000\n    schedule: \"0 2 * * *\"\n    source: {{type: csv, path: people.csv}}\n    mapping: {}\n",
-            state.canonicalize().expect("state path").display(),
+            "okta:\n  org_url: http://127.0.0.1:9\n  auth: {{type: api_token, token: unused}}\nstate:\n{state_yaml}serve:\n  listen: 127.0.0.1:0\n  ui:\n    enabled: true\n    auth: {{type: token, token: {TOKEN}}}\njobs:\n  - name: hr\n    identity_source_id: 0oabench000000000000\n    schedule: \"0 2 * * *\"\n    source: {{type: csv, path: people.csv}}\n    mapping: {}\n",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/seed-dynamodb.yaml").display()
         ),
     )
@@ -152,12 +180,12 @@ async fn main() {
         ("jobs page", "/ui".to_string()),
         ("run page", format!("/ui/runs/{mid}")),
         ("search", format!("/ui/runs/{mid}?q={}", id(records * 54 / 100))),
-        ("deep page", format!("/ui/runs/{mid}?after={last}")),
+        ("deep page", format!("/ui/runs/{mid}?after=unchanged:{last}")),
         (
             "filtered deep page",
-            format!("/ui/runs/{mid}?decision=deactivated&after={}", id(records / 2)),
+            format!("/ui/runs/{mid}?decision=deactivated&after=deactivated:{}", id(records / 2)),
         ),
-        ("json deep page", format!("/v1/runs/{mid}?after={last}")),
+        ("json deep page", format!("/v1/runs/{mid}?after=unchanged:{last}")),
     ];
     println!("{requests} requests per page, one at a time (ms)");
     println!(

@@ -344,13 +344,9 @@ pub fn state_size(bytes: u64, free: u64) {
 }
 
 /// History rows one pruning pass removed.
-pub fn pruned(p: &crate::state::config::Pruned) {
-    let kinds = [
-        ("runs", p.runs),
-        ("decisions", p.decisions),
-        ("events", p.events),
-        ("signatures", p.signatures),
-    ];
+pub fn pruned(runs: u64, decisions: u64, events: u64, signatures: u64) {
+    let kinds =
+        [("runs", runs), ("decisions", decisions), ("events", events), ("signatures", signatures)];
     for (kind, n) in kinds {
         if n > 0 {
             counter!(STATE_PRUNED_TOTAL, "kind" => kind).increment(n);

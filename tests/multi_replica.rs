@@ -4,8 +4,9 @@
 //! triggers go to random replicas. The lease owner of one source is killed (SIGKILL) mid-run:
 //! its job moves to another replica within the lease time (the takeover time is printed), and
 //! the emulator ends with exactly the source state, no overlapping sessions on any source and
-//! no duplicate externalId in any session. Then a signed push replayed to another replica is
-//! answered as a duplicate of the first and not imported again.
+//! no duplicate externalId in any session. Then a replica that does not hold the source shows
+//! its runs, decisions and pages, and a signed push replayed to another replica is answered
+//! as a duplicate of the first and not imported again.
 
 mod common;
 
@@ -22,6 +23,7 @@ use xaas::sim::{SimConfig, SimHandle};
 const SOURCE_A: &str = "0oasimaaaaaaaaaaaaa";
 const SOURCE_B: &str = "0oasimbbbbbbbbbbbbb";
 const LEASE_SECS: u64 = 3;
+const UI_TOKEN: &str = "multi-replica-ui-token-0123456789";
 
 fn endpoint() -> Option<String> {
     match std::env::var("XAAS_TEST_DYNAMODB_ENDPOINT") {
@@ -47,6 +49,9 @@ fn write_config(dir: &Path, sim: &SimHandle, endpoint: &str, prefix: &str) -> Pa
         "  backend: dynamodb\n  table_prefix: {prefix}\n  region: us-east-1\n  endpoint_url: {endpoint}\n  lease_secs: {LEASE_SECS}\n"
     );
     config.serve_mut().extra = "  batch_window_ms: 200\n".into();
+    config.serve_mut().after = format!(
+        "  ui:\n    enabled: true\n    auth:\n      type: token\n      token: {UI_TOKEN}\n"
+    );
     config.jobs = vec![job("hr", SOURCE_A), job("contractors", SOURCE_B)];
     config.write(&dir.join("xaas.yaml"))
 }
@@ -344,6 +349,44 @@ async fn three_replicas_share_two_sources_and_survive_the_death_of_an_owner() {
         survivors.iter().any(|l| l.contains("lease acquired") && l.contains(SOURCE_A)),
         "a survivor took A over"
     );
+
+    // The history is shared: a replica that did not run hr's pull shows its runs, the run's
+    // decisions and the pages.
+    let owner_now = lease_owner(&ddb, &prefix, SOURCE_A).await.expect("A has an owner");
+    let other = replicas
+        .iter()
+        .flatten()
+        .find(|r| r.pid() != owner_now)
+        .expect("a replica that does not hold A");
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{}{path}", other.base);
+        async move {
+            let r = http.get(&url).bearer_auth(UI_TOKEN).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, runs) = get("/v1/runs?job=hr".into()).await;
+    assert_eq!(status, 200, "{runs}");
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let pull = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["counts"]["created"].as_u64() >= Some(60))
+        .unwrap_or_else(|| panic!("no run of hr that created the 60 employees: {runs}"));
+    let id = pull["id"].as_i64().unwrap();
+    let (status, detail) = get(format!("/v1/runs/{id}?decision=created&limit=100")).await;
+    assert_eq!(status, 200, "{detail}");
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    let created = detail["decisions"]["items"].as_array().unwrap();
+    assert!(created.len() >= 60, "{detail}");
+    for page in ["/ui".to_string(), format!("/ui/runs/{id}"), "/ui/held".into()] {
+        let (status, html) = get(page.clone()).await;
+        assert_eq!(status, 200, "{page}: {html}");
+        assert!(!html.contains("not supported"), "{page}: {html}");
+    }
+    println!("replica pid {} (not the owner) showed run {id} of hr", other.pid());
 
     // A signed push replayed to another replica: the first event, not applied again.
     let bases = alive(&replicas);

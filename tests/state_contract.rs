@@ -16,7 +16,8 @@ use xaas::state::dynamodb::{Dynamo, DynamoEventStore, DynamoStore};
 use xaas::state::events::{Claim, EventStatus, EventStore, NewEvent, SeenSignature, Stored};
 use xaas::state::sqlite::SqliteStore;
 use xaas::state::{
-    Confirmed, Entry, Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
+    ApprovalRecord, AttributeChange, Confirmed, Decision, DecisionQuery, DecisionRecord, Entry,
+    Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
 };
 
 /// dynalite's endpoint. Missing: a failure under CI, a skip on a laptop without npm.
@@ -119,6 +120,8 @@ store_contract!(
     job_facts,
     memberships_and_owned_groups,
     job_watch_is_kept_per_job_and_replaced_whole,
+    run_history_is_listed_newest_first_and_found_by_id,
+    decisions_page_changes_first_with_search_filter_and_counts,
 );
 
 events_contract!(
@@ -342,6 +345,115 @@ fn memberships_and_owned_groups(s: &mut dyn StateStore) {
     assert_eq!(s.owned_groups("other").unwrap().len(), 1);
     // The groups partition is not a job's users.
     assert_eq!(all_entries(s, "hr").len(), 2);
+}
+
+fn run_history_is_listed_newest_first_and_found_by_id(s: &mut dyn StateStore) {
+    let ids: Vec<i64> = (0..5)
+        .map(|i| {
+            let job = if i % 2 == 0 { "hr" } else { "ad" };
+            let id = s.begin_run(job, now()).unwrap();
+            s.finish_run(id, "success", "{}", None, now()).unwrap();
+            id
+        })
+        .collect();
+    let listed = |s: &dyn StateStore, job: Option<&str>, before, limit| -> Vec<i64> {
+        s.runs(job, before, limit).unwrap().into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(listed(s, Some("hr"), None, 10), [ids[4], ids[2], ids[0]]);
+    assert_eq!(listed(s, Some("hr"), Some(ids[4]), 1), [ids[2]]);
+    assert_eq!(listed(s, None, None, 10), [ids[4], ids[3], ids[2], ids[1], ids[0]]);
+    assert_eq!(listed(s, None, Some(ids[3]), 2), [ids[2], ids[1]]);
+    assert!(listed(s, Some("nobody"), None, 10).is_empty());
+    let found = s.run_by_id(ids[3]).unwrap().unwrap();
+    assert_eq!((found.job.as_str(), found.outcome.as_deref()), ("ad", Some("success")));
+    assert!(s.run_by_id(999_999).unwrap().is_none());
+    // The approvals' audit trail, per run, in order.
+    let at = now().to_rfc3339();
+    let approval = |by: &str| ApprovalRecord {
+        job: "hr".into(),
+        run: ids[2],
+        approved_at: at.clone(),
+        approved_by: by.into(),
+        remote_addr: Some("10.0.0.7".into()),
+    };
+    assert!(s.approvals(ids[2]).unwrap().is_empty());
+    s.record_approval(&approval("token")).unwrap();
+    s.record_approval(&approval("cli")).unwrap();
+    let trail = s.approvals(ids[2]).unwrap();
+    assert_eq!(trail.iter().map(|a| a.approved_by.as_str()).collect::<Vec<_>>(), ["token", "cli"]);
+    assert_eq!(trail[0], approval("token"));
+    assert!(s.approvals(ids[0]).unwrap().is_empty());
+}
+
+fn decisions_page_changes_first_with_search_filter_and_counts(s: &mut dyn StateStore) {
+    let run = s.begin_run("hr", now()).unwrap();
+    s.finish_run(run, "success", "{}", None, now()).unwrap();
+    // 2,600 records (more than one chunk of a decision on DynamoDB), in no order, one of them
+    // twice (its first decision stays).
+    let decision = |i: usize| match i % 13 {
+        0 => Decision::Deactivated,
+        1 | 2 => Decision::Updated,
+        3 => Decision::Created,
+        4 => Decision::Rejected,
+        _ => Decision::Unchanged,
+    };
+    let record = |i: usize| DecisionRecord {
+        external_id: format!("u{:05}", (i * 7919) % 2600),
+        decision: decision((i * 7919) % 2600),
+        reason: (decision((i * 7919) % 2600) == Decision::Deactivated)
+            .then(|| "missing_from_source".to_string()),
+        line: None,
+        profile: None,
+        changes: match decision((i * 7919) % 2600) {
+            Decision::Updated => vec![AttributeChange {
+                attribute: "title".into(),
+                from: Some("a".into()),
+                to: Some("b".into()),
+            }],
+            _ => Vec::new(),
+        },
+    };
+    let mut all = (0..2600)
+        .map(record)
+        .chain(std::iter::once(DecisionRecord { decision: Decision::Created, ..record(0) }));
+    assert_eq!(s.record_decisions(run, &mut all).unwrap(), 2600);
+    let mut want: Vec<(usize, String)> =
+        (0..2600).map(|i| (decision(i).rank(), format!("u{i:05}"))).collect();
+    want.sort();
+    let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+    let walk = |s: &dyn StateStore, q: Option<&str>, decision: Option<Decision>, limit| {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let query = DecisionQuery { q: q.map(Into::into), decision, after, limit };
+            let page = s.decisions(run, &query).unwrap();
+            assert!(page.items.len() <= limit);
+            ids.extend(page.items.into_iter().map(|d| d.external_id));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => return ids,
+            }
+        }
+    };
+    assert_eq!(walk(s, None, None, 97), want, "every record once, changes first");
+    let searched: Vec<String> = want.iter().filter(|id| id.starts_with("u012")).cloned().collect();
+    assert_eq!(walk(s, Some("u012"), None, 7), searched);
+    let updated: Vec<String> = (0..2600)
+        .filter(|i| decision(*i) == Decision::Updated)
+        .map(|i| format!("u{i:05}"))
+        .collect();
+    assert_eq!(walk(s, None, Some(Decision::Updated), 150), updated);
+    // The first page holds changes; an update carries what changed.
+    let first = s.decisions(run, &DecisionQuery { limit: 5, ..Default::default() }).unwrap();
+    assert!(first.items.iter().all(|d| d.decision == Decision::Created));
+    let one = DecisionQuery { q: Some("u00001".into()), limit: 1, ..Default::default() };
+    let page = s.decisions(run, &one).unwrap();
+    assert_eq!(page.items[0].decision, Decision::Updated);
+    assert_eq!(page.items[0].changes[0].attribute, "title");
+    let counts = s.decision_counts(run).unwrap();
+    assert_eq!(counts.values().sum::<u64>(), 2600);
+    assert_eq!(counts[&Decision::Updated], updated.len() as u64);
+    assert!(s.decision_counts(run + 1000).unwrap().is_empty());
 }
 
 // ---- the event log ----------------------------------------------------------------------

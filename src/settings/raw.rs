@@ -96,7 +96,8 @@ pub struct RawState {
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// DynamoDB: the prefix of every table name (`{prefix}users`, `{prefix}runs`,
-    /// `{prefix}events`, `{prefix}open_events`, `{prefix}meta`, `{prefix}leases`, `{prefix}seen`).
+    /// `{prefix}events`, `{prefix}open_events`, `{prefix}meta`, `{prefix}leases`, `{prefix}seen`,
+    /// `{prefix}decisions`).
     /// Default `xaas_`. The tables are created on first use (on-demand billing) when missing.
     #[serde(default)]
     pub table_prefix: Option<String>,

@@ -216,7 +216,9 @@ pub struct RunRecord {
 }
 
 /// What a run decided for one record (the run page's per-record list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Created,
@@ -262,7 +264,7 @@ impl Decision {
 }
 
 /// One record's decision in one run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DecisionRecord {
     pub external_id: String,
     pub decision: Decision,
@@ -277,7 +279,7 @@ pub struct DecisionRecord {
     pub profile: Option<serde_json::Value>,
     /// For an update, the attributes that changed against the last profile Okta confirmed
     /// (empty when the state keeps no profiles); their values only with `show_profiles`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<AttributeChange>,
 }
 
@@ -303,6 +305,80 @@ pub struct DecisionQuery {
     pub limit: usize,
 }
 
+/// One decision's part of a page read: its records from `low` (after it, unless
+/// `inclusive`) up to `high` (exclusive), in externalId order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRange {
+    pub decision: Decision,
+    pub low: String,
+    pub inclusive: bool,
+    pub high: Option<String>,
+}
+
+impl Decision {
+    /// Where this decision comes on a page (its index in [`Decision::ALL`]).
+    pub fn rank(self) -> usize {
+        Self::ALL.iter().position(|d| *d == self).unwrap_or(Self::ALL.len() - 1)
+    }
+}
+
+impl DecisionQuery {
+    /// The page size, bounded.
+    pub fn page_size(&self) -> usize {
+        self.limit.clamp(1, 1_000)
+    }
+
+    /// What a backend reads for this page, in page order: for each decision (the filtered
+    /// one, or all from the cursor's on), the externalIds past the cursor and within the
+    /// prefix search. A backend reads them in turn until it has `page_size() + 1` records,
+    /// then calls [`DecisionPage::cut`].
+    pub fn ranges(&self) -> Vec<DecisionRange> {
+        let q = self.q.as_deref().filter(|q| !q.is_empty());
+        // `decision:externalId`; a bare externalId (a cursor from before changes-first
+        // pages) is read as being in the first decision.
+        let cursor = self.after.as_deref().map(|after| {
+            after
+                .split_once(':')
+                .and_then(|(d, id)| Some((Decision::parse(d)?, id)))
+                .unwrap_or((Decision::ALL[0], after))
+        });
+        let high = q.and_then(prefix_end);
+        Decision::ALL
+            .into_iter()
+            .filter(|d| self.decision.is_none_or(|only| only == *d))
+            .filter_map(|d| {
+                let (low, inclusive) = match cursor {
+                    Some((c, _)) if d.rank() < c.rank() => return None,
+                    Some((c, id)) if c == d => match q {
+                        Some(q) if q > id => (q, true),
+                        _ => (id, false),
+                    },
+                    _ => (q.unwrap_or_default(), true),
+                };
+                Some(DecisionRange {
+                    decision: d,
+                    low: low.to_string(),
+                    inclusive,
+                    high: high.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (a prefix search as
+/// a key range); `None` when there is none.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// One page of a run's decisions: changes first ([`Decision::ALL`] order), by externalId
 /// within each decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -312,8 +388,22 @@ pub struct DecisionPage {
     pub next_after: Option<String>,
 }
 
+impl DecisionPage {
+    /// The page of `limit` from `items` read in page order (up to `limit + 1` of them: one
+    /// more says there is a next page).
+    pub fn cut(mut items: Vec<DecisionRecord>, limit: usize) -> Self {
+        let next_after = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| format!("{}:{}", d.decision.as_str(), d.external_id))
+        } else {
+            None
+        };
+        Self { items, next_after }
+    }
+}
+
 /// An approval of a held run, as the audit trail keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ApprovalRecord {
     pub job: String,
     pub run: RunId,
@@ -341,8 +431,7 @@ pub enum StateError {
     NoSuchRun { job: String, run: RunId },
     #[error("run {run} of job `{job}` was not held by a safeguard: nothing to approve")]
     NotHeld { job: String, run: RunId },
-    /// A call this backend does not implement yet (the UI's run history is SQLite-only for
-    /// now).
+    /// A call a backend does not implement.
     #[error("{0} is not supported by this state backend yet")]
     Unsupported(String),
     #[error("run {run} of job `{job}` was already used by run {by}")]
@@ -574,7 +663,7 @@ pub fn prune(
         total.decisions += pass.decisions;
         total.events += pass.events;
         total.signatures += pass.signatures;
-        crate::telemetry::pruned(&pass);
+        crate::telemetry::pruned(pass.runs, pass.decisions, pass.events, pass.signatures);
         if pass.done {
             break;
         }

@@ -1,5 +1,6 @@
-//! The distributed state backend (`state.backend: dynamodb`): the same state, run history and
-//! webhook events as [`super::sqlite`] and [`super::events`], in DynamoDB tables that every
+//! The distributed state backend (`state.backend: dynamodb`): the same state, run history
+//! (with the decisions and approvals the monitoring page shows) and webhook events as
+//! [`super::sqlite`] and [`super::events`], in DynamoDB tables that every
 //! `xaas serve` replica shares, plus the leases that give each identity source one owner.
 //!
 //! # Tables (names from `state.table_prefix`, created on open when missing, on-demand billing)
@@ -13,6 +14,7 @@
 //! | `meta`         | `pk`                     | counters, job facts, run → job, session times, triggers |
 //! | `leases`       | `source`                 | the lease per identity source: owner, token, expiry |
 //! | `seen`         | `key`                    | signed webhook requests within the replay window (`expires_at` TTL) |
+//! | `decisions`    | `run`, `sk`              | each run's per-record decisions, in chunks, and their counts (see `history`) |
 //!
 //! Every read that decides something is strongly consistent (`ConsistentRead`), and the open
 //! events are a table of their own so the queue's `pending` is a consistent query whose size
@@ -73,7 +75,7 @@ type Item = HashMap<String, Av>;
 type Request = Box<dyn FnOnce(Ctx) -> BoxFuture<'static, ()> + Send>;
 
 /// The TTL attribute (unix seconds) of finished runs and events (`state.history`) and of
-/// seen signatures: DynamoDB deletes them after it. TTL is turned on for the three tables.
+/// seen signatures: DynamoDB deletes them after it. TTL is turned on for those tables.
 pub(super) const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// When a history item finished at `at` and kept for `keep` expires, in unix seconds.
@@ -103,6 +105,7 @@ struct Tables {
     meta: String,
     leases: String,
     seen: String,
+    decisions: String,
 }
 
 impl Tables {
@@ -115,11 +118,12 @@ impl Tables {
             meta: format!("{prefix}meta"),
             leases: format!("{prefix}leases"),
             seen: format!("{prefix}seen"),
+            decisions: format!("{prefix}decisions"),
         }
     }
 
     /// Each table with its key.
-    fn schemas(&self) -> [Schema<'_>; 7] {
+    fn schemas(&self) -> [Schema<'_>; 8] {
         [
             (&self.users, "job", Some(("external_id", false))),
             (&self.runs, "job", Some(("id", true))),
@@ -128,6 +132,7 @@ impl Tables {
             (&self.meta, "pk", None),
             (&self.leases, "source", None),
             (&self.seen, "key", None),
+            (&self.decisions, "run", Some(("sk", false))),
         ]
     }
 }
@@ -175,6 +180,7 @@ impl std::fmt::Debug for Dynamo {
 
 mod events;
 mod groups;
+mod history;
 mod items;
 mod leases;
 mod tables;
@@ -337,7 +343,7 @@ impl Dynamo {
             for (name, hash, range) in ctx.t.schemas() {
                 ensure_table(&ctx.client, name, hash, range).await?;
             }
-            for table in [&ctx.t.runs, &ctx.t.events, &ctx.t.seen] {
+            for table in [&ctx.t.runs, &ctx.t.events, &ctx.t.seen, &ctx.t.decisions] {
                 tables::enable_ttl(&ctx.client, table).await;
             }
             Ok(())

@@ -241,3 +241,54 @@ pub(super) async fn fenced(
         }
     }
 }
+
+/// Every item of `keys` that exists in `table` (consistent; unprocessed keys retried).
+pub(super) async fn batch_get(
+    ctx: &Ctx,
+    table: &str,
+    keys: Vec<Item>,
+    fields: Option<&str>,
+) -> Result<Vec<Item>, StateError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(100) {
+        let mut keys = chunk.to_vec();
+        while !keys.is_empty() {
+            let mut ka = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
+            if let Some(f) = fields {
+                let (expr, names) = projection(f);
+                ka = ka.projection_expression(expr);
+                for (k, v) in names {
+                    ka = ka.expression_attribute_names(k, v);
+                }
+            }
+            let ka = ka.build().map_err(|e| err(table, e))?;
+            let page = ctx
+                .client
+                .batch_get_item()
+                .request_items(table, ka)
+                .send()
+                .await
+                .map_err(|e| sdk_err(table, "batch get", e))?;
+            if let Some(items) = page.responses.and_then(|mut r| r.remove(table)) {
+                out.extend(items);
+            }
+            keys = page
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `#p_x` names for a projection (several attribute names are reserved words).
+pub(super) fn projection(fields: &str) -> (String, Vec<(String, String)>) {
+    let names: Vec<(String, String)> =
+        fields.split(',').map(|a| (format!("#p_{}", a.trim()), a.trim().to_string())).collect();
+    let expr = names.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+    (expr, names)
+}

@@ -4,7 +4,7 @@ use super::*;
 
 /// [`StateStore`] on DynamoDB.
 pub struct DynamoStore {
-    d: Dynamo,
+    pub(super) d: Dynamo,
     store_profiles: bool,
     /// Finished runs carry an `expires_at` (TTL) attribute from `keep_runs_for`.
     history: crate::state::config::HistoryPolicy,
@@ -110,34 +110,10 @@ impl StateStore for DynamoStore {
             let mut out = Vec::new();
             let unique: BTreeSet<String> = ids.into_iter().collect();
             let unique: Vec<String> = unique.into_iter().collect();
-            for chunk in unique.chunks(100) {
-                let mut keys: Vec<Item> = chunk.iter().map(|id| user_key(&job, id)).collect();
-                while !keys.is_empty() {
-                    let ka = KeysAndAttributes::builder()
-                        .set_keys(Some(keys))
-                        .consistent_read(true)
-                        .build()
-                        .map_err(|e| err(&ctx.t.users, e))?;
-                    let page = ctx
-                        .client
-                        .batch_get_item()
-                        .request_items(&ctx.t.users, ka)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_err(&ctx.t.users, "batch get users", e))?;
-                    if let Some(items) = page.responses.and_then(|mut r| r.remove(&ctx.t.users)) {
-                        out.extend(items.iter().filter_map(entry_of));
-                    }
-                    keys = page
-                        .unprocessed_keys
-                        .and_then(|mut u| u.remove(&ctx.t.users))
-                        .map(|k| k.keys)
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            let keys = unique.iter().map(|id| user_key(&job, id)).collect();
+            out.extend(
+                batch_get(&ctx, &ctx.t.users, keys, None).await?.iter().filter_map(entry_of),
+            );
             Ok(out)
         })
     }
@@ -444,6 +420,53 @@ impl StateStore for DynamoStore {
         self.d.call(move |ctx| async move {
             Ok(get_item(&ctx, &ctx.t.runs, key).await?.and_then(|i| get_s(&i, "report")))
         })
+    }
+
+    fn record_decisions(
+        &mut self,
+        run: RunId,
+        decisions: &mut dyn Iterator<Item = crate::state::DecisionRecord>,
+    ) -> Result<u64, StateError> {
+        self.write_decisions(run, decisions)
+    }
+
+    fn decisions(
+        &self,
+        run: RunId,
+        query: &crate::state::DecisionQuery,
+    ) -> Result<crate::state::DecisionPage, StateError> {
+        self.decision_page(run, query)
+    }
+
+    fn decision_counts(
+        &self,
+        run: RunId,
+    ) -> Result<BTreeMap<crate::state::Decision, u64>, StateError> {
+        self.counts_of(run)
+    }
+
+    fn runs(
+        &self,
+        job: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        self.list_runs(job, before, limit)
+    }
+
+    fn run_by_id(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        self.find_run(run)
+    }
+
+    fn record_approval(
+        &mut self,
+        approval: &crate::state::ApprovalRecord,
+    ) -> Result<(), StateError> {
+        self.add_approval(approval)
+    }
+
+    fn approvals(&self, run: RunId) -> Result<Vec<crate::state::ApprovalRecord>, StateError> {
+        self.approvals_of(run)
     }
 
     fn approve(&mut self, job: &str, run: RunId, at: DateTime<Utc>) -> Result<(), StateError> {

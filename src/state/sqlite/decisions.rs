@@ -5,7 +5,8 @@
 //! deactivated, rejected, not yet started; unchanged last), by externalId within each, so what
 //! a run changed is on its first page. Each decision is one range of the
 //! `run_decisions_by_decision` index, so a page, however deep, is at most one range read per
-//! decision. The page cursor (`next_after`) is `decision:externalId`.
+//! decision (what to read is [`DecisionQuery::ranges`], for every backend). The page cursor
+//! (`next_after`) is `decision:externalId`.
 
 use std::collections::BTreeMap;
 
@@ -75,9 +76,7 @@ impl SqliteStore {
         run: RunId,
         query: &DecisionQuery,
     ) -> Result<DecisionPage, StateError> {
-        let limit = query.limit.clamp(1, 1_000);
-        let q = query.q.as_deref().filter(|q| !q.is_empty());
-        let cursor = query.after.as_deref().map(parse_cursor);
+        let limit = query.page_size();
         let mut items: Vec<DecisionRecord> = Vec::with_capacity(limit + 1);
         let mut stmt = self
             .conn
@@ -89,23 +88,11 @@ impl SqliteStore {
                  ORDER BY external_id LIMIT ?6",
             )
             .map_err(|e| self.err(e))?;
-        for d in Decision::ALL {
-            if query.decision.is_some_and(|only| only != d) {
-                continue;
-            }
-            // Past the cursor's decision entirely, or within it after its externalId.
-            let (low, inclusive) = match cursor {
-                Some((c, _)) if rank(d) < rank(c) => continue,
-                Some((c, id)) if c == d => match q {
-                    Some(q) if q > id => (q.to_string(), true),
-                    _ => (id.to_string(), false),
-                },
-                _ => (q.unwrap_or_default().to_string(), true),
-            };
-            let high = q.and_then(prefix_end);
+        for r in query.ranges() {
             let want = (limit + 1 - items.len()) as i64;
+            let d = r.decision.as_str();
             let rows = stmt
-                .query_map(params![run, d.as_str(), low, inclusive, high, want], decision_row)
+                .query_map(params![run, d, r.low, r.inclusive, r.high, want], decision_row)
                 .map_err(|e| self.err(e))?;
             for row in rows {
                 items.push(row.map_err(|e| self.err(e))?);
@@ -114,13 +101,7 @@ impl SqliteStore {
                 break;
             }
         }
-        let next_after = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| format!("{}:{}", d.decision.as_str(), d.external_id))
-        } else {
-            None
-        };
-        Ok(DecisionPage { items, next_after })
+        Ok(DecisionPage::cut(items, limit))
     }
 
     pub(super) fn counts_of(&self, run: RunId) -> Result<BTreeMap<Decision, u64>, StateError> {
@@ -142,20 +123,6 @@ impl SqliteStore {
     }
 }
 
-/// Where a decision comes on the page.
-fn rank(d: Decision) -> usize {
-    Decision::ALL.iter().position(|x| *x == d).unwrap_or(usize::MAX)
-}
-
-/// `decision:externalId`; a bare externalId (a cursor from before changes-first pages) is
-/// read as being in the first decision.
-fn parse_cursor(after: &str) -> (Decision, &str) {
-    after
-        .split_once(':')
-        .and_then(|(d, id)| Some((Decision::parse(d)?, id)))
-        .unwrap_or((Decision::ALL[0], after))
-}
-
 fn decision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
     let decision: String = r.get(1)?;
     let profile: Option<String> = r.get(4)?;
@@ -171,17 +138,4 @@ fn decision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
             .and_then(|c| serde_json::from_str::<Vec<AttributeChange>>(&c).ok())
             .unwrap_or_default(),
     })
-}
-
-/// The smallest string greater than every string starting with `prefix` (for a prefix
-/// search as a range on the index); `None` when there is none.
-pub(super) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }

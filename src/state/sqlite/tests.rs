@@ -1,6 +1,6 @@
-use super::decisions::prefix_end;
 use super::*;
 use crate::state::AttributeChange;
+use crate::state::prefix_end;
 
 fn now() -> DateTime<Utc> {
     Utc::now()
