@@ -116,7 +116,7 @@ impl Person {
 
     pub fn csv_row(&self) -> String {
         let q = |s: &str| {
-            if s.contains([',', '"', '\n']) {
+            if s.contains([',', '"', '\n', '\r']) {
                 format!("\"{}\"", s.replace('"', "\"\""))
             } else {
                 s.to_string()
