@@ -467,3 +467,75 @@ async fn cli_approvals_are_audited_as_cli_and_listed_on_the_run() {
     assert_eq!(held["held"], 1, "approved but not used yet: still listed");
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_sends_the_browser_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &token_ui(false));
+    let run = seed(dir.path(), true);
+    let served = serve(&config).await;
+    let client = reqwest::Client::new();
+    let base = &served.base;
+    let auth = format!("Bearer {TOKEN}");
+    let gets = [
+        "/ui".to_string(),
+        format!("/ui/runs/{run}"),
+        "/ui/held".into(),
+        format!("/ui/held/{run}/approve"),
+        "/ui/webhook".into(),
+        "/ui/login".into(),
+        "/ui/style.css".into(),
+        "/v1/jobs".into(),
+        "/v1/runs".into(),
+        format!("/v1/runs/{run}"),
+        "/v1/runs/99999".into(),
+    ];
+    let posts =
+        [format!("/ui/held/{run}/approve"), "/ui/jobs/hr/resume".into(), "/ui/logout".into()];
+    let mut responses = Vec::new();
+    for path in &gets {
+        for signed_in in [true, false] {
+            let mut req = client.get(format!("{base}{path}"));
+            if signed_in {
+                req = req.header("authorization", &auth);
+            }
+            responses
+                .push((format!("GET {path} signed in: {signed_in}"), req.send().await.unwrap()));
+        }
+    }
+    for path in &posts {
+        let req = client
+            .post(format!("{base}{path}"))
+            .header("authorization", &auth)
+            .form(&[("csrf", "x")]);
+        responses.push((format!("POST {path}"), req.send().await.unwrap()));
+    }
+    for (what, r) in responses {
+        let h = r.headers();
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp:?}");
+        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{what}: {csp}");
+        assert_eq!(h.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]), "{what}");
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("referrer-policy").map(|v| v.as_bytes()),
+            Some(&b"same-origin"[..]),
+            "{what}"
+        );
+        if what.contains(" /v1/") {
+            assert_eq!(
+                h.get("cache-control").map(|v| v.as_bytes()),
+                Some(&b"no-store"[..]),
+                "{what}"
+            );
+        }
+    }
+    // No page carries a script for the policy to block.
+    let (_, html) = get(&client, &format!("{base}/ui/runs/{run}"), Some(&auth)).await;
+    assert!(!html.contains("<script"), "{html}");
+    served.stop().await;
+}

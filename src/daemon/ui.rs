@@ -514,5 +514,29 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/style.css", get(style))
         .with_state(ui);
-    Some(protected.merge(open))
+    Some(protected.merge(open).layer(middleware::from_fn(security_headers)))
+}
+
+/// What every page may load: its own stylesheet, and nothing else (no script at all; the
+/// inline `style` attributes of the charts' bars are the only inline content). It may not be
+/// framed, and its forms post only to itself.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+    style-src-attr 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+/// The page defends itself in a browser: a Content-Security-Policy, no framing (so the
+/// Approve page cannot be clicked through from another site), no MIME sniffing, no referrer
+/// to other origins; the JSON routes are never cached (they carry personal data).
+async fn security_headers(request: Request, next: Next) -> Response {
+    let json = request.uri().path().starts_with("/v1/");
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if json {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }

@@ -78,22 +78,30 @@ impl SqliteStore {
     ) -> Result<DecisionPage, StateError> {
         let limit = query.page_size();
         let mut items: Vec<DecisionRecord> = Vec::with_capacity(limit + 1);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT external_id, decision, reason, line, profile, changes FROM run_decisions
-                 WHERE run = ?1 AND decision = ?2
-                   AND (external_id > ?3 OR (?4 AND external_id = ?3))
-                   AND (?5 IS NULL OR external_id < ?5)
-                 ORDER BY external_id LIMIT ?6",
-            )
-            .map_err(|e| self.err(e))?;
         for r in query.ranges() {
+            // Plain range bounds, so each read is one range of the index (an `OR` or an
+            // `IS NULL` test in the bounds would make SQLite scan the rest of the decision).
+            let mut sql = String::from(
+                "SELECT external_id, decision, reason, line, profile, changes FROM run_decisions
+                 WHERE run = ?1 AND decision = ?2",
+            );
+            sql.push_str(if r.inclusive {
+                " AND external_id >= ?3"
+            } else {
+                " AND external_id > ?3"
+            });
+            if r.high.is_some() {
+                sql.push_str(" AND external_id < ?5");
+            }
+            sql.push_str(" ORDER BY external_id LIMIT ?4");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
             let want = (limit + 1 - items.len()) as i64;
             let d = r.decision.as_str();
-            let rows = stmt
-                .query_map(params![run, d, r.low, r.inclusive, r.high, want], decision_row)
-                .map_err(|e| self.err(e))?;
+            let rows = match &r.high {
+                Some(high) => stmt.query_map(params![run, d, r.low, want, high], decision_row),
+                None => stmt.query_map(params![run, d, r.low, want], decision_row),
+            }
+            .map_err(|e| self.err(e))?;
             for row in rows {
                 items.push(row.map_err(|e| self.err(e))?);
             }
