@@ -282,29 +282,33 @@ async fn read_range(
     want: usize,
 ) -> Result<Vec<DecisionRecord>, StateError> {
     let t = &ctx.t.decisions;
-    let (low, inclusive, high) = (range.low.as_str(), range.inclusive, range.high.as_deref());
+    let low = range.low.as_str();
     let prefix = format!("{}#", range.decision.rank());
-    // The chunk holding `low`: the last one starting at or before it.
+    // '$' follows '#': the end of this decision's range.
+    let end = format!("{}$", range.decision.rank());
+    let mut out = Vec::new();
+    // The chunk holding `low` (the last one starting at or before it), read whole: a page
+    // usually ends inside it.
     let holding = between(ctx, run, &prefix, &format!("{prefix}{low}"))
-        .projection_expression("#sk")
         .scan_index_forward(false)
         .limit(1)
         .consistent_read(true)
         .send()
         .await
         .map_err(|e| sdk_err(t, "query decisions", e))?;
-    let from = holding
-        .items
-        .unwrap_or_default()
-        .first()
-        .and_then(|i| get_s(i, "sk"))
-        .unwrap_or_else(|| prefix.clone());
-    // '$' follows '#': the end of this decision's range.
-    let end = format!("{}$", range.decision.rank());
-    let mut out = Vec::new();
-    let mut start: Option<Item> = None;
+    let mut start = None;
+    if let Some(item) = holding.items.unwrap_or_default().into_iter().next() {
+        if take_chunk(&item, run, range, want, &mut out)? {
+            return Ok(out);
+        }
+        start = Some(HashMap::from([
+            ("run".to_string(), run_pk(run)),
+            ("sk".to_string(), s(get_s(&item, "sk").unwrap_or_default())),
+        ]));
+    }
+    // Then the chunks after it, one at a time, until the page or the range is full.
     loop {
-        let page = between(ctx, run, &from, &end)
+        let page = between(ctx, run, &prefix, &end)
             .limit(1)
             .consistent_read(true)
             .set_exclusive_start_key(start.take())
@@ -312,21 +316,8 @@ async fn read_range(
             .await
             .map_err(|e| sdk_err(t, "query decisions", e))?;
         for item in page.items.unwrap_or_default() {
-            let data = get_s(&item, "data").unwrap_or_default();
-            let records: Vec<DecisionRecord> = serde_json::from_str(&data)
-                .map_err(|e| err(t, format!("an unreadable decisions chunk of run {run}: {e}")))?;
-            for r in records {
-                let id = r.external_id.as_str();
-                let after_low = if inclusive { id >= low } else { id > low };
-                if high.is_some_and(|h| id >= h) {
-                    return Ok(out);
-                }
-                if after_low {
-                    out.push(r);
-                    if out.len() >= want {
-                        return Ok(out);
-                    }
-                }
+            if take_chunk(&item, run, range, want, &mut out)? {
+                return Ok(out);
             }
         }
         match page.last_evaluated_key {
@@ -334,6 +325,39 @@ async fn read_range(
             _ => return Ok(out),
         }
     }
+}
+
+/// Add the records of one chunk that fall in `range` to `out`; `true` when nothing after it
+/// is needed (`want` records, or the range's end reached).
+fn take_chunk(
+    item: &Item,
+    run: RunId,
+    range: &DecisionRange,
+    want: usize,
+    out: &mut Vec<DecisionRecord>,
+) -> Result<bool, StateError> {
+    let (low, high) = (range.low.as_str(), range.high.as_deref());
+    // A chunk that ends before `low` holds nothing of the range.
+    if get_s(item, "last").is_some_and(|last| last.as_str() < low) {
+        return Ok(false);
+    }
+    let data = get_s(item, "data").unwrap_or_default();
+    let records: Vec<DecisionRecord> = serde_json::from_str(&data).map_err(|e| {
+        err("decisions", format!("an unreadable decisions chunk of run {run}: {e}"))
+    })?;
+    for r in records {
+        let id = r.external_id.as_str();
+        if high.is_some_and(|h| id >= h) {
+            return Ok(true);
+        }
+        if if range.inclusive { id >= low } else { id > low } {
+            out.push(r);
+            if out.len() >= want {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 async fn runs_of_job(
