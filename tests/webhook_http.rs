@@ -284,6 +284,24 @@ async fn v2_signatures_cover_the_path_and_v1_can_be_refused() {
     let r = send(path, v2).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "a repeat is a duplicate");
     assert_eq!(s.stored(), 1);
+    // Reads are v2-signed over their own method and path, and may be polled.
+    let id = r.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_string();
+    let event_path = format!("/v1/events/{id}");
+    let read = |signature: String| {
+        s.client
+            .get(format!("{}{event_path}", s.url))
+            .header("X-Xaas-Timestamp", now.to_string())
+            .header("X-Xaas-Signature", signature)
+            .send()
+    };
+    let get_v2 = sign_v2(SECRET.as_bytes(), now, "GET", &event_path, b"");
+    for _ in 0..2 {
+        assert_eq!(read(get_v2.clone()).await.unwrap().status(), StatusCode::OK);
+    }
+    let posted = sign_v2(SECRET.as_bytes(), now, "POST", &event_path, b"");
+    assert_eq!(read(posted).await.unwrap().status(), StatusCode::UNAUTHORIZED, "another method");
+    let v1 = sign(SECRET.as_bytes(), now, b"");
+    assert_eq!(read(v1).await.unwrap().status(), StatusCode::UNAUTHORIZED, "v2 required");
 }
 
 #[tokio::test]

@@ -189,15 +189,15 @@ impl App {
         }
     }
 
-    /// Check the caller; for a signed request that has an effect (`route`: method and path;
-    /// `None` for reads), returns the fingerprints to remember with it.
+    /// Check the caller; for a signed request that has an effect, returns the fingerprints to
+    /// remember with it (reads, `route.read`, have no effect to repeat: nothing is remembered).
     fn authenticate(
         &self,
         settings: &WebhookSettings,
         headers: &HeaderMap,
         body: &[u8],
         client: IpAddr,
-        route: Option<&Route<'_>>,
+        route: &Route<'_>,
     ) -> Result<Option<SeenSignature>, Refusal> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let result = match &settings.auth {
@@ -209,13 +209,13 @@ impl App {
                 let signed = Signed {
                     timestamp: text(auth::TIMESTAMP_HEADER),
                     signature: text(auth::SIGNATURE_HEADER),
-                    method: route.map_or("GET", |r| r.method),
-                    path: route.map_or("", |r| r.path),
+                    method: route.method,
+                    path: route.path,
                     body,
                 };
                 let now = Utc::now().timestamp();
                 auth::verify_hmac(secrets, window, *require_v2, signed, now)
-                    .map(|v| route.map(|r| r.fingerprints(&v, body, window)))
+                    .map(|v| (!route.read).then(|| route.fingerprints(&v, body, window)))
             }
         };
         result.map_err(|e| {
@@ -235,7 +235,7 @@ impl App {
         client: IpAddr,
         headers: &HeaderMap,
         body: Body,
-        route: Option<&Route<'_>>,
+        route: &Route<'_>,
     ) -> Result<(Arc<WebhookSettings>, Bytes, Option<SeenSignature>), Refusal> {
         let settings = self.settings();
         self.rate_limit(client, &settings)?;
@@ -245,13 +245,15 @@ impl App {
     }
 }
 
-/// A request with an effect: its method and the path the daemon received.
+/// A request: its method and the path the daemon received (what a v2 signature covers).
 struct Route<'a> {
     method: &'a str,
     path: &'a str,
     /// A trigger's body means nothing: `{}` signed in one second is the same message for every
     /// job, so its message is told apart by route (as an empty body's is).
     bodiless: bool,
+    /// A read: no effect to repeat, so it is not remembered and a client may poll.
+    read: bool,
 }
 
 impl Route<'_> {
@@ -473,8 +475,8 @@ async fn push_records(
 ) -> Response {
     let started = std::time::Instant::now();
     let client = client.ip();
-    let route = Route { method: "POST", path: uri.path(), bodiless: false };
-    let response = match app.gate(client, &headers, body, Some(&route)).await {
+    let route = Route { method: "POST", path: uri.path(), bodiless: false, read: false };
+    let response = match app.gate(client, &headers, body, &route).await {
         Err(r) => r.into_response(),
         // A failure stores nothing, the signature included: the sender may retry as it is.
         Ok((settings, body, sig)) => {
@@ -622,8 +624,8 @@ async fn trigger(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let route = Route { method: "POST", path: uri.path(), bodiless: true };
-    let sig = match app.gate(client.ip(), &headers, body, Some(&route)).await {
+    let route = Route { method: "POST", path: uri.path(), bodiless: true, read: false };
+    let sig = match app.gate(client.ip(), &headers, body, &route).await {
         Err(r) => return r.into_response(),
         Ok((_, _, sig)) => sig,
     };
@@ -658,11 +660,13 @@ async fn event(
     State(app): State<Arc<App>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     // A read has no effect to repeat: no replay check, so a client may poll freely.
-    if let Err(r) = app.gate(client.ip(), &headers, body, None).await {
+    let route = Route { method: "GET", path: uri.path(), bodiless: true, read: true };
+    if let Err(r) = app.gate(client.ip(), &headers, body, &route).await {
         return r.into_response();
     }
     match app.ctx.events.get(&id) {
