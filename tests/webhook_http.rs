@@ -362,15 +362,19 @@ async fn malformed_json_and_mapping_rejections_are_explained() {
     assert!(!body.to_string().contains("c2@example.com"), "no record values echoed");
     assert_eq!(s.stored(), 0, "all or nothing");
 
-    // A control character in an identifier: 422, naming the field and the position.
-    let mut bad = person("c4", "true");
-    bad["id"] = json!("c\u{1b}4");
-    let r = s.push(&json!([person("c5", "true"), bad])).await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["details"][0]["index"], 1, "{body}");
-    let reason = body["details"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("U+001B at character 2"), "{body}");
+    // A control character in an identifier: 422, naming the field and the position; each of
+    // U+0000-U+001F and U+007F.
+    for c in (0u32..0x20).chain([0x7f]).filter_map(char::from_u32) {
+        let mut bad = person("c4", "true");
+        bad["id"] = json!(format!("c{c}4"));
+        let r = s.push(&json!([person("c5", "true"), bad])).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "U+{:04X}", c as u32);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["details"][0]["index"], 1, "{body}");
+        let reason = body["details"][0]["reason"].as_str().unwrap();
+        let code = format!("U+{:04X} at character 2", c as u32);
+        assert!(reason.contains(&code), "{code}: {body}");
+    }
     assert_eq!(s.stored(), 0);
 
     let r = s.post_signed("/v1/jobs/nope/records", br#"{"id": "x"}"#, SECRET, now - 2, &[]).await;
