@@ -156,6 +156,8 @@ pub struct Job {
     pub sessions: SessionMode,
     /// Abort the run, sending nothing, when more records than this are rejected.
     pub max_rejected: Option<ErrorBudget>,
+    /// `max_memory_mb`, in bytes (`None`: the container's limit, if any).
+    pub max_memory: Option<u64>,
     /// Send only what changed since Okta last confirmed it.
     pub delta: bool,
     /// A full resync is due this long after the last one; `None`: never.
@@ -718,6 +720,12 @@ fn validate_job(
             "must be at least 1 (set it to `null` to never delete groups)",
         ));
     }
+    if raw.max_memory_mb == Some(0) {
+        diags.push(index.diag(
+            format!("{key}.max_memory_mb"),
+            "must be at least 1 (leave it out to use the container's memory limit)",
+        ));
+    }
     if raw.leavers.missing_runs == 0 {
         diags.push(index.diag(
             format!("{key}.leavers.missing_runs"),
@@ -773,6 +781,7 @@ fn validate_job(
         missed: raw.missed,
         sessions: raw.sessions,
         max_rejected: raw.max_rejected,
+        max_memory: raw.max_memory_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
         delta: raw.delta,
         full_resync_every,
         leavers: Leavers {

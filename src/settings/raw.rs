@@ -382,6 +382,11 @@ pub struct RawJob {
     /// are rejected, as a count (`50`) or a share of the records read (`5%`).
     #[serde(default)]
     pub max_rejected: Option<crate::settings::ErrorBudget>,
+    /// The most memory this job's run may hold, in MiB: a pull that grows past 90% of it stops
+    /// before anything is sent, naming the figure. Default: the container's memory limit
+    /// (the cgroup's `memory.max`), when there is one.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
     /// `true` (default): send only users that are new, changed or changed status since the
     /// last profile Okta confirmed. `false`: send every user on every run.
     #[serde(default = "default_true")]
@@ -472,6 +477,7 @@ const JOB_KEYS: &[&str] = &[
     "missed",
     "sessions",
     "max_rejected",
+    "max_memory_mb",
     "delta",
     "full_resync_every",
     "leavers",

@@ -18,6 +18,9 @@ pub enum SyncError {
     /// The source was read, but more records were rejected than `max_rejected` allows.
     #[error("{0}")]
     TooManyRejected(String),
+    /// The pull grew past its share of the job's memory limit (`crate::sync::memory`).
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The state store could not be read or written; `doing` says what was attempted
     /// (`read the state`, `write the state`, `read the approvals`...).
     #[error("cannot {doing}: {source}")]
@@ -77,7 +80,12 @@ impl SyncError {
 
     /// Whether the pull itself failed, so nothing at all went (or would go) to Okta.
     pub fn before_sending(&self) -> bool {
-        matches!(self, SyncError::PullIncomplete(_) | SyncError::TooManyRejected(_))
+        matches!(
+            self,
+            SyncError::PullIncomplete(_)
+                | SyncError::TooManyRejected(_)
+                | SyncError::OutOfMemory(_)
+        )
     }
 
     /// A session that did not end as applied: `retryable` when sending the same again may
@@ -98,6 +106,7 @@ impl SyncError {
         match self {
             SyncError::PullIncomplete(_) => FailureKind::PullIncomplete,
             SyncError::TooManyRejected(_) => FailureKind::TooManyRejected,
+            SyncError::OutOfMemory(_) => FailureKind::OutOfMemory,
             SyncError::State { .. }
             | SyncError::Spill { .. }
             | SyncError::MarkPending(_)
@@ -120,7 +129,9 @@ impl SyncError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SyncError::Session { retryable, .. } => *retryable,
-            SyncError::TooManyRejected(_) | SyncError::PlanChanged => false,
+            SyncError::TooManyRejected(_) | SyncError::OutOfMemory(_) | SyncError::PlanChanged => {
+                false
+            }
             _ => true,
         }
     }
@@ -166,13 +177,15 @@ pub enum FailureKind {
     State,
     /// Another client keeps a session open on the identity source (it is left alone).
     ForeignSession,
+    /// The pull needs more memory than the job may use (`max_memory_mb`, the container).
+    OutOfMemory,
     /// The daemon was shutting down.
     Shutdown,
 }
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         FailureKind::OktaCredentials,
         FailureKind::OktaScope,
         FailureKind::UnknownIdentitySource,
@@ -182,6 +195,7 @@ impl FailureKind {
         FailureKind::SessionFailed,
         FailureKind::State,
         FailureKind::ForeignSession,
+        FailureKind::OutOfMemory,
         FailureKind::Shutdown,
     ];
 
@@ -196,6 +210,7 @@ impl FailureKind {
             FailureKind::SessionFailed => "session_failed",
             FailureKind::State => "state",
             FailureKind::ForeignSession => "foreign_session",
+            FailureKind::OutOfMemory => "out_of_memory",
             FailureKind::Shutdown => "shutdown",
         }
     }
@@ -215,6 +230,7 @@ impl FailureKind {
                 | FailureKind::OktaScope
                 | FailureKind::UnknownIdentitySource
                 | FailureKind::TooManyRejected
+                | FailureKind::OutOfMemory
         )
     }
 
@@ -247,6 +263,9 @@ impl FailureKind {
             }
             FailureKind::ForeignSession => {
                 "another client keeps an import session open on the identity source: xaas waits for it and never touches it; the run page names it"
+            }
+            FailureKind::OutOfMemory => {
+                "the pull needs more memory than the job may use, so nothing was sent: raise max_memory_mb and the container's memory limit, or split the source"
             }
             FailureKind::Shutdown => "the daemon was shutting down during the run",
         }
@@ -353,6 +372,14 @@ mod tests {
                 k.is_lasting()
             })
             .collect();
-        assert_eq!(lasting, [true, true, true, true, false, false, false, false, false, false]);
+        assert_eq!(
+            lasting,
+            [true, true, true, true, false, false, false, false, false, true, false]
+        );
+        assert_eq!(
+            SyncError::OutOfMemory("x".into()).kind(),
+            FailureKind::OutOfMemory,
+            "a person has to give it memory"
+        );
     }
 }

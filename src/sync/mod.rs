@@ -21,6 +21,7 @@ pub mod delta;
 pub mod direct;
 pub mod error;
 pub mod jobs;
+pub mod memory;
 pub mod plan;
 pub mod prepare;
 pub mod pull;

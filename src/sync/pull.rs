@@ -87,6 +87,7 @@ pub async fn pull_and_map(
     let mut not_yet: Vec<NotYet> = Vec::new();
     // One instant for the whole pull, so every record is dated against the same day.
     let now = chrono::Utc::now();
+    let memory = super::memory::MemoryLimit::of(job.max_memory);
     loop {
         let item = tokio::select! {
             biased;
@@ -101,6 +102,12 @@ pub async fn pull_and_map(
             }
         };
         read += 1;
+        if read.is_multiple_of(super::memory::CHECK_EVERY)
+            && let Some(limit) = &memory
+            && let Err(e) = limit.check(&job.name, read)
+        {
+            return Err(fail(e, read, rejected));
+        }
         let user = match item.and_then(|record| job.mapping.apply_at(&record, now)) {
             Ok(Mapped::User(u)) => u,
             Ok(Mapped::NotYet(n)) => {
@@ -161,6 +168,12 @@ pub async fn pull_and_map(
         && let Some(message) = budget.exceeded(rejected.len() as u64, read)
     {
         return Err(fail(SyncError::TooManyRejected(message), read, rejected));
+    }
+    // Once more with everything the pull holds, before anything is planned or sent.
+    if let Some(limit) = &memory
+        && let Err(e) = limit.check(&job.name, read)
+    {
+        return Err(fail(e, read, rejected));
     }
     Ok(Pulled { users, rejected, deduplicated, not_yet, read, references: resolution })
 }
