@@ -438,11 +438,14 @@ async fn the_second_rotation_secret_is_accepted_and_trigger_works() {
     let ack: Value = r.json().await.unwrap();
     assert_eq!(ack, json!({"status": "queued", "position": 0}));
     assert_eq!(*s.dispatch.triggered.lock().unwrap(), ["hr"]);
-    // The same signed trigger again is a duplicate: answered, not run twice.
-    let r = s.post_signed("/v1/jobs/hr/trigger", b"", NEXT_SECRET, now, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let ack: Value = r.json().await.unwrap();
-    assert_eq!(ack, json!({"status": "duplicate", "duplicate": true}));
+    // The same signed trigger again is a duplicate: answered, not run twice; also with the
+    // job's name spelled another way in the path.
+    for path in ["/v1/jobs/hr/trigger", "/v1/jobs/h%72/trigger"] {
+        let r = s.post_signed(path, b"", NEXT_SECRET, now, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let ack: Value = r.json().await.unwrap();
+        assert_eq!(ack, json!({"status": "duplicate", "duplicate": true}));
+    }
     assert_eq!(*s.dispatch.triggered.lock().unwrap(), ["hr"]);
 }
 

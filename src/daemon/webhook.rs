@@ -249,6 +249,9 @@ impl App {
 struct Route<'a> {
     method: &'a str,
     path: &'a str,
+    /// The route with its job decoded (`/v1/jobs/hr/records` for `/v1/jobs/h%72/records`):
+    /// what a message is remembered under, so another spelling of the path is the same route.
+    canonical: String,
     /// A trigger's body means nothing: `{}` signed in one second is the same message for every
     /// job, so its message is told apart by route (as an empty body's is).
     bodiless: bool,
@@ -258,7 +261,7 @@ struct Route<'a> {
 
 impl Route<'_> {
     fn name(&self) -> String {
-        format!("{} {}", self.method, self.path)
+        format!("{} {}", self.method, self.canonical)
     }
 
     /// What the state remembers of the verified request `v` (see
@@ -475,7 +478,13 @@ async fn push_records(
 ) -> Response {
     let started = std::time::Instant::now();
     let client = client.ip();
-    let route = Route { method: "POST", path: uri.path(), bodiless: false, read: false };
+    let route = Route {
+        method: "POST",
+        path: uri.path(),
+        canonical: format!("/v1/jobs/{job}/records"),
+        bodiless: false,
+        read: false,
+    };
     let response = match app.gate(client, &headers, body, &route).await {
         Err(r) => r.into_response(),
         // A failure stores nothing, the signature included: the sender may retry as it is.
@@ -624,7 +633,13 @@ async fn trigger(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let route = Route { method: "POST", path: uri.path(), bodiless: true, read: false };
+    let route = Route {
+        method: "POST",
+        path: uri.path(),
+        canonical: format!("/v1/jobs/{job}/trigger"),
+        bodiless: true,
+        read: false,
+    };
     let sig = match app.gate(client.ip(), &headers, body, &route).await {
         Err(r) => return r.into_response(),
         Ok((_, _, sig)) => sig,
@@ -665,7 +680,13 @@ async fn event(
     body: Body,
 ) -> Response {
     // A read has no effect to repeat: no replay check, so a client may poll freely.
-    let route = Route { method: "GET", path: uri.path(), bodiless: true, read: true };
+    let route = Route {
+        method: "GET",
+        path: uri.path(),
+        canonical: format!("/v1/events/{id}"),
+        bodiless: true,
+        read: true,
+    };
     if let Err(r) = app.gate(client.ip(), &headers, body, &route).await {
         return r.into_response();
     }
