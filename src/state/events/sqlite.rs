@@ -86,10 +86,7 @@ impl SqliteEventStore {
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| store.err(e))?;
             let now = Utc::now().timestamp();
-            let claim = seen::check(&tx, &sig, now).map_err(|e| store.err(e))?;
-            if claim == Claim::New {
-                seen::remember(&tx, &sig, None, now).map_err(|e| store.err(e))?;
-            }
+            let claim = seen::claim(&tx, &sig, None, now).map_err(|e| store.err(e))?;
             tx.commit().map_err(|e| store.err(e))?;
             Ok(claim)
         })
@@ -503,7 +500,7 @@ fn write_group(
 }
 
 /// One append of a group: a repeat (signed message or idempotency key seen before) answers
-/// with the first event, anything else is stored with its users and its signature.
+/// with the first event, anything else is stored with its users, its signature claimed for it.
 fn write_one(
     tx: &rusqlite::Transaction<'_>,
     find: &mut rusqlite::CachedStatement<'_>,
@@ -512,18 +509,40 @@ fn write_one(
     received_at: &str,
     now: i64,
 ) -> rusqlite::Result<Stored> {
+    let id = format!("evt_{}", uuid::Uuid::now_v7());
     if let Some(sig) = &e.signature
-        && let Some(seen) = Stored::from_claim(seen::check(tx, sig, now)?)
+        && let Some(seen) = Stored::from_claim(seen::claim(tx, sig, Some(&id), now)?)
     {
         return Ok(seen);
     }
+    let stored = store_event(tx, find, insert, e, id.clone(), received_at);
+    if let Some(sig) = &e.signature {
+        match &stored {
+            // The idempotency key named an earlier event: the signature is that one's.
+            Ok(s) if s.id != id => seen::repoint(tx, sig, &id, &s.id)?,
+            Ok(_) => {}
+            // Nothing stored: neither is the signature, so the sender may retry as it is.
+            Err(_) => seen::release(tx, sig, &id)?,
+        }
+    }
+    stored
+}
+
+/// Store `e` as event `id`, unless its idempotency key names an earlier one.
+fn store_event(
+    tx: &rusqlite::Transaction<'_>,
+    find: &mut rusqlite::CachedStatement<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    e: &NewEvent,
+    id: String,
+    received_at: &str,
+) -> rusqlite::Result<Stored> {
     if let Some(key) = &e.idempotency_key
-        && let Some(id) =
+        && let Some(first) =
             find.query_row(params![e.job, key], |r| r.get::<_, String>(0)).optional()?
     {
-        return Ok(Stored::duplicate_of(id));
+        return Ok(Stored::duplicate_of(first));
     }
-    let id = format!("evt_{}", uuid::Uuid::now_v7());
     insert.execute(params![
         id,
         e.job,
@@ -538,9 +557,6 @@ fn write_one(
         tx.prepare_cached("INSERT INTO webhook_event_users (seq, external_id) VALUES (?1, ?2)")?;
     for ext in &e.external_ids {
         users.execute(params![seq, ext])?;
-    }
-    if let Some(sig) = &e.signature {
-        seen::remember(tx, sig, Some(&id), now)?;
     }
     Ok(Stored::new(id))
 }

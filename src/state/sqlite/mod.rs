@@ -145,11 +145,11 @@ const MIGRATIONS: &[&str] = &[
     // 9: the signed webhook requests seen within the replay window (`crate::state::events`,
     // "seen"), so a replay is known after a restart; expired rows go with the pruning.
     "CREATE TABLE seen_signatures (
-        key TEXT PRIMARY KEY,
+        key BLOB PRIMARY KEY,
         route TEXT NOT NULL,
         event_id TEXT,
         expires_at INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX seen_signatures_expiry ON seen_signatures (expires_at);",
     // 10: what an update changed, old → new (`decisions`), a JSON array.
     "ALTER TABLE run_decisions ADD COLUMN changes TEXT;",
