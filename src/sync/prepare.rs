@@ -93,11 +93,15 @@ pub async fn prepare(
         }
         Hold::Everything => GroupRemovals::default(),
     };
-    report.details = details(store, job, &pulled.users, &delta, options.detail_limit);
+    // A run records what every update changes (read once, used by the details too); a plan
+    // reads it for the users it shows only.
     let changes = match ctx.okta {
-        Some(_) => super::record::update_changes(store, job, &pulled.users, &delta.actions),
-        None => Default::default(),
+        Some(_) => Some(super::record::update_changes(store, job, &pulled.users, &delta.actions)),
+        None => None,
     };
+    report.details =
+        details(store, job, &pulled.users, &delta, options.detail_limit, changes.as_ref());
+    let changes = changes.unwrap_or_default();
 
     let (planned, upserted_groups) =
         plan_sessions(job, &mut pulled, &send, &extra_deletes, &removals)?;
@@ -307,13 +311,14 @@ fn created_groups(
 }
 
 /// The users behind each part of the plan, at most `limit` per part; updates come with their
-/// attribute-level diff against the last confirmed profile.
+/// attribute-level diff against the last confirmed profile (`known`, when already read).
 fn details(
     store: &dyn StateStore,
     job: &Job,
     users: &Spill,
     delta: &delta::Delta,
     limit: usize,
+    known: Option<&std::collections::HashMap<usize, Vec<report::AttributeChange>>>,
 ) -> report::Details {
     let mut d = report::Details::default();
     let mut wanted: Vec<usize> = Vec::new();
@@ -350,8 +355,15 @@ fn details(
             Action::Create => d.creates.push(user.external_id),
             Action::Reactivate => d.reactivations.push(user.external_id),
             Action::Update => {
-                let before = store.confirmed_profile(&job.name, &user.external_id).ok().flatten();
-                let changes = before.map(|b| attribute_diff(&b, &user.profile)).unwrap_or_default();
+                let changes = match known {
+                    Some(known) => known.get(&slot).cloned().unwrap_or_default(),
+                    None => store
+                        .confirmed_profile(&job.name, &user.external_id)
+                        .ok()
+                        .flatten()
+                        .map(|b| attribute_diff(&b, &user.profile))
+                        .unwrap_or_default(),
+                };
                 d.updates.push(report::UpdateDetail { external_id: user.external_id, changes });
             }
             a => d.deactivations.push(report::DeactivationDetail {
