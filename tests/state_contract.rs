@@ -131,6 +131,7 @@ events_contract!(
     appended_events_survive_a_reopen,
     session_activity_is_kept,
     a_signed_message_is_applied_once_across_reopens_and_routes,
+    sign_in_records_expire_are_taken_once_and_survive_a_reopen,
 );
 
 fn now() -> DateTime<Utc> {
@@ -746,6 +747,49 @@ async fn session_activity_is_kept(store: EventStore, reopen: &dyn Fn() -> EventS
         assert!(store.session_activity("0oa2").unwrap().unwrap() < got);
     })
     .await;
+}
+
+async fn sign_in_records_expire_are_taken_once_and_survive_a_reopen(
+    store: EventStore,
+    reopen: &dyn Fn() -> EventStore,
+) {
+    let now = Utc::now();
+    let later = now + chrono::Duration::minutes(10);
+    let s = store.clone();
+    blocking(move || {
+        assert_eq!(s.signin("session:a", now).unwrap(), None);
+        s.put_signin("session:a", r#"{"sub":"a"}"#, later).unwrap();
+        s.put_signin("login:b", "b", later).unwrap();
+        s.put_signin("login:old", "old", now - chrono::Duration::seconds(1)).unwrap();
+        // Replacing keeps one record with the new data and expiry.
+        s.put_signin("session:a", r#"{"sub":"a2"}"#, later).unwrap();
+    })
+    .await;
+    let store = reopen();
+    let s = store.clone();
+    blocking(move || {
+        assert_eq!(s.signin("session:a", now).unwrap().as_deref(), Some(r#"{"sub":"a2"}"#));
+        // Past its expiry a record is gone for reads and takes alike.
+        assert_eq!(s.signin("session:a", later + chrono::Duration::seconds(1)).unwrap(), None);
+        assert_eq!(s.signin("login:old", now).unwrap(), None);
+        assert_eq!(s.take_signin("login:old", now).unwrap(), None);
+        s.delete_signin("session:a").unwrap();
+        assert_eq!(s.signin("session:a", now).unwrap(), None);
+        s.delete_signin("session:never").unwrap();
+    })
+    .await;
+    // Eight concurrent takers of one login: exactly one gets it.
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.take_signin("login:b", now).unwrap())
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in takers {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(got, vec!["b".to_string()]);
 }
 
 // ---- leases and fencing (DynamoDB only) ---------------------------------------------------

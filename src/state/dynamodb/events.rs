@@ -6,7 +6,7 @@ use super::*;
 /// The webhook event log on DynamoDB (see [`crate::state::events::EventStore`] for the contract).
 #[derive(Clone, Debug)]
 pub struct DynamoEventStore {
-    d: Dynamo,
+    pub(super) d: Dynamo,
     /// Finished events carry an `expires_at` (TTL) attribute from `keep_events_for`.
     keep_events_for: Option<std::time::Duration>,
 }

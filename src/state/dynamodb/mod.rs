@@ -11,7 +11,7 @@
 //! | `runs`         | `job`, `id` (N)          | the run history, holds and approvals               |
 //! | `events`       | `id`                     | every webhook event (what `GET /v1/events` shows)  |
 //! | `open_events`  | `job`, `seq` (N)         | the events still to import, in arrival order       |
-//! | `meta`         | `pk`                     | counters, job facts, run → job, session times, triggers |
+//! | `meta`         | `pk`                     | counters, job facts, run → job, session times, triggers; the page's sign-in records (`expires_at` TTL) |
 //! | `leases`       | `source`                 | the lease per identity source: owner, token, expiry |
 //! | `seen`         | `key`                    | signed webhook requests within the replay window (`expires_at` TTL) |
 //! | `decisions`    | `run`, `sk`              | each run's per-record decisions, in chunks, and their counts (see `history`) |
@@ -183,6 +183,7 @@ mod groups;
 mod history;
 mod items;
 mod leases;
+mod signins;
 mod tables;
 mod users;
 
@@ -343,7 +344,7 @@ impl Dynamo {
             for (name, hash, range) in ctx.t.schemas() {
                 ensure_table(&ctx.client, name, hash, range).await?;
             }
-            for table in [&ctx.t.runs, &ctx.t.events, &ctx.t.seen, &ctx.t.decisions] {
+            for table in [&ctx.t.runs, &ctx.t.events, &ctx.t.seen, &ctx.t.decisions, &ctx.t.meta] {
                 tables::enable_ttl(&ctx.client, table).await;
             }
             Ok(())

@@ -316,4 +316,33 @@ impl EventStore {
     ) -> Result<(), StateError> {
         each!(self, s => s.record_session_ledger(identity_source, ledger))
     }
+
+    /// Store the sign-in record `key` (a pending login or a session of the monitoring page,
+    /// keyed by a digest of its secret) until `expires_at`, replacing one with that key.
+    /// Kept with the state, so a login started on one replica finishes on another and a
+    /// session survives a restart.
+    pub fn put_signin(
+        &self,
+        key: &str,
+        data: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.put_signin(key, data, expires_at))
+    }
+
+    /// The sign-in record `key`, unless it expired before `now`.
+    pub fn signin(&self, key: &str, now: DateTime<Utc>) -> Result<Option<String>, StateError> {
+        each!(self, s => s.signin(key, now))
+    }
+
+    /// Remove the sign-in record `key` and return it unless it had expired. Atomic: of two
+    /// callers with the same key, only one gets it (a login's state is used once).
+    pub fn take_signin(&self, key: &str, now: DateTime<Utc>) -> Result<Option<String>, StateError> {
+        each!(self, s => s.take_signin(key, now))
+    }
+
+    /// Remove the sign-in record `key` (a logout).
+    pub fn delete_signin(&self, key: &str) -> Result<(), StateError> {
+        each!(self, s => s.delete_signin(key))
+    }
 }

@@ -402,6 +402,58 @@ impl SqliteEventStore {
         Ok(())
     }
 
+    /// Store the sign-in record `key` until `expires_at` (replacing one with that key).
+    pub fn put_signin(
+        &self,
+        key: &str,
+        data: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO signins (key, data, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+                params![key, data, expires_at.timestamp_millis()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The sign-in record `key`, unless it expired before `now`.
+    pub fn signin(&self, key: &str, now: DateTime<Utc>) -> Result<Option<String>, StateError> {
+        self.conn()?
+            .query_row(
+                "SELECT data FROM signins WHERE key = ?1 AND expires_at > ?2",
+                params![key, now.timestamp_millis()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remove the sign-in record `key` and return it (unless it had expired): of two
+    /// callers, one gets it.
+    pub fn take_signin(&self, key: &str, now: DateTime<Utc>) -> Result<Option<String>, StateError> {
+        let taken: Option<(String, i64)> = self
+            .conn()?
+            .query_row(
+                "DELETE FROM signins WHERE key = ?1 RETURNING data, expires_at",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(taken.filter(|(_, exp)| *exp > now.timestamp_millis()).map(|(data, _)| data))
+    }
+
+    /// Remove the sign-in record `key` (none: nothing to do).
+    pub fn delete_signin(&self, key: &str) -> Result<(), StateError> {
+        self.conn()?
+            .execute("DELETE FROM signins WHERE key = ?1", [key])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StateError> {
         // A panic while holding the lock leaves the connection usable (each call is one
         // statement or one transaction, rolled back on drop).

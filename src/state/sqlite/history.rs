@@ -150,14 +150,25 @@ impl SqliteStore {
 
     /// Delete up to `limit` seen signatures expired before `now` (unix seconds): the timestamp
     /// check refuses their messages anyway. Whatever the history policy.
+    /// Expired sign-in records (pending logins, sessions) go the same way.
     fn prune_signatures(&mut self, now: i64, limit: usize) -> Result<usize, StateError> {
-        self.conn
+        let signatures = self
+            .conn
             .execute(
                 "DELETE FROM seen_signatures WHERE key IN
                      (SELECT key FROM seen_signatures WHERE expires_at < ?1 LIMIT ?2)",
                 params![now, limit as i64],
             )
-            .map_err(|e| backend_of(&self.location, e))
+            .map_err(|e| backend_of(&self.location, e))?;
+        let signins = self
+            .conn
+            .execute(
+                "DELETE FROM signins WHERE key IN
+                     (SELECT key FROM signins WHERE expires_at < ?1 LIMIT ?2)",
+                params![now, (limit - signatures) as i64],
+            )
+            .map_err(|e| backend_of(&self.location, e))?;
+        Ok(signatures + signins)
     }
 
     /// Give free pages back to the file system, a step at a time (files created before

@@ -153,6 +153,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX seen_signatures_expiry ON seen_signatures (expires_at);",
     // 10: what an update changed, old → new (`decisions`), a JSON array.
     "ALTER TABLE run_decisions ADD COLUMN changes TEXT;",
+    // 11: the monitoring page's sign-in records (`crate::state::events`, "sign-in"): pending
+    // logins and sessions, by the digest of their secret; expired rows go with the pruning.
+    "CREATE TABLE signins (
+        key TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX signins_expiry ON signins (expires_at);",
 ];
 
 /// The columns [`run_row`] reads.
