@@ -392,6 +392,7 @@ fn approve_run(store: &mut dyn crate::state::StateStore, job: &str, run: i64) ->
                 approved_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 approved_by: "cli".into(),
                 remote_addr: None,
+                approver: None,
             };
             if let Err(e) = store.record_approval(&audit) {
                 eprintln!("warning: the approval is not in the audit trail: {e}");

@@ -89,6 +89,7 @@ fn old_runs_go_in_passes_and_the_last_ones_held_ones_and_the_users_stay() {
         approved_at: Utc::now().to_rfc3339(),
         approved_by: "cli".into(),
         remote_addr: None,
+        approver: None,
     })
     .unwrap();
     let other =

@@ -16,8 +16,8 @@ use xaas::state::dynamodb::{Dynamo, DynamoEventStore, DynamoStore};
 use xaas::state::events::{Claim, EventStatus, EventStore, NewEvent, SeenSignature, Stored};
 use xaas::state::sqlite::SqliteStore;
 use xaas::state::{
-    ApprovalRecord, AttributeChange, Confirmed, Decision, DecisionQuery, DecisionRecord, Entry,
-    Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
+    ApprovalRecord, Approver, AttributeChange, Confirmed, Decision, DecisionQuery, DecisionRecord,
+    Entry, Hold, JobWatch, Quarantine, SentStatus, StateError, StateStore,
 };
 
 /// dynalite's endpoint. Missing: a failure under CI, a skip on a laptop without npm.
@@ -376,13 +376,26 @@ fn run_history_is_listed_newest_first_and_found_by_id(s: &mut dyn StateStore) {
         approved_at: at.clone(),
         approved_by: by.into(),
         remote_addr: Some("10.0.0.7".into()),
+        approver: None,
+    };
+    // An OIDC approval keeps the person the ID token named.
+    let person = ApprovalRecord {
+        approver: Some(Approver {
+            subject: "00u1abc".into(),
+            email: Some("ana@example.com".into()),
+            name: Some("Ana Lima".into()),
+        }),
+        ..approval("ana@example.com")
     };
     assert!(s.approvals(ids[2]).unwrap().is_empty());
     s.record_approval(&approval("token")).unwrap();
     s.record_approval(&approval("cli")).unwrap();
+    s.record_approval(&person).unwrap();
     let trail = s.approvals(ids[2]).unwrap();
-    assert_eq!(trail.iter().map(|a| a.approved_by.as_str()).collect::<Vec<_>>(), ["token", "cli"]);
+    let by: Vec<&str> = trail.iter().map(|a| a.approved_by.as_str()).collect();
+    assert_eq!(by, ["token", "cli", "ana@example.com"]);
     assert_eq!(trail[0], approval("token"));
+    assert_eq!(trail[2], person);
     assert!(s.approvals(ids[0]).unwrap().is_empty());
 }
 

@@ -10,28 +10,33 @@
 //! `/v1/jobs`, `/v1/runs*` need one of:
 //! - `type: token`: `Authorization: Bearer <token>`, or the login form, which sets an
 //!   HttpOnly, SameSite=Strict cookie holding an HMAC of the token (never the token);
-//! - `type: basic`: HTTP basic auth.
+//! - `type: basic`: HTTP basic auth;
+//! - `type: oidc`: sign-in with the company's identity provider ([`oidc`], [`signin`]), with
+//!   server-side sessions and the viewer and approver roles ([`access`]).
+//!
+//! Token and basic users are approvers. Behind a reverse proxy that serves the page under a
+//! prefix (`serve.ui.base_path`), every link and redirect carries it.
 //!
 //! The Approve action is a POST that carries a CSRF token (an HMAC of the credential, so a
 //! forged cross-site form cannot know it), needs a ticked confirmation, is written to the
 //! audit trail (who, when, from which address), then queues the job's next run.
+
+mod access;
+mod oidc;
+mod signin;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use chrono::Utc;
-use hmac::{Hmac, KeyInit, Mac};
 use minijinja::{Environment, context};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::Daemon;
@@ -40,12 +45,8 @@ use super::queue::RunReason;
 use crate::settings::ui::{UiAuth, UiSettings};
 use crate::state::{ApprovalRecord, RunId};
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// The session cookie set by the login form.
-pub const COOKIE: &str = "xaas_ui";
-/// How long a login lasts, in seconds.
-const COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
+pub use access::COOKIE;
+use access::Signed;
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
@@ -96,82 +97,15 @@ fn duration(ms: Option<i64>) -> String {
 struct Ui {
     daemon: Arc<Daemon>,
     settings: Arc<UiSettings>,
+    /// The relying party, with `type: oidc`.
+    oidc: Option<oidc::Oidc>,
 }
 
-/// Who is signed in.
-#[derive(Debug, Clone)]
-struct Signed {
-    /// For the audit trail: `token`, or the basic-auth user name.
-    who: String,
-    /// The CSRF token of this credential.
-    csrf: String,
-}
-
-fn hmac_hex(key: &[u8], message: &str) -> String {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Equal, in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
-}
-
-/// The cookie value of a token login: an HMAC of the token, so the cookie never holds it.
-fn session_value(token: &str) -> String {
-    hmac_hex(token.as_bytes(), "xaas-ui-session-v1")
-}
-
-fn signed(auth: &UiAuth) -> Signed {
-    match auth {
-        UiAuth::Token { token } => Signed {
-            who: "token".into(),
-            csrf: hmac_hex(token.expose_secret().as_bytes(), "xaas-ui-csrf-v1"),
-        },
-        UiAuth::Basic { username, password } => Signed {
-            who: username.clone(),
-            csrf: hmac_hex(
-                password.expose_secret().as_bytes(),
-                &format!("xaas-ui-csrf-v1:{username}"),
-            ),
-        },
+impl Ui {
+    /// `path` (which starts with `/`) as the browser sees it: under the base path.
+    fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.base_path)
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// The credential in `headers`, checked.
-fn authenticate(auth: &UiAuth, headers: &HeaderMap) -> Option<Signed> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let ok = match auth {
-        UiAuth::Token { token } => {
-            let token = token.expose_secret();
-            let bearer = authorization.and_then(|a| a.strip_prefix("Bearer "));
-            bearer.is_some_and(|b| same(b.trim(), token))
-                || cookie(headers, COOKIE).is_some_and(|c| same(&c, &session_value(token)))
-        }
-        UiAuth::Basic { username, password } => authorization
-            .and_then(|a| a.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
-            .is_some_and(|(u, p)| same(&u, username) & same(&p, password.expose_secret())),
-    };
-    ok.then(|| signed(auth))
 }
 
 /// Adds `Server-Timing: app;dur=<ms>` (the time spent building the answer, auth included), so
@@ -187,35 +121,67 @@ async fn server_timing(request: Request, next: Next) -> Response {
 }
 
 /// Refuses requests without a valid credential: JSON routes get 401 JSON, pages get the
-/// login form (token) or a basic-auth challenge.
+/// login form (token), a basic-auth challenge, or (OIDC) a redirect to the sign-in.
 async fn require_auth(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
-    match authenticate(&ui.settings.auth, request.headers()) {
-        Some(s) => {
+    let found = match &ui.settings.auth {
+        UiAuth::Oidc(_) => access::session(&ui, request.headers()).await,
+        auth => Ok(access::credential(auth, request.headers())),
+    };
+    match found {
+        Ok(Some(s)) => {
             request.extensions_mut().insert(s);
             next.run(request).await
         }
-        None => refuse(&ui.settings.auth, request.uri().path().starts_with("/v1/"), None),
+        Ok(None) => {
+            let uri = request.uri();
+            let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/ui").to_string();
+            refuse(&ui, &target, None)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the page session from the state");
+            let message = format!("cannot read the session from the state: {e}");
+            let ctx = context! { message, status => 503 };
+            (StatusCode::SERVICE_UNAVAILABLE, render(&ui, "error.html", ctx)).into_response()
+        }
     }
 }
 
-fn refuse(auth: &UiAuth, json: bool, message: Option<&str>) -> Response {
-    let challenge = match auth {
-        UiAuth::Token { .. } => "Bearer realm=\"xaas\"",
-        UiAuth::Basic { .. } => "Basic realm=\"xaas\", charset=\"UTF-8\"",
-    };
-    let mut response = if json {
+/// No valid credential for `target` (a path of ours).
+fn refuse(ui: &Ui, target: &str, message: Option<&str>) -> Response {
+    if target.starts_with("/v1/") {
         let body = serde_json::json!({ "error": "authentication required" });
-        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
-    } else {
-        let basic = matches!(auth, UiAuth::Basic { .. });
-        let html = render("login.html", context! { basic, message });
-        (StatusCode::UNAUTHORIZED, html).into_response()
-    };
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        if let Some(challenge) = challenge(&ui.settings.auth) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        return response;
+    }
+    if let UiAuth::Oidc(_) = ui.settings.auth {
+        let next: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        return Redirect::to(&ui.path(&format!("/ui/login?next={next}"))).into_response();
+    }
+    let basic = matches!(ui.settings.auth, UiAuth::Basic { .. });
+    let html = render(ui, "login.html", context! { basic, message });
+    let mut response = (StatusCode::UNAUTHORIZED, html).into_response();
+    if let Some(challenge) = challenge(&ui.settings.auth) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
     response
 }
 
-fn render(name: &str, ctx: minijinja::Value) -> Html<String> {
+fn challenge(auth: &UiAuth) -> Option<HeaderValue> {
+    match auth {
+        UiAuth::Token { .. } => Some(HeaderValue::from_static("Bearer realm=\"xaas\"")),
+        UiAuth::Basic { .. } => {
+            Some(HeaderValue::from_static("Basic realm=\"xaas\", charset=\"UTF-8\""))
+        }
+        UiAuth::Oidc(_) => None,
+    }
+}
+
+/// Render `name` with `ctx` and the page's base path (`base`).
+fn render(ui: &Ui, name: &str, ctx: minijinja::Value) -> Html<String> {
+    let ctx = context! { base => ui.settings.base_path.clone(), ..ctx };
     match TEMPLATES.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => Html(html),
         Err(e) => {
@@ -229,24 +195,29 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn page(name: &str, signed: &Signed, nav: &str, page: impl serde::Serialize) -> Response {
-    let ctx = context! {
-        page => minijinja::Value::from(minijinja::value::Serde(page)), csrf => signed.csrf.clone(), who => signed.who.clone(), nav
-    };
-    render(name, ctx).into_response()
+/// What every signed-in page knows of its reader.
+fn reader(s: &Signed) -> minijinja::Value {
+    context! {
+        csrf => s.csrf.clone(), who => s.who.clone(),
+        can_approve => s.can_approve(), can_sign_out => s.can_sign_out,
+    }
 }
 
-fn error_page(e: ApiError, signed: &Signed) -> Response {
+fn page(ui: &Ui, name: &str, signed: &Signed, nav: &str, page: impl serde::Serialize) -> Response {
+    let page = minijinja::Value::from(minijinja::value::Serde(page));
+    render(ui, name, context! { page, nav, ..reader(signed) }).into_response()
+}
+
+fn error_page(ui: &Ui, e: ApiError, signed: &Signed) -> Response {
     let status = e.status();
-    let ctx =
-        context! { message => e.to_string(), status => status.as_u16(), who => signed.who.clone() };
-    (status, render("error.html", ctx)).into_response()
+    let ctx = context! { message => e.to_string(), status => status.as_u16(), ..reader(signed) };
+    (status, render(ui, "error.html", ctx)).into_response()
 }
 
 async fn jobs_page(State(ui): State<Ui>, axum::Extension(s): axum::Extension<Signed>) -> Response {
     match with_store(&ui.daemon, |st, store| api::jobs(st, store, Utc::now())).await {
-        Ok(view) => page("jobs.html", &s, "jobs", view),
-        Err(e) => error_page(e, &s),
+        Ok(view) => page(&ui, "jobs.html", &s, "jobs", view),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
@@ -258,7 +229,7 @@ async fn run_page(
 ) -> Response {
     let query = match params.query() {
         Ok(q) => q,
-        Err(e) => return error_page(e, &s),
+        Err(e) => return error_page(&ui, e, &s),
     };
     let show = ui.settings.show_profiles;
     match with_store(&ui.daemon, move |_, store| api::run_detail(store, id, &query, show)).await {
@@ -266,10 +237,10 @@ async fn run_page(
             let decisions: Vec<&str> =
                 crate::state::Decision::ALL.iter().map(|d| d.as_str()).collect();
             let page = minijinja::Value::from(minijinja::value::Serde(view));
-            let ctx = context! { page, csrf => s.csrf, who => s.who, nav => "jobs", decisions };
-            render("run.html", ctx).into_response()
+            let ctx = context! { page, nav => "jobs", decisions, ..reader(&s) };
+            render(&ui, "run.html", ctx).into_response()
         }
-        Err(e) => error_page(e, &s),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
@@ -288,12 +259,12 @@ async fn held_page(
         Ok(view) => {
             let page = minijinja::Value::from(minijinja::value::Serde(view));
             let ctx = context! {
-                page, csrf => s.csrf, who => s.who, nav => "held",
-                approved => params.approved, queued => params.queued,
+                page, nav => "held", approved => params.approved, queued => params.queued,
+                ..reader(&s)
             };
-            render("held.html", ctx).into_response()
+            render(&ui, "held.html", ctx).into_response()
         }
-        Err(e) => error_page(e, &s),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
@@ -303,15 +274,18 @@ async fn confirm_page(
     axum::Extension(s): axum::Extension<Signed>,
     Path(id): Path<RunId>,
 ) -> Response {
+    if let Some(refused) = signin::approver_only(&ui, &s) {
+        return refused;
+    }
     let query = crate::state::DecisionQuery {
         decision: Some(crate::state::Decision::Deactivated),
         limit: 10,
         ..Default::default()
     };
     match with_store(&ui.daemon, move |_, store| api::run_detail(store, id, &query, false)).await {
-        Ok(view) if view.hold.is_some() => page("confirm.html", &s, "held", view),
-        Ok(_) => error_page(ApiError::BadRequest(format!("run {id} was not held")), &s),
-        Err(e) => error_page(e, &s),
+        Ok(view) if view.hold.is_some() => page(&ui, "confirm.html", &s, "held", view),
+        Ok(_) => error_page(&ui, ApiError::BadRequest(format!("run {id} was not held")), &s),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
@@ -331,14 +305,16 @@ async fn approve(
     Path(id): Path<RunId>,
     Form(form): Form<ApproveForm>,
 ) -> Response {
-    if let Some(refused) = csrf_refused(&form.csrf, &s) {
+    if let Some(refused) =
+        signin::approver_only(&ui, &s).or_else(|| csrf_refused(&ui, &form.csrf, &s))
+    {
         return refused;
     }
     if form.confirm.as_deref() != Some("yes") {
         let e = ApiError::BadRequest("tick the confirmation box to approve".into());
-        return error_page(e, &s);
+        return error_page(&ui, e, &s);
     }
-    let who = s.who.clone();
+    let (who, approver) = (s.who.clone(), s.approver.clone());
     let result = {
         let daemon = ui.daemon.clone();
         tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
@@ -353,6 +329,7 @@ async fn approve(
                 approved_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 approved_by: who,
                 remote_addr: Some(peer.ip().to_string()),
+                approver,
             })?;
             // An approval is a person looking at the job: it resumes a quarantine too.
             if let Some(q) = super::watch::resume_job(store.as_mut(), &record.job)? {
@@ -369,29 +346,24 @@ async fn approve(
             info!(job = %job, run = id, by = %s.who, from = %peer.ip(), "held run approved in the UI");
             // The approval releases the job's next run: run it now.
             let ack = ui.daemon.enqueue_run(&job, RunReason::Trigger);
-            Redirect::to(&format!("/ui/held?approved={id}&queued={}", ack.status)).into_response()
+            Redirect::to(&ui.path(&format!("/ui/held?approved={id}&queued={}", ack.status)))
+                .into_response()
         }
         Err(ApiError::State(e @ crate::state::StateError::AlreadyUsed { .. }))
         | Err(ApiError::State(e @ crate::state::StateError::NotHeld { .. })) => {
-            error_page(ApiError::BadRequest(e.to_string()), &s)
+            error_page(&ui, ApiError::BadRequest(e.to_string()), &s)
         }
-        Err(e) => error_page(e, &s),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
 /// A POST whose form does not carry the session's CSRF token: 403.
-fn csrf_refused(csrf: &str, s: &Signed) -> Option<Response> {
-    if same(csrf, &s.csrf) {
+fn csrf_refused(ui: &Ui, csrf: &str, s: &Signed) -> Option<Response> {
+    if access::same(csrf, &s.csrf) {
         return None;
     }
     let e = ApiError::BadRequest("the form's CSRF token is missing or wrong".into());
-    Some((StatusCode::FORBIDDEN, error_page(e, s)).into_response())
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+    Some((StatusCode::FORBIDDEN, error_page(ui, e, s)).into_response())
 }
 
 /// `POST /ui/jobs/{job}/resume`: lift the job's quarantine and run it now.
@@ -400,13 +372,15 @@ async fn resume(
     axum::Extension(s): axum::Extension<Signed>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(job): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<signin::CsrfForm>,
 ) -> Response {
-    if let Some(refused) = csrf_refused(&form.csrf, &s) {
+    if let Some(refused) =
+        signin::approver_only(&ui, &s).or_else(|| csrf_refused(&ui, &form.csrf, &s))
+    {
         return refused;
     }
     if !ui.daemon.settings().jobs.iter().any(|j| j.name == job) {
-        return error_page(ApiError::NotFound(format!("no job {job}")), &s);
+        return error_page(&ui, ApiError::NotFound(format!("no job {job}")), &s);
     }
     let daemon = ui.daemon.clone();
     let name = job.clone();
@@ -421,9 +395,10 @@ async fn resume(
             let reason = lifted.map(|q| q.reason).unwrap_or_default();
             info!(job = %job, reason = %reason, by = %s.who, from = %peer.ip(), "job resumed in the UI");
             let ack = ui.daemon.enqueue_run(&job, RunReason::Trigger);
-            Redirect::to(&format!("/ui?resumed={job}&queued={}", ack.status)).into_response()
+            Redirect::to(&ui.path(&format!("/ui?resumed={job}&queued={}", ack.status)))
+                .into_response()
         }
-        Err(e) => error_page(e, &s),
+        Err(e) => error_page(&ui, e, &s),
     }
 }
 
@@ -437,51 +412,9 @@ async fn webhook_page(
         .map_err(|e| ApiError::Join(e.to_string()))
         .and_then(|r| r);
     match view {
-        Ok(view) => page("webhook.html", &s, "webhook", view),
-        Err(e) => error_page(e, &s),
+        Ok(view) => page(&ui, "webhook.html", &s, "webhook", view),
+        Err(e) => error_page(&ui, e, &s),
     }
-}
-
-async fn login_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
-    if authenticate(&ui.settings.auth, &headers).is_some() {
-        return Redirect::to("/ui").into_response();
-    }
-    let basic = matches!(ui.settings.auth, UiAuth::Basic { .. });
-    render("login.html", context! { basic }).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    #[serde(default)]
-    token: String,
-}
-
-/// `POST /ui/login`: a right token sets the session cookie.
-async fn login(State(ui): State<Ui>, Form(form): Form<LoginForm>) -> Response {
-    let UiAuth::Token { token } = &ui.settings.auth else {
-        return Redirect::to("/ui").into_response();
-    };
-    if !same(form.token.trim(), token.expose_secret()) {
-        return refuse(&ui.settings.auth, false, Some("that token is not valid"));
-    }
-    let value = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}",
-        session_value(token.expose_secret())
-    );
-    let mut response = Redirect::to("/ui").into_response();
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
-}
-
-async fn logout() -> Response {
-    let mut response = Redirect::to("/ui/login").into_response();
-    let value = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
 }
 
 async fn style() -> Response {
@@ -491,7 +424,23 @@ async fn style() -> Response {
 /// The UI's routes (pages and `/v1/jobs`, `/v1/runs*`); `None` when `serve.ui` is off.
 pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
     let settings = Arc::new(daemon.settings().serve.ui.clone()?);
-    let ui = Ui { daemon: daemon.clone(), settings };
+    let oidc = match &settings.auth {
+        UiAuth::Oidc(o) => match oidc::Oidc::new((**o).clone()) {
+            Ok(client) => {
+                // Discover in the background: an unreachable provider delays nothing else.
+                let warm = client.clone();
+                tokio::spawn(async move { warm.warm_up().await });
+                Some(client)
+            }
+            Err(e) => {
+                warn!(error = %e, "the page's sign-in cannot start: every sign-in will fail");
+                None
+            }
+        },
+        _ => None,
+    };
+    let csp = content_security_policy(&settings.auth);
+    let ui = Ui { daemon: daemon.clone(), settings, oidc };
     let protected = Router::new()
         .route("/ui", get(jobs_page))
         .route("/ui/runs/{id}", get(run_page))
@@ -499,7 +448,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
         .route("/ui/held/{id}/approve", get(confirm_page).post(approve))
         .route("/ui/jobs/{job}/resume", axum::routing::post(resume))
         .route("/ui/webhook", get(webhook_page))
-        .route("/ui/logout", axum::routing::post(logout))
+        .route("/ui/logout", axum::routing::post(signin::logout))
         .with_state(ui.clone())
         .merge(
             Router::new()
@@ -511,27 +460,41 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
         .layer(middleware::from_fn_with_state(ui.clone(), require_auth))
         .layer(middleware::from_fn(server_timing));
     let open = Router::new()
-        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/login", get(signin::login_page).post(signin::token_login))
+        .route(crate::settings::oidc::CALLBACK_PATH, get(signin::callback))
         .route("/ui/style.css", get(style))
         .with_state(ui);
-    Some(protected.merge(open).layer(middleware::from_fn(security_headers)))
+    Some(protected.merge(open).layer(middleware::from_fn_with_state(csp, security_headers)))
 }
 
 /// What every page may load: its own stylesheet, and nothing else (no script at all; the
 /// inline `style` attributes of the charts' bars are the only inline content). It may not be
-/// framed, and its forms post only to itself.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
-    style-src-attr 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
-    frame-ancestors 'none'; base-uri 'none'";
+/// framed, and its forms post only to itself (and, with OIDC, the logout form's redirect to
+/// the identity provider's end-session endpoint, which browsers check against `form-action`).
+fn content_security_policy(auth: &UiAuth) -> HeaderValue {
+    let provider = match auth {
+        UiAuth::Oidc(o) => format!(" {}", o.issuer.origin().ascii_serialization()),
+        _ => String::new(),
+    };
+    let text = format!(
+        "default-src 'none'; style-src 'self'; style-src-attr 'unsafe-inline'; \
+         img-src 'self' data:; form-action 'self'{provider}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+}
 
 /// The page defends itself in a browser: a Content-Security-Policy, no framing (so the
 /// Approve page cannot be clicked through from another site), no MIME sniffing, no referrer
 /// to other origins; the JSON routes are never cached (they carry personal data).
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    State(csp): State<HeaderValue>,
+    request: Request,
+    next: Next,
+) -> Response {
     let json = request.uri().path().starts_with("/v1/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));

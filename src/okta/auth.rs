@@ -209,12 +209,65 @@ pub(crate) struct OAuthClient {
     http: reqwest::Client,
     token_url: Url,
     client_id: String,
-    key: EncodingKey,
-    algorithm: Algorithm,
-    kid: Option<String>,
+    assertion: ClientAssertion,
     scope: String,
     timeout: Duration,
     cache: TokenCache,
+}
+
+/// `private_key_jwt` client authentication (RFC 7523): a short-lived JWT signed with the
+/// client's key, for Okta's token endpoint and for the page's OIDC sign-in alike.
+pub struct ClientAssertion {
+    client_id: String,
+    key: EncodingKey,
+    algorithm: Algorithm,
+    kid: Option<String>,
+}
+
+impl std::fmt::Debug for ClientAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAssertion")
+            .field("client_id", &self.client_id)
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientAssertion {
+    /// The key's type picks the algorithm: RS256 for RSA, ES256 for EC P-256 (the two Okta
+    /// apps are most often set up with). The error never quotes the key: parse errors could
+    /// echo key material. Signs once, so a key that parses but cannot sign fails here.
+    pub fn from_pem(pem: &[u8], client_id: &str, kid: Option<String>) -> Result<Self, String> {
+        let (key, algorithm) = if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
+            (k, Algorithm::RS256)
+        } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+            (k, Algorithm::ES256)
+        } else {
+            return Err("the private key is not a pem rsa or ec (p-256) private key".into());
+        };
+        let signer = Self { client_id: client_id.to_string(), key, algorithm, kid };
+        signer.sign("https://example.invalid/token")?;
+        Ok(signer)
+    }
+
+    /// A fresh assertion for the token endpoint `aud` (a new `jti` each time: Okta refuses a
+    /// reused one).
+    pub fn sign(&self, aud: &str) -> Result<String, String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut header = Header::new(self.algorithm);
+        header.kid = self.kid.clone();
+        let claims = AssertionClaims {
+            iss: &self.client_id,
+            sub: &self.client_id,
+            aud,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME.as_secs(),
+            jti: format!("{:032x}", rand::random::<u128>()),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| format!("cannot sign the client assertion: {e}"))
+    }
 }
 
 #[derive(Serialize)]
@@ -259,18 +312,8 @@ impl OAuthClient {
             return Err(OktaError::Other("the oauth client id is empty".into()));
         }
         let pem = config.private_key_pem.expose_secret().as_bytes();
-        // The key's type picks the algorithm: RS256 for RSA, ES256 for EC P-256 (the two
-        // Okta service apps are most often set up with). The parse errors are not quoted:
-        // they could echo key material.
-        let (key, algorithm) = if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
-            (k, Algorithm::RS256)
-        } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-            (k, Algorithm::ES256)
-        } else {
-            return Err(OktaError::Other(
-                "the oauth private key is not a pem rsa or ec (p-256) private key".into(),
-            ));
-        };
+        let assertion = ClientAssertion::from_pem(pem, &config.client_id, config.kid.clone())
+            .map_err(|e| OktaError::Other(format!("the oauth {e}")))?;
         let mut token_url = org_url.clone();
         token_url.set_path("/oauth2/v1/token");
         token_url.set_query(None);
@@ -284,34 +327,19 @@ impl OAuthClient {
             http,
             token_url,
             client_id: config.client_id,
-            key,
-            algorithm,
-            kid: config.kid,
+            assertion,
             scope: scopes.join(" "),
             timeout,
             cache: TokenCache::new(),
         };
-        // Sign once now, so a key that parses but cannot sign fails at start-up.
-        client.assertion()?;
         Ok(client)
     }
 
     /// The signed `client_assertion` (FACTS §1).
     fn assertion(&self) -> Result<String, OktaError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut header = Header::new(self.algorithm);
-        header.kid = self.kid.clone();
-        let claims = AssertionClaims {
-            iss: &self.client_id,
-            sub: &self.client_id,
-            aud: self.token_url.as_str(),
-            iat: now,
-            exp: now + ASSERTION_LIFETIME.as_secs(),
-            // Okta rejects a reused jti; a random one per assertion.
-            jti: format!("{:032x}", rand::random::<u128>()),
-        };
-        jsonwebtoken::encode(&header, &claims, &self.key)
-            .map_err(|e| OktaError::Other(format!("cannot sign the oauth client assertion: {e}")))
+        self.assertion
+            .sign(self.token_url.as_str())
+            .map_err(|e| OktaError::Other(format!("oauth: {e}")))
     }
 
     async fn token(&self) -> Result<SecretString, OktaError> {

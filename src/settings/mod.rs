@@ -11,6 +11,7 @@
 //! what lets `xaas validate` run in CI.
 
 pub mod notify;
+pub mod oidc;
 mod raw;
 pub mod schedule;
 pub mod ui;

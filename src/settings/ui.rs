@@ -8,6 +8,7 @@
 //!       type: token             # Authorization: Bearer, or the login form's cookie
 //!       token_env: XAAS_UI_TOKEN
 //!     # or: {type: basic, username: ops, password_file: /run/secrets/ui-password}
+//!     # or: {type: oidc, issuer: …, client_id: …} (see [`super::oidc`])
 //!     show_profiles: false      # profile values are personal data
 //!     runs_per_job: 20
 //! ```
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::oidc::{OidcSettings, RawOidc};
 use super::webhook::{one_of, read_secret};
 use crate::diag::{Diagnostic, YamlIndex};
 
@@ -38,10 +40,15 @@ pub struct RawUi {
     /// Runs per job in the jobs page's bars and the held list.
     #[serde(default = "default_runs_per_job")]
     pub runs_per_job: usize,
+    /// The path prefix a reverse proxy serves the page under, and strips before forwarding
+    /// (`/xaas`: the browser asks for `/xaas/ui`, the daemon gets `/ui`). Links and redirects
+    /// carry it. None by default.
+    #[serde(default)]
+    pub base_path: String,
 }
 
 /// The keys of `serve.ui:` (for unknown-key suggestions).
-pub const UI_KEYS: &[&str] = &["enabled", "auth", "show_profiles", "runs_per_job"];
+pub const UI_KEYS: &[&str] = &["enabled", "auth", "show_profiles", "runs_per_job", "base_path"];
 
 fn default_runs_per_job() -> usize {
     20
@@ -61,6 +68,8 @@ pub enum RawUiAuth {
         password_env: Option<String>,
         password_file: Option<PathBuf>,
     },
+    /// Sign in with the company's identity provider ([`super::oidc`]).
+    Oidc(Box<RawOidc>),
 }
 
 /// `serve.ui:`, resolved (only when enabled).
@@ -69,6 +78,8 @@ pub struct UiSettings {
     pub auth: UiAuth,
     pub show_profiles: bool,
     pub runs_per_job: usize,
+    /// `""` or a prefix like `/xaas` (no trailing slash).
+    pub base_path: String,
 }
 
 /// How the UI authenticates. `Debug` shows no secret.
@@ -76,6 +87,7 @@ pub struct UiSettings {
 pub enum UiAuth {
     Token { token: SecretString },
     Basic { username: String, password: SecretString },
+    Oidc(Box<OidcSettings>),
 }
 
 /// Resolve `serve.ui:` (found at `key`); `None` when it is off or has problems (pushed to
@@ -92,6 +104,15 @@ pub fn resolve(
     let before = diags.len();
     let base = index.file().parent().map(Path::to_path_buf).unwrap_or_default();
     let at = format!("{key}.auth");
+    let base_path = raw.base_path.trim().trim_end_matches('/').to_string();
+    if !base_path.is_empty()
+        && (!base_path.starts_with('/') || base_path.contains(['?', '#', ' ', '"', '\'']))
+    {
+        diags.push(index.diag(
+            format!("{key}.base_path"),
+            "must be a path like `/xaas` (starting with `/`, no query)",
+        ));
+    }
     let auth = match raw.auth {
         None => {
             diags.push(index.diag(
@@ -117,6 +138,8 @@ pub fn resolve(
                 .and_then(|place| read_secret(place, &at, &base, index, diags))
                 .map(|password| UiAuth::Basic { username, password })
         }
+        Some(RawUiAuth::Oidc(oidc)) => super::oidc::resolve(*oidc, &at, &base_path, index, diags)
+            .map(|o| UiAuth::Oidc(Box::new(o))),
     };
     if raw.runs_per_job == 0 || raw.runs_per_job > 500 {
         diags.push(index.diag(format!("{key}.runs_per_job"), "must be between 1 and 500"));
@@ -128,6 +151,7 @@ pub fn resolve(
         auth: auth?,
         show_profiles: raw.show_profiles,
         runs_per_job: raw.runs_per_job,
+        base_path,
     })
 }
 

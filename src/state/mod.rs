@@ -412,6 +412,19 @@ pub struct ApprovalRecord {
     pub approved_by: String,
     /// The client's address, for approvals through the UI.
     pub remote_addr: Option<String>,
+    /// Who signed in with the company's identity provider (`serve.ui.auth.type: oidc`), as
+    /// the ID token named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<Approver>,
+}
+
+/// The person behind an approval, from their ID token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Approver {
+    /// The token's `sub`: stable at the identity provider.
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 fn unsupported(what: &str) -> StateError {

@@ -161,6 +161,8 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX signins_expiry ON signins (expires_at);",
+    // 12: who approved, from their ID token (JSON `Approver`), for OIDC sign-in.
+    "ALTER TABLE approvals ADD COLUMN approver TEXT;",
 ];
 
 /// The columns [`run_row`] reads.
@@ -715,9 +717,16 @@ impl StateStore for SqliteStore {
     fn record_approval(&mut self, a: &ApprovalRecord) -> Result<(), StateError> {
         self.conn
             .execute(
-                "INSERT INTO approvals (job, run, approved_at, approved_by, remote_addr)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.job, a.run, a.approved_at, a.approved_by, a.remote_addr],
+                "INSERT INTO approvals (job, run, approved_at, approved_by, remote_addr, approver)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    a.job,
+                    a.run,
+                    a.approved_at,
+                    a.approved_by,
+                    a.remote_addr,
+                    a.approver.as_ref().and_then(|p| serde_json::to_string(p).ok())
+                ],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -727,7 +736,7 @@ impl StateStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT job, run, approved_at, approved_by, remote_addr FROM approvals
+                "SELECT job, run, approved_at, approved_by, remote_addr, approver FROM approvals
                  WHERE run = ?1 ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -739,6 +748,9 @@ impl StateStore for SqliteStore {
                     approved_at: r.get(2)?,
                     approved_by: r.get(3)?,
                     remote_addr: r.get(4)?,
+                    approver: r
+                        .get::<_, Option<String>>(5)?
+                        .and_then(|t| serde_json::from_str(&t).ok()),
                 })
             })
             .map_err(|e| self.err(e))?;
