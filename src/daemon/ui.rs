@@ -473,7 +473,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Option<Router> {
 /// the identity provider's end-session endpoint, which browsers check against `form-action`).
 fn content_security_policy(auth: &UiAuth) -> HeaderValue {
     let provider = match auth {
-        UiAuth::Oidc(o) => format!(" {}", o.issuer.origin().ascii_serialization()),
+        UiAuth::Oidc(o) => format!(" {}", o.issuer.url().origin().ascii_serialization()),
         _ => String::new(),
     };
     let text = format!(

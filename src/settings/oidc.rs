@@ -121,7 +121,10 @@ pub enum ClientAuth {
 /// `serve.ui.auth: {type: oidc}`, resolved. `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct OidcSettings {
-    pub issuer: Url,
+    /// Exactly as written: OpenID Connect compares it with the provider's `issuer` (and the
+    /// tokens' `iss`) as a string, so `https://example.okta.com` and
+    /// `https://example.okta.com/` are different issuers.
+    pub issuer: openidconnect::IssuerUrl,
     pub client_id: String,
     pub client_auth: ClientAuth,
     pub redirect_url: Url,
@@ -221,8 +224,10 @@ pub fn resolve(
     if diags.len() > before {
         return None;
     }
+    issuer.as_ref()?;
+    let issuer = openidconnect::IssuerUrl::new(raw.issuer.trim().to_string()).ok()?;
     Some(OidcSettings {
-        issuer: issuer?,
+        issuer,
         client_id: raw.client_id.trim().to_string(),
         client_auth: client_auth?,
         redirect_url: redirect_url?,

@@ -195,4 +195,56 @@ mod tests {
         let keys: Vec<&str> = diags.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, ["serve.ui.auth.username", "serve.ui.auth", "serve.ui.runs_per_job"]);
     }
+
+    const OIDC: &str = "enabled: true
+base_path: /xaas/
+auth:
+  type: oidc
+  issuer: https://example.okta.com
+  client_id: 0oa1
+  client_secret: s3cr3t-value
+  redirect_url: https://ops.example.com/xaas/ui/oidc/callback
+  approvers: {groups: [xaas-approvers]}
+";
+
+    #[test]
+    fn oidc_defaults_and_the_issuer_as_written() {
+        let (s, diags) = parse(OIDC);
+        assert!(diags.is_empty(), "{diags:?}");
+        let s = s.unwrap();
+        assert_eq!(s.base_path, "/xaas", "no trailing slash");
+        assert!(!format!("{s:?}").contains("s3cr3t"), "Debug shows no secret");
+        let UiAuth::Oidc(o) = s.auth else { panic!("{s:?}") };
+        // Compared as a string with the provider's: never given a trailing slash.
+        assert_eq!(o.issuer.as_str(), "https://example.okta.com");
+        assert_eq!(o.scopes, ["openid", "email", "profile", "groups"]);
+        assert_eq!((o.groups_claim.as_str(), o.session_idle.as_secs()), ("groups", 3600));
+        assert_eq!((o.session_max.as_secs(), o.clock_skew.as_secs()), (43200, 60));
+        assert!(o.approvers.admits(None, &["xaas-approvers".into()]));
+        assert!(!o.viewers.admits(Some("x@example.com"), &["xaas-approvers".into()]));
+    }
+
+    #[test]
+    fn oidc_mistakes_are_named_by_key() {
+        let bad = OIDC
+            .replace("https://example.okta.com", "http://example.okta.com")
+            .replace("/xaas/ui/oidc/callback", "/callback")
+            .replace("client_secret: s3cr3t-value", "client_secret_env: XAAS_UNSET_OIDC_SECRET")
+            .replace("  approvers: {groups: [xaas-approvers]}\n", "  scopes: [email]\n");
+        let (s, diags) = parse(&bad);
+        assert!(s.is_none());
+        let keys: Vec<&str> = diags.iter().map(|d| d.key.as_str()).collect();
+        for key in [
+            "serve.ui.auth.issuer",
+            "serve.ui.auth.redirect_url",
+            "serve.ui.auth.scopes",
+            "serve.ui.auth",
+        ] {
+            assert!(keys.contains(&key), "{key} in {diags:?}");
+        }
+        let text = format!("{diags:?}");
+        assert!(text.contains("/xaas/ui/oidc/callback"), "says which path: {text}");
+        assert!(text.contains("https://"), "{text}");
+        assert!(text.contains("XAAS_UNSET_OIDC_SECRET is not set"), "{text}");
+    }
 }

@@ -55,6 +55,10 @@ pub enum LoginError {
     )]
     Unreachable { issuer: String, reason: String },
     #[error(
+        "the identity provider at {issuer} answered, but not as that issuer ({reason}). serve.ui.auth.issuer must be exactly the `issuer` of its discovery document ({issuer}/.well-known/openid-configuration), trailing slash included"
+    )]
+    WrongIssuer { issuer: String, reason: String },
+    #[error(
         "the identity provider refused the sign-in request (HTTP {status}{detail}): check that the app {client_id} exists and lists exactly {redirect_url} as a sign-in redirect URI (serve.ui.auth.redirect_url)"
     )]
     RedirectRefused { status: u16, detail: String, client_id: String, redirect_url: String },
@@ -199,7 +203,7 @@ impl Oidc {
     pub async fn warm_up(&self) {
         match self.provider().await {
             Ok(_) => {
-                info!(issuer = %self.settings.issuer, "identity provider discovered: sign-in ready")
+                info!(issuer = %self.settings.issuer.as_str(), "identity provider discovered: sign-in ready")
             }
             Err(e) => {
                 warn!(error = %e, "the page's sign-in is not ready yet: it is tried again at each sign-in")
@@ -233,13 +237,23 @@ impl Oidc {
     }
 
     async fn discover(&self) -> Result<Provider, LoginError> {
-        let issuer = openidconnect::IssuerUrl::from_url(self.settings.issuer.clone());
+        let issuer = self.settings.issuer.clone();
         let http = Http(self.http.clone());
         let metadata =
             ProviderMetadataWithLogout::discover_async(issuer, &http).await.map_err(|e| {
-                LoginError::Unreachable {
-                    issuer: self.settings.issuer.to_string(),
-                    reason: error_chain(&e),
+                let issuer = self.settings.issuer.as_str().trim_end_matches('/').to_string();
+                match e {
+                    openidconnect::DiscoveryError::Validation(reason) => {
+                        LoginError::WrongIssuer { issuer, reason }
+                    }
+                    openidconnect::DiscoveryError::Response(status, _, _) => {
+                        LoginError::WrongIssuer { issuer, reason: format!("HTTP {status}") }
+                    }
+                    openidconnect::DiscoveryError::Parse(e) => LoginError::WrongIssuer {
+                        issuer,
+                        reason: format!("not a discovery document: {e}"),
+                    },
+                    e => LoginError::Unreachable { issuer, reason: error_chain(&e) },
                 }
             })?;
         let client = self.client(&metadata);
@@ -279,7 +293,7 @@ impl Oidc {
             .set_pkce_challenge(PkceCodeChallenge::new_random_sha256().0)
             .url();
         let response = self.http.get(url).send().await.map_err(|e| LoginError::Unreachable {
-            issuer: self.settings.issuer.to_string(),
+            issuer: self.settings.issuer.as_str().to_string(),
             reason: error_chain(&e),
         })?;
         let status = response.status();
@@ -413,13 +427,13 @@ impl Oidc {
         let jwks =
             JsonWebKeySet::fetch_async(stale.metadata.jwks_uri(), &http).await.map_err(|e| {
                 LoginError::Unreachable {
-                    issuer: self.settings.issuer.to_string(),
+                    issuer: self.settings.issuer.as_str().to_string(),
                     reason: format!("cannot fetch its signing keys: {}", error_chain(&e)),
                 }
             })?;
         let metadata = stale.metadata.clone().set_jwks(jwks);
         let client = self.client(&metadata);
-        info!(issuer = %self.settings.issuer, "fetched the identity provider's signing keys again (unknown key id)");
+        info!(issuer = %self.settings.issuer.as_str(), "fetched the identity provider's signing keys again (unknown key id)");
         let fresh = Arc::new(Provider { metadata, client, jwks_fetched: Instant::now() });
         state.provider = Some(fresh.clone());
         Ok(Some(fresh))
@@ -450,7 +464,7 @@ impl Oidc {
                 }
             }
             RequestTokenError::Request(e) => LoginError::Unreachable {
-                issuer: self.settings.issuer.to_string(),
+                issuer: self.settings.issuer.as_str().to_string(),
                 reason: format!("its token endpoint: {}", error_chain(&e)),
             },
             RequestTokenError::Parse(e, _) => {

@@ -90,6 +90,7 @@ async fn start_oidc(ui: &Ui, headers: &HeaderMap, next: String) -> Response {
 fn login_failed(ui: &Ui, e: LoginError) -> Response {
     let status = match &e {
         LoginError::Unreachable { .. }
+        | LoginError::WrongIssuer { .. }
         | LoginError::RedirectRefused { .. }
         | LoginError::BadClient { .. } => StatusCode::BAD_GATEWAY,
         LoginError::Provider { .. } => StatusCode::FORBIDDEN,
