@@ -8,50 +8,23 @@
 //! the emulator. Screenshots go to `target/ui-screenshots/`.
 //!
 //! Without chromium the test is skipped with a message, except under `CI=true`, where it
-//! fails: `tests/run` installs it.
+//! fails: `tests/run` installs it (`common::browser`).
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::{self, click, shot, text_of, wait_for_query};
 use common::config::{self, TestConfig};
 use common::serve::Serve;
-use common::{Person, SOURCE, free_port};
-use fantoccini::{Client, ClientBuilder, Locator};
+use common::{Person, SOURCE};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 use xaas::sim::SimHandle;
 
 const UI_TOKEN: &str = "ui-e2e-admin-token-0123456789";
 const WEBHOOK_TOKEN: &str = "ui-e2e-webhook-token-0123456789";
-
-/// A child process killed (and reaped) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn chromium() -> Option<(PathBuf, PathBuf)> {
-    let find =
-        |names: &[&str]| names.iter().map(|n| Path::new("/usr/bin").join(n)).find(|p| p.exists());
-    Some((find(&["chromium", "chromium-browser"])?, find(&["chromedriver"])?))
-}
-
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
-}
 
 /// Two scheduled jobs, the bearer webhook and the token-protected UI.
 fn write_config(dir: &Path, sim: &SimHandle, csv: &Path) -> PathBuf {
@@ -103,52 +76,9 @@ fn deactivated(sim: &SimHandle) -> usize {
     sim.snapshot().users.iter().filter(|u| u.status == "DEACTIVATED").count()
 }
 
-/// Wait for the element at `css` (the page may still be loading), then click it.
-async fn click(browser: &Client, css: &str) {
-    let found =
-        browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await;
-    match found {
-        Ok(e) => e.click().await.unwrap(),
-        Err(e) => panic!("no {css} ({e}) on:\n{}", browser.source().await.unwrap_or_default()),
-    }
-}
-
-/// Waits until the browser has navigated to a URL whose query contains `part`, so the next
-/// lookup reads the new page and not the one the click left.
-async fn wait_for_query(browser: &Client, part: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let url = browser.current_url().await.unwrap();
-        let ready = browser.execute("return document.readyState", vec![]).await.unwrap();
-        if url.query().is_some_and(|q| q.contains(part)) && ready == "complete" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never navigated to a URL with {part}: at {url}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The text of the element at `css`, waiting for it (a click's navigation may still be
-/// loading); the page's source when it never shows up.
-async fn text_of(browser: &Client, css: &str) -> String {
-    let found =
-        browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await;
-    match found {
-        Ok(e) => e.text().await.unwrap(),
-        Err(e) => panic!("no {css} ({e}) on:\n{}", browser.source().await.unwrap_or_default()),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser() {
-    let Some((chrome, driver)) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium and chromedriver are required under CI (tests/run installs them)"
-        );
-        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
-        return;
-    };
+    let Some(started) = browser::start().await else { return };
     // The emulator's 5 minutes take 1 s, like the client's spacing.
     let sim = common::start_sim(300.0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -236,49 +166,7 @@ async fn an_engineer_signs_in_reads_a_run_and_approves_a_held_one_in_a_browser()
         assert_eq!(status.as_u16(), 401, "{path}");
     }
 
-    // The browser.
-    let driver_port = free_port();
-    let _driver = Proc(
-        Command::new(&driver)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chrome,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
-                "--window-size=1360,900",
-            ],
-        }),
-    );
-    let webdriver = format!("http://127.0.0.1:{driver_port}");
-    let browser = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match ClientBuilder::rustls()
-                .unwrap()
-                .capabilities(caps.clone())
-                .connect(&webdriver)
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("cannot start chromium through chromedriver: {e}"),
-            }
-        }
-    };
+    let browser = started.client.clone();
 
     // Signed out: the login form, not the page.
     browser.goto(&format!("{base}/ui")).await.unwrap();

@@ -2,7 +2,9 @@
 //! temporary directory, and the real `xaas` binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod config;
+pub mod oidc;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
