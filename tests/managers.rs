@@ -268,6 +268,7 @@ async fn pushed_users_resolve_their_manager_from_the_batch_and_the_state() {
         extra: "  batch_window_ms: 100\n".into(),
         webhook: HMAC_WEBHOOK.into(),
         after: String::new(),
+        listen: "127.0.0.1:0".into(),
     });
     cfg.write(&config);
 

@@ -28,6 +28,9 @@ pub struct ServeSection {
     pub webhook: String,
     /// More `serve:` sections after the webhook (`ui:`...), indented by two spaces.
     pub after: String,
+    /// `serve.listen`: port 0 unless a test must know its URL before the start (an OIDC
+    /// redirect URL).
+    pub listen: String,
 }
 
 /// The webhook section every daemon test uses unless it says otherwise.
@@ -53,6 +56,7 @@ impl TestConfig {
                 extra: String::new(),
                 webhook: HMAC_WEBHOOK.to_string(),
                 after: String::new(),
+                listen: "127.0.0.1:0".into(),
             }),
             jobs: vec![job("hr", SOURCE, csv, "")],
             ..Self::for_run(dir, org_url)
@@ -79,8 +83,8 @@ impl TestConfig {
     pub fn render(&self) -> String {
         let serve = self.serve.as_ref().map_or(String::new(), |s| {
             format!(
-                "serve:\n  listen: 127.0.0.1:0\n  shutdown_deadline_secs: 2\n{}  webhook:\n{}{}",
-                s.extra, s.webhook, s.after
+                "serve:\n  listen: {}\n  shutdown_deadline_secs: 2\n{}  webhook:\n{}{}",
+                s.listen, s.extra, s.webhook, s.after
             )
         });
         let state =
