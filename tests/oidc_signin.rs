@@ -38,6 +38,8 @@ struct Site<'a> {
     base_path: &'a str,
     /// More lines under `serve.ui.auth` (six spaces in).
     extra: &'a str,
+    /// private_key_jwt with this PEM key instead of the client secret, and its client id.
+    key: Option<(&'a str, &'a Path)>,
 }
 
 impl<'a> Site<'a> {
@@ -50,6 +52,7 @@ impl<'a> Site<'a> {
             redirect: format!("http://127.0.0.1:{port}/ui/oidc/callback"),
             base_path: "",
             extra: "",
+            key: None,
         }
     }
 }
@@ -58,6 +61,12 @@ impl<'a> Site<'a> {
 fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, site: &Site) -> PathBuf {
     let secret = dir.join(format!("oidc-secret-{}", site.port));
     std::fs::write(&secret, format!("{}\n", site.secret)).unwrap();
+    let credentials = match site.key {
+        Some((client_id, pem)) => {
+            format!("client_id: {client_id}\n      private_key_file: {}", pem.display())
+        }
+        None => format!("client_id: {CLIENT_ID}\n      client_secret_file: {}", secret.display()),
+    };
     let mut config = TestConfig::new(dir, &sim.base_url(), csv);
     config.serve_mut().listen = format!("127.0.0.1:{}", site.port);
     config.serve_mut().after = format!(
@@ -67,15 +76,13 @@ fn write_config(dir: &Path, sim: &SimHandle, csv: &Path, site: &Site) -> PathBuf
     auth:
       type: oidc
       issuer: {issuer}
-      client_id: {CLIENT_ID}
-      client_secret_file: {secret}
+      {credentials}
       redirect_url: {redirect}
       viewers: {{groups: [xaas-viewers]}}
       approvers: {{groups: [xaas-approvers]}}
 {extra}",
         base = site.base_path,
         issuer = site.issuer,
-        secret = secret.display(),
         redirect = site.redirect,
         extra = site.extra,
     );
@@ -504,7 +511,8 @@ async fn the_page_signs_in_behind_a_proxy_under_a_path_prefix() {
     let first = w.get(&format!("{front}/xaas/ui/held"), &[]).await;
     assert_eq!(first.status, 303, "{first:?}");
     assert!(first.location.as_deref().unwrap().contains("/xaas/ui/login?next="), "{first:?}");
-    let callback = w.sign_in_at_provider(&format!("{front}/xaas/ui"), "abe", &idp.issuer, &[], |u| u).await;
+    let callback =
+        w.sign_in_at_provider(&format!("{front}/xaas/ui"), "abe", &idp.issuer, &[], |u| u).await;
     assert!(callback.starts_with(&format!("{public}/ui/oidc/callback?")), "{callback}");
     let done = w.get(&through_proxy(&callback), &[]).await;
     assert_eq!(done.status, 303, "{done:?}\n{}", serve.log());
@@ -569,4 +577,50 @@ async fn proxy_at(port: u16, upstream: String) -> Option<String> {
     let app = axum::Router::new().fallback(forward).with_state(upstream);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Some(format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_signs_in_with_an_rsa_or_an_ec_key() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[Person::generate(1, true)]);
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oauth");
+    let (rsa, ec) = (keys.join("test-rsa-private.pem"), keys.join("test-ec-private.pem"));
+    let wrong = keys.join("test-wrong-rsa-private.pem");
+    let (rsa_site, ec_site, wrong_site) = (Site::new("-"), Site::new("-"), Site::new("-"));
+    let registered = |id: &str, pem: &Path, site: &Site| {
+        let mut c = oidc::client(id, "", &site.redirect);
+        c.as_object_mut().unwrap().remove("client_secret");
+        c["key_pem"] = std::fs::read_to_string(pem).unwrap().into();
+        c
+    };
+    let clients = json!([
+        registered("xaas-rsa", &rsa, &rsa_site),
+        registered("xaas-ec", &ec, &ec_site),
+        // Registered with the RSA key; the daemon signs with another.
+        registered("xaas-wrong", &rsa, &wrong_site),
+    ]);
+    let idp = IdP::start(dir.path(), clients, json!({}), 0).await;
+    for (id, pem, site) in [("xaas-rsa", &rsa, rsa_site), ("xaas-ec", &ec, ec_site)] {
+        let site = Site { issuer: &idp.issuer, key: Some((id, pem)), ..site };
+        let config = write_config(dir.path(), &sim, &csv, &site);
+        let serve = Serve::start(dir.path(), &config, id, &[]).await;
+        let mut w = Walker::new();
+        let (_, step) = sign_in(&mut w, &format!("{}/ui", serve.base), "abe", &idp).await;
+        assert_eq!(step.status, 303, "{id}: {step:?}\n{}\n{}", serve.log(), idp.log());
+        assert!(w.cookies.contains_key("xaas_ui"), "{id}: signed in");
+        let page = w.get(&format!("{}/ui/held", serve.base), &[]).await;
+        assert_eq!(page.status, 200, "{id}: {page:?}");
+        assert!(!serve.log().contains("PRIVATE KEY"), "{id}: no key in the log");
+    }
+    // The wrong key for the app: the provider refuses the assertion; the page says what to check.
+    let site = Site { issuer: &idp.issuer, key: Some(("xaas-wrong", &wrong)), ..wrong_site };
+    let config = write_config(dir.path(), &sim, &csv, &site);
+    let serve = Serve::start(dir.path(), &config, "wrong-key", &[]).await;
+    let mut w = Walker::new();
+    let (_, step) = sign_in(&mut w, &format!("{}/ui", serve.base), "abe", &idp).await;
+    assert_eq!(step.status, 502, "{step:?}");
+    assert!(plain(&step.body).contains("client secret (or private key)"), "{}", step.body);
+    assert!(!w.cookies.contains_key("xaas_ui"));
 }

@@ -4,7 +4,8 @@
 //
 //   {"port": 41234, "issuer": "http://127.0.0.1:41234",
 //    "clients": [{"client_id": "xaas", "client_secret": "…", "redirect_uris": ["…"],
-//                 "post_logout_redirect_uris": ["…"]}],
+//                 "post_logout_redirect_uris": ["…"]},
+//                {"client_id": "xaas-jwt", "key_pem": "-----BEGIN PRIVATE KEY-----…", …}],
 //    "accounts": {"vera": {"email": "vera@example.com", "name": "Vera Viewer", "groups": ["ops"]}},
 //    "id_token_ttl": 3600,
 //    "clock_offset_secs": 0,
@@ -24,6 +25,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import crypto from 'node:crypto';
 
 // ES modules ignore NODE_PATH: the test says where tests/run installed the package.
 const modules = process.env.XAAS_OIDC_MODULES;
@@ -40,10 +42,16 @@ if (config.clock_offset_secs) {
 }
 
 const provider = new Provider(config.issuer, {
-  clients: config.clients.map((c) => ({
+  // A client with `key_pem` authenticates with private_key_jwt: the public half of that PEM
+  // key is registered as its JWKS.
+  clients: config.clients.map(({ key_pem, ...c }) => ({
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+    ...(key_pem && {
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: [{ ...crypto.createPublicKey(key_pem).export({ format: 'jwk' }), use: 'sig' }] },
+    }),
     ...c,
   })),
   claims: {
