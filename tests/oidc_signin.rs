@@ -624,3 +624,46 @@ async fn private_key_jwt_signs_in_with_an_rsa_or_an_ec_key() {
     assert!(plain(&step.body).contains("client secret (or private key)"), "{}", step.body);
     assert!(!w.cookies.contains_key("xaas_ui"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_and_at_their_maximum_age() {
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let redirect = format!("http://127.0.0.1:{port}/ui/oidc/callback");
+    let clients = json!([oidc::client(CLIENT_ID, CLIENT_SECRET, &redirect)]);
+    let idp = IdP::start(dir.path(), clients, json!({}), 0).await;
+    let extra = "      session_idle_secs: 2\n      session_max_secs: 5\n";
+    let site = Site { port, redirect, extra, ..Site::new(&idp.issuer) };
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[Person::generate(1, true)]);
+    let config = write_config(dir.path(), &sim, &csv, &site);
+    let serve = Serve::start(dir.path(), &config, "timeouts", &[]).await;
+    let (jobs, ui) = (format!("{}/v1/jobs", serve.base), format!("{}/ui", serve.base));
+
+    // Left alone for longer than the idle timeout: signed out.
+    let mut idle = Walker::new();
+    let (_, step) = sign_in(&mut idle, &ui, "vera", &idp).await;
+    assert_eq!(step.status, 303, "{step:?}");
+    assert_eq!(idle.get(&jobs, &[]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(idle.get(&jobs, &[]).await.status, 401, "idle for 2.5 s of 2");
+
+    // In use every half second: kept past the idle timeout, ended at the maximum age.
+    let mut busy = Walker::new();
+    let started = Instant::now();
+    let (_, step) = sign_in(&mut busy, &ui, "vera", &idp).await;
+    assert_eq!(step.status, 303, "{step:?}");
+    let mut last_ok = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(7) {
+        match busy.get(&jobs, &[]).await.status {
+            200 => last_ok = started.elapsed(),
+            401 => break,
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(last_ok > Duration::from_secs(3), "kept while in use: {last_ok:?}");
+    assert!(started.elapsed() < Duration::from_secs(7), "ended by session_max_secs");
+    assert_eq!(busy.get(&jobs, &[]).await.status, 401);
+}

@@ -29,7 +29,7 @@ pub const TOKEN_COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
 /// A pending sign-in waits this long for its callback.
 pub const LOGIN_MAX_AGE_SECS: i64 = 600;
 /// A session's idle expiry is pushed back at most this often (one write a minute, not one
-/// per page).
+/// per page), and at least four times per idle timeout.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// What a signed-in person may do.
@@ -188,7 +188,8 @@ pub async fn session(ui: &Ui, headers: &HeaderMap) -> Result<Option<Signed>, Str
         if now_ms >= s.created_at + max || now_ms >= s.touched_at + idle {
             return Ok(None);
         }
-        if now_ms - s.touched_at >= TOUCH_EVERY_MS {
+        // A short idle timeout is pushed back more often, so an active person keeps it.
+        if now_ms - s.touched_at >= TOUCH_EVERY_MS.min(idle / 4) {
             s.touched_at = now_ms;
             let until = (now_ms + idle).min(s.created_at + max);
             let text = serde_json::to_string(&s).unwrap_or_default();
