@@ -667,3 +667,77 @@ async fn sessions_end_when_idle_and_at_their_maximum_age() {
     assert!(started.elapsed() < Duration::from_secs(7), "ended by session_max_secs");
     assert_eq!(busy.get(&jobs, &[]).await.status, 401);
 }
+
+/// What `xaas serve` needs to reach dynalite as AWS.
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/xaas-test"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/xaas-test"),
+];
+
+/// With DynamoDB state, the pending login and the session are shared: a sign-in started on
+/// one replica finishes on another, its session works on both and after a restart, and a
+/// logout on one ends it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_started_on_one_replica_finishes_on_another_and_survives_a_restart() {
+    let endpoint = match std::env::var("XAAS_TEST_DYNAMODB_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("XAAS_TEST_DYNAMODB_ENDPOINT is not set: run the tests through tests/run")
+        }
+        _ => return eprintln!("skipped: XAAS_TEST_DYNAMODB_ENDPOINT is not set (run tests/run)"),
+    };
+    let sim = common::start_sim(300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let redirect = format!("http://127.0.0.1:{port}/ui/oidc/callback");
+    let clients = json!([oidc::client(CLIENT_ID, CLIENT_SECRET, &redirect)]);
+    let idp = IdP::start(dir.path(), clients, json!({}), 0).await;
+    let site = Site { port, redirect, ..Site::new(&idp.issuer) };
+    let csv = dir.path().join("people.csv");
+    common::write_csv(&csv, &[Person::generate(1, true)]);
+    let first = write_config(dir.path(), &sim, &csv, &site);
+    let prefix = format!("oidc_{}_", uuid::Uuid::now_v7().simple());
+    let state = format!(
+        "state:\n  backend: dynamodb\n  table_prefix: {prefix}\n  region: us-east-1\n  endpoint_url: {endpoint}\n"
+    );
+    let text = std::fs::read_to_string(&first).unwrap();
+    let at = text.find("state:\n").unwrap();
+    let end = at + text[at..].find("serve:").unwrap();
+    let shared = format!("{}{state}{}", &text[..at], &text[end..]);
+    std::fs::write(&first, &shared).unwrap();
+    // The other replicas: the same config on a port of their own.
+    let other = dir.path().join("xaas-other.yaml");
+    std::fs::write(
+        &other,
+        shared.replace(&format!("listen: 127.0.0.1:{port}"), "listen: 127.0.0.1:0"),
+    )
+    .unwrap();
+    let a = Serve::start(dir.path(), &first, "replica-a", AWS_ENV).await;
+    let b = Serve::start(dir.path(), &other, "replica-b", AWS_ENV).await;
+
+    let mut w = Walker::new();
+    let callback =
+        w.sign_in_at_provider(&format!("{}/ui", a.base), "abe", &idp.issuer, &[], |u| u).await;
+    assert!(callback.starts_with(&a.base), "{callback}");
+    let on_b = w.get(&callback.replace(&a.base, &b.base), &[]).await;
+    assert_eq!(on_b.status, 303, "finished on B: {on_b:?}\n{}", b.log());
+    let page = w.get(&format!("{}/ui", a.base), &[]).await;
+    assert_eq!(page.status, 200, "the session works on A: {page:?}");
+    assert!(page.body.contains("abe@example.com"));
+
+    drop(a);
+    let restarted = Serve::start(dir.path(), &other, "replica-a2", AWS_ENV).await;
+    let again = w.get(&format!("{}/ui/held", restarted.base), &[]).await;
+    assert_eq!(again.status, 200, "after a restart: {again:?}");
+
+    let kept = w.cookies["xaas_ui"].clone();
+    let out =
+        w.post(&format!("{}/ui/logout", b.base), &[("csrf", &csrf_of(&page.body))], &[]).await;
+    assert_eq!(out.status, 303, "{out:?}");
+    let mut stale = Walker::new();
+    stale.cookies.insert("xaas_ui".into(), kept);
+    assert_eq!(stale.get(&format!("{}/v1/jobs", restarted.base), &[]).await.status, 401);
+}
