@@ -74,45 +74,38 @@ fn record_decisions(
         return store.record_decisions(run, &mut rejected.into_iter());
     };
     let users = &p.pulled.users;
-    // The externalId (and profile, when shown) of each spill slot.
-    let mut by_slot: Vec<(String, Option<serde_json::Value>)> =
-        vec![Default::default(); users.len()];
+    // The profile of each spill slot, when shown (an opt-in that holds every profile); the
+    // ids come from the spill's index, so nothing per person is copied otherwise.
+    let mut profiles: Vec<Option<serde_json::Value>> = Vec::new();
     if show_profiles {
-        for (slot, user) in users.iter().enumerate() {
+        profiles.reserve(users.len());
+        for user in users.iter() {
             let user = user.map_err(|e| state::StateError::Backend {
                 location: "the pulled users' temporary file".into(),
                 message: format!("cannot read them back: {e}"),
             })?;
-            let profile = serde_json::to_value(&user.profile).ok();
-            by_slot[slot] = (user.external_id, profile);
-        }
-    } else {
-        for id in users.ids() {
-            if let Some(slot) = users.slot_of(id) {
-                by_slot[slot].0 = id.to_string();
-            }
+            profiles.push(serde_json::to_value(&user.profile).ok());
         }
     }
-    let planned =
-        p.actions.iter().zip(by_slot).enumerate().map(|(slot, (action, (id, profile)))| {
-            let (decision, reason) = match action {
-                Action::Create => (Decision::Created, None),
-                Action::Update => (Decision::Updated, None),
-                Action::Reactivate => (Decision::Reactivated, None),
-                Action::Unchanged => (Decision::Unchanged, None),
-                Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
-                Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
-                Action::DeactivateUnowned => {
-                    (Decision::Deactivated, Some("inactive_not_sent_before"))
-                }
-            };
-            let mut changes = p.changes.get(&slot).cloned().unwrap_or_default();
-            if !show_profiles {
-                // Which attributes changed, not their values (personal data).
-                changes.iter_mut().for_each(|c| (c.from, c.to) = (None, None));
-            }
-            DecisionRecord { profile, changes, ..record(id, decision, reason) }
-        });
+    let planned = p.actions.iter().enumerate().map(|(slot, action)| {
+        let profile = profiles.get_mut(slot).and_then(Option::take);
+        let id = users.id(slot).to_string();
+        let (decision, reason) = match action {
+            Action::Create => (Decision::Created, None),
+            Action::Update => (Decision::Updated, None),
+            Action::Reactivate => (Decision::Reactivated, None),
+            Action::Unchanged => (Decision::Unchanged, None),
+            Action::AlreadyInactive => (Decision::Unchanged, Some("already_inactive")),
+            Action::Deactivate => (Decision::Deactivated, Some("inactive_in_source")),
+            Action::DeactivateUnowned => (Decision::Deactivated, Some("inactive_not_sent_before")),
+        };
+        let mut changes = p.changes.get(&slot).cloned().unwrap_or_default();
+        if !show_profiles {
+            // Which attributes changed, not their values (personal data).
+            changes.iter_mut().for_each(|c| (c.from, c.to) = (None, None));
+        }
+        DecisionRecord { profile, changes, ..record(id, decision, reason) }
+    });
     let leavers = p
         .leavers
         .iter()
