@@ -205,3 +205,71 @@ fn a_bad_budget_and_an_unknown_source_type_are_config_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`csv`, `dynamodb`, `http`"), "{stderr}");
 }
+
+/// The pull maps records on several workers, in batches of 1,024, while the source reads
+/// ahead; the plan must not show it: rejections in line order, a duplicate whose versions lie
+/// in three batches keeps its first place and its last version, and the sessions hold every
+/// user once, in first-seen order.
+#[test]
+fn records_mapped_in_parallel_batches_keep_their_order_and_the_last_row_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<String> = Vec::new();
+    let mut expected_rejected = Vec::new();
+    let mut order: Vec<String> = Vec::new();
+    for i in 0..5_000 {
+        if i % 997 == 0 {
+            expected_rejected.push(i as u64 + 2);
+            rows.push("broken,row".into());
+            continue;
+        }
+        let p = common::Person::generate(i, true);
+        order.push(p.id.clone());
+        rows.push(p.csv_row());
+    }
+    // Two later versions of person 5 (line 7), in the third and the fifth batch.
+    let mut again = common::Person::generate(5, true);
+    again.title = "Prof".into();
+    rows.insert(2_500, again.csv_row());
+    again.title = "Dame".into();
+    rows.insert(4_900, again.csv_row());
+    let text = format!("{}\n{}\n", common::HEADER, rows.join("\n"));
+    std::fs::write(dir.path().join("u.csv"), text).unwrap();
+    // The inserted rows shift the later rejections.
+    let expected_rejected: Vec<u64> = expected_rejected
+        .into_iter()
+        .map(|l| l + u64::from(l > 2_501) + u64::from(l > 4_901))
+        .collect();
+    let cfg = config(dir.path(), "u.csv", "    max_rejected: 50%\n");
+    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap(), "--format", "json"], "x");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let job = &plan[0];
+    let rejected: Vec<u64> = job["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["origin"]["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, expected_rejected);
+    let dup = &job["deduplicated"];
+    assert_eq!(dup.as_array().unwrap().len(), 1, "{dup}");
+    assert_eq!(dup[0]["external_id"], again.id);
+    assert_eq!(dup[0]["kept"]["line"], 4_902);
+    assert_eq!(dup[0]["dropped"], serde_json::json!([{"line": 7}, {"line": 2_502}]));
+    let mut sent: Vec<String> = Vec::new();
+    let mut title_of_5 = None;
+    for session in job["sessions"].as_array().unwrap() {
+        for request in session["requests"].as_array().unwrap() {
+            for user in request["users"].as_array().unwrap() {
+                let id = user["externalId"].as_str().unwrap().to_string();
+                if id == again.id {
+                    title_of_5 = user["profile"]["title"].as_str().map(str::to_string);
+                }
+                sent.push(id);
+            }
+        }
+    }
+    assert_eq!(sent, order, "every user once, in first-seen order");
+    assert_eq!(title_of_5.as_deref(), Some("Dame"), "the last row wins");
+}

@@ -9,15 +9,18 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio_util::sync::CancellationToken;
 
 use super::SyncError;
 use super::references::{self, Absent, Resolution};
 use super::report::Duplicate;
-use super::spill::Spill;
-use crate::mapping::{Mapped, NotYet, Origin, Rejection};
+use super::spill::{Encoded, IdHasher, Spill};
+use crate::mapping::{Mapped, Mapping, NotYet, Origin, Rejection};
 use crate::okta::batch::Oversized;
 use crate::settings::Job;
+use crate::sources::SourceItem;
+use chrono::{DateTime, Utc};
 
 /// The outcome of pulling and mapping a job's source.
 #[derive(Debug)]
@@ -59,6 +62,98 @@ impl std::fmt::Display for PullFailure {
     }
 }
 
+/// Records mapped per blocking task, and batches mapped at once: mapping runs on the
+/// blocking threads while the source reads ahead (CSV parses on a thread of its own) and this
+/// task spills, so every core works. Results are taken in the source's order.
+const MAP_BATCH: usize = 1_024;
+const MAP_IN_FLIGHT: usize = 4;
+
+/// One record as a mapping worker hands it back: mapped, and a user already encoded for the
+/// spill (the costly part of spilling); or why not.
+enum Step {
+    User(Encoded),
+    NotYet(NotYet),
+    Rejected(Rejection),
+    /// The spill could not encode the user: the pull stops (nothing is lost silently).
+    Failed(std::io::Error),
+}
+
+impl Step {
+    fn of(item: SourceItem, mapping: &Mapping, now: DateTime<Utc>, h: &IdHasher) -> Self {
+        match item.and_then(|r| mapping.apply_at(&r, now)) {
+            Ok(Mapped::User(u)) => match Encoded::new(u, h) {
+                Ok(e) => Step::User(e),
+                Err(e) => Step::Failed(e),
+            },
+            Ok(Mapped::NotYet(n)) => Step::NotYet(n),
+            Err(r) => Step::Rejected(r),
+        }
+    }
+}
+
+/// What the pull has gathered so far, taking mapped records in the source's order.
+struct Gathered<'j> {
+    job: &'j Job,
+    users: Spill,
+    rejected: Vec<Rejection>,
+    deduplicated: Vec<Duplicate>,
+    dup_index: HashMap<String, usize>,
+    not_yet: Vec<NotYet>,
+    read: u64,
+    memory: Option<super::memory::MemoryLimit>,
+}
+
+impl Gathered<'_> {
+    /// Take the next record, as mapped; an `Err` stops the pull.
+    fn take(&mut self, item: Step) -> Result<(), SyncError> {
+        self.read += 1;
+        if self.read.is_multiple_of(super::memory::CHECK_EVERY)
+            && let Some(limit) = &self.memory
+        {
+            limit.check(&self.job.name, self.read)?;
+        }
+        let user = match item {
+            Step::User(u) => u,
+            Step::Failed(e) => return Err(SyncError::spill("write")(e)),
+            Step::NotYet(n) => {
+                self.not_yet.push(n);
+                return Ok(());
+            }
+            Step::Rejected(rejection) => {
+                self.rejected.push(rejection);
+                if let Some(budget) = self.job.max_rejected
+                    && let Some(message) = budget.exceeded_early(self.rejected.len() as u64)
+                {
+                    return Err(SyncError::TooManyRejected(message));
+                }
+                return Ok(());
+            }
+        };
+        let Some(previous) = self.users.push_encoded(&user).map_err(SyncError::spill("write"))?
+        else {
+            return Ok(());
+        };
+        // Last record wins; the report says which records were dropped.
+        let kept = user.origin;
+        match self.dup_index.get(&user.external_id) {
+            Some(&d) => {
+                let dup = &mut self.deduplicated[d];
+                dup.dropped.push(previous);
+                dup.kept = kept;
+            }
+            None => {
+                self.dup_index.insert(user.external_id.clone(), self.deduplicated.len());
+                self.deduplicated.push(Duplicate {
+                    external_id: user.external_id,
+                    kept,
+                    dropped: vec![previous],
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Pull every record of `job`'s source and map it.
 ///
 /// An `Err` means nothing may be sent: the pull was incomplete, or the error budget
@@ -73,81 +168,86 @@ pub async fn pull_and_map(
 ) -> Result<Pulled, PullFailure> {
     let source = job.source.build(base_dir);
     let mut stream = source.pull();
-    let mut rejected: Vec<Rejection> = Vec::new();
-    let mut read = 0u64;
-    let fail = |error, read, rejected| PullFailure { error, read, rejected };
-    let mut users = match Spill::new() {
+    let fail = |error, g: Gathered| PullFailure { error, read: g.read, rejected: g.rejected };
+    let users = match Spill::new() {
         Ok(s) => s,
         Err(e) => {
-            return Err(fail(SyncError::spill("create a temporary file for")(e), 0, rejected));
+            let error = SyncError::spill("create a temporary file for")(e);
+            return Err(PullFailure { error, read: 0, rejected: Vec::new() });
         }
     };
-    let mut deduplicated: Vec<Duplicate> = Vec::new();
-    let mut dup_index: HashMap<String, usize> = HashMap::new();
-    let mut not_yet: Vec<NotYet> = Vec::new();
+    let mut g = Gathered {
+        job,
+        users,
+        rejected: Vec::new(),
+        deduplicated: Vec::new(),
+        dup_index: HashMap::new(),
+        not_yet: Vec::new(),
+        read: 0,
+        memory: super::memory::MemoryLimit::of(job.max_memory),
+    };
     // One instant for the whole pull, so every record is dated against the same day.
     let now = chrono::Utc::now();
-    let memory = super::memory::MemoryLimit::of(job.max_memory);
+    let hasher = g.users.hasher();
+    let map_batch = |batch: Vec<SourceItem>| {
+        let (mapping, hasher) = (job.mapping.clone(), hasher.clone());
+        tokio::task::spawn_blocking(move || {
+            let mapped: Vec<Step> =
+                batch.into_iter().map(|item| Step::of(item, &mapping, now, &hasher)).collect();
+            mapped
+        })
+    };
+    let mut batch: Vec<SourceItem> = Vec::with_capacity(MAP_BATCH);
+    let mut in_flight = FuturesOrdered::new();
+    // Set once the source has said all it will: `Err` when it failed part way.
+    let mut ended: Option<Result<(), String>> = None;
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(fail(SyncError::Shutdown, read, rejected)),
-            item = stream.next() => item,
-        };
-        let Some(item) = item else { break };
-        let item = match item {
-            Ok(i) => i,
-            Err(e) => {
-                return Err(fail(SyncError::PullIncomplete(e.to_string()), read, rejected));
-            }
-        };
-        read += 1;
-        if read.is_multiple_of(super::memory::CHECK_EVERY)
-            && let Some(limit) = &memory
-            && let Err(e) = limit.check(&job.name, read)
-        {
-            return Err(fail(e, read, rejected));
+        if ended.is_some() && in_flight.is_empty() {
+            break;
         }
-        let user = match item.and_then(|record| job.mapping.apply_at(&record, now)) {
-            Ok(Mapped::User(u)) => u,
-            Ok(Mapped::NotYet(n)) => {
-                not_yet.push(n);
-                continue;
-            }
-            Err(rejection) => {
-                rejected.push(rejection);
-                if let Some(budget) = job.max_rejected
-                    && let Some(message) = budget.exceeded_early(rejected.len() as u64)
-                {
-                    return Err(fail(SyncError::TooManyRejected(message), read, rejected));
+        let reading = ended.is_none() && in_flight.len() < MAP_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(fail(SyncError::Shutdown, g)),
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let mapped: Vec<Step> = match done {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let error = SyncError::PullIncomplete(format!("mapping failed: {e}"));
+                        return Err(fail(error, g));
+                    }
+                };
+                for item in mapped {
+                    if let Err(e) = g.take(item) {
+                        return Err(fail(e, g));
+                    }
                 }
-                continue;
             }
-        };
-        let previous = match users.push(&user) {
-            Ok(p) => p,
-            Err(e) => return Err(fail(SyncError::spill("write")(e), read, rejected)),
-        };
-        if let Some(previous) = previous {
-            // Last record wins; the report says which records were dropped.
-            let kept = user.origin.clone();
-            match dup_index.get(&user.external_id) {
-                Some(&d) => {
-                    let dup = &mut deduplicated[d];
-                    dup.dropped.push(previous);
-                    dup.kept = kept;
+            item = stream.next(), if reading => {
+                match item {
+                    Some(Ok(i)) => batch.push(i),
+                    Some(Err(e)) => ended = Some(Err(e.to_string())),
+                    None => ended = Some(Ok(())),
                 }
-                None => {
-                    dup_index.insert(user.external_id.clone(), deduplicated.len());
-                    deduplicated.push(Duplicate {
-                        external_id: user.external_id,
-                        kept,
-                        dropped: vec![previous],
-                    });
+                if batch.len() >= MAP_BATCH || (ended.is_some() && !batch.is_empty()) {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(MAP_BATCH));
+                    in_flight.push_back(map_batch(full));
                 }
             }
         }
     }
+    // Everything read before a failure was taken (its rejections are in the report).
+    if let Some(Err(e)) = ended {
+        return Err(fail(SyncError::PullIncomplete(e), g));
+    }
+    finish(g)
+}
+
+/// The pull was read to its end: resolve references, judge the error budget.
+fn finish(g: Gathered) -> Result<Pulled, PullFailure> {
+    let Gathered { job, users, mut rejected, deduplicated, not_yet, read, memory, .. } = g;
+    let fail = |error, read, rejected| PullFailure { error, read, rejected };
+    let mut users = users;
     if let Err(e) = users.finish() {
         return Err(fail(SyncError::spill("write")(e), read, rejected));
     }
