@@ -2,8 +2,9 @@
 //! in the file and what the delta compares, plus the externalId index. It is what a pull holds
 //! per person, so every part is fixed-size or packed (ARCHITECTURE.md, "Memory per person"):
 //!
-//! - a [`Slot`] of 48 bytes: file position and length, origin, content hash, groups
-//!   fingerprint, and where its externalId lies in the arena;
+//! - a [`Slot`] of 40 bytes: file position and length, content hash, groups fingerprint, and
+//!   where its externalId lies in the arena (the origin, needed only for a duplicate, is read
+//!   back from the file);
 //! - the externalId itself, once, in an append-only arena of 1 MiB chunks (no `String`
 //!   header, no allocator overhead, and no copy when it grows);
 //! - 4 bytes (and a control byte) in a `hashbrown` table of slot numbers, which hashes the
@@ -13,13 +14,16 @@
 
 use std::hash::BuildHasher;
 
+use std::alloc::System;
+
+use allocator_api2::vec::Vec as SysVec;
 use hashbrown::HashTable;
 
-use crate::mapping::{HASH_BYTES, Origin};
+use crate::mapping::HASH_BYTES;
 
 /// Bytes per arena chunk; an externalId (at most 512 characters) never spans two.
 const ARENA_CHUNK: usize = 1 << 20;
-/// Slots per chunk (48 bytes each: 768 KiB).
+/// Slots per chunk (40 bytes each: 640 KiB).
 const SLOT_CHUNK: usize = 1 << 14;
 
 /// The hasher of the index: keyed at random per process, so no input can be crafted to
@@ -31,8 +35,6 @@ pub type IdHasher = std::hash::RandomState;
 pub struct Slot {
     /// `offset << 24 | len << 1 | active`: offsets up to 1 TiB, records up to 8 MiB.
     loc: u64,
-    /// The origin: a file line, or (top bit set) a stream position.
-    origin: u64,
     /// `position << 16 | len` of the externalId in the arena.
     id: u64,
     /// [`crate::mapping::MappedUser::content_hash`] of the user.
@@ -43,7 +45,6 @@ pub struct Slot {
 
 const MAX_OFFSET: u64 = 1 << 40;
 const MAX_LEN: u64 = 1 << 23;
-const INDEX_BIT: u64 = 1 << 63;
 
 impl Slot {
     /// A slot for a record of `len` bytes at `offset`; its id is set by [`Index::insert`].
@@ -51,7 +52,6 @@ impl Slot {
         offset: u64,
         len: usize,
         active: bool,
-        origin: &Origin,
         hash: [u8; HASH_BYTES],
         groups: u64,
     ) -> std::io::Result<Self> {
@@ -64,11 +64,7 @@ impl Slot {
         if offset >= MAX_OFFSET {
             return Err(std::io::Error::other("the spill file grew over 1 TiB"));
         }
-        let origin = match *origin {
-            Origin::Line(l) => l & !INDEX_BIT,
-            Origin::Index(i) => (i & !INDEX_BIT) | INDEX_BIT,
-        };
-        Ok(Self { loc: offset << 24 | len << 1 | u64::from(active), origin, id: 0, hash, groups })
+        Ok(Self { loc: offset << 24 | len << 1 | u64::from(active), id: 0, hash, groups })
     }
 
     pub fn offset(&self) -> u64 {
@@ -82,23 +78,18 @@ impl Slot {
     pub fn active(&self) -> bool {
         self.loc & 1 == 1
     }
-
-    pub fn origin(&self) -> Origin {
-        if self.origin & INDEX_BIT == 0 {
-            Origin::Line(self.origin)
-        } else {
-            Origin::Index(self.origin & !INDEX_BIT)
-        }
-    }
 }
 
 /// Distinct users in first-seen order, and their externalIds.
 #[derive(Default)]
 pub struct Index {
     hasher: IdHasher,
-    table: HashTable<u32>,
-    arena: Vec<Vec<u8>>,
-    slots: Vec<Vec<Slot>>,
+    /// The table and the chunks live in the system allocator: they are few, large and long
+    /// lived, which glibc maps straight from the OS, where mimalloc (tuned for the pull's
+    /// millions of small short-lived strings) kept about 30 bytes per person more resident.
+    table: HashTable<u32, System>,
+    arena: Vec<SysVec<u8, System>>,
+    slots: Vec<SysVec<Slot, System>>,
     len: usize,
 }
 
@@ -156,7 +147,7 @@ impl Index {
             .map_err(|_| std::io::Error::other("a pull holds at most 4,294,967,295 users"))?;
         slot.id = self.store_id(id)?;
         if self.len.is_multiple_of(SLOT_CHUNK) {
-            self.slots.push(Vec::with_capacity(SLOT_CHUNK));
+            self.slots.push(SysVec::with_capacity_in(SLOT_CHUNK, System));
         }
         if let Some(chunk) = self.slots.last_mut() {
             chunk.push(slot);
@@ -176,7 +167,7 @@ impl Index {
         }
         let fits = self.arena.last().is_some_and(|c| ARENA_CHUNK - c.len() >= len);
         if !fits {
-            self.arena.push(Vec::with_capacity(ARENA_CHUNK));
+            self.arena.push(SysVec::with_capacity_in(ARENA_CHUNK, System));
         }
         let chunk_no = self.arena.len() - 1;
         let chunk = &mut self.arena[chunk_no];
@@ -189,7 +180,7 @@ impl Index {
 
     /// Free the table and the ids, keeping the slots.
     pub fn forget_ids(&mut self) {
-        self.table = HashTable::new();
+        self.table = HashTable::new_in(System);
         self.arena = Vec::new();
     }
 
@@ -199,11 +190,11 @@ impl Index {
     }
 }
 
-fn slot_at(slots: &[Vec<Slot>], i: usize) -> &Slot {
+fn slot_at(slots: &[SysVec<Slot, System>], i: usize) -> &Slot {
     &slots[i / SLOT_CHUNK][i % SLOT_CHUNK]
 }
 
-fn id_at(arena: &[Vec<u8>], id: u64) -> &str {
+fn id_at(arena: &[SysVec<u8, System>], id: u64) -> &str {
     let len = (id & 0xffff) as usize;
     let position = id >> 16;
     let (chunk, at) = ((position >> 20) as usize, (position & (ARENA_CHUNK as u64 - 1)) as usize);
@@ -216,22 +207,21 @@ fn id_at(arena: &[Vec<u8>], id: u64) -> &str {
 mod tests {
     use super::*;
 
-    fn slot(offset: u64, len: usize, active: bool, origin: Origin) -> Slot {
-        Slot::new(offset, len, active, &origin, [7; HASH_BYTES], 9).unwrap()
+    fn slot(offset: u64, len: usize, active: bool) -> Slot {
+        Slot::new(offset, len, active, [7; HASH_BYTES], 9).unwrap()
     }
 
     #[test]
     fn a_slot_packs_and_unpacks_every_field() {
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
-        let s = slot((1 << 40) - 1, (1 << 23) - 1, true, Origin::Index(5));
+        assert_eq!(std::mem::size_of::<Slot>(), 40);
+        let s = slot((1 << 40) - 1, (1 << 23) - 1, true);
         assert_eq!((s.offset(), s.len(), s.active()), ((1 << 40) - 1, (1 << 23) - 1, true));
-        assert_eq!(s.origin(), Origin::Index(5));
-        let s = slot(0, 0, false, Origin::Line(u64::MAX >> 1));
+        assert_eq!((s.hash, s.groups), ([7; HASH_BYTES], 9));
+        let s = slot(0, 0, false);
         assert_eq!((s.offset(), s.len(), s.active()), (0, 0, false));
-        assert_eq!(s.origin(), Origin::Line(u64::MAX >> 1));
-        let err = Slot::new(0, 1 << 23, true, &Origin::Line(1), [0; HASH_BYTES], 0).unwrap_err();
+        let err = Slot::new(0, 1 << 23, true, [0; HASH_BYTES], 0).unwrap_err();
         assert!(err.to_string().contains("8 MiB"), "{err}");
-        assert!(Slot::new(1 << 40, 1, true, &Origin::Line(1), [0; HASH_BYTES], 0).is_err());
+        assert!(Slot::new(1 << 40, 1, true, [0; HASH_BYTES], 0).is_err());
     }
 
     #[test]
@@ -242,7 +232,7 @@ mod tests {
         let ids: Vec<String> =
             (0..70_000).map(|i| format!("{i}-{}", "é".repeat(i % 300))).collect();
         for (i, id) in ids.iter().enumerate() {
-            let s = slot(i as u64, 1, true, Origin::Line(i as u64));
+            let s = slot(i as u64, 1, true);
             assert!(index.put(id, Index::hash(&h, id), s).unwrap().is_none());
         }
         assert!(index.arena.len() > 3 && index.slots.len() > 3);
@@ -253,11 +243,11 @@ mod tests {
         assert_eq!(index.get("70000-"), None);
         assert_eq!(index.get(&ids[5][..ids[5].len() - 2]), None, "a prefix is another id");
         // A duplicate keeps its place and its id, and hands back the slot it replaces.
-        let newer = slot(1, 2, false, Origin::Line(99));
+        let newer = slot(1, 2, false);
         let old = index.put(&ids[3], Index::hash(&h, &ids[3]), newer).unwrap().unwrap();
-        assert_eq!(old.origin(), Origin::Line(3));
+        assert_eq!((old.offset(), old.active()), (3, true));
         assert_eq!((index.len(), index.id(3)), (ids.len(), ids[3].as_str()));
-        assert_eq!(index.slot(3).origin(), Origin::Line(99));
+        assert_eq!((index.slot(3).offset(), index.slot(3).active()), (1, false));
         index.forget_ids();
         assert!(index.forgotten());
         assert_eq!(index.slots().count(), ids.len());

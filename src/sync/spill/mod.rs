@@ -36,7 +36,7 @@ use index::{Index, Slot};
 
 /// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned), in
 /// postcard: compact, and several times faster to write and read than JSON. The id comes
-/// first so that [`Spill::ids`] could read it alone.
+/// first, then where the record was: [`Spill::origin_of`] reads only those.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     id: &'a str,
@@ -127,6 +127,8 @@ pub struct Spill {
     file: File,
     writer: Option<BufWriter<File>>,
     written: u64,
+    /// Bytes known to be in the file (not in the writer's buffer).
+    flushed: u64,
     index: Index,
     /// The groups active users derive (one id per group).
     derived: HashSet<Box<str>>,
@@ -150,6 +152,7 @@ impl Spill {
             file,
             writer: Some(writer),
             written: 0,
+            flushed: 0,
             index: Index::default(),
             derived: HashSet::new(),
         })
@@ -182,14 +185,7 @@ impl Spill {
             .writer
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the spill is closed for writing"))?;
-        let slot = Slot::new(
-            self.written,
-            user.bytes.len(),
-            user.active,
-            &user.origin,
-            user.hash,
-            user.groups,
-        )?;
+        let slot = Slot::new(self.written, user.bytes.len(), user.active, user.hash, user.groups)?;
         writer.write_all(&user.bytes)?;
         self.written += user.bytes.len() as u64;
         for g in &user.derived {
@@ -197,8 +193,27 @@ impl Spill {
                 self.derived.insert(g.as_str().into());
             }
         }
-        let previous = self.index.put(&user.external_id, user.id_hash, slot)?;
-        Ok(previous.map(|s| s.origin()))
+        match self.index.put(&user.external_id, user.id_hash, slot)? {
+            Some(old) => self.origin_of(&old).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The origin of the record in `slot`, read back from the file: only a duplicate needs
+    /// it, so no slot holds it (8 bytes per person saved).
+    fn origin_of(&mut self, slot: &Slot) -> std::io::Result<Origin> {
+        if slot.offset() + slot.len() as u64 > self.flushed {
+            if let Some(w) = self.writer.as_mut() {
+                w.flush()?;
+            }
+            self.flushed = self.written;
+        }
+        let mut buf = vec![0; slot.len()];
+        self.file.read_exact_at(&mut buf, slot.offset())?;
+        // The stored form starts with the id, then where the record was.
+        let ((_, line, at), _): ((&str, bool, u64), _) =
+            postcard::take_from_bytes(&buf).map_err(std::io::Error::other)?;
+        Ok(if line { Origin::Line(at) } else { Origin::Index(at) })
     }
 
     /// Flush writes; call once the pull is over, before reading back.
@@ -689,5 +704,32 @@ mod tests {
         assert_eq!(back[0], newer);
         assert_eq!(back[1], user(2, true, 1));
         assert_eq!(spill.counts(), (1, 1));
+    }
+
+    /// A duplicate's older origin is read back from the file, wherever the older version is:
+    /// still in the writer's buffer, or long written.
+    #[test]
+    fn every_duplicate_hands_back_the_origin_it_replaces() {
+        let mut spill = Spill::new().unwrap();
+        for i in 0..3_000 {
+            assert_eq!(spill.push(&user(i, true, 40)).unwrap(), None);
+        }
+        for round in 1..=2u64 {
+            for i in (0..3_000).rev().step_by(7) {
+                let mut again = user(i, i % 2 == 0, 40);
+                again.origin = Origin::Index(round * 10_000 + i as u64);
+                let before = if round == 1 {
+                    Origin::Line(i as u64 + 2)
+                } else {
+                    Origin::Index(10_000 + i as u64)
+                };
+                assert_eq!(spill.push(&again).unwrap(), Some(before), "user {i}, round {round}");
+            }
+        }
+        spill.finish().unwrap();
+        assert_eq!(spill.len(), 3_000);
+        let back: Vec<MappedUser> = spill.iter().map(Result::unwrap).collect();
+        assert_eq!(back[2_999].origin, Origin::Index(20_000 + 2_999));
+        assert_eq!(back[1].origin, Origin::Line(3), "never duplicated");
     }
 }
