@@ -81,7 +81,7 @@ enum Step {
 impl Step {
     fn of(item: SourceItem, mapping: &Mapping, now: DateTime<Utc>, h: &IdHasher) -> Self {
         match item.and_then(|r| mapping.apply_at(&r, now)) {
-            Ok(Mapped::User(u)) => match Encoded::new(u, h) {
+            Ok(Mapped::User(u)) => match Encoded::new(&u, h) {
                 Ok(e) => Step::User(e),
                 Err(e) => Step::Failed(e),
             },

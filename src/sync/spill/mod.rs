@@ -87,7 +87,7 @@ pub struct Encoded {
 
 impl Encoded {
     /// Encode `user` (the hasher is [`Spill::hasher`]).
-    pub fn new(user: MappedUser, hasher: &IdHasher) -> std::io::Result<Self> {
+    pub fn new(user: &MappedUser, hasher: &IdHasher) -> std::io::Result<Self> {
         let (line, at) = match user.origin {
             Origin::Line(l) => (true, l),
             Origin::Index(i) => (false, i),
@@ -105,14 +105,14 @@ impl Encoded {
         let hash = user.content_hash();
         let groups = groups_fingerprint(user.groups.iter().map(|g| g.external_id.as_str()));
         let derived = if user.active {
-            user.groups.into_iter().map(|g| g.external_id).collect()
+            user.groups.iter().map(|g| g.external_id.clone()).collect()
         } else {
             Vec::new()
         };
         Ok(Self {
             id_hash: Index::hash(hasher, &user.external_id),
-            external_id: user.external_id,
-            origin: user.origin,
+            external_id: user.external_id.clone(),
+            origin: user.origin.clone(),
             bytes,
             active: user.active,
             hash,
@@ -174,7 +174,7 @@ impl Spill {
 
     /// Add a user (encoding it here; see [`Self::push_encoded`]).
     pub fn push(&mut self, user: &MappedUser) -> std::io::Result<Option<Origin>> {
-        let encoded = Encoded::new(user.clone(), &self.hasher())?;
+        let encoded = Encoded::new(user, &self.hasher())?;
         self.push_encoded(&encoded)
     }
 
