@@ -122,6 +122,7 @@ store_contract!(
     job_watch_is_kept_per_job_and_replaced_whole,
     run_history_is_listed_newest_first_and_found_by_id,
     decisions_page_changes_first_with_search_filter_and_counts,
+    a_pull_is_recorded_page_by_page_over_many_users,
 );
 
 events_contract!(
@@ -178,14 +179,14 @@ fn pending_then_confirmed_then_missing(s: &mut dyn StateStore) {
         Some([("hash".to_string(), "h1".to_string())].into())
     );
     // Missing counters: counted only when asked, reset when present again.
-    s.record_pull("hr", &mut ["b"].into_iter(), true, 1, now()).unwrap();
-    s.record_pull("hr", &mut ["b"].into_iter(), true, 1, now()).unwrap();
+    s.record_pull("hr", &|id| id == "b", true, 1, now()).unwrap();
+    s.record_pull("hr", &|id| id == "b", true, 1, now()).unwrap();
     let e = all_entries(s, "hr");
     assert_eq!((e[0].missing_runs, e[1].missing_runs), (2, 0));
-    s.record_pull("hr", &mut ["b"].into_iter(), false, 1, now()).unwrap();
+    s.record_pull("hr", &|id| id == "b", false, 1, now()).unwrap();
     assert_eq!(all_entries(s, "hr")[0].missing_runs, 2, "not counted");
     // An id of the pull the state does not know is not created by it.
-    s.record_pull("hr", &mut ["a", "b", "zz"].into_iter(), true, 3, now()).unwrap();
+    s.record_pull("hr", &|id| ["a", "b", "zz"].contains(&id), true, 3, now()).unwrap();
     let e = all_entries(s, "hr");
     assert_eq!(e.len(), 2);
     assert_eq!((e[0].missing_runs, e[1].missing_runs), (0, 0));
@@ -196,6 +197,41 @@ fn pending_then_confirmed_then_missing(s: &mut dyn StateStore) {
     // Another job sees none of it.
     assert!(all_entries(s, "other").is_empty());
     assert_eq!(s.job_state("other").unwrap(), Default::default());
+}
+
+/// More users than one page of the streamed pull (1,000 rows on either backend), with ids
+/// whose key order is not their number order: every counter lands on the right user.
+fn a_pull_is_recorded_page_by_page_over_many_users(s: &mut dyn StateStore) {
+    let ids: Vec<String> = (0..2345)
+        .map(|i| if i % 7 == 0 { format!("zoë-{i}") } else { format!("user-{i}") })
+        .collect();
+    let pending: Vec<(&str, SentStatus)> =
+        ids.iter().map(|id| (id.as_str(), SentStatus::Active)).collect();
+    s.mark_pending("hr", &pending, now()).unwrap();
+    let number = |id: &str| -> usize { id.rsplit('-').next().unwrap().parse().unwrap() };
+    let counters = |s: &dyn StateStore| -> Vec<u32> {
+        let mut v = vec![u32::MAX; ids.len()];
+        for e in all_entries(s, "hr") {
+            v[number(&e.external_id)] = e.missing_runs;
+        }
+        v
+    };
+    // Pull 1: the even ones; pull 2: every third; pull 3 (incomplete, not counted): every fifth.
+    s.record_pull("hr", &|id| number(id) % 2 == 0, true, 1173, now()).unwrap();
+    s.record_pull("hr", &|id| number(id) % 3 == 0, true, 782, now()).unwrap();
+    let after_two: Vec<u32> = (0..ids.len())
+        .map(|i| match (i % 2 == 0, i % 3 == 0) {
+            (_, true) => 0,
+            (true, false) => 1,
+            (false, false) => 2,
+        })
+        .collect();
+    assert_eq!(counters(s), after_two);
+    s.record_pull("hr", &|id| number(id) % 5 == 0, false, 469, now()).unwrap();
+    let after_three: Vec<u32> =
+        after_two.iter().enumerate().map(|(i, &m)| if i % 5 == 0 { 0 } else { m }).collect();
+    assert_eq!(counters(s), after_three);
+    assert_eq!(s.job_state("hr").unwrap().last_pull_users, Some(469));
 }
 
 fn entries_and_profiles(s: &mut dyn StateStore) {
@@ -272,7 +308,7 @@ fn job_facts(s: &mut dyn StateStore) {
     let j = s.job_state("hr").unwrap();
     assert_eq!(j.last_full_resync_at.map(|t| t.timestamp_millis()), Some(at.timestamp_millis()));
     assert_eq!(j.last_pull_users, None);
-    s.record_pull("hr", &mut std::iter::empty(), true, 42, at).unwrap();
+    s.record_pull("hr", &|_| false, true, 42, at).unwrap();
     let j = s.job_state("hr").unwrap();
     assert_eq!(j.last_pull_users, Some(42));
     assert!(j.last_full_resync_at.is_some(), "kept by a pull");

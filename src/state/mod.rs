@@ -523,13 +523,15 @@ pub trait StateStore: Send {
         at: DateTime<Utc>,
     ) -> Result<(), StateError>;
 
-    /// Record a complete pull: `present` ids are reset to 0 missing runs and seen at `at`;
-    /// when `count_missing`, every other user gains one missing run. `users` becomes the
+    /// Record a complete pull: users for which `present` holds are reset to 0 missing runs;
+    /// when `count_missing`, every other user gains one missing run. The job's users are
+    /// streamed in key order a page at a time and only the counters that change are written,
+    /// so the cost grows with the changes, not with the pull. `users` becomes the
     /// source-shrink baseline.
     fn record_pull(
         &mut self,
         job: &str,
-        present: &mut dyn Iterator<Item = &str>,
+        present: &dyn Fn(&str) -> bool,
         count_missing: bool,
         users: u64,
         at: DateTime<Utc>,

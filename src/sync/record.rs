@@ -1,6 +1,6 @@
 //! After the push: record the pull, the run and its per-record decisions in the state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
@@ -163,15 +163,17 @@ pub fn finish_state(
     let now = chrono::Utc::now();
     if report.hold.is_none() {
         // Rejected and pre-hire ids count as seen: they are in the source.
-        let mut present = prepared
-            .pulled
-            .users
-            .ids()
-            .chain(report.rejected.iter().filter_map(|r| r.external_id.as_deref()))
-            .chain(prepared.pulled.not_yet.iter().map(|n| n.external_id.as_str()));
+        let users = &prepared.pulled.users;
+        let read: HashSet<&str> = report
+            .rejected
+            .iter()
+            .filter_map(|r| r.external_id.as_deref())
+            .chain(prepared.pulled.not_yet.iter().map(|n| n.external_id.as_str()))
+            .collect();
+        let present = |id: &str| users.slot_of(id).is_some() || read.contains(id);
         if let Err(e) = store.record_pull(
             &job.name,
-            &mut present,
+            &present,
             prepared.count_missing,
             prepared.pulled.users.len() as u64,
             now,
@@ -183,7 +185,6 @@ pub fn finish_state(
             report.failure.get_or_insert(e.kind());
         }
         // One more complete pull for each owned group no active user derived (retirement).
-        let users = &prepared.pulled.users;
         if prepared.count_missing
             && let Err(e) = store.record_groups(&job.name, &|g| users.derives(g), now)
         {

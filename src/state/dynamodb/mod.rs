@@ -86,6 +86,10 @@ pub(super) fn expiry(at: DateTime<Utc>, keep: Duration) -> i64 {
 /// Item writes run this many at a time within one call.
 const WRITE_CONCURRENCY: usize = 16;
 
+/// Users read per page when a pull is recorded (streamed in key order; the counters that
+/// change are written before the next page is read).
+const PULL_PAGE: usize = 1000;
+
 /// The reports of runs are cut above this size (an item holds at most 400 KB).
 const MAX_REPORT_BYTES: usize = 300_000;
 

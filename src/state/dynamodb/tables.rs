@@ -144,33 +144,59 @@ pub(super) async fn query_all(
     let mut out = Vec::new();
     let mut start: Option<Item> = None;
     loop {
-        let mut req = ctx
-            .client
-            .query()
-            .table_name(table)
-            .key_condition_expression("#k = :k")
-            .expression_attribute_names("#k", hash_key)
-            .expression_attribute_values(":k", s(value))
-            .consistent_read(true)
-            .scan_index_forward(!newest_first)
-            .set_exclusive_start_key(start.take());
-        if let Some(p) = projection {
-            // Projections name attributes through `#p_<name>` (reserved words again).
-            let mut parts = Vec::new();
-            for a in p.split(',') {
-                let a = a.trim();
-                req = req.expression_attribute_names(format!("#p_{a}"), a);
-                parts.push(format!("#p_{a}"));
-            }
-            req = req.projection_expression(parts.join(", "));
-        }
-        let page = req.send().await.map_err(|e| sdk_err(table, "query", e))?;
-        out.extend(page.items.unwrap_or_default());
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return Ok(out),
+        let page = Page { hash_key, value, projection, newest_first, limit: None };
+        let (items, next) = query_page(ctx, table, &page, start.take()).await?;
+        out.extend(items);
+        match next {
+            Some(k) => start = Some(k),
+            None => return Ok(out),
         }
     }
+}
+
+/// One page of a query on a hash key, in sort-key order (see [`query_page`]).
+pub(super) struct Page<'a> {
+    pub hash_key: &'a str,
+    pub value: &'a str,
+    /// Attributes to read, comma-separated (all when `None`).
+    pub projection: Option<&'a str>,
+    pub newest_first: bool,
+    /// At most this many items (DynamoDB's 1 MB page limit applies anyway).
+    pub limit: Option<i32>,
+}
+
+/// One page of a query, from `start`, with the key to start the next page from (`None` on
+/// the last page).
+pub(super) async fn query_page(
+    ctx: &Ctx,
+    table: &str,
+    page: &Page<'_>,
+    start: Option<Item>,
+) -> Result<(Vec<Item>, Option<Item>), StateError> {
+    let mut req = ctx
+        .client
+        .query()
+        .table_name(table)
+        .key_condition_expression("#k = :k")
+        .expression_attribute_names("#k", page.hash_key)
+        .expression_attribute_values(":k", s(page.value))
+        .consistent_read(true)
+        .scan_index_forward(!page.newest_first)
+        .set_limit(page.limit)
+        .set_exclusive_start_key(start);
+    if let Some(p) = page.projection {
+        // Projections name attributes through `#p_<name>` (reserved words again).
+        let mut parts = Vec::new();
+        for a in p.split(',') {
+            let a = a.trim();
+            req = req.expression_attribute_names(format!("#p_{a}"), a);
+            parts.push(format!("#p_{a}"));
+        }
+        req = req.projection_expression(parts.join(", "));
+    }
+    let out = req.send().await.map_err(|e| sdk_err(table, "query", e))?;
+    let next = out.last_evaluated_key.filter(|k| !k.is_empty());
+    Ok((out.items.unwrap_or_default(), next))
 }
 
 pub(super) async fn get_item(

@@ -279,45 +279,69 @@ impl StateStore for DynamoStore {
     fn record_pull(
         &mut self,
         job: &str,
-        present: &mut dyn Iterator<Item = &str>,
+        present: &dyn Fn(&str) -> bool,
         count_missing: bool,
         users: u64,
         at: DateTime<Utc>,
     ) -> Result<(), StateError> {
         let fence = self.fence(job)?;
+        // Page by page in key order: each page is read on the DynamoDB thread, `present`
+        // decides here, and only the counters that change are written.
+        let mut start: Option<Item> = None;
+        loop {
+            let of = job.to_string();
+            let (items, next) = self.d.call(move |ctx| async move {
+                let page = Page {
+                    hash_key: "job",
+                    value: &of,
+                    projection: Some("external_id, missing_runs"),
+                    newest_first: false,
+                    limit: Some(PULL_PAGE as i32),
+                };
+                query_page(&ctx, &ctx.t.users, &page, start).await
+            })?;
+            let changes: Vec<(String, bool)> = items
+                .iter()
+                .filter_map(|item| {
+                    let id = get_s(item, "external_id")?;
+                    let missing = get_n::<u32>(item, "missing_runs").unwrap_or(0);
+                    // `last_seen` is not kept in this backend.
+                    match present(&id) {
+                        true if missing == 0 => None,
+                        true => Some((id, true)),
+                        false if count_missing => Some((id, false)),
+                        false => None,
+                    }
+                })
+                .collect();
+            if !changes.is_empty() {
+                let fence = fence.clone();
+                let job = job.to_string();
+                self.d.call(move |ctx| async move {
+                    let token = fenced(&ctx, &fence).await?;
+                    let updates = changes.into_iter().map(|(id, seen)| {
+                        let upd = Upd::new(&ctx.t.users, user_key(&job, &id));
+                        let upd = if seen {
+                            upd.set("missing_runs", n(0))
+                        } else {
+                            upd.add("missing_runs", n(1))
+                        };
+                        let upd = upd.cond("attribute_exists(#job)", &["job"], &[]).fence(token);
+                        let ctx = ctx.clone();
+                        Box::pin(async move { upd.send_fenced(&ctx).await.map(|_| ()) })
+                            as BoxFuture<'static, _>
+                    });
+                    run_all(updates.collect()).await
+                })?;
+            }
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
         let job = job.to_string();
-        let present: HashSet<String> = present.map(str::to_string).collect();
         self.d.call(move |ctx| async move {
             let token = fenced(&ctx, &fence).await?;
-            let known = query_all(
-                &ctx,
-                &ctx.t.users,
-                "job",
-                &job,
-                Some("external_id, missing_runs"),
-                false,
-            )
-            .await?;
-            let mut updates: Vec<BoxFuture<'static, Result<(), StateError>>> = Vec::new();
-            for item in known {
-                let Some(id) = get_s(&item, "external_id") else { continue };
-                let missing = get_n::<u32>(&item, "missing_runs").unwrap_or(0);
-                let upd = if present.contains(&id) {
-                    if missing == 0 {
-                        // Nothing changes (`last_seen` is not kept in this backend).
-                        continue;
-                    }
-                    Upd::new(&ctx.t.users, user_key(&job, &id)).set("missing_runs", n(0))
-                } else if count_missing {
-                    Upd::new(&ctx.t.users, user_key(&job, &id)).add("missing_runs", n(1))
-                } else {
-                    continue;
-                };
-                let upd = upd.cond("attribute_exists(#job)", &["job"], &[]).fence(token);
-                let ctx = ctx.clone();
-                updates.push(Box::pin(async move { upd.send_fenced(&ctx).await.map(|_| ()) }));
-            }
-            run_all(updates).await?;
             Upd::new(&ctx.t.meta, key1("pk", &format!("job#{job}")))
                 .set("last_pull_users", n(users))
                 .set("last_pull_at", s(ts(at)))

@@ -19,6 +19,7 @@ use super::{
 mod decisions;
 mod groups;
 mod history;
+mod pull;
 
 /// Migrations, in order; the schema version is the number applied (`PRAGMA user_version`).
 /// Never edit one that has shipped: add the next.
@@ -336,7 +337,8 @@ impl StateStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT external_id, hash, status, pending, missing_runs, groups FROM users WHERE job = ?1",
+                "SELECT external_id, hash, status, pending, missing_runs, groups FROM users WHERE job = ?1
+                 ORDER BY external_id",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([job]).map_err(|e| self.err(e))?;
@@ -524,7 +526,7 @@ impl StateStore for SqliteStore {
     fn record_pull(
         &mut self,
         job: &str,
-        present: &mut dyn Iterator<Item = &str>,
+        present: &dyn Fn(&str) -> bool,
         count_missing: bool,
         users: u64,
         at: DateTime<Utc>,
@@ -532,32 +534,15 @@ impl StateStore for SqliteStore {
         let location = self.location.clone();
         let e = |e| backend(&location, e);
         let tx = self.conn.transaction().map_err(e)?;
-        {
-            let at = ts(at);
-            if count_missing {
-                tx.execute(
-                    "UPDATE users SET missing_runs = missing_runs + 1 WHERE job = ?1",
-                    [job],
-                )
-                .map_err(e)?;
-            }
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE users SET missing_runs = 0, last_seen = ?3
-                     WHERE job = ?1 AND external_id = ?2",
-                )
-                .map_err(e)?;
-            for id in present {
-                stmt.execute(params![job, id, at]).map_err(e)?;
-            }
-            tx.execute(
-                "INSERT INTO jobs (job, last_pull_users, last_pull_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (job) DO UPDATE SET last_pull_users = excluded.last_pull_users,
-                    last_pull_at = excluded.last_pull_at",
-                params![job, users as i64, at],
-            )
-            .map_err(e)?;
-        }
+        let at = ts(at);
+        pull::record(&tx, job, present, count_missing, &at).map_err(e)?;
+        tx.execute(
+            "INSERT INTO jobs (job, last_pull_users, last_pull_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job) DO UPDATE SET last_pull_users = excluded.last_pull_users,
+                last_pull_at = excluded.last_pull_at",
+            params![job, users as i64, at],
+        )
+        .map_err(e)?;
         tx.commit().map_err(e)
     }
 
