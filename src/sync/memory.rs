@@ -22,7 +22,7 @@ pub enum LimitSource {
     /// `jobs[].max_memory_mb`.
     Config,
     /// The container's limit: the file it was read from.
-    Cgroup(&'static str),
+    Cgroup(String),
 }
 
 /// A run's memory limit.
@@ -83,14 +83,51 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The cgroup's memory limit (v2 `memory.max`, or v1 `memory.limit_in_bytes`), when set.
-fn cgroup_limit() -> Option<(u64, &'static str)> {
-    const V2: &str = "/sys/fs/cgroup/memory.max";
-    const V1: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
-    [V2, V1].into_iter().find_map(|file| {
-        let text = std::fs::read_to_string(file).ok()?;
-        parse_limit(&text).map(|b| (b, file))
-    })
+/// The cgroup's memory limit, when one is set: the smallest of the process's own cgroup and
+/// its ancestors (v2 `memory.max`, v1 `memory.limit_in_bytes`), found through
+/// `/proc/self/cgroup`. A container with its own cgroup namespace sees its cgroup as `/`
+/// (the files at the top of `/sys/fs/cgroup`); one without (cgroup v1 hosts, `--cgroupns
+/// host`) sees the host's path, which is followed, so its limit is not missed.
+fn cgroup_limit() -> Option<(u64, String)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    limit_under(std::path::Path::new("/sys/fs/cgroup"), &own)
+}
+
+/// [`cgroup_limit`] with the cgroup file system at `root` and `/proc/self/cgroup`'s text.
+fn limit_under(root: &std::path::Path, own: &str) -> Option<(u64, String)> {
+    // `0::/path` is v2; `N:memory:/path` (or `N:...,memory,...:/path`) is v1.
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (base, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut dir = base.join(path.trim_start_matches('/'));
+        loop {
+            dirs.push(dir.join(file));
+            if dir == base || !dir.pop() {
+                break;
+            }
+        }
+    }
+    if dirs.is_empty() {
+        // No /proc/self/cgroup: the top of the hierarchy, as a namespaced container sees it.
+        dirs = vec![root.join("memory.max"), root.join("memory").join("memory.limit_in_bytes")];
+    }
+    dirs.into_iter()
+        .filter_map(|file| {
+            let b = parse_limit(&std::fs::read_to_string(&file).ok()?)?;
+            Some((b, file.display().to_string()))
+        })
+        .min_by_key(|(b, _)| *b)
 }
 
 /// `max` (v2) and v1's "unlimited" (a number near 2^63) are no limit.
@@ -116,6 +153,38 @@ mod tests {
         }
     }
 
+    /// The smallest limit of the process's cgroup and its ancestors, on v2 and on v1 where
+    /// the path is the host's (no cgroup namespace); none where every level is unlimited.
+    #[test]
+    fn the_cgroup_limit_is_the_smallest_on_the_path_to_the_process() {
+        let root = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let v1 = "4:memory:/kubepods/pod1/c1\n3:cpu,cpuacct:/kubepods/pod1/c1\n0::/\n";
+        put("memory/memory.limit_in_bytes", "9223372036854771712\n");
+        put("memory/kubepods/pod1/c1/memory.limit_in_bytes", "9223372036854771712\n");
+        assert_eq!(limit_under(root.path(), v1), None, "unlimited everywhere");
+        put("memory/kubepods/pod1/memory.limit_in_bytes", "536870912\n");
+        put("memory/kubepods/memory.limit_in_bytes", "1073741824\n");
+        let (bytes, file) = limit_under(root.path(), v1).unwrap();
+        assert_eq!(bytes, 512 << 20, "the pod's, below the node's");
+        assert!(file.ends_with("memory/kubepods/pod1/memory.limit_in_bytes"), "{file}");
+        // v2 in a namespaced container: `0::/` is the top.
+        put("memory.max", "268435456\n");
+        let (bytes, file) = limit_under(root.path(), "0::/\n").unwrap();
+        assert_eq!((bytes, file.ends_with("/memory.max")), (256 << 20, true));
+        // v2 on the host's path, with `max` at the leaf.
+        put("system.slice/xaas.service/memory.max", "max\n");
+        put("system.slice/memory.max", "134217728\n");
+        let (bytes, _) = limit_under(root.path(), "0::/system.slice/xaas.service\n").unwrap();
+        assert_eq!(bytes, 128 << 20);
+        // No /proc/self/cgroup: the top files.
+        assert_eq!(limit_under(root.path(), "").map(|l| l.0), Some(256 << 20));
+    }
+
     #[test]
     fn a_pull_over_nine_tenths_of_the_limit_stops_naming_the_figures() {
         let limit = MemoryLimit { bytes: 100 << 20, source: LimitSource::Config };
@@ -126,7 +195,7 @@ mod tests {
         assert!(e.contains("nothing was sent"), "{e}");
         let container = MemoryLimit {
             bytes: 512 << 20,
-            source: LimitSource::Cgroup("/sys/fs/cgroup/memory.max"),
+            source: LimitSource::Cgroup("/sys/fs/cgroup/memory.max".into()),
         };
         let e = container.judge("hr", 1, 500 << 20).unwrap_err().to_string();
         assert!(e.contains("the container's memory limit, /sys/fs/cgroup/memory.max"), "{e}");
