@@ -273,3 +273,76 @@ fn records_mapped_in_parallel_batches_keep_their_order_and_the_last_row_wins() {
     assert_eq!(sent, order, "every user once, in first-seen order");
     assert_eq!(title_of_5.as_deref(), Some("Dame"), "the last row wins");
 }
+
+/// The reader splits the file into rows on one thread and turns them into records in batches
+/// of 1,024 on several: quoted fields over two to four lines (CRLF and LF) right at the batch
+/// boundaries, rows of the wrong length, a field that is not UTF-8 and a record the mapping
+/// rejects must all keep their exact start line, and the users their file order.
+#[test]
+fn rows_converted_in_parallel_keep_exact_lines_across_multi_line_fields_at_batch_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text: Vec<u8> = format!("{}\r\n", common::HEADER).into_bytes();
+    let mut line = 2u64; // where the next row starts
+    let mut rejected = Vec::new();
+    let mut order = Vec::new();
+    // Every `i` is one row, good or not: what the batches count.
+    for i in 0..6_000usize {
+        let mut p = common::Person::generate(i, true);
+        if matches!(i % 1024, 1021..=1023 | 0..=1) || i % 37 == 0 {
+            let sep = if i % 2 == 0 { "\r\n" } else { "\n" };
+            let parts: Vec<String> = (0..2 + i % 3).map(|k| format!("Calle {k}")).collect();
+            p.street_name = parts.join(sep);
+        }
+        let spans = 1 + p.street_name.matches('\n').count() as u64;
+        let mut row = p.csv_row().into_bytes();
+        match i % 211 {
+            3 => {
+                // One field short (the last), after a field over several lines.
+                let cut = row.iter().rposition(|&b| b == b',').unwrap();
+                row.truncate(cut);
+                rejected.push(line);
+            }
+            7 => {
+                // Not UTF-8 in the first name.
+                let at = row.iter().position(|&b| b == b',').unwrap() + 1;
+                let at = at + row[at..].iter().position(|&b| b == b',').unwrap() + 1;
+                let at = at + row[at..].iter().position(|&b| b == b',').unwrap() + 1;
+                row.insert(at, 0xFF);
+                rejected.push(line);
+            }
+            11 => {
+                // No email: the mapping rejects it (a required attribute).
+                p.email.clear();
+                row = p.csv_row().into_bytes();
+                rejected.push(line);
+            }
+            _ => order.push(p.id.clone()),
+        }
+        text.extend_from_slice(&row);
+        text.extend_from_slice(if i % 5 == 0 { b"\n" } else { b"\r\n" });
+        line += spans;
+    }
+    std::fs::write(dir.path().join("u.csv"), &text).unwrap();
+    let cfg = config(dir.path(), "u.csv", "    max_rejected: 50%\n");
+    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap(), "--format", "json"], "x");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = &plan[0];
+    let got: Vec<u64> = job["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["origin"]["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got.len(), rejected.len(), "{}", job["rejected"]);
+    assert_eq!(got, rejected, "every rejection on the line its row starts on");
+    let sent: Vec<&str> = job["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["requests"].as_array().unwrap())
+        .flat_map(|r| r["users"].as_array().unwrap())
+        .map(|u| u["externalId"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, order, "every user once, in file order");
+}

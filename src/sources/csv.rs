@@ -4,10 +4,11 @@
 //! names declared in the config (`columns`, with `header: false` when the file has no header
 //! row); gzip, detected from a `.gz` extension or forced with `compression`.
 //!
-//! The file is never loaded whole. A blocking task reads it with the `csv` crate and sends
-//! each row through a bounded channel, so a slow consumer holds the reader back
-//! (backpressure) and memory stays flat for files of any size. The reader stops as soon as the
-//! stream is dropped.
+//! The file is never loaded whole. A blocking task splits it into rows with the `csv` crate,
+//! has them turned into records in batches on the blocking pool (every core works; see
+//! [`CONVERT_BATCH`]) and sends each record, in file order, through a bounded channel, so a
+//! slow consumer holds the reader back (backpressure) and memory stays flat for files of any
+//! size. The reader stops as soon as the stream is dropped.
 //!
 //! What goes wrong where:
 //! - The file cannot be opened → [`SourceError::Open`]; a bad header (empty, duplicate or
@@ -242,7 +243,7 @@ impl CsvSource {
     pub fn read_bytes(&self, bytes: &[u8]) -> Vec<Result<SourceItem, SourceError>> {
         let mut out = Vec::new();
         let input: Box<dyn Read> = Box::new(std::io::Cursor::new(bytes.to_vec()));
-        read_rows(&self.dialect, input, &mut |item| {
+        read_rows(&self.dialect, input, None, &mut |item| {
             out.push(item);
             true
         });
@@ -328,15 +329,18 @@ fn read_file(dialect: &Dialect, tx: &Tx) {
     } else {
         raw
     };
-    read_rows(dialect, raw, &mut |item| tx.blocking_send(item).is_ok());
+    // This runs on the blocking pool: rows are converted there too.
+    let pool = tokio::runtime::Handle::try_current().ok();
+    read_rows(dialect, raw, pool, &mut |item| tx.blocking_send(item).is_ok());
 }
 
 /// Read CSV rows from `raw` (already decompressed), handing each item to `emit` until it
-/// returns `false` or the input ends. A header or I/O problem is emitted as an error and ends
-/// the read.
+/// returns `false` or the input ends, converting rows on `pool` when given (see
+/// [`CONVERT_BATCH`]). A header or I/O problem is emitted as an error and ends the read.
 fn read_rows(
     dialect: &Dialect,
     raw: Box<dyn Read>,
+    pool: Option<tokio::runtime::Handle>,
     emit: &mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
 ) {
     let shown = dialect.shown();
@@ -384,23 +388,124 @@ fn read_rows(
         },
     };
 
+    let mut out = Converter::new(headers, &shown, pool, emit);
     loop {
-        let item = match reader.read_byte_record(&mut row) {
+        match reader.read_byte_record(&mut row) {
             Ok(true) => {
                 let start = row.position().map_or(0, csv::Position::byte);
                 let line = lines.borrow_mut().line_at(start);
-                Ok(to_record(&headers, &row, line))
+                let next = csv::ByteRecord::with_capacity(row.as_slice().len(), row.len());
+                if !out.push(std::mem::replace(&mut row, next), line) {
+                    return;
+                }
             }
-            Ok(false) => return,
+            Ok(false) => {
+                out.finish();
+                return;
+            }
             // With `flexible` and byte records, the csv crate only fails on I/O: the rest of
             // the file is unknown, so the pull is incomplete.
-            Err(e) => Err(read_error(e.to_string())),
-        };
-        let stop = item.is_err();
-        if !emit(item) || stop {
-            return;
+            Err(e) => {
+                if out.finish() {
+                    (out.emit)(Err(read_error(e.to_string())));
+                }
+                return;
+            }
         }
     }
+}
+
+/// Rows turned into records per task, and tasks at once. The csv crate splits the input into
+/// rows on the reading thread (the cheap part, and the only one that must see the file in
+/// order: quoted fields span lines); turning rows into records (UTF-8 checks, one string per
+/// field) runs on the blocking pool, and the records are taken back in file order, so line
+/// numbers and the order of rows stay exactly as a single reader gives them.
+const CONVERT_BATCH: usize = 1024;
+const CONVERT_IN_FLIGHT: usize = 3;
+
+/// Rows on their way to becoming records (see [`CONVERT_BATCH`]).
+struct Converter<'e> {
+    headers: std::sync::Arc<[String]>,
+    shown: String,
+    /// The runtime whose blocking pool converts rows; without one (fuzzing, `read_bytes`)
+    /// they are converted inline.
+    pool: Option<tokio::runtime::Handle>,
+    batch: Vec<(csv::ByteRecord, u64)>,
+    in_flight: VecDeque<tokio::task::JoinHandle<Vec<SourceItem>>>,
+    emit: &'e mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
+}
+
+impl<'e> Converter<'e> {
+    fn new(
+        headers: Vec<String>,
+        shown: &str,
+        pool: Option<tokio::runtime::Handle>,
+        emit: &'e mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
+    ) -> Self {
+        Self {
+            headers: headers.into(),
+            shown: shown.to_string(),
+            pool,
+            batch: Vec::with_capacity(CONVERT_BATCH),
+            in_flight: VecDeque::new(),
+            emit,
+        }
+    }
+
+    /// Take one row that starts on `line`; `false` when the consumer is gone (stop reading).
+    fn push(&mut self, row: csv::ByteRecord, line: u64) -> bool {
+        self.batch.push((row, line));
+        if self.batch.len() < CONVERT_BATCH {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(CONVERT_BATCH));
+        let Some(pool) = &self.pool else {
+            return self.send(convert(&self.headers, batch));
+        };
+        let headers = std::sync::Arc::clone(&self.headers);
+        self.in_flight.push_back(pool.spawn_blocking(move || convert(&headers, batch)));
+        self.in_flight.len() <= CONVERT_IN_FLIGHT || self.take_one()
+    }
+
+    /// Every row taken so far, converted and emitted in order; `false` when the consumer is
+    /// gone or a conversion failed (then the failure was emitted).
+    fn finish(&mut self) -> bool {
+        let batch = std::mem::take(&mut self.batch);
+        let ok = self.in_flight.is_empty() || self.drain();
+        ok && self.send(convert(&self.headers, batch))
+    }
+
+    fn drain(&mut self) -> bool {
+        while !self.in_flight.is_empty() {
+            if !self.take_one() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Wait for the oldest batch and emit it.
+    fn take_one(&mut self) -> bool {
+        let Some(task) = self.in_flight.pop_front() else { return true };
+        match futures::executor::block_on(task) {
+            Ok(items) => self.send(items),
+            Err(e) => {
+                (self.emit)(Err(SourceError::Read {
+                    path: self.shown.clone(),
+                    message: format!("the csv conversion task failed: {e}"),
+                }));
+                false
+            }
+        }
+    }
+
+    fn send(&mut self, items: Vec<SourceItem>) -> bool {
+        items.into_iter().all(|item| (self.emit)(Ok(item)))
+    }
+}
+
+fn convert(headers: &[String], rows: Vec<(csv::ByteRecord, u64)>) -> Vec<SourceItem> {
+    rows.iter().map(|(row, line)| to_record(headers, row, *line)).collect()
 }
 
 /// The input as the csv reader sees it, noting where every line break byte is.
