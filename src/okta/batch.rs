@@ -386,39 +386,26 @@ pub fn pack_with_groups(
     limits: Limits,
 ) -> Packed {
     let mut packer = Packer::new(limits);
+    let mut oversized = Vec::new();
     let active = users.iter().filter(|u| u.active);
     let inactive: Vec<&MappedUser> = users.iter().filter(|u| !u.active).collect();
-    for u in active {
-        packer.push(true, u);
-    }
-    for g in groups {
-        let entry = serde_json::to_vec(&GroupEntry {
-            external_id: &g.external_id,
-            profile: GroupProfile {
-                display_name: &g.display_name,
-                description: g.description.as_deref(),
-            },
-        })
-        .expect("serializing strings into JSON cannot fail");
-        packer.push_entry(RequestKind::GroupsUpsert, vec![g.external_id.clone()], entry);
-    }
-    packer.push_memberships(RequestKind::MembershipsUpsert, memberships);
-    packer.push_memberships(RequestKind::MembershipsDelete, removals.movers);
+    oversized.extend(active.filter_map(|u| packer.push_user(u)));
+    packer.end_upserts(groups, memberships, removals.movers);
     if mode == SessionMode::Separate && (!inactive.is_empty() || removals.has_delete_part()) {
         packer.close_session();
     }
-    for u in inactive {
-        packer.push(false, u);
-    }
-    packer.push_memberships(RequestKind::MembershipsDelete, removals.leavers);
-    for g in removals.groups {
-        let entry = serde_json::to_vec(g).expect("serializing strings into JSON cannot fail");
-        packer.push_entry(RequestKind::GroupsDelete, vec![g.to_string()], entry);
-    }
-    packer.finish()
+    oversized.extend(inactive.into_iter().filter_map(|u| packer.push_user(u)));
+    packer.end_deletes(removals.leavers, removals.groups);
+    let mut packed = packer.finish();
+    packed.oversized = oversized;
+    packed
 }
 
-struct Packer {
+/// Packs entries one at a time, greedily and in order, into requests and sessions within
+/// [`Limits`]: what [`pack_with_groups`] does over a list, and `sync::spill` over users read
+/// back from disk one by one, so only the open session's bodies are in memory. Sessions are
+/// taken as they close ([`Self::take_sessions`]).
+pub struct Packer {
     limits: Limits,
     out: Packed,
     session: Vec<PlannedRequest>,
@@ -429,7 +416,7 @@ struct Packer {
 }
 
 impl Packer {
-    fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits) -> Self {
         Self {
             limits,
             out: Packed::default(),
@@ -440,9 +427,10 @@ impl Packer {
         }
     }
 
-    /// Add one user: an upsert when `active`, a deactivation (bulk-delete) otherwise.
-    fn push(&mut self, active: bool, user: &MappedUser) {
-        let (kind, entry) = if active {
+    /// Add one user: an upsert when active, a deactivation (bulk-delete) otherwise. A user
+    /// too large for any request is not packed: it is handed back as [`Oversized`].
+    pub fn push_user(&mut self, user: &MappedUser) -> Option<Oversized> {
+        let (kind, entry) = if user.active {
             let entry = serde_json::to_vec(&UpsertProfile {
                 external_id: &user.external_id,
                 profile: &user.profile,
@@ -457,13 +445,60 @@ impl Packer {
         let entry = entry.expect("serializing strings into JSON cannot fail");
         let frame = ENTITY_USERS_PREFIX.len() + BODY_SUFFIX.len();
         if frame + entry.len() > self.limits.max_request_bytes {
-            self.out.oversized.push(Oversized {
+            return Some(Oversized {
                 external_id: user.external_id.clone(),
                 bytes: frame + entry.len(),
             });
-            return;
         }
         self.push_entry(kind, vec![user.external_id.clone()], entry);
+        None
+    }
+
+    /// After the upserts: the groups upsert, the memberships upsert and the movers'
+    /// membership removals.
+    pub fn end_upserts(
+        &mut self,
+        groups: &[&GroupRef],
+        memberships: &[(&str, Vec<&str>)],
+        movers: &[(&str, Vec<&str>)],
+    ) {
+        for g in groups {
+            let entry = serde_json::to_vec(&GroupEntry {
+                external_id: &g.external_id,
+                profile: GroupProfile {
+                    display_name: &g.display_name,
+                    description: g.description.as_deref(),
+                },
+            })
+            .expect("serializing strings into JSON cannot fail");
+            self.push_entry(RequestKind::GroupsUpsert, vec![g.external_id.clone()], entry);
+        }
+        self.push_memberships(RequestKind::MembershipsUpsert, memberships);
+        self.push_memberships(RequestKind::MembershipsDelete, movers);
+    }
+
+    /// After the deletes: the leavers' membership removals, then the group deletes.
+    pub fn end_deletes(&mut self, leavers: &[(&str, Vec<&str>)], groups: &[&str]) {
+        self.push_memberships(RequestKind::MembershipsDelete, leavers);
+        self.push_group_deletes(groups);
+    }
+
+    /// Group deletes (sent last: Okta drops a deleted group's memberships).
+    pub fn push_group_deletes(&mut self, groups: &[&str]) {
+        for g in groups {
+            let entry = serde_json::to_vec(g).expect("serializing strings into JSON cannot fail");
+            self.push_entry(RequestKind::GroupsDelete, vec![g.to_string()], entry);
+        }
+    }
+
+    /// The sessions closed so far, in order.
+    pub fn take_sessions(&mut self) -> Vec<SessionPlan> {
+        std::mem::take(&mut self.out.sessions)
+    }
+
+    /// Whether a closed session is waiting to be taken.
+    pub fn has_sessions(&self) -> bool {
+        !self.out.sessions.is_empty()
     }
 
     /// Add membership entries (group, members) to requests of `kind`, a group's members split
@@ -541,7 +576,8 @@ impl Packer {
         }
     }
 
-    fn close_session(&mut self) {
+    /// Close the open session (the next entry starts a new one).
+    pub fn close_session(&mut self) {
         self.close_request();
         if self.session.is_empty() {
             return;
@@ -558,7 +594,8 @@ impl Packer {
         self.out.sessions.push(SessionPlan { kind, requests });
     }
 
-    fn finish(mut self) -> Packed {
+    /// Close the open session; every session not taken yet.
+    pub fn finish(mut self) -> Packed {
         self.close_session();
         self.out
     }

@@ -7,8 +7,9 @@
 //! latest version lies in the file. A later duplicate appends its own copy and moves the slot;
 //! the older copy becomes dead bytes in the file.
 //!
-//! Packing reads the users back slot by slot and feeds `okta::batch::pack` in chunks (see
-//! [`Sessions`]), so at most one chunk of users and one chunk's request bodies are in memory.
+//! Packing reads the users back slot by slot and feeds them one at a time to one
+//! `okta::batch::Packer` (see [`Sessions`]), so one user and the open session's request
+//! bodies are in memory.
 //! The file is deleted by the OS when the `Spill` is dropped (it never has a name).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -19,12 +20,7 @@ use std::os::unix::fs::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::mapping::{GroupRef, HASH_BYTES, MappedUser, Origin, groups_fingerprint};
-use crate::okta::batch::{self, Limits, Oversized, Removals, SessionMode, SessionPlan};
-
-/// New users read per call of `batch::pack`, on top of the carried-over last session (at most
-/// 10,000 users). A mapped user costs about 1.5 KB in memory, so chunk and carry stay near
-/// 30 MB together; packing re-does at most the carried session per chunk.
-const CHUNK_USERS: usize = 10_000;
+use crate::okta::batch::{self, Limits, Oversized, SessionMode, SessionPlan};
 
 /// Bytes read from the file per `pread` when reading back.
 const READ_WINDOW: usize = 1 << 20;
@@ -313,10 +309,9 @@ impl Spill {
             spill: self,
             reader: Window::new(&self.file),
             mode,
-            limits,
             phase: 0,
             cursor: 0,
-            carry: Vec::new(),
+            packer: Some(batch::Packer::new(limits)),
             ready: VecDeque::new(),
             oversized: Vec::new(),
             groups: Groups::default(),
@@ -388,10 +383,6 @@ impl Groups {
             self.members[i].push(user.external_id.clone());
         }
     }
-
-    fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
 }
 
 /// Reads back stored users with large positioned reads (no shared file offset, so several
@@ -451,13 +442,14 @@ impl<'a> Window<'a> {
     }
 }
 
-/// The sessions of a spill, packed chunk by chunk.
+/// The sessions of a spill, packed as the users are read back.
 ///
-/// `batch::pack` is greedy and keeps input order, so a session is decided by the users before
-/// it. Packing a chunk therefore yields the same sessions as packing everything, except the
-/// last one, which later users might still join: its users are carried into the next chunk.
-/// The phases mirror `pack`: actives, then inactives, with a session break between them in
-/// `separate` mode.
+/// Users are read back one at a time, in slot order, and fed to one [`batch::Packer`], which
+/// is greedy and keeps input order: the sessions are those `batch::pack` gives for the whole
+/// pull, and memory holds one user and the open session's request bodies. The phases mirror
+/// `pack`: actives (then their groups, memberships and the movers' removals), then
+/// inactives (then the leavers' removals), with a session break between them in `separate`
+/// mode, or where the first part ends with groups or removals; group deletes go last.
 pub struct Sessions<'a> {
     /// Per slot: send it (`None`: send every slot).
     send: Option<&'a [bool]>,
@@ -466,11 +458,10 @@ pub struct Sessions<'a> {
     spill: &'a Spill,
     reader: Window<'a>,
     mode: SessionMode,
-    limits: Limits,
     /// 0: active users; 1: inactive users; 2: done.
     phase: u8,
     cursor: usize,
-    carry: Vec<MappedUser>,
+    packer: Option<batch::Packer>,
     ready: VecDeque<SessionPlan>,
     oversized: Vec<(Oversized, Origin)>,
     groups: Groups,
@@ -487,111 +478,87 @@ impl Sessions<'_> {
             if let Some(s) = self.ready.pop_front() {
                 return Ok(Some(s));
             }
-            if self.phase >= 2 {
-                return Ok(None);
-            }
+            let Some(packer) = self.packer.as_mut() else { return Ok(None) };
             let want_active = self.phase == 0;
-            let mut chunk = std::mem::take(&mut self.carry);
-            // Always read CHUNK_USERS new users on top of the carry: the carry can be a whole
-            // session, and a chunk that is only the carry would be packed again forever.
-            let target = chunk.len() + CHUNK_USERS;
             let index = &self.spill.index;
             // The inactive phase also walks the extra deletes, after the slots.
             let end = index.len() + if want_active { 0 } else { self.extra_deletes.len() };
-            while chunk.len() < target && self.cursor < end {
+            while !packer.has_sessions() && self.cursor < end {
                 let at = self.cursor;
                 self.cursor += 1;
-                let Some(slot) = (at < index.len()).then(|| index.slot(at)) else {
+                let user = if at < index.len() {
+                    let slot = index.slot(at);
+                    let selected =
+                        self.send.is_none_or(|send| send.get(at).copied().unwrap_or(false));
+                    if slot.active() != want_active || !selected {
+                        continue;
+                    }
+                    let user = self.reader.user(slot)?;
+                    if user.active {
+                        self.groups.add(&user);
+                    }
+                    user
+                } else {
                     // A leaver missing from the pull: a deactivation carries only the id.
-                    chunk.push(MappedUser {
+                    MappedUser {
                         origin: Origin::Index(0),
                         external_id: self.extra_deletes[at - index.len()].clone(),
                         active: false,
                         profile: BTreeMap::new(),
                         groups: Vec::new(),
                         links: BTreeMap::new(),
-                    });
-                    continue;
-                };
-                let selected = self.send.is_none_or(|send| send.get(at).copied().unwrap_or(false));
-                if slot.active() == want_active && selected {
-                    let user = self.reader.user(slot)?;
-                    if user.active {
-                        self.groups.add(&user);
                     }
-                    chunk.push(user);
+                };
+                if let Some(o) = packer.push_user(&user) {
+                    self.oversized.push((o, user.origin));
                 }
             }
-            let phase_done = self.cursor >= end;
-            let last_part = phase_done && (self.phase == 1 || !self.has_delete_part);
-            let r = self.removals;
-            let (movers, leavers) = if phase_done && self.phase == 0 {
-                (by_group(&r.movers), Vec::new())
-            } else if phase_done {
-                (Vec::new(), by_group(&r.leavers))
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            let group_deletes: Vec<&str> =
-                if last_part { r.groups.iter().map(String::as_str).collect() } else { Vec::new() };
-            let with_groups = phase_done && self.phase == 0 && !self.groups.is_empty();
-            let with_removals =
-                !movers.is_empty() || !leavers.is_empty() || !group_deletes.is_empty();
-            let flush = phase_done
-                && (self.phase == 1
-                    || self.mode == SessionMode::Separate
-                    || with_groups
-                    || with_removals);
-            if phase_done {
-                self.phase += 1;
-                self.cursor = 0;
+            if self.cursor >= end {
+                self.end_phase();
             }
-            if chunk.is_empty() && !with_groups && !with_removals {
-                continue;
+            if let Some(packer) = self.packer.as_mut() {
+                self.ready.extend(packer.take_sessions());
             }
-            let removals = Removals { movers: &movers, leavers: &leavers, groups: &group_deletes };
-            let packed = if with_groups {
-                let groups: Vec<&GroupRef> = self.groups.groups.iter().collect();
-                let memberships: Vec<(&str, Vec<&str>)> = self
-                    .groups
-                    .groups
-                    .iter()
-                    .zip(&self.groups.members)
-                    .map(|(g, m)| (g.external_id.as_str(), m.iter().map(String::as_str).collect()))
-                    .collect();
-                batch::pack_with_groups(
-                    &chunk,
-                    &groups,
-                    &memberships,
-                    &removals,
-                    self.mode,
-                    self.limits,
-                )
-            } else {
-                batch::pack_with_groups(&chunk, &[], &[], &removals, self.mode, self.limits)
-            };
-            for o in packed.oversized {
-                let origin = chunk
-                    .iter()
-                    .find(|u| u.external_id == o.external_id)
-                    .map_or(Origin::Index(0), |u| u.origin.clone());
-                self.oversized.push((o, origin));
+        }
+    }
+
+    /// What follows a phase's users, and the session break after it.
+    fn end_phase(&mut self) {
+        let Some(mut packer) = self.packer.take() else { return };
+        let r = self.removals;
+        let group_deletes: Vec<&str> = r.groups.iter().map(String::as_str).collect();
+        if self.phase == 0 {
+            let movers = by_group(&r.movers);
+            let memberships: Vec<(&str, Vec<&str>)> = self
+                .groups
+                .groups
+                .iter()
+                .zip(&self.groups.members)
+                .map(|(g, m)| (g.external_id.as_str(), m.iter().map(String::as_str).collect()))
+                .collect();
+            let groups: Vec<&GroupRef> = self.groups.groups.iter().collect();
+            packer.end_upserts(&groups, &memberships, &movers);
+            // Without a delete part, the group deletes end the first.
+            let deletes_here = !self.has_delete_part && !group_deletes.is_empty();
+            if deletes_here {
+                packer.push_group_deletes(&group_deletes);
             }
-            let mut sessions = packed.sessions;
-            if !flush && let Some(last) = sessions.pop() {
-                // Only user requests: a membership request lists member ids too.
-                let ids: HashSet<&str> = last
-                    .requests
-                    .iter()
-                    .filter(|r| r.kind.is_users())
-                    .flat_map(|r| r.external_ids.iter().map(String::as_str))
-                    .collect();
-                // The chunk is done with: move the carried users out rather than clone them.
-                let carry: Vec<MappedUser> =
-                    chunk.into_iter().filter(|u| ids.contains(u.external_id.as_str())).collect();
-                self.carry = carry;
+            if self.mode == SessionMode::Separate
+                || !groups.is_empty()
+                || !movers.is_empty()
+                || deletes_here
+            {
+                packer.close_session();
             }
-            self.ready.extend(sessions);
+            self.phase = 1;
+            self.cursor = 0;
+            self.packer = Some(packer);
+        } else {
+            let leavers = by_group(&r.leavers);
+            let later = if self.has_delete_part { group_deletes.as_slice() } else { &[] };
+            packer.end_deletes(&leavers, later);
+            self.phase = 2;
+            self.ready.extend(packer.finish().sessions);
         }
     }
 
@@ -664,6 +631,44 @@ mod tests {
             let (c, w) = (tally(&chunked), tally(&whole));
             assert!(c.values().all(|n| *n == 1), "{mode:?}: an entity was sent twice");
             assert_eq!(c, w, "{mode:?}: chunked packing lost or added entities");
+        }
+    }
+
+    /// Groups to delete in a run that deactivates nobody end the first part, once; with
+    /// deactivations they go after them, once.
+    #[test]
+    fn group_deletes_are_sent_once_with_or_without_deactivations() {
+        for with_leaver in [false, true] {
+            let mut spill = Spill::new().unwrap();
+            for i in 0..25_000 {
+                spill.push(&user(i, true, 10)).unwrap();
+            }
+            spill.finish().unwrap();
+            let removals = GroupRemovals {
+                groups: vec!["old1".into(), "old2".into()],
+                ..GroupRemovals::default()
+            };
+            let leavers = if with_leaver { vec!["gone".to_string()] } else { Vec::new() };
+            for mode in [SessionMode::Separate, SessionMode::Combined] {
+                let mut s =
+                    spill.sessions_selected(mode, Limits::default(), None, &leavers, &removals);
+                let mut kinds = Vec::new();
+                while let Some(plan) = s.next_session().unwrap() {
+                    for r in plan.requests {
+                        kinds.push((r.kind, r.external_ids));
+                    }
+                }
+                let deletes: Vec<&Vec<String>> = kinds
+                    .iter()
+                    .filter(|(k, _)| *k == batch::RequestKind::GroupsDelete)
+                    .map(|(_, ids)| ids)
+                    .collect();
+                assert_eq!(deletes, [&vec!["old1".to_string(), "old2".to_string()]], "{mode:?}");
+                assert_eq!(kinds.last().unwrap().0, batch::RequestKind::GroupsDelete, "last");
+                let users: usize =
+                    kinds.iter().filter(|(k, _)| k.is_users()).map(|(_, ids)| ids.len()).sum();
+                assert_eq!(users, 25_000 + leavers.len());
+            }
         }
     }
 
