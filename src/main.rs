@@ -15,6 +15,7 @@ use xaas::cli::{Cli, LogFormat};
 
 #[tokio::main]
 async fn main() {
+    no_huge_pages();
     let cli = Cli::parse();
     // XAAS_LOG (or RUST_LOG) sets the filter, e.g. `XAAS_LOG=xaas=debug`.
     let filter = std::env::var("XAAS_LOG")
@@ -35,4 +36,16 @@ async fn main() {
     }
     let code = xaas::cli::execute(cli).await;
     std::process::exit(code);
+}
+
+/// Transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP=1`: mimalloc asks
+/// the kernel for them on its arenas, and then a touched byte costs a 2 MiB page, which made a
+/// 1,000,000-row `xaas plan` peak at 210 MiB instead of 140 (BENCHMARKS.md, issue 21). The
+/// flag is the process's (every thread's mappings), set before the pull allocates anything
+/// large; a kernel without it leaves things as they were.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none_or(|v| v != "1") {
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
+    }
 }
