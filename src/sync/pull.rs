@@ -190,7 +190,7 @@ pub async fn pull_and_map(
     let now = chrono::Utc::now();
     let hasher = g.users.hasher();
     let map_batch = |batch: Vec<SourceItem>| {
-        let (mapping, hasher) = (job.mapping.clone(), hasher.clone());
+        let (mapping, hasher) = (job.mapping.clone(), hasher);
         tokio::task::spawn_blocking(move || {
             let mapped: Vec<Step> =
                 batch.into_iter().map(|item| Step::of(item, &mapping, now, &hasher)).collect();

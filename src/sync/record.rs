@@ -87,9 +87,12 @@ fn record_decisions(
             profiles.push(serde_json::to_value(&user.profile).ok());
         }
     }
-    let planned = p.actions.iter().enumerate().map(|(slot, action)| {
+    // The ids are read back from the spill in slot order; a read error ends the list and is
+    // returned once the rest is written.
+    let unreadable: std::cell::Cell<Option<std::io::Error>> = Default::default();
+    let ids = users.ids().map_while(|id| id.map_err(|e| unreadable.set(Some(e))).ok());
+    let planned = p.actions.iter().zip(ids).enumerate().map(|(slot, (action, id))| {
         let profile = profiles.get_mut(slot).and_then(Option::take);
-        let id = users.id(slot).to_string();
         let (decision, reason) = match action {
             Action::Create => (Decision::Created, None),
             Action::Update => (Decision::Updated, None),
@@ -118,7 +121,14 @@ fn record_decisions(
         }
     });
     let mut all = rejected.chain(planned).chain(leavers).chain(not_yet);
-    store.record_decisions(run, &mut all)
+    let written = store.record_decisions(run, &mut all)?;
+    match unreadable.take() {
+        Some(e) => Err(state::StateError::Backend {
+            location: "the pulled users' temporary file".into(),
+            message: format!("cannot read their ids back, so some decisions are missing: {e}"),
+        }),
+        None => Ok(written),
+    }
 }
 
 /// What each update changes, old → new, read before the push confirms the new profiles (the

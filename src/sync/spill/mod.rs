@@ -72,7 +72,7 @@ struct Stored<'a> {
 pub struct Encoded {
     pub external_id: String,
     pub origin: Origin,
-    id_hash: u64,
+    key: u128,
     bytes: Vec<u8>,
     active: bool,
     hash: [u8; HASH_BYTES],
@@ -106,7 +106,7 @@ impl Encoded {
             Vec::new()
         };
         Ok(Self {
-            id_hash: Index::hash(hasher, &user.external_id),
+            key: hasher.key(&user.external_id),
             external_id: user.external_id.clone(),
             origin: user.origin.clone(),
             bytes,
@@ -189,15 +189,27 @@ impl Spill {
                 self.derived.insert(g.as_str().into());
             }
         }
-        match self.index.put(&user.external_id, user.id_hash, slot)? {
-            Some(old) => self.origin_of(&old).map(Some),
-            None => Ok(None),
+        let Some(at) = self.index.find(user.key) else {
+            self.index.push(user.key, slot)?;
+            return Ok(None);
+        };
+        let old = *self.index.slot(at);
+        let (id, origin) = self.stored_id_and_origin(&old)?;
+        if id != user.external_id {
+            // Two ids with one 128-bit key (about 10^-26 for five million): never merged.
+            return Err(std::io::Error::other(format!(
+                "the externalIds `{id}` and `{}` share a 128-bit index key; nothing is sent: \
+                 run again (the key changes with every process) and report this",
+                user.external_id
+            )));
         }
+        self.index.replace(at, slot);
+        Ok(Some(origin))
     }
 
-    /// The origin of the record in `slot`, read back from the file: only a duplicate needs
-    /// it, so no slot holds it (8 bytes per person saved).
-    fn origin_of(&mut self, slot: &Slot) -> std::io::Result<Origin> {
+    /// The id and origin of the record in `slot`, read back from the file: only a duplicate
+    /// needs them, so no slot holds them.
+    fn stored_id_and_origin(&mut self, slot: &Slot) -> std::io::Result<(String, Origin)> {
         if slot.offset() + slot.len() as u64 > self.flushed {
             if let Some(w) = self.writer.as_mut() {
                 w.flush()?;
@@ -207,9 +219,9 @@ impl Spill {
         let mut buf = vec![0; slot.len()];
         self.file.read_exact_at(&mut buf, slot.offset())?;
         // The stored form starts with the id, then where the record was.
-        let ((_, line, at), _): ((&str, bool, u64), _) =
+        let ((id, line, at), _): ((&str, bool, u64), _) =
             postcard::take_from_bytes(&buf).map_err(std::io::Error::other)?;
-        Ok(if line { Origin::Line(at) } else { Origin::Index(at) })
+        Ok((id.to_string(), if line { Origin::Line(at) } else { Origin::Index(at) }))
     }
 
     /// Flush writes; call once the pull is over, before reading back.
@@ -239,22 +251,17 @@ impl Spill {
 
     /// Free the externalId index (and the derived groups) of a spill that will only be read
     /// back in order from now on: `sync::references` does so before it writes the resolved
-    /// copy, so two indexes are never held at once. [`Self::slot_of`] finds nothing and
-    /// [`Self::ids`] gives nothing after.
+    /// copy, so two indexes are never held at once. [`Self::slot_of`] finds nothing after.
     pub fn forget_index(&mut self) {
         self.index.forget_ids();
         self.derived = HashSet::new();
     }
 
-    /// Every distinct externalId, in first-seen order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
-        let n = if self.index.forgotten() { 0 } else { self.index.len() };
-        (0..n).map(|i| self.index.id(i))
-    }
-
-    /// The externalId of `slot`.
-    pub fn id(&self, slot: usize) -> &str {
-        self.index.id(slot)
+    /// Every distinct externalId, in first-seen order, read back from the file (the index
+    /// holds only their keys).
+    pub fn ids(&self) -> impl Iterator<Item = std::io::Result<String>> + '_ {
+        let mut reader = Window::new(&self.file);
+        self.index.slots().map(move |s| reader.id(s))
     }
 
     /// Read back the users of `slots` (ascending order reads the file mostly sequentially).
@@ -398,7 +405,36 @@ impl<'a> Window<'a> {
         Self { file, start: 0, buf: Vec::new() }
     }
 
+    /// The externalId of the record in `slot` (only the id is decoded).
+    fn id(&mut self, slot: &Slot) -> std::io::Result<String> {
+        let (id, _): (&str, _) =
+            postcard::take_from_bytes(self.bytes(slot)?).map_err(std::io::Error::other)?;
+        Ok(id.to_string())
+    }
+
     fn user(&mut self, slot: &Slot) -> std::io::Result<MappedUser> {
+        let stored: Stored<'_> =
+            postcard::from_bytes(self.bytes(slot)?).map_err(std::io::Error::other)?;
+        Ok(MappedUser {
+            origin: if stored.line { Origin::Line(stored.at) } else { Origin::Index(stored.at) },
+            external_id: stored.id.to_string(),
+            active: stored.active,
+            profile: stored.profile,
+            groups: stored
+                .groups
+                .into_iter()
+                .map(|(external_id, display_name, description)| GroupRef {
+                    external_id,
+                    display_name,
+                    description,
+                })
+                .collect(),
+            links: stored.links,
+        })
+    }
+
+    /// The stored bytes of `slot`, reading the window that holds them when needed.
+    fn bytes(&mut self, slot: &Slot) -> std::io::Result<&[u8]> {
         let (offset, len) = (slot.offset(), slot.len());
         let end = offset + len as u64;
         if offset < self.start || end > self.start + self.buf.len() as u64 {
@@ -421,24 +457,7 @@ impl<'a> Window<'a> {
             }
         }
         let from = (offset - self.start) as usize;
-        let stored: Stored<'_> =
-            postcard::from_bytes(&self.buf[from..from + len]).map_err(std::io::Error::other)?;
-        Ok(MappedUser {
-            origin: if stored.line { Origin::Line(stored.at) } else { Origin::Index(stored.at) },
-            external_id: stored.id.to_string(),
-            active: stored.active,
-            profile: stored.profile,
-            groups: stored
-                .groups
-                .into_iter()
-                .map(|(external_id, display_name, description)| GroupRef {
-                    external_id,
-                    display_name,
-                    description,
-                })
-                .collect(),
-            links: stored.links,
-        })
+        Ok(&self.buf[from..from + len])
     }
 }
 
@@ -709,6 +728,26 @@ mod tests {
         assert_eq!(back[0], newer);
         assert_eq!(back[1], user(2, true, 1));
         assert_eq!(spill.counts(), (1, 1));
+    }
+
+    /// Two ids under one key (forced here: SipHash-128 will not give one) are never merged:
+    /// the id on disk is compared, and the pull stops with both named.
+    #[test]
+    fn two_ids_sharing_a_key_stop_the_pull_instead_of_merging() {
+        let mut spill = Spill::new().unwrap();
+        let h = spill.hasher();
+        let first = Encoded::new(&user(1, true, 5), &h).unwrap();
+        let mut second = Encoded::new(&user(2, true, 5), &h).unwrap();
+        second.key = first.key;
+        assert_eq!(spill.push_encoded(&first).unwrap(), None);
+        let e = spill.push_encoded(&second).unwrap_err().to_string();
+        assert!(e.contains("`id1` and `id2` share a 128-bit index key"), "{e}");
+        // The same id again is a duplicate, as ever.
+        let again = Encoded::new(&user(1, false, 7), &h).unwrap();
+        assert_eq!(spill.push_encoded(&again).unwrap(), Some(Origin::Line(3)));
+        spill.finish().unwrap();
+        let ids: Vec<String> = spill.ids().map(Result::unwrap).collect();
+        assert_eq!(ids, ["id1"]);
     }
 
     /// A duplicate's older origin is read back from the file, wherever the older version is:
