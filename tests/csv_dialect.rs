@@ -206,7 +206,7 @@ fn a_bad_budget_and_an_unknown_source_type_are_config_errors() {
     assert!(stderr.contains("`csv`, `dynamodb`, `http`"), "{stderr}");
 }
 
-/// The pull maps records on several workers, in batches of 1,024, while the source reads
+/// The pull maps records on several workers, in batches of 512, while the source reads
 /// ahead; the plan must not show it: rejections in line order, a duplicate whose versions lie
 /// in three batches keeps its first place and its last version, and the sessions hold every
 /// user once, in first-seen order.
@@ -226,7 +226,7 @@ fn records_mapped_in_parallel_batches_keep_their_order_and_the_last_row_wins() {
         order.push(p.id.clone());
         rows.push(p.csv_row());
     }
-    // Two later versions of person 5 (line 7), in the third and the fifth batch.
+    // Two later versions of person 5 (line 7), in two later batches.
     let mut again = common::Person::generate(5, true);
     again.title = "Prof".into();
     rows.insert(2_500, again.csv_row());
@@ -275,7 +275,7 @@ fn records_mapped_in_parallel_batches_keep_their_order_and_the_last_row_wins() {
 }
 
 /// The reader splits the file into rows on one thread and turns them into records in batches
-/// of 1,024 on several: quoted fields over two to four lines (CRLF and LF) right at the batch
+/// of 512 on several: quoted fields over two to four lines (CRLF and LF) right at the batch
 /// boundaries, rows of the wrong length, a field that is not UTF-8 and a record the mapping
 /// rejects must all keep their exact start line, and the users their file order.
 #[test]
@@ -288,7 +288,7 @@ fn rows_converted_in_parallel_keep_exact_lines_across_multi_line_fields_at_batch
     // Every `i` is one row, good or not: what the batches count.
     for i in 0..6_000usize {
         let mut p = common::Person::generate(i, true);
-        if matches!(i % 1024, 1021..=1023 | 0..=1) || i % 37 == 0 {
+        if matches!(i % 512, 509..=511 | 0..=1) || i % 37 == 0 {
             let sep = if i % 2 == 0 { "\r\n" } else { "\n" };
             let parts: Vec<String> = (0..2 + i % 3).map(|k| format!("Calle {k}")).collect();
             p.street_name = parts.join(sep);

@@ -40,7 +40,7 @@ use crate::mapping::{Origin, Record, Rejection};
 
 /// Rows buffered between the reader and the consumer. Enough to keep both busy; small enough
 /// that memory does not grow with the file.
-const CHANNEL_CAPACITY: usize = 1024;
+const CHANNEL_CAPACITY: usize = 256;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -420,8 +420,8 @@ fn read_rows(
 /// order: quoted fields span lines); turning rows into records (UTF-8 checks, one string per
 /// field) runs on the blocking pool, and the records are taken back in file order, so line
 /// numbers and the order of rows stay exactly as a single reader gives them.
-const CONVERT_BATCH: usize = 1024;
-const CONVERT_IN_FLIGHT: usize = 3;
+const CONVERT_BATCH: usize = 512;
+const CONVERT_IN_FLIGHT: usize = 2;
 
 /// Rows on their way to becoming records (see [`CONVERT_BATCH`]).
 struct Converter<'e> {

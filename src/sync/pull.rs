@@ -64,9 +64,11 @@ impl std::fmt::Display for PullFailure {
 
 /// Records mapped per blocking task, and batches mapped at once: mapping runs on the
 /// blocking threads while the source reads ahead (CSV parses on a thread of its own) and this
-/// task spills, so every core works. Results are taken in the source's order.
-const MAP_BATCH: usize = 1_024;
-const MAP_IN_FLIGHT: usize = 4;
+/// task spills, so every core works. Results are taken in the source's order. Sized by
+/// `bench/scale.py` on 2 cores: 1,024 × 4 held about 20 MiB more than 512 × 3 at the same
+/// speed, and 256 was no smaller and slower.
+const MAP_BATCH: usize = 512;
+const MAP_IN_FLIGHT: usize = 3;
 
 /// One record as a mapping worker hands it back: mapped, and a user already encoded for the
 /// spill (the costly part of spilling); or why not.
