@@ -401,6 +401,34 @@ pub fn pack_with_groups(
     packed
 }
 
+/// One user's entry of a users request, serialized: the costly part of packing, so
+/// `sync::spill` makes entries on several threads and the [`Packer`] only places them.
+pub struct UserEntry {
+    kind: RequestKind,
+    external_id: String,
+    entry: Vec<u8>,
+}
+
+impl UserEntry {
+    /// An upsert when the user is active, a deactivation (bulk-delete) otherwise.
+    pub fn of(user: &MappedUser) -> Self {
+        let (kind, entry) = if user.active {
+            let entry = serde_json::to_vec(&UpsertProfile {
+                external_id: &user.external_id,
+                profile: &user.profile,
+            });
+            (RequestKind::Upsert, entry)
+        } else {
+            (
+                RequestKind::Delete,
+                serde_json::to_vec(&DeleteProfile { external_id: &user.external_id }),
+            )
+        };
+        let entry = entry.expect("serializing strings into JSON cannot fail");
+        Self { kind, external_id: user.external_id.clone(), entry }
+    }
+}
+
 /// Packs entries one at a time, greedily and in order, into requests and sessions within
 /// [`Limits`]: what [`pack_with_groups`] does over a list, and `sync::spill` over users read
 /// back from disk one by one, so only the open session's bodies are in memory. Sessions are
@@ -430,27 +458,19 @@ impl Packer {
     /// Add one user: an upsert when active, a deactivation (bulk-delete) otherwise. A user
     /// too large for any request is not packed: it is handed back as [`Oversized`].
     pub fn push_user(&mut self, user: &MappedUser) -> Option<Oversized> {
-        let (kind, entry) = if user.active {
-            let entry = serde_json::to_vec(&UpsertProfile {
-                external_id: &user.external_id,
-                profile: &user.profile,
-            });
-            (RequestKind::Upsert, entry)
-        } else {
-            (
-                RequestKind::Delete,
-                serde_json::to_vec(&DeleteProfile { external_id: &user.external_id }),
-            )
-        };
-        let entry = entry.expect("serializing strings into JSON cannot fail");
+        self.push_user_entry(UserEntry::of(user))
+    }
+
+    /// [`Self::push_user`] with the entry already serialized (see [`UserEntry`]).
+    pub fn push_user_entry(&mut self, user: UserEntry) -> Option<Oversized> {
         let frame = ENTITY_USERS_PREFIX.len() + BODY_SUFFIX.len();
-        if frame + entry.len() > self.limits.max_request_bytes {
+        if frame + user.entry.len() > self.limits.max_request_bytes {
             return Some(Oversized {
-                external_id: user.external_id.clone(),
-                bytes: frame + entry.len(),
+                external_id: user.external_id,
+                bytes: frame + user.entry.len(),
             });
         }
-        self.push_entry(kind, vec![user.external_id.clone()], entry);
+        self.push_entry(user.kind, vec![user.external_id], user.entry);
         None
     }
 

@@ -314,7 +314,6 @@ impl Spill {
             send,
             extra_deletes,
             spill: self,
-            reader: Window::new(&self.file),
             mode,
             phase: 0,
             cursor: 0,
@@ -376,8 +375,8 @@ struct Groups {
 }
 
 impl Groups {
-    fn add(&mut self, user: &MappedUser) {
-        for g in &user.groups {
+    fn add(&mut self, user: &str, groups: &[GroupRef]) {
+        for g in groups {
             let i = match self.at.get(&g.external_id) {
                 Some(&i) => i,
                 None => {
@@ -387,7 +386,7 @@ impl Groups {
                     self.groups.len() - 1
                 }
             };
-            self.members[i].push(user.external_id.clone());
+            self.members[i].push(user.to_string());
         }
     }
 }
@@ -398,11 +397,17 @@ struct Window<'a> {
     file: &'a File,
     start: u64,
     buf: Vec<u8>,
+    /// Bytes read at once (a record longer than that is read whole).
+    size: usize,
 }
 
 impl<'a> Window<'a> {
     fn new(file: &'a File) -> Self {
-        Self { file, start: 0, buf: Vec::new() }
+        Self::sized(file, READ_WINDOW)
+    }
+
+    fn sized(file: &'a File, size: usize) -> Self {
+        Self { file, start: 0, buf: Vec::new(), size: size.max(1) }
     }
 
     /// The externalId of the record in `slot` (only the id is decoded).
@@ -438,7 +443,7 @@ impl<'a> Window<'a> {
         let (offset, len) = (slot.offset(), slot.len());
         let end = offset + len as u64;
         if offset < self.start || end > self.start + self.buf.len() as u64 {
-            let want = READ_WINDOW.max(len);
+            let want = self.size.max(len);
             self.buf.resize(want, 0);
             let mut filled = 0;
             while filled < want {
@@ -461,11 +466,63 @@ impl<'a> Window<'a> {
     }
 }
 
+/// Users read back per step of packing, split over the cores: decoding a stored user and
+/// serializing its request entry is most of packing's work; the packer only places entries.
+const PACK_BATCH: usize = 4096;
+
+/// One user read back and serialized for the packer.
+struct ReadyUser {
+    entry: batch::UserEntry,
+    origin: Origin,
+    /// An active user's id and groups (for the groups' memberships).
+    groups: Option<(String, Vec<GroupRef>)>,
+}
+
+/// Read back and serialize the users of `slots`, in order.
+fn prepare(file: &File, slots: &[Slot]) -> std::io::Result<Vec<ReadyUser>> {
+    let span = match (slots.first(), slots.last()) {
+        (Some(a), Some(b)) => (b.offset() + b.len() as u64).saturating_sub(a.offset()) as usize,
+        _ => 0,
+    };
+    let mut reader = Window::sized(file, span.min(READ_WINDOW));
+    slots
+        .iter()
+        .map(|slot| {
+            let user = reader.user(slot)?;
+            let groups = (user.active && !user.groups.is_empty())
+                .then(|| (user.external_id.clone(), user.groups.clone()));
+            Ok(ReadyUser { entry: batch::UserEntry::of(&user), origin: user.origin, groups })
+        })
+        .collect()
+}
+
+/// [`prepare`] split over up to four threads (the results keep the slots' order).
+fn prepare_parallel(file: &File, slots: &[Slot]) -> std::io::Result<Vec<ReadyUser>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if workers < 2 || slots.len() < 256 {
+        return prepare(file, slots);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = slots
+            .chunks(slots.len().div_ceil(workers))
+            .map(|part| scope.spawn(move || prepare(file, part)))
+            .collect();
+        let mut out = Vec::with_capacity(slots.len());
+        for part in parts {
+            out.extend(
+                part.join().map_err(|_| std::io::Error::other("a packing thread panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
 /// The sessions of a spill, packed as the users are read back.
 ///
-/// Users are read back one at a time, in slot order, and fed to one [`batch::Packer`], which
-/// is greedy and keeps input order: the sessions are those `batch::pack` gives for the whole
-/// pull, and memory holds one user and the open session's request bodies. The phases mirror
+/// Users are read back in slot order, a batch at a time (serialized on several threads, see
+/// [`PACK_BATCH`]), and fed to one [`batch::Packer`], which is greedy and keeps input order:
+/// the sessions are those `batch::pack` gives for the whole pull, and memory holds one batch
+/// of entries and the open session's request bodies. The phases mirror
 /// `pack`: actives (then their groups, memberships and the movers' removals), then
 /// inactives (then the leavers' removals), with a session break between them in `separate`
 /// mode, or where the first part ends with groups or removals; group deletes go last.
@@ -475,7 +532,6 @@ pub struct Sessions<'a> {
     /// Deactivations of users not in the spill, packed after the inactive slots.
     extra_deletes: &'a [String],
     spill: &'a Spill,
-    reader: Window<'a>,
     mode: SessionMode,
     /// 0: active users; 1: inactive users; 2: done.
     phase: u8,
@@ -503,33 +559,41 @@ impl Sessions<'_> {
             // The inactive phase also walks the extra deletes, after the slots.
             let end = index.len() + if want_active { 0 } else { self.extra_deletes.len() };
             while !packer.has_sessions() && self.cursor < end {
-                let at = self.cursor;
-                self.cursor += 1;
-                let user = if at < index.len() {
+                // The next selected slots of this phase, read back and serialized in parallel.
+                let mut slots = Vec::new();
+                while slots.len() < PACK_BATCH && self.cursor < index.len().min(end) {
+                    let at = self.cursor;
+                    self.cursor += 1;
                     let slot = index.slot(at);
                     let selected =
                         self.send.is_none_or(|send| send.get(at).copied().unwrap_or(false));
-                    if slot.active() != want_active || !selected {
-                        continue;
+                    if slot.active() == want_active && selected {
+                        slots.push(*slot);
                     }
-                    let user = self.reader.user(slot)?;
-                    if user.active {
-                        self.groups.add(&user);
-                    }
-                    user
-                } else {
+                }
+                if slots.is_empty() && self.cursor >= index.len() && self.cursor < end {
                     // A leaver missing from the pull: a deactivation carries only the id.
-                    MappedUser {
+                    let user = MappedUser {
                         origin: Origin::Index(0),
-                        external_id: self.extra_deletes[at - index.len()].clone(),
+                        external_id: self.extra_deletes[self.cursor - index.len()].clone(),
                         active: false,
                         profile: BTreeMap::new(),
                         groups: Vec::new(),
                         links: BTreeMap::new(),
+                    };
+                    self.cursor += 1;
+                    if let Some(o) = packer.push_user(&user) {
+                        self.oversized.push((o, user.origin));
                     }
-                };
-                if let Some(o) = packer.push_user(&user) {
-                    self.oversized.push((o, user.origin));
+                    continue;
+                }
+                for ready in prepare_parallel(&self.spill.file, &slots)? {
+                    if let Some((id, groups)) = &ready.groups {
+                        self.groups.add(id, groups);
+                    }
+                    if let Some(o) = packer.push_user_entry(ready.entry) {
+                        self.oversized.push((o, ready.origin));
+                    }
                 }
             }
             if self.cursor >= end {
