@@ -206,6 +206,24 @@ fn a_bad_budget_and_an_unknown_source_type_are_config_errors() {
     assert!(stderr.contains("`csv`, `dynamodb`, `http`"), "{stderr}");
 }
 
+/// `xaas plan --format json` of `u.csv` in `dir`, allowing rejections (so exit 3).
+fn plan_with_rejections(dir: &Path) -> serde_json::Value {
+    let cfg = config(dir, "u.csv", "    max_rejected: 50%\n");
+    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap(), "--format", "json"], "x");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The line of each of a planned job's rejections, in report order.
+fn rejected_lines(job: &serde_json::Value) -> Vec<u64> {
+    job["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["origin"]["line"].as_u64().unwrap())
+        .collect()
+}
+
 /// The pull maps records on several workers, in batches of 512, while the source reads
 /// ahead; the plan must not show it: rejections in line order, a duplicate whose versions lie
 /// in three batches keeps its first place and its last version, and the sessions hold every
@@ -239,19 +257,9 @@ fn records_mapped_in_parallel_batches_keep_their_order_and_the_last_row_wins() {
         .into_iter()
         .map(|l| l + u64::from(l > 2_501) + u64::from(l > 4_901))
         .collect();
-    let cfg = config(dir.path(), "u.csv", "    max_rejected: 50%\n");
-    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap(), "--format", "json"], "x");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let plan = plan_with_rejections(dir.path());
     let job = &plan[0];
-    let rejected: Vec<u64> = job["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["origin"]["line"].as_u64().unwrap())
-        .collect();
-    assert_eq!(rejected, expected_rejected);
+    assert_eq!(rejected_lines(job), expected_rejected);
     let dup = &job["deduplicated"];
     assert_eq!(dup.as_array().unwrap().len(), 1, "{dup}");
     assert_eq!(dup[0]["external_id"], again.id);
@@ -323,17 +331,9 @@ fn rows_converted_in_parallel_keep_exact_lines_across_multi_line_fields_at_batch
         line += spans;
     }
     std::fs::write(dir.path().join("u.csv"), &text).unwrap();
-    let cfg = config(dir.path(), "u.csv", "    max_rejected: 50%\n");
-    let out = common::xaas(&["plan", "--config", cfg.to_str().unwrap(), "--format", "json"], "x");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = plan_with_rejections(dir.path());
     let job = &plan[0];
-    let got: Vec<u64> = job["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["origin"]["line"].as_u64().unwrap())
-        .collect();
+    let got = rejected_lines(job);
     assert_eq!(got.len(), rejected.len(), "{}", job["rejected"]);
     assert_eq!(got, rejected, "every rejection on the line its row starts on");
     let sent: Vec<&str> = job["sessions"]

@@ -7,9 +7,9 @@
 //! latest version lies in the file. A later duplicate appends its own copy and moves the slot;
 //! the older copy becomes dead bytes in the file.
 //!
-//! Packing reads the users back slot by slot and feeds them one at a time to one
-//! `okta::batch::Packer` (see [`Sessions`]), so one user and the open session's request
-//! bodies are in memory.
+//! Packing reads the users back slot by slot, serializes them a batch at a time on several
+//! threads and feeds the entries to one `okta::batch::Packer` (see [`Sessions`]), so one
+//! batch of entries and the open session's request bodies are in memory.
 //! The file is deleted by the OS when the `Spill` is dropped (it never has a name).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -49,6 +49,11 @@ struct StoredRef<'a> {
 /// description in JSON: groups are stored as plain tuples instead.
 fn groups_as_tuples<S: serde::Serializer>(groups: &&[GroupRef], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(groups.iter().map(|g| (&g.external_id, &g.display_name, &g.description)))
+}
+
+/// The origin a stored record names (`line`: a file line, else a stream position).
+fn origin(line: bool, at: u64) -> Origin {
+    if line { Origin::Line(at) } else { Origin::Index(at) }
 }
 
 /// The on-disk form of a [`MappedUser`], as read back.
@@ -221,7 +226,7 @@ impl Spill {
         // The stored form starts with the id, then where the record was.
         let ((id, line, at), _): ((&str, bool, u64), _) =
             postcard::take_from_bytes(&buf).map_err(std::io::Error::other)?;
-        Ok((id.to_string(), if line { Origin::Line(at) } else { Origin::Index(at) }))
+        Ok((id.to_string(), origin(line, at)))
     }
 
     /// Flush writes; call once the pull is over, before reading back.
@@ -421,7 +426,7 @@ impl<'a> Window<'a> {
         let stored: Stored<'_> =
             postcard::from_bytes(self.bytes(slot)?).map_err(std::io::Error::other)?;
         Ok(MappedUser {
-            origin: if stored.line { Origin::Line(stored.at) } else { Origin::Index(stored.at) },
+            origin: origin(stored.line, stored.at),
             external_id: stored.id.to_string(),
             active: stored.active,
             profile: stored.profile,
