@@ -29,6 +29,7 @@
 //!    `approve`, `mapping`, `demo`, `sim`, `healthcheck`).
 
 pub mod cli;
+pub mod compute;
 pub mod daemon;
 pub mod demo;
 pub mod diag;

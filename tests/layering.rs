@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// its own layer or above.
 const LAYERS: &[&[&str]] = &[
     // What every layer needs: diagnostics with file and line, metric names and helpers.
-    &["diag", "telemetry"],
+    &["diag", "telemetry", "compute"],
     // Record → profile, pure.
     &["mapping"],
     // The Okta client and session lifecycle; it knows mapped users, nothing else.

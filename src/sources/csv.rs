@@ -5,7 +5,7 @@
 //! row); gzip, detected from a `.gz` extension or forced with `compression`.
 //!
 //! The file is never loaded whole. A blocking task splits it into rows with the `csv` crate,
-//! has them turned into records in batches on the blocking pool (every core works; see
+//! has them turned into records in batches on `crate::compute`'s pool (every core works; see
 //! [`CONVERT_BATCH`]) and sends each record, in file order, through a bounded channel, so a
 //! slow consumer holds the reader back (backpressure) and memory stays flat for files of any
 //! size. The reader stops as soon as the stream is dropped.
@@ -243,7 +243,7 @@ impl CsvSource {
     pub fn read_bytes(&self, bytes: &[u8]) -> Vec<Result<SourceItem, SourceError>> {
         let mut out = Vec::new();
         let input: Box<dyn Read> = Box::new(std::io::Cursor::new(bytes.to_vec()));
-        read_rows(&self.dialect, input, None, &mut |item| {
+        read_rows(&self.dialect, input, false, &mut |item| {
             out.push(item);
             true
         });
@@ -329,18 +329,17 @@ fn read_file(dialect: &Dialect, tx: &Tx) {
     } else {
         raw
     };
-    // This runs on the blocking pool: rows are converted there too.
-    let pool = tokio::runtime::Handle::try_current().ok();
-    read_rows(dialect, raw, pool, &mut |item| tx.blocking_send(item).is_ok());
+    // This runs on a blocking thread; rows are converted on the compute pool.
+    read_rows(dialect, raw, true, &mut |item| tx.blocking_send(item).is_ok());
 }
 
 /// Read CSV rows from `raw` (already decompressed), handing each item to `emit` until it
-/// returns `false` or the input ends, converting rows on `pool` when given (see
+/// returns `false` or the input ends, converting rows on the compute pool when `parallel` (see
 /// [`CONVERT_BATCH`]). A header or I/O problem is emitted as an error and ends the read.
 fn read_rows(
     dialect: &Dialect,
     raw: Box<dyn Read>,
-    pool: Option<tokio::runtime::Handle>,
+    parallel: bool,
     emit: &mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
 ) {
     let shown = dialect.shown();
@@ -388,7 +387,7 @@ fn read_rows(
         },
     };
 
-    let mut out = Converter::new(headers, &shown, pool, emit);
+    let mut out = Converter::new(headers, &shown, parallel, emit);
     loop {
         match reader.read_byte_record(&mut row) {
             Ok(true) => {
@@ -418,7 +417,7 @@ fn read_rows(
 /// Rows turned into records per task, and tasks at once. The csv crate splits the input into
 /// rows on the reading thread (the cheap part, and the only one that must see the file in
 /// order: quoted fields span lines); turning rows into records (UTF-8 checks, one string per
-/// field) runs on the blocking pool, and the records are taken back in file order, so line
+/// field) runs on `crate::compute`'s pool, and the records are taken back in file order, so line
 /// numbers and the order of rows stay exactly as a single reader gives them.
 const CONVERT_BATCH: usize = 512;
 const CONVERT_IN_FLIGHT: usize = 2;
@@ -427,11 +426,11 @@ const CONVERT_IN_FLIGHT: usize = 2;
 struct Converter<'e> {
     headers: std::sync::Arc<[String]>,
     shown: String,
-    /// The runtime whose blocking pool converts rows; without one (fuzzing, `read_bytes`)
-    /// they are converted inline.
-    pool: Option<tokio::runtime::Handle>,
+    /// Whether rows are converted on the compute pool; if not (fuzzing, `read_bytes`) they
+    /// are converted inline.
+    parallel: bool,
     batch: Vec<(csv::ByteRecord, u64)>,
-    in_flight: VecDeque<tokio::task::JoinHandle<Vec<SourceItem>>>,
+    in_flight: VecDeque<crate::compute::Task<Vec<SourceItem>>>,
     emit: &'e mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
 }
 
@@ -439,13 +438,13 @@ impl<'e> Converter<'e> {
     fn new(
         headers: Vec<String>,
         shown: &str,
-        pool: Option<tokio::runtime::Handle>,
+        parallel: bool,
         emit: &'e mut dyn FnMut(Result<SourceItem, SourceError>) -> bool,
     ) -> Self {
         Self {
             headers: headers.into(),
             shown: shown.to_string(),
-            pool,
+            parallel,
             batch: Vec::with_capacity(CONVERT_BATCH),
             in_flight: VecDeque::new(),
             emit,
@@ -459,11 +458,11 @@ impl<'e> Converter<'e> {
             return true;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(CONVERT_BATCH));
-        let Some(pool) = &self.pool else {
+        if !self.parallel {
             return self.send(convert(&self.headers, batch));
-        };
+        }
         let headers = std::sync::Arc::clone(&self.headers);
-        self.in_flight.push_back(pool.spawn_blocking(move || convert(&headers, batch)));
+        self.in_flight.push_back(crate::compute::spawn(move || convert(&headers, batch)));
         self.in_flight.len() <= CONVERT_IN_FLIGHT || self.take_one()
     }
 

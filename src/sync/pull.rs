@@ -193,7 +193,7 @@ pub async fn pull_and_map(
     let hasher = g.users.hasher();
     let map_batch = |batch: Vec<SourceItem>| {
         let (mapping, hasher) = (job.mapping.clone(), hasher);
-        tokio::task::spawn_blocking(move || {
+        crate::compute::spawn(move || {
             let mapped: Vec<Step> =
                 batch.into_iter().map(|item| Step::of(item, &mapping, now, &hasher)).collect();
             mapped
