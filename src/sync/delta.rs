@@ -142,26 +142,41 @@ pub fn compute(
 ) -> Result<Delta, StateError> {
     // Without a state entry: active → create; inactive → unowned deactivation.
     let mut actions: Vec<Action> =
-        (0..spill.len()).map(|i| decide_new(spill.slot_info(i).0)).collect();
+        (0..spill.len()).map(|i| decide_new(spill.slot_active(i))).collect();
     let mut unconfirmed = 0u64;
     let mut leavers = Vec::new();
     let mut missing_waiting = 0u64;
     let detect_missing = job.leavers.deactivate_missing && absence_off.is_none();
     let mut m = Memberships::default();
     let strip = job.groups.remove_memberships_on_deactivate;
+    // The first failure to read the spill back; the rest of the stream is skipped.
+    let mut unreadable: Option<std::io::Error> = None;
     store.for_each_entry(&job.name, &mut |e: Entry| {
+        if unreadable.is_some() {
+            return;
+        }
         m.known += e.groups.len() as u64;
         match spill.slot_of(&e.external_id) {
             Some(slot) => {
-                let (active, hash) = spill.slot_info(slot);
+                let active = spill.slot_active(slot);
                 if e.pending.is_some() {
                     unconfirmed += 1;
                 }
+                // Only an active user's hash and groups are compared.
+                let confirmed_groups = groups_fingerprint(e.groups.iter().map(String::as_str));
+                let (hash, groups) = if active {
+                    match spill.content_against(slot, e.hash.as_deref(), confirmed_groups) {
+                        Ok(found) => found,
+                        Err(err) => {
+                            unreadable = Some(err);
+                            return;
+                        }
+                    }
+                } else {
+                    (String::new(), confirmed_groups)
+                };
                 let mut action = decide(&e, active, &hash);
-                if active
-                    && groups_fingerprint(e.groups.iter().map(String::as_str))
-                        != spill.slot_groups(slot)
-                {
+                if active && confirmed_groups != groups {
                     if action == Action::Unchanged {
                         action = Action::Update;
                         m.changed += 1;
@@ -196,6 +211,12 @@ pub fn compute(
             None => {}
         }
     })?;
+    if let Some(e) = unreadable {
+        return Err(StateError::Backend {
+            location: "the pull's spill file".into(),
+            message: e.to_string(),
+        });
+    }
     let removals = m.removals(spill, store, job, absence_off.is_none())?;
     let mut changes = Changes {
         leavers_missing: leavers.len() as u64,

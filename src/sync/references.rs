@@ -257,8 +257,7 @@ references:
             res.dangling.iter().map(|d| (d.external_id.as_str(), d.person.as_str())).collect();
         assert_eq!(dangling, [("b", "c"), ("f", "e")]);
         // The resolved copy is what the delta hashes: the manager is part of it.
-        let (_, hash) = out.slot_info(0);
-        assert_eq!(hash, users[0].content_hash_hex());
+        assert_eq!(out.content_hashes(&[0]).unwrap(), [users[0].content_hash_hex()]);
         assert_eq!(out.slot_of("f"), Some(2));
     }
 }

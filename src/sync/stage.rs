@@ -308,21 +308,24 @@ fn confirmed_users(
     keep_profiles: bool,
 ) -> std::io::Result<Vec<Confirmed>> {
     let mut out = Vec::new();
+    // (place in `out`, slot) of every user in the spill, and of the upserts whose profile
+    // is kept; both read back in slot order.
+    let mut hashed = Vec::new();
     let mut upsert_slots = Vec::new();
     for (id, status) in session_users(plan) {
         let slot = users.slot_of(id);
-        if status == SentStatus::Active
-            && keep_profiles
-            && let Some(s) = slot
-        {
-            upsert_slots.push((out.len(), s));
+        if let Some(s) = slot {
+            hashed.push((out.len(), s));
+            if status == SentStatus::Active && keep_profiles {
+                upsert_slots.push((out.len(), s));
+            }
         }
-        out.push(Confirmed {
-            external_id: id.to_string(),
-            status,
-            hash: slot.map(|s| users.slot_info(s).1),
-            profile: None,
-        });
+        out.push(Confirmed { external_id: id.to_string(), status, hash: None, profile: None });
+    }
+    hashed.sort_by_key(|(_, s)| *s);
+    let slots: Vec<usize> = hashed.iter().map(|(_, s)| *s).collect();
+    for ((i, _), hash) in hashed.iter().zip(users.content_hashes(&slots)?) {
+        out[*i].hash = Some(hash);
     }
     upsert_slots.sort_by_key(|(_, s)| *s);
     let slots: Vec<usize> = upsert_slots.iter().map(|(_, s)| *s).collect();

@@ -2,9 +2,9 @@
 //! in the file and what the delta compares, plus the externalId index. It is what a pull holds
 //! per person, so every part is fixed-size (ARCHITECTURE.md, "Memory per person"):
 //!
-//! - a [`Slot`] of 48 bytes: file position and length, content hash, groups fingerprint, and
-//!   the externalId's 128-bit key (the id itself, and the record's origin, are on disk, read
-//!   back when needed);
+//! - a [`Slot`] of 32 bytes: file position and length, the externalId's 128-bit key, and a
+//!   64-bit check of the content hash and groups fingerprint (the id, the record's origin,
+//!   and the content hash and fingerprint themselves are on disk, read back when needed);
 //! - 4 bytes (and a control byte) in a `hashbrown` table of slot numbers, filed under the
 //!   key's low 64 bits and compared on all 128.
 //!
@@ -25,7 +25,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::mapping::HASH_BYTES;
 
-/// Slots per chunk (48 bytes each: 768 KiB).
+/// Slots per chunk (32 bytes each: 512 KiB).
 const SLOT_CHUNK: usize = 1 << 14;
 
 /// The externalId key of the index: SipHash-1-3, 128 bits, keyed at random per process.
@@ -58,10 +58,20 @@ pub struct Slot {
     loc: u64,
     /// The key of the externalId ([`IdHasher::key`]).
     key: u128,
-    /// [`crate::mapping::MappedUser::content_hash`] of the user.
-    pub hash: [u8; HASH_BYTES],
-    /// [`crate::mapping::groups_fingerprint`] of the user's groups.
-    pub groups: u64,
+    /// [`check`] of the user's content hash and groups fingerprint.
+    check: u64,
+}
+
+/// 64 bits that are equal when a user's content hash
+/// ([`crate::mapping::MappedUser::content_hash`]) and groups fingerprint
+/// ([`crate::mapping::groups_fingerprint`]) both are, and differ otherwise but for a chance
+/// of 2⁻⁶⁴: what the delta compares a state entry with before it reads the exact values
+/// back from the file. Only compared within one process, never stored.
+pub fn check(hash: &[u8; HASH_BYTES], groups: u64) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(hash);
+    h.write_u64(groups);
+    h.finish()
 }
 
 const MAX_OFFSET: u64 = 1 << 40;
@@ -85,7 +95,11 @@ impl Slot {
         if offset >= MAX_OFFSET {
             return Err(std::io::Error::other("the spill file grew over 1 TiB"));
         }
-        Ok(Self { loc: offset << 24 | len << 1 | u64::from(active), key: 0, hash, groups })
+        Ok(Self {
+            loc: offset << 24 | len << 1 | u64::from(active),
+            key: 0,
+            check: check(&hash, groups),
+        })
     }
 
     pub fn offset(&self) -> u64 {
@@ -98,6 +112,12 @@ impl Slot {
 
     pub fn active(&self) -> bool {
         self.loc & 1 == 1
+    }
+
+    /// Whether this user's content hash and groups fingerprint may be `hash` and `groups`:
+    /// `false` means they certainly differ.
+    pub fn may_match(&self, hash: &[u8; HASH_BYTES], groups: u64) -> bool {
+        self.check == check(hash, groups)
     }
 }
 
@@ -188,10 +208,14 @@ mod tests {
 
     #[test]
     fn a_slot_packs_and_unpacks_every_field() {
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
         let s = slot((1 << 40) - 1, (1 << 23) - 1, true);
         assert_eq!((s.offset(), s.len(), s.active()), ((1 << 40) - 1, (1 << 23) - 1, true));
-        assert_eq!((s.hash, s.groups), ([7; HASH_BYTES], 9));
+        assert!(s.may_match(&[7; HASH_BYTES], 9));
+        let mut other = [7; HASH_BYTES];
+        other[HASH_BYTES - 1] = 8;
+        assert!(!s.may_match(&other, 9), "the last byte of the hash counts");
+        assert!(!s.may_match(&[7; HASH_BYTES], 10), "the groups count");
         let s = slot(0, 0, false);
         assert_eq!((s.offset(), s.len(), s.active()), (0, 0, false));
         let err = Slot::new(0, 1 << 23, true, [0; HASH_BYTES], 0).unwrap_err();

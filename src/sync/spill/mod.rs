@@ -32,12 +32,15 @@ use index::{Index, Slot};
 
 /// The on-disk form of a [`MappedUser`], as written (borrowing, so nothing is cloned), in
 /// postcard: compact, and several times faster to write and read than JSON. The id comes
-/// first, then where the record was: [`Spill::origin_of`] reads only those.
+/// first, then where the record was, then what the delta compares (the slot holds only a
+/// check of those): [`Head`] reads only these.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     id: &'a str,
     line: bool,
     at: u64,
+    hash: [u8; HASH_BYTES],
+    groups_fingerprint: u64,
     active: bool,
     profile: &'a BTreeMap<String, String>,
     #[serde(serialize_with = "groups_as_tuples")]
@@ -56,14 +59,45 @@ fn origin(line: bool, at: u64) -> Origin {
     if line { Origin::Line(at) } else { Origin::Index(at) }
 }
 
-/// The on-disk form of a [`MappedUser`], as read back.
+/// The start of a stored record: the id, where the record was, and what the delta compares.
 #[derive(Deserialize)]
-struct Stored<'a> {
+struct Head<'a> {
     #[serde(borrow)]
     id: &'a str,
     /// `true`: a file line; `false`: a stream position.
     line: bool,
     at: u64,
+    /// [`MappedUser::content_hash`].
+    hash: [u8; HASH_BYTES],
+    /// [`groups_fingerprint`] of the user's groups.
+    groups_fingerprint: u64,
+}
+
+impl Head<'_> {
+    fn origin(&self) -> Origin {
+        origin(self.line, self.at)
+    }
+}
+
+/// What `f` takes from the start of the record in `slot`, read with one exact positioned read
+/// (for lookups out of order, where a [`Window`] would read a megabyte per record).
+fn read_record<T>(
+    file: &File,
+    slot: &Slot,
+    f: impl FnOnce(Head<'_>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let mut buf = vec![0; slot.len()];
+    file.read_exact_at(&mut buf, slot.offset())?;
+    let (head, _): (Head<'_>, _) =
+        postcard::take_from_bytes(&buf).map_err(std::io::Error::other)?;
+    f(head)
+}
+
+/// The on-disk form of a [`MappedUser`], as read back.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    head: Head<'a>,
     active: bool,
     profile: BTreeMap<String, String>,
     groups: Vec<(String, String, Option<String>)>,
@@ -93,18 +127,20 @@ impl Encoded {
             Origin::Line(l) => (true, l),
             Origin::Index(i) => (false, i),
         };
+        let hash = user.content_hash();
+        let groups = groups_fingerprint(user.groups.iter().map(|g| g.external_id.as_str()));
         let stored = StoredRef {
             id: &user.external_id,
             line,
             at,
+            hash,
+            groups_fingerprint: groups,
             active: user.active,
             profile: &user.profile,
             groups: &user.groups,
             links: &user.links,
         };
         let bytes = postcard::to_stdvec(&stored).map_err(std::io::Error::other)?;
-        let hash = user.content_hash();
-        let groups = groups_fingerprint(user.groups.iter().map(|g| g.external_id.as_str()));
         let derived = if user.active {
             user.groups.iter().map(|g| g.external_id.clone()).collect()
         } else {
@@ -199,7 +235,8 @@ impl Spill {
             return Ok(None);
         };
         let old = *self.index.slot(at);
-        let (id, origin) = self.stored_id_and_origin(&old)?;
+        self.flush_for(&old)?;
+        let (id, origin) = read_record(&self.file, &old, |h| Ok((h.id.to_string(), h.origin())))?;
         if id != user.external_id {
             // Two ids with one 128-bit key (about 10^-26 for five million): never merged.
             return Err(std::io::Error::other(format!(
@@ -212,21 +249,16 @@ impl Spill {
         Ok(Some(origin))
     }
 
-    /// The id and origin of the record in `slot`, read back from the file: only a duplicate
-    /// needs them, so no slot holds them.
-    fn stored_id_and_origin(&mut self, slot: &Slot) -> std::io::Result<(String, Origin)> {
+    /// Flush the writer when `slot` lies (partly) in its buffer, so the file holds it: a
+    /// duplicate reads back the older record (for its id and origin: no slot holds them).
+    fn flush_for(&mut self, slot: &Slot) -> std::io::Result<()> {
         if slot.offset() + slot.len() as u64 > self.flushed {
             if let Some(w) = self.writer.as_mut() {
                 w.flush()?;
             }
             self.flushed = self.written;
         }
-        let mut buf = vec![0; slot.len()];
-        self.file.read_exact_at(&mut buf, slot.offset())?;
-        // The stored form starts with the id, then where the record was.
-        let ((id, line, at), _): ((&str, bool, u64), _) =
-            postcard::take_from_bytes(&buf).map_err(std::io::Error::other)?;
-        Ok((id.to_string(), origin(line, at)))
+        Ok(())
     }
 
     /// Flush writes; call once the pull is over, before reading back.
@@ -248,10 +280,37 @@ impl Spill {
         self.index.get(external_id)
     }
 
-    /// Whether the user in `slot` is active, and its profile hash in hex.
-    pub fn slot_info(&self, slot: usize) -> (bool, String) {
+    /// Whether the user in `slot` is active.
+    pub fn slot_active(&self, slot: usize) -> bool {
+        self.index.slot(slot).active()
+    }
+
+    /// The content hash (in hex, as the state stores it) and groups fingerprint of the user in
+    /// `slot`, given what a state entry holds (`hash`, hex, and the fingerprint of its
+    /// confirmed groups): answered from memory when both are equal, read back from the file
+    /// otherwise (the slot holds only a check of the two).
+    pub fn content_against(
+        &self,
+        slot: usize,
+        hash: Option<&str>,
+        groups: u64,
+    ) -> std::io::Result<(String, u64)> {
         let s = self.index.slot(slot);
-        (s.active(), hex::encode(s.hash))
+        let mut bytes = [0u8; HASH_BYTES];
+        if let Some(h) = hash
+            && hex::decode_to_slice(h, &mut bytes).is_ok()
+            && s.may_match(&bytes, groups)
+        {
+            return Ok((h.to_string(), groups));
+        }
+        read_record(&self.file, s, |h| Ok((hex::encode(h.hash), h.groups_fingerprint)))
+    }
+
+    /// The content hashes, in hex, of the users in `slots` (ascending order reads the file
+    /// mostly sequentially).
+    pub fn content_hashes(&self, slots: &[usize]) -> std::io::Result<Vec<String>> {
+        let mut reader = Window::new(&self.file);
+        slots.iter().map(|&i| reader.head(self.index.slot(i), |h| hex::encode(h.hash))).collect()
     }
 
     /// Free the externalId index (and the derived groups) of a spill that will only be read
@@ -284,11 +343,6 @@ impl Spill {
     /// The sessions `batch::pack` would build from all users, one at a time.
     pub fn sessions(&self, mode: SessionMode, limits: Limits) -> Sessions<'_> {
         self.sessions_selected(mode, limits, None, &[], &NO_REMOVALS)
-    }
-
-    /// The fingerprint of a slot's groups (see [`groups_fingerprint`]).
-    pub fn slot_groups(&self, slot: usize) -> u64 {
-        self.index.slot(slot).groups
     }
 
     /// Whether an active user of the pull derives the group. A user replaced by a later
@@ -422,12 +476,19 @@ impl<'a> Window<'a> {
         Ok(id.to_string())
     }
 
+    /// What `f` takes from the start of the record in `slot`.
+    fn head<T>(&mut self, slot: &Slot, f: impl FnOnce(Head<'_>) -> T) -> std::io::Result<T> {
+        let (head, _): (Head<'_>, _) =
+            postcard::take_from_bytes(self.bytes(slot)?).map_err(std::io::Error::other)?;
+        Ok(f(head))
+    }
+
     fn user(&mut self, slot: &Slot) -> std::io::Result<MappedUser> {
         let stored: Stored<'_> =
             postcard::from_bytes(self.bytes(slot)?).map_err(std::io::Error::other)?;
         Ok(MappedUser {
-            origin: origin(stored.line, stored.at),
-            external_id: stored.id.to_string(),
+            origin: stored.head.origin(),
+            external_id: stored.head.id.to_string(),
             active: stored.active,
             profile: stored.profile,
             groups: stored
@@ -501,25 +562,22 @@ fn prepare(file: &File, slots: &[Slot]) -> std::io::Result<Vec<ReadyUser>> {
         .collect()
 }
 
-/// [`prepare`] split over up to four threads (the results keep the slots' order).
+/// [`prepare`] split over up to four threads of `crate::compute`'s pool (the results keep the
+/// slots' order). Threads started per batch (about 1,250 at 5,000,000 users) each began with
+/// an empty allocator heap and left its pages to be purged.
 fn prepare_parallel(file: &File, slots: &[Slot]) -> std::io::Result<Vec<ReadyUser>> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    use rayon::prelude::*;
+    let workers = rayon::current_num_threads().min(4);
     if workers < 2 || slots.len() < 256 {
         return prepare(file, slots);
     }
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = slots
-            .chunks(slots.len().div_ceil(workers))
-            .map(|part| scope.spawn(move || prepare(file, part)))
-            .collect();
-        let mut out = Vec::with_capacity(slots.len());
-        for part in parts {
-            out.extend(
-                part.join().map_err(|_| std::io::Error::other("a packing thread panicked"))??,
-            );
-        }
-        Ok(out)
-    })
+    let parts: Vec<std::io::Result<Vec<ReadyUser>>> =
+        slots.par_chunks(slots.len().div_ceil(workers)).map(|part| prepare(file, part)).collect();
+    let mut out = Vec::with_capacity(slots.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// The sessions of a spill, packed as the users are read back.
@@ -672,6 +730,48 @@ mod tests {
             groups: Vec::new(),
             links: BTreeMap::new(),
         }
+    }
+
+    /// The slot keeps only a check of the content hash and groups fingerprint: a state entry
+    /// that matches is answered from memory, anything else gets the exact values from disk.
+    #[test]
+    fn content_is_compared_by_check_and_read_back_when_it_differs() {
+        let mut spill = Spill::new().unwrap();
+        let mut users: Vec<MappedUser> = (0..3).map(|i| user(i, true, 10)).collect();
+        users[1].groups = vec![GroupRef {
+            external_id: "g1".into(),
+            display_name: "G1".into(),
+            description: None,
+        }];
+        for u in &users {
+            spill.push(u).unwrap();
+        }
+        spill.finish().unwrap();
+        let fp =
+            |u: &MappedUser| groups_fingerprint(u.groups.iter().map(|g| g.external_id.as_str()));
+        for (i, u) in users.iter().enumerate() {
+            let (hash, groups) = (u.content_hash_hex(), fp(u));
+            assert_eq!(
+                spill.content_against(i, Some(&hash), groups).unwrap(),
+                (hash.clone(), groups)
+            );
+            // A stale hash, none at all, or one that is not hex: the real one, from disk.
+            let stale = "0".repeat(32);
+            for entry in [Some(stale.as_str()), None, Some("not hex")] {
+                assert_eq!(
+                    spill.content_against(i, entry, groups).unwrap(),
+                    (hash.clone(), groups)
+                );
+            }
+            // Other confirmed groups: the pulled user's fingerprint, from disk.
+            assert_eq!(
+                spill.content_against(i, Some(&hash), groups ^ 1).unwrap(),
+                (hash.clone(), groups)
+            );
+        }
+        assert_ne!(fp(&users[0]), fp(&users[1]));
+        let hashes: Vec<String> = users.iter().map(MappedUser::content_hash_hex).collect();
+        assert_eq!(spill.content_hashes(&[0, 1, 2]).unwrap(), hashes);
     }
 
     /// Groups over several chunks: every user, group and membership goes out exactly once,
