@@ -16,6 +16,7 @@ use xaas::cli::{Cli, LogFormat};
 #[tokio::main]
 async fn main() {
     no_huge_pages();
+    quick_purge();
     let cli = Cli::parse();
     // XAAS_LOG (or RUST_LOG) sets the filter, e.g. `XAAS_LOG=xaas=debug`.
     let filter = std::env::var("XAAS_LOG")
@@ -36,6 +37,21 @@ async fn main() {
     }
     let code = xaas::cli::execute(cli).await;
     std::process::exit(code);
+}
+
+/// mimalloc's purge delay: how long freed memory stays resident before it is given back to
+/// the OS. mimalloc 3 waits 1,000 ms; during a pull, memory is freed and taken again so fast
+/// that a second's worth of it stayed resident: a 1,000,000-row `xaas plan` peaked at 111-123
+/// MiB with it and at 96-100 with 10 ms, for about 0.2 s more (BENCHMARKS.md, issue 21).
+/// `MIMALLOC_PURGE_DELAY` (milliseconds; 0 gives back at once, slower still) overrides it.
+fn quick_purge() {
+    /// `mi_option_purge_delay` in mimalloc.h's `mi_option_t` (libmimalloc-sys names no
+    /// constant for it; the enum only grows at its end).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an integer option, which mimalloc reads atomically.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10) };
+    }
 }
 
 /// Transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP=1`: mimalloc asks
