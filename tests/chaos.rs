@@ -854,17 +854,7 @@ async fn create_table(endpoint: &str, table: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| format!("create table: {e:?}"))?;
-    // dynalite creates tables asynchronously.
-    for _ in 0..100 {
-        let d = client.describe_table().table_name(table).send().await;
-        if d.ok().and_then(|d| d.table).and_then(|t| t.table_status).map(|s| s.as_str() == "ACTIVE")
-            == Some(true)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("the table did not become active".into())
+    common::dynamodb_table_active(&client, table).await
 }
 
 /// Make the table hold exactly `people`.

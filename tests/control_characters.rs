@@ -154,6 +154,7 @@ async fn a_dynamodb_table() {
         .send()
         .await
         .unwrap();
+    common::dynamodb_table_active(&client, &table).await.unwrap();
     for p in people().0 {
         let json = p.json();
         let item: HashMap<String, Av> = json

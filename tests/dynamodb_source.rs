@@ -143,6 +143,7 @@ async fn seed(endpoint: &str) {
         .send()
         .await
         .expect("create table");
+    common::dynamodb_table_active(&c, TABLE).await.unwrap();
     let items: Vec<_> = (0..ITEMS)
         .map(|i| item(i, "acme"))
         .chain((ITEMS..ITEMS + OTHERS).map(|i| item(i, "globex")))

@@ -321,3 +321,21 @@ impl SignedRequest {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
+
+/// Wait until the DynamoDB server reports `table` ACTIVE. dynalite creates tables
+/// asynchronously even with `--createTableMs 0`, and a write to a table still CREATING fails with
+/// ResourceNotFoundException. (The SDK's `wait_until_table_exists` polls every 20 s at least.)
+pub async fn dynamodb_table_active(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<(), String> {
+    for _ in 0..200 {
+        let d = client.describe_table().table_name(table).send().await;
+        let status = d.ok().and_then(|d| d.table).and_then(|t| t.table_status);
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("the DynamoDB table {table} did not become ACTIVE within 10 s"))
+}
