@@ -108,6 +108,7 @@ def main():
         csv = os.path.join(DIR, f"users-{n}.csv")
         if not os.path.exists(csv):
             export(csv, n)
+            os.sync()  # not timed: the plan would otherwise read while the export is written back
         cfg = os.path.join(DIR, "plan.yaml")
         config(cfg, csv, "http://127.0.0.1:9")
         if os.path.exists(os.path.join(DIR, "state.db")):
@@ -127,6 +128,7 @@ def main():
                 delta = os.path.join(DIR, f"users-{n}-delta.csv")
                 if not os.path.exists(delta):
                     export(delta, n, changed=n // 100)
+                    os.sync()
                 config(cfg, delta, sim.base)
                 wall, user, rss, code = timed([c.EXE, "run", "--config", cfg, "--report", os.path.join(DIR, "delta.json")])
                 with open(os.path.join(DIR, "delta.json")) as f:
@@ -137,6 +139,7 @@ def main():
     if len(sizes) == 2 and all(s in plans for s in sizes):
         (a1, b1), (a2, b2) = (sizes[0], plans[sizes[0]]), (sizes[1], plans[sizes[1]])
         print(f"plan, {a2 // a1}x the rows: wall x{b2[0] / b1[0]:.2f}, peak RSS x{b2[2] / b1[2]:.2f}")
+    print(f"at end: {c.cpu_probe()}")
 
 
 main()
