@@ -51,6 +51,18 @@ def export(path, rows, changed=0, seed=21):
                 f.writelines(dups)
                 dups.clear()
         f.writelines(dups)
+        f.flush()
+        # On disk before anything is timed on it: a plan would otherwise read while the export
+        # is still written back.
+        os.fsync(f.fileno())
+
+
+def fresh_state():
+    """No state from an earlier command: the database and its WAL files, which a new database
+    must not inherit."""
+    for f in ("state.db", "state.db-wal", "state.db-shm"):
+        if os.path.exists(os.path.join(DIR, f)):
+            os.remove(os.path.join(DIR, f))
 
 
 def timed(args, env=None):
@@ -108,19 +120,15 @@ def main():
         csv = os.path.join(DIR, f"users-{n}.csv")
         if not os.path.exists(csv):
             export(csv, n)
-            os.sync()  # not timed: the plan would otherwise read while the export is written back
         cfg = os.path.join(DIR, "plan.yaml")
         config(cfg, csv, "http://127.0.0.1:9")
-        if os.path.exists(os.path.join(DIR, "state.db")):
-            os.remove(os.path.join(DIR, "state.db"))
+        fresh_state()
         print(f"{n:,} rows ({os.path.getsize(csv) / 1e6:.0f} MB):", flush=True)
         wall, user, rss, _ = timed([c.EXE, "plan", "--config", cfg])
         plans[n] = (wall, user, rss)
         line("xaas plan", n, wall, user, rss)
         if n in runs:
-            for f in ("state.db", "state.db-wal", "state.db-shm"):
-                if os.path.exists(os.path.join(DIR, f)):
-                    os.remove(os.path.join(DIR, f))
+            fresh_state()
             with c.Sim(clock_scale=3000.0, latency_ms=0, rate_limit=1_000_000, processing_ms=20) as sim:
                 config(cfg, csv, sim.base)
                 wall, user, rss, code = timed([c.EXE, "run", "--config", cfg, "--report", os.path.join(DIR, "full.json")])
@@ -128,7 +136,6 @@ def main():
                 delta = os.path.join(DIR, f"users-{n}-delta.csv")
                 if not os.path.exists(delta):
                     export(delta, n, changed=n // 100)
-                    os.sync()
                 config(cfg, delta, sim.base)
                 wall, user, rss, code = timed([c.EXE, "run", "--config", cfg, "--report", os.path.join(DIR, "delta.json")])
                 with open(os.path.join(DIR, "delta.json")) as f:
